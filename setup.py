@@ -1,0 +1,43 @@
+"""tailmix: learn how much diffusion-generated data to mix into each class of a long-tailed dataset."""
+from setuptools import find_packages, setup
+
+with open("README.md", encoding="utf-8") as fh:
+    long_description = fh.read()
+
+setup(
+    name="tailmix",
+    version="0.1.0",
+    description=(
+        "A PettingZoo/gymnasium RL environment in which per-class agents choose how many "
+        "synthetic (diffusion-generated) images to mix into a long-tailed training set."
+    ),
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["envs", "envs.*", "agents", "agents.*", "generators",
+                                    "generators.*", "classifiers", "classifiers.*"]),
+    py_modules=["train_agents"],
+    install_requires=[
+        "numpy>=1.24",
+        "gymnasium>=1.0",
+        "pettingzoo>=1.27",
+        "stable-baselines3>=2.3",
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "diffusers>=0.30",
+        "peft>=0.12",
+        "scikit-learn>=1.3",
+        "scipy>=1.10",
+        "tensorboard>=2.14",
+        "tqdm>=4.66",
+        "rich>=13",
+        "matplotlib>=3.7",
+        "pillow>=10",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        "medmnist": ["medmnist>=3.0"],
+        "ray": ["ray[rllib]>=2.40"],
+    },
+    entry_points={"console_scripts": ["train_agents=train_agents:cli", "tailmix=train_agents:cli"]},
+)
