@@ -1,0 +1,190 @@
+"""K linear or one-hidden-layer MLP softmax heads trained together by full-batch Adam.
+
+This is the hot path of the environment's feature mode: every env step trains a head for a few epochs
+on the current mix of real and synthetic features. A step must cost about a millisecond, so the head
+uses hand-written gradients (no autograd graph, no optimizer objects) and full-batch epochs (the
+prototype lost 7x to mini-batching, FINDINGS.md). ``K`` independent heads, one per env copy, are trained
+in the same batched matrix products; a copy's numbers do not depend on the other copies.
+
+Padding: copies may have different numbers of rows. Rows carry a weight, and padding rows have weight 0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+HEAD_LOSSES = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
+
+
+def loss_terms(loss: str, counts: torch.Tensor, *, tau: float = 1.0, beta: float = 0.9999
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-time logit offsets and per-class weights that turn softmax CE into ``loss``.
+
+    Args:
+        loss: One of :data:`HEAD_LOSSES`.
+        counts: ``(K, C)`` training rows per class in each copy's current mix.
+        tau: Logit-adjustment temperature (Menon et al. 2021).
+        beta: Class-balanced effective-number parameter (Cui et al. 2019).
+
+    Returns:
+        ``offset`` ``(K, C)`` added to logits during training only, and ``class_weight`` ``(K, C)``.
+    """
+    counts = counts.to(torch.float32).clamp_min(1.0)
+    zeros = torch.zeros_like(counts)
+    ones = torch.ones_like(counts)
+    if loss == "ce":
+        return zeros, ones
+    if loss in ("logit_adjustment", "balanced_softmax"):
+        # Balanced softmax is logit adjustment with tau = 1 (Ren et al. 2020; Menon et al. 2021).
+        t = 1.0 if loss == "balanced_softmax" else tau
+        prior = counts / counts.sum(dim=1, keepdim=True)
+        return t * prior.log(), ones
+    if loss == "class_balanced":
+        eff = (1.0 - torch.pow(torch.tensor(beta), counts)) / (1.0 - beta)
+        w = 1.0 / eff
+        return zeros, w * counts.shape[1] / w.sum(dim=1, keepdim=True)
+    raise ValueError(f"unknown head loss {loss!r}; choose one of {HEAD_LOSSES} (focal and LDAM-DRW need "
+                     "mode='pixel', which trains with classifiers.losses)")
+
+
+class BatchedHead:
+    """``K`` softmax heads ``(D -> C)`` (linear, or ``D -> hidden -> C`` with ReLU) trained by Adam.
+
+    Args:
+        num_copies: ``K``, the number of independent heads.
+        in_dim: Feature dimension ``D``.
+        num_classes: ``C``.
+        hidden: 0 for a linear head, else the MLP hidden width.
+        lr: Adam learning rate.
+        weight_decay: L2 penalty on weights (not biases).
+        device: Where the parameters live.
+    """
+
+    def __init__(self, num_copies: int, in_dim: int, num_classes: int, *, hidden: int = 0, lr: float = 0.05,
+                 weight_decay: float = 1e-4, device: torch.device | str = "cpu") -> None:
+        if num_copies < 1 or in_dim < 1 or num_classes < 2:
+            raise ValueError(f"need num_copies >= 1, in_dim >= 1, num_classes >= 2; got {num_copies}, "
+                             f"{in_dim}, {num_classes}")
+        self.k, self.d, self.c, self.hidden = num_copies, in_dim, num_classes, hidden
+        self.lr, self.weight_decay = lr, weight_decay
+        self.device = torch.device(device)
+        shapes = [(in_dim, num_classes), (1, num_classes)] if hidden == 0 else \
+            [(in_dim, hidden), (1, hidden), (hidden, num_classes), (1, num_classes)]
+        self.params = [torch.zeros((num_copies, *s), device=self.device) for s in shapes]
+        self._m = [torch.zeros_like(p) for p in self.params]
+        self._v = [torch.zeros_like(p) for p in self.params]
+        self._t = torch.zeros(num_copies, device=self.device)
+
+    # -- state -------------------------------------------------------------------------------
+    def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
+        """Re-initialise the heads of ``copies`` (default all), copy ``i`` from ``generators[i]``.
+
+        Weights use PyTorch's default Linear init (uniform in +-1/sqrt(fan_in)), drawn on the CPU from
+        the copy's own generator so that a copy's start does not depend on ``K`` or the device.
+        """
+        copies = list(range(self.k)) if copies is None else copies
+        if len(generators) != len(copies):
+            raise ValueError(f"need one generator per copy: {len(generators)} for {len(copies)} copies")
+        for g, i in zip(generators, copies):
+            for p in self.params:
+                fan_in = self._fan_in(p)
+                bound = 1.0 / math.sqrt(fan_in)
+                p[i] = (torch.rand(p.shape[1:], generator=g) * 2 - 1).mul_(bound).to(self.device)
+            for s in (*self._m, *self._v):
+                s[i] = 0
+            self._t[i] = 0
+
+    def _fan_in(self, p: torch.Tensor) -> int:
+        idx = next(j for j, q in enumerate(self.params) if q is p)
+        return self.d if idx in (0, 1) else self.hidden
+
+    def state_dict(self) -> dict:
+        return {"params": [p.clone() for p in self.params], "m": [m.clone() for m in self._m],
+                "v": [v.clone() for v in self._v], "t": self._t.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for dst, src in zip(self.params, state["params"]):
+            dst.copy_(src)
+        for dst, src in zip(self._m, state["m"]):
+            dst.copy_(src)
+        for dst, src in zip(self._v, state["v"]):
+            dst.copy_(src)
+        self._t.copy_(state["t"])
+
+    # -- math --------------------------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(K, N, D)`` (or ``(N, D)``, shared by all copies) -> logits ``(K, N, C)``."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.k, -1, -1)
+        if self.hidden == 0:
+            w, b = self.params
+            return torch.baddbmm(b, x, w)
+        w1, b1, w2, b2 = self.params
+        return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).clamp_min_(0), w2)
+
+    def train_epochs(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, epochs: int, *,
+                     offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Run ``epochs`` full-batch Adam steps; return the last epoch's loss per copy ``(K,)``.
+
+        Args:
+            x: ``(K, N, D)`` features.
+            y: ``(K, N)`` int64 labels.
+            row_weight: ``(K, N)`` float, 0 for padding rows, 1 for ordinary ones.
+            epochs: Number of full-batch steps.
+            offset: ``(K, C)`` logit offsets used only during training (logit adjustment).
+            class_weight: ``(K, C)`` loss weight per class (class-balanced loss).
+        """
+        k, n, _ = x.shape
+        onehot = torch.zeros(k, n, self.c, device=x.device)
+        onehot.scatter_(2, y.unsqueeze(-1), 1.0)
+        w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
+        # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
+        w_row = w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        xt = x.transpose(1, 2)
+        loss = torch.zeros(k, device=x.device)
+        for _ in range(epochs):
+            loss, grads = self._loss_and_grads(x, xt, onehot, w_row, offset)
+            self._adam(grads, 0.9, 0.999, 1e-8)
+        return loss
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, *,
+                       offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None):
+        """The weighted mean cross-entropy per copy and its gradients (no update). For tests."""
+        onehot = torch.zeros(*y.shape, self.c, device=x.device).scatter_(2, y.unsqueeze(-1), 1.0)
+        w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
+        w_row = w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return self._loss_and_grads(x, x.transpose(1, 2), onehot, w_row, offset)
+
+    def _loss_and_grads(self, x, xt, onehot, w_row, offset):
+        if self.hidden == 0:
+            w, b = self.params
+            z = torch.baddbmm(b, x, w)
+        else:
+            w1, b1, w2, b2 = self.params
+            pre = torch.baddbmm(b1, x, w1)
+            h = pre.clamp_min(0)
+            z = torch.baddbmm(b2, h, w2)
+        if offset is not None:
+            z = z + offset.unsqueeze(1)
+        logp = torch.log_softmax(z, dim=2)
+        loss = -(logp * onehot).sum(2).mul(w_row).sum(1)
+        gz = (logp.exp() - onehot).mul_(w_row.unsqueeze(-1))  # dL/dz, (K, N, C)
+        if self.hidden == 0:
+            return loss, [torch.bmm(xt, gz), gz.sum(1, keepdim=True)]
+        gh = torch.bmm(gz, w2.transpose(1, 2)).mul_((pre > 0).to(gz.dtype))
+        return loss, [torch.bmm(xt, gh), gh.sum(1, keepdim=True), torch.bmm(h.transpose(1, 2), gz),
+                      gz.sum(1, keepdim=True)]
+
+    def _adam(self, grads: list[torch.Tensor], b1: float, b2: float, eps: float) -> None:
+        self._t += 1
+        t = self._t.view(-1, 1, 1)
+        c1 = 1 - b1 ** t
+        c2 = 1 - b2 ** t
+        for j, (p, g, m, v) in enumerate(zip(self.params, grads, self._m, self._v)):
+            if self.weight_decay and j % 2 == 0:  # weights, not biases
+                g = g.add(p, alpha=self.weight_decay)
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.sub_(self.lr * (m / c1) / ((v / c2).sqrt_().add_(eps)))

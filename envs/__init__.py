@@ -1,0 +1,44 @@
+"""tailmix environments: ``tailmix/SyntheticRatio-v0`` (PettingZoo) and its gymnasium view.
+
+Importing this package registers both ids (safely, more than once). The env classes load lazily so that
+``import envs`` stays fast.
+"""
+from __future__ import annotations
+
+PARALLEL_ID = "tailmix/SyntheticRatio-v0"
+CENTRAL_ID = "tailmix/SyntheticRatioCentral-v0"
+
+__all__ = ["PARALLEL_ID", "CENTRAL_ID", "SyntheticRatioEnv", "SyntheticRatioCentralEnv", "parallel_env", "env",
+           "raw_env", "register_envs"]
+
+
+def register_envs() -> None:
+    """Register the env ids with gymnasium and PettingZoo; a second call is a no-op (HighwayEnv's guard)."""
+    import gymnasium
+
+    if CENTRAL_ID not in gymnasium.registry:
+        gymnasium.register(id=CENTRAL_ID, entry_point="envs.central:SyntheticRatioCentralEnv")
+    try:
+        import pettingzoo
+    except ImportError:  # pragma: no cover - pettingzoo is a hard dependency; keep gymnasium usable anyway
+        return
+    if hasattr(pettingzoo, "register"):  # PettingZoo >= 1.27 has a registry
+        if PARALLEL_ID not in pettingzoo.parallel_registry:
+            pettingzoo.register("parallel", PARALLEL_ID, entry_point="envs.synthetic_ratio:parallel_env")
+        if PARALLEL_ID not in pettingzoo.aec_registry:
+            pettingzoo.register("aec", PARALLEL_ID, entry_point="envs.synthetic_ratio:env")
+
+
+def __getattr__(name: str):
+    if name in ("SyntheticRatioEnv", "parallel_env", "env", "raw_env"):
+        from envs import synthetic_ratio
+
+        return getattr(synthetic_ratio, name)
+    if name == "SyntheticRatioCentralEnv":
+        from envs.central import SyntheticRatioCentralEnv
+
+        return SyntheticRatioCentralEnv
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
+
+register_envs()

@@ -1,0 +1,111 @@
+"""``tailmix/SyntheticRatioCentral-v0``: the same env as one gymnasium agent that sets every ratio."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.config import RatioEnvConfig
+from envs.core import RatioCore
+
+
+class SyntheticRatioCentralEnv(gym.Env):
+    """Centralised view of ``tailmix/SyntheticRatio-v0``.
+
+    ## Description
+    The same simulation as the PettingZoo env (``envs.synthetic_ratio``), controlled by one agent.
+
+    ## Observation Space
+    ``Box(float32, (C, 8 + C))``: row ``c`` is agent ``class_c``'s observation in the PettingZoo env.
+
+    ## Action Space
+    ``Box(-1, 1, (C,), float32)``: element ``c`` is class ``c``'s action (same affine ratio map).
+
+    ## Rewards
+    The shared reward of the PettingZoo env (balanced validation accuracy by default).
+
+    ## Starting State
+    As in the PettingZoo env: a fresh classifier from ``reset(seed)``, every ratio at ``initial_ratio``.
+
+    ## Episode End
+    Truncated after ``max_steps`` steps; never terminated. With ``eval_split="test"`` the last info carries
+    test metrics under ``"test"``.
+
+    ## Arguments
+    Those of the PettingZoo env (``dataset``, ``source`` and :class:`envs.config.RatioEnvConfig` fields).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, dataset=None, source=None, *, render_mode: str | None = None, **kwargs) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'ansi'")
+        self.render_mode = render_mode
+        self.config = RatioEnvConfig(**kwargs)
+        self.core = RatioCore(dataset, source, self.config, num_copies=1)
+        c = self.core.c
+        self.action_space = spaces.Box(-1.0, 1.0, (c,), np.float32)
+        self.observation_space = spaces.Box(self.core.obs_low, self.core.obs_high, dtype=np.float32)
+
+    @property
+    def num_classes(self) -> int:
+        return self.core.c
+
+    @property
+    def ratios(self) -> np.ndarray:
+        return self.core.ratios[0].copy()
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return self.core.train_counts.copy()
+
+    @property
+    def max_ratio(self) -> float:
+        return self.config.max_ratio
+
+    def action_to_ratio(self, action):
+        return self.core.action_to_ratio(action)
+
+    def ratio_to_action(self, ratio):
+        return self.core.ratio_to_action(ratio)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        # The core keeps its own RNG streams (shared with the PettingZoo view); derive them from ours.
+        core_seed = seed if seed is not None else (None if self.core.np_randoms[0] is not None
+                                                   else int(self.np_random.integers(0, 2**62)))
+        self.core.reset([0], [core_seed])
+        return self.core.observation(0), self._info()
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.core.c,):
+            raise ValueError(f"action must have shape ({self.core.c},); got {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("action contains NaN or inf; actions must be finite numbers in [-1, 1]")
+        out = self.core.step(self.core.action_to_ratio(a)[None, :])
+        truncated = bool(self.core.done[0])
+        info = self._info(out["n_synthetic"])
+        if out["nan"][0]:
+            info["nan_loss"] = True
+        if truncated and self.config.eval_split == "test":
+            info["test"] = self.core.test_report(0)
+        return self.core.observation(0), float(out["reward"][0]), False, truncated, info
+
+    def _info(self, n_syn=None) -> dict:
+        per_class = [self.core.class_info(0, i, n_syn) for i in range(self.core.c)]
+        return {"ratios": self.core.ratios[0].copy(),
+                "balanced_accuracy": float(self.core.metrics["balanced_accuracy"][0]),
+                "macro_f1": float(self.core.metrics["macro_f1"][0]),
+                "recall": np.array([p["recall"] for p in per_class]),
+                "n_synthetic": np.array([p["n_synthetic"] for p in per_class]),
+                "per_class": per_class}
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return (f"step {int(self.core.t[0])}/{self.config.max_steps} balanced val acc "
+                    f"{self.core.metrics['balanced_accuracy'][0]:.3f} ratios {np.round(self.core.ratios[0], 2)}")
+        return None

@@ -1,0 +1,107 @@
+"""The settings every view of the env shares (PettingZoo, gymnasium, batched), validated in one place."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+MODES = ("feature", "pixel")
+REWARDS = ("accuracy", "delta", "final")
+HEADS = ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class RatioEnvConfig:
+    """Keyword arguments of ``tailmix/SyntheticRatio-v0`` and its views (all documented defaults).
+
+    Attributes:
+        mode: ``"feature"``: a linear/MLP head on frozen encoder features (milliseconds per step);
+            ``"pixel"``: a CNN fine-tuned on pixels (about a second per step on this CPU).
+        max_steps: Rounds of classifier training per episode; all agents are truncated after it.
+        max_ratio: Action ``a`` in [-1, 1] maps to ratio ``(a + 1) / 2 * max_ratio``.
+        initial_ratio: Ratio of every class at reset (shown in the first observation).
+        reward: ``"accuracy"`` (balanced val accuracy after the step), ``"delta"`` (its change over the
+            step), ``"final"`` (0 until the last step, then the balanced val accuracy).
+        synthetic_cost: Subtracted from the reward per synthetic sample used, relative to the real train
+            size (a generation budget): ``reward -= cost * n_synthetic / n_real``.
+        eval_split: ``None`` or ``"test"``: at the last step the infos carry test metrics (benchmarks).
+        epochs_per_step: Training epochs per step (feature mode: full-batch Adam steps; pixel: epochs).
+        head: ``"linear"`` or ``"mlp"`` (feature mode).
+        hidden: MLP hidden width.
+        lr: Learning rate of the head (feature) or CNN (pixel).
+        loss: Training loss: ``ce``, ``logit_adjustment``, ``balanced_softmax``, ``class_balanced`` (both
+            modes); ``focal`` and ``ldam_drw`` in pixel mode.
+        encoder: Feature-mode encoder kind (``envs.features.ENCODERS``).
+        encoder_epochs: Training epochs of the encoder CNN(s).
+        encoder_folds: Cross-fitting folds.
+        backbone: Pixel-mode CNN (``classifiers.backbones`` name).
+        batch_size: Pixel-mode mini-batch size.
+        pool_size: Synthetic candidates per class for the default augmentation / Gaussian source.
+        source_seed: Seed of the default source's pools and of the encoder.
+        num_threads: Torch threads while stepping (results depend on it; pinned so they repeat).
+        device: Torch device of the classifier (``"cpu"``, ``"cuda:1"``, ``"auto"``).
+        cache_dir: Where encoders are cached on disk (``None``: memory only).
+    """
+
+    mode: str = "feature"
+    max_steps: int = 10
+    max_ratio: float = 8.0
+    initial_ratio: float = 0.0
+    reward: str = "accuracy"
+    synthetic_cost: float = 0.0
+    eval_split: str | None = None
+    epochs_per_step: int | None = None
+    head: str = "linear"
+    hidden: int = 64
+    lr: float | None = None
+    loss: str = "ce"
+    encoder: str = "crossfit"
+    encoder_epochs: int = 30
+    encoder_folds: int = 5
+    backbone: str = "small_cnn"
+    batch_size: int = 64
+    pool_size: int = 256
+    source_seed: int = 0
+    num_threads: int | None = 1
+    device: str = "cpu"
+    cache_dir: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        def bad(name, value, hint):
+            raise ValueError(f"{name}={value!r} is invalid: {hint}")
+
+        if self.mode not in MODES:
+            bad("mode", self.mode, f"choose one of {MODES}")
+        if self.reward not in REWARDS:
+            bad("reward", self.reward, f"choose one of {REWARDS}")
+        if self.head not in HEADS:
+            bad("head", self.head, f"choose one of {HEADS}")
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            bad("max_steps", self.max_steps, "use a positive integer")
+        if not (isinstance(self.max_ratio, (int, float)) and math.isfinite(self.max_ratio) and self.max_ratio > 0):
+            bad("max_ratio", self.max_ratio, "use a finite number > 0")
+        if not 0 <= self.initial_ratio <= self.max_ratio:
+            bad("initial_ratio", self.initial_ratio, f"use a value in [0, max_ratio={self.max_ratio}]")
+        if not (math.isfinite(self.synthetic_cost) and self.synthetic_cost >= 0):
+            bad("synthetic_cost", self.synthetic_cost, "use a finite number >= 0")
+        if self.eval_split not in (None, "test"):
+            bad("eval_split", self.eval_split, "use None or 'test' (val is always the reward split)")
+        if self.epochs_per_step is not None and self.epochs_per_step < 1:
+            bad("epochs_per_step", self.epochs_per_step, "use a positive integer")
+        if self.pool_size < 1:
+            bad("pool_size", self.pool_size, "use a positive integer")
+        if self.mode == "feature" and self.loss in ("focal", "ldam_drw"):
+            bad("loss", self.loss, "focal and ldam_drw need mode='pixel'; feature mode supports ce, "
+                "logit_adjustment, balanced_softmax, class_balanced")
+
+    @property
+    def epochs(self) -> int:
+        if self.epochs_per_step is not None:
+            return self.epochs_per_step
+        return 10 if self.mode == "feature" else 1
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.mode == "feature" else 2e-3

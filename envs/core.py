@@ -1,0 +1,254 @@
+"""The simulation behind every view of the env: ``K`` copies, each with its own seed, ratios and classifier.
+
+:class:`RatioCore` owns the per-copy state (RNGs, step counter, ratios, last metrics) and turns ratios into
+observations, rewards and infos. The PettingZoo env, the gymnasium view and the batched vector env are thin
+shells around it, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from gymnasium.utils import seeding
+
+from envs.config import RatioEnvConfig
+from envs.engine import FeatureEngine, PixelEngine, batched_confusion, metrics_from_confusion, synthetic_counts
+
+#: Per-class observation columns before the one-hot class id.
+OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
+               "progress")
+
+
+def resolve_dataset(dataset):
+    """A :class:`LongTailDataset` from a dataset object or a ``load_dataset`` spec string."""
+    from envs.datasets import LongTailDataset, load_dataset
+
+    if dataset is None:
+        dataset = "digits"
+    if isinstance(dataset, str):
+        return load_dataset(dataset)
+    if not isinstance(dataset, LongTailDataset):
+        raise ValueError(f"dataset must be a LongTailDataset or a spec string like 'digits'; got "
+                         f"{type(dataset).__name__}. Wrap arrays with envs.datasets.from_arrays.")
+    return dataset
+
+
+def _validate_source(source, dataset) -> None:
+    if getattr(source, "num_classes", dataset.num_classes) != dataset.num_classes:
+        raise ValueError(f"the synthetic source has {source.num_classes} classes but the dataset has "
+                         f"{dataset.num_classes}; build the source (or bank) from this dataset")
+    for c in range(dataset.num_classes):
+        pool = source.pool(c)
+        if len(pool) and tuple(pool.shape[1:]) != dataset.image_shape:
+            raise ValueError(f"synthetic images of class {c} are {tuple(pool.shape[1:])} but the dataset's are "
+                             f"{dataset.image_shape}; generate them at the dataset's size")
+
+
+def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
+    """Build the feature or pixel engine and the per-class pool quality for ``dataset`` and ``source``."""
+    from envs.sources import augmentation_source
+
+    c = dataset.num_classes
+    if isinstance(source, str) and source != "gaussian":
+        raise ValueError(f"source={source!r} is not known; pass a source object (envs.sources), a "
+                         "generators.bank.SyntheticBank, 'gaussian' (feature mode), or None for augmentations")
+    if source == "gaussian" and config.mode != "feature":
+        raise ValueError("source='gaussian' draws virtual features and needs mode='feature'")
+    if source is not None and not isinstance(source, str) and not hasattr(source, "pool"):
+        if hasattr(source, "images") and hasattr(source, "manifest"):
+            from envs.sources import BankSource
+            source = BankSource(source)
+        else:
+            raise ValueError("source must have pool(class_id) and quality(class_id) (see envs.sources)")
+    if source is None:
+        source = augmentation_source(dataset, per_class=config.pool_size, seed=config.source_seed)
+    if source != "gaussian":
+        _validate_source(source, dataset)
+        quality = np.array([float(source.quality(k)) for k in range(c)], np.float32)
+    else:
+        quality = np.ones(c, np.float32)
+    eval_test = config.eval_split == "test"
+    if config.mode == "pixel":
+        engine = PixelEngine(dataset, [source.pool(k) for k in range(c)], backbone=config.backbone,
+                             loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
+                             lr=config.learning_rate, device=config.device, eval_test=eval_test)
+        return engine, quality
+    from envs.features import EncoderConfig, fit_encoder
+
+    enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
+                                             epochs=config.encoder_epochs, seed=config.source_seed),
+                      cache_dir=config.cache_dir)
+    real = enc.train_features()
+    if source == "gaussian":
+        from generators.gaussian import GaussianFeatureGenerator
+
+        gen = GaussianFeatureGenerator()
+        gen.fit_features(real, dataset.train_labels, c)
+        pools = [gen.sample_features(k, config.pool_size,
+                                     generator=torch.Generator().manual_seed(config.source_seed * 7919 + k))
+                 for k in range(c)]
+    else:
+        pools = [enc.encode(source.pool(k), salt=f"pool{k}") for k in range(c)]
+    val = enc.encode(dataset.val_images, salt="val")
+    test = enc.encode(dataset.test_images, salt="test") if eval_test else None
+    engine = FeatureEngine(real, dataset.train_labels, pools, val, dataset.val_labels, test,
+                           dataset.test_labels if eval_test else None, num_copies=num_copies,
+                           hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
+                           loss=config.loss, epochs=config.epochs, device=config.device)
+    return engine, quality
+
+
+class RatioCore:
+    """``K`` env copies stepping together.
+
+    Args:
+        dataset: A :class:`LongTailDataset` or spec string.
+        source: Synthetic source (``envs.sources``), a bank, ``"gaussian"``, or ``None`` (augmentations).
+        config: The shared settings.
+        num_copies: ``K``.
+    """
+
+    def __init__(self, dataset, source, config: RatioEnvConfig, num_copies: int = 1) -> None:
+        self.config = config
+        self.dataset = resolve_dataset(dataset)
+        self.k = num_copies
+        self.c = c = self.dataset.num_classes
+        from classifiers.device import fixed_threads
+
+        self._threads = lambda: fixed_threads(config.num_threads)
+        with self._threads():
+            self.engine, self.quality = build_engine(self.dataset, source, config, num_copies)
+        self.train_counts = self.dataset.train_counts
+        self.pool_sizes = self.engine.pool_sizes
+        share = self.train_counts / self.train_counts.sum()
+        self.log_share = np.log(np.maximum(share, 1e-12)).astype(np.float32)
+        self.obs_dim = len(OBS_COLUMNS) + c
+        low = np.zeros((c, self.obs_dim), np.float32)
+        low[:, 3] = math.floor(math.log(1.0 / self.train_counts.sum()))
+        high = np.ones((c, self.obs_dim), np.float32)
+        high[:, 3] = 0.0
+        self.obs_low, self.obs_high = low, high
+        self._onehot = np.eye(c, dtype=np.float32)
+        self.np_randoms: list[np.random.Generator | None] = [None] * num_copies
+        self.torch_gens = [torch.Generator() for _ in range(num_copies)]
+        self.t = np.zeros(num_copies, np.int64)
+        self.ratios = np.full((num_copies, c), config.initial_ratio, np.float64)
+        self.metrics: dict[str, np.ndarray] = {}
+        self.started = np.zeros(num_copies, bool)
+        self.done = np.zeros(num_copies, bool)
+        self.prev_bal = np.zeros(num_copies, np.float64)
+
+    # -- action mapping ----------------------------------------------------------------------
+    def action_to_ratio(self, action):
+        return (np.clip(np.asarray(action, np.float64), -1.0, 1.0) + 1.0) * 0.5 * self.config.max_ratio
+
+    def ratio_to_action(self, ratio):
+        r = np.clip(np.asarray(ratio, np.float64), 0.0, self.config.max_ratio)
+        return (r / self.config.max_ratio * 2.0 - 1.0).astype(np.float32)
+
+    # -- episode control ---------------------------------------------------------------------
+    def reset(self, copies: list[int], seeds: list[int | None]) -> None:
+        """Start a new episode in ``copies``: fresh classifier, ratios at ``initial_ratio``."""
+        for k, seed in zip(copies, seeds):
+            if seed is not None or self.np_randoms[k] is None:
+                self.np_randoms[k], _ = seeding.np_random(seed)
+            self.torch_gens[k].manual_seed(int(self.np_randoms[k].integers(0, 2**62)))
+            self.t[k] = 0
+            self.ratios[k] = self.config.initial_ratio
+            self.started[k] = True
+            self.done[k] = False
+        with self._threads():
+            self.engine.reset([self.torch_gens[k] for k in copies], copies)
+            self._evaluate()
+        self.prev_bal[copies] = self.metrics["balanced_accuracy"][copies]
+
+    def step(self, ratios: np.ndarray) -> dict:
+        """Train every copy on its mix for one round; return rewards, nan flags and synthetic counts."""
+        if not self.started.all():
+            raise RuntimeError("step() called before reset(); call reset(seed=...) first")
+        if self.done.any():
+            raise RuntimeError("step() called after the episode ended; call reset() to start a new one")
+        self.ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c), 0.0, self.config.max_ratio)
+        n_syn = synthetic_counts(self.ratios, self.train_counts[None, :])
+        empty = (n_syn > 0) & (self.pool_sizes[None, :] == 0)
+        if empty.any():
+            cls = int(np.argwhere(empty)[0][1])
+            raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but the "
+                             "source has none for it; fill the bank for every class or keep its ratio at 0")
+        with self._threads():
+            mixes = self.engine.mix_indices(self.ratios, self.np_randoms)
+            snapshot = self.engine.state_dict()
+            loss = self.engine.train(mixes)
+            bad = ~np.isfinite(loss)
+            if bad.any():  # a diverged step must not poison the next ones: roll the copies back
+                self._restore(snapshot, np.flatnonzero(bad))
+            self._evaluate()
+        self.t += 1
+        bal = self.metrics["balanced_accuracy"]
+        if self.config.reward == "accuracy":
+            reward = bal.copy()
+        elif self.config.reward == "delta":
+            reward = bal - self.prev_bal
+        else:
+            reward = np.where(self.t >= self.config.max_steps, bal, 0.0)
+        if self.config.synthetic_cost:
+            reward = reward - self.config.synthetic_cost * n_syn.sum(1) / self.train_counts.sum()
+        self.prev_bal = bal.copy()
+        self.done = self.t >= self.config.max_steps
+        return {"reward": reward.astype(np.float64), "nan": bad, "n_synthetic": n_syn, "loss": loss}
+
+    def _restore(self, snapshot, copies: np.ndarray) -> None:
+        if isinstance(self.engine, FeatureEngine):
+            state = self.engine.state_dict()
+            for key in ("params", "m", "v"):
+                for cur, old in zip(state[key], snapshot[key]):
+                    cur[copies] = old[copies]
+            state["t"][copies] = snapshot["t"][copies]
+            self.engine.load_state_dict(state)
+        else:
+            self.engine.load_state_dict(snapshot)
+
+    def _evaluate(self) -> None:
+        pred = self.engine.predict("val")
+        cm = batched_confusion(self.engine.labels_of("val"), pred, self.c)
+        self.metrics = metrics_from_confusion(cm)
+
+    def test_report(self, k: int) -> dict:
+        """Test-split metrics of copy ``k`` (``classifiers.metrics.classification_report``)."""
+        from classifiers.metrics import classification_report
+
+        with self._threads():
+            pred = self.engine.predict("test")[k]
+        return classification_report(self.engine.labels_of("test"), pred, self.c, train_counts=self.train_counts)
+
+    # -- views -------------------------------------------------------------------------------
+    def observation(self, k: int) -> np.ndarray:
+        """The ``(C, 8 + C)`` per-class observation matrix of copy ``k``."""
+        m = self.metrics
+        obs = np.empty((self.c, self.obs_dim), np.float32)
+        obs[:, 0] = m["recall"][k]
+        obs[:, 1] = m["precision"][k]
+        obs[:, 2] = m["f1"][k]
+        obs[:, 3] = self.log_share
+        obs[:, 4] = self.ratios[k] / self.config.max_ratio
+        obs[:, 5] = self.quality
+        obs[:, 6] = m["balanced_accuracy"][k]
+        obs[:, 7] = min(self.t[k] / self.config.max_steps, 1.0)
+        obs[:, len(OBS_COLUMNS):] = self._onehot
+        return obs
+
+    def class_info(self, k: int, cls: int, n_syn: np.ndarray | None = None) -> dict:
+        m = self.metrics
+        return {
+            "class_name": self.dataset.class_names[cls],
+            "ratio": float(self.ratios[k, cls]),
+            "n_real": int(self.train_counts[cls]),
+            "n_synthetic": int(0 if n_syn is None else n_syn[k, cls]),
+            "recall": float(m["recall"][k, cls]),
+            "precision": float(m["precision"][k, cls]),
+            "f1": float(m["f1"][k, cls]),
+            "balanced_accuracy": float(m["balanced_accuracy"][k]),
+            "macro_f1": float(m["macro_f1"][k]),
+            "step": int(self.t[k]),
+        }

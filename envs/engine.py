@@ -1,0 +1,225 @@
+"""What one env step does, for ``K`` env copies at once: build each mix, train, score on val.
+
+The PettingZoo env is ``K = 1``; the batched vector env steps ``K`` copies through the same code, so a
+copy's trajectory is the single env's (up to floating-point summation order).
+
+- :class:`FeatureEngine`: features of real train, val, test and every synthetic pool are computed once
+  (``envs.features``); a step gathers the mix's rows from one feature table and trains ``K`` heads in
+  batched tensor ops (``classifiers.batched_head``).
+- :class:`PixelEngine`: a step fine-tunes a CNN on the mixed images (``K = 1`` per engine).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class recall/precision/F1 and balanced accuracy from confusion matrices ``(K, C, C)``.
+
+    Vectorised over ``K`` because the env calls it every step (sklearn costs ~10 ms, this ~20 us).
+    Balanced accuracy averages recall over the classes present in the evaluated split.
+    """
+    cm = cm.astype(np.float64)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    support = cm.sum(2)
+    predicted = cm.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, tp / support, 0.0)
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    bal = (recall * present).sum(1) / np.maximum(present.sum(1), 1)
+    macro_f1 = f1.mean(1)
+    return {"recall": recall, "precision": precision, "f1": f1, "balanced_accuracy": bal, "macro_f1": macro_f1}
+
+
+def batched_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``y_true`` ``(M,)``, ``y_pred`` ``(K, M)`` -> confusion matrices ``(K, C, C)`` (rows = true)."""
+    k = y_pred.shape[0]
+    flat = (np.arange(k)[:, None] * num_classes + y_true[None, :]) * num_classes + y_pred
+    return np.bincount(flat.ravel(), minlength=k * num_classes * num_classes).reshape(k, num_classes, num_classes)
+
+
+def synthetic_counts(ratios: np.ndarray, real_counts: np.ndarray) -> np.ndarray:
+    """``round(ratio_c * n_real_c)`` (half to even, as numpy rounds), int64, any leading shape."""
+    return np.rint(ratios * real_counts).astype(np.int64)
+
+
+def draw_pool_indices(rng: np.random.Generator, n: int, pool_size: int) -> np.ndarray:
+    """``n`` indices into a pool: without replacement while possible, the remainder with replacement."""
+    if n <= pool_size:
+        return rng.choice(pool_size, n, replace=False) if n < pool_size else rng.permutation(pool_size)
+    return np.concatenate([rng.permutation(pool_size), rng.integers(0, pool_size, n - pool_size)])
+
+
+class FeatureEngine:
+    """``K`` heads on frozen features.
+
+    Args:
+        real_features: ``(N, D)`` out-of-fold features of the real train split.
+        real_labels: ``(N,)``.
+        pools: per class, ``(P_c, D)`` synthetic features.
+        val_features, val_labels: the reward split.
+        test_features, test_labels: optional, for evaluation at episode end.
+        num_copies: ``K``.
+        head_kwargs: passed to :class:`classifiers.batched_head.BatchedHead`.
+        loss: a :data:`classifiers.batched_head.HEAD_LOSSES` name.
+        epochs: full-batch epochs per step.
+    """
+
+    def __init__(self, real_features, real_labels, pools, val_features, val_labels, test_features=None,
+                 test_labels=None, *, num_copies: int = 1, hidden: int = 0, lr: float = 0.05,
+                 weight_decay: float = 1e-4, loss: str = "ce", epochs: int = 10, device="cpu") -> None:
+        from classifiers.batched_head import BatchedHead, loss_terms
+
+        self._loss_terms = loss_terms
+        self.device = torch.device(device)
+        self.num_classes = c = len(pools)
+        self.loss, self.epochs = loss, epochs
+        loss_terms(loss, torch.ones(1, c))  # validates the name early
+        blocks = [np.asarray(real_features, np.float32)] + [np.asarray(p, np.float32).reshape(-1, real_features.shape[1])
+                                                             for p in pools]
+        self.pool_sizes = np.array([len(p) for p in blocks[1:]], np.int64)
+        self.pool_starts = len(real_features) + np.concatenate([[0], np.cumsum(self.pool_sizes)[:-1]])
+        self.table = torch.from_numpy(np.concatenate(blocks)).to(self.device)
+        labels = np.concatenate([np.asarray(real_labels, np.int64)] +
+                                [np.full(n, k, np.int64) for k, n in enumerate(self.pool_sizes)])
+        self.labels = torch.from_numpy(labels).to(self.device)
+        self.labels_np = labels
+        self.real_idx = np.arange(len(real_features))
+        self.real_counts = np.bincount(real_labels, minlength=c).astype(np.int64)
+        self.val_x = torch.from_numpy(np.asarray(val_features, np.float32)).to(self.device)
+        self.val_y = np.asarray(val_labels, np.int64)
+        self.test_x = None if test_features is None else torch.from_numpy(np.asarray(test_features, np.float32)).to(self.device)
+        self.test_y = None if test_labels is None else np.asarray(test_labels, np.int64)
+        self.head = BatchedHead(num_copies, self.table.shape[1], c, hidden=hidden, lr=lr,
+                                weight_decay=weight_decay, device=self.device)
+        self.k = num_copies
+
+    def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
+        self.head.reset(generators, copies)
+
+    def mix_indices(self, ratios: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
+        """Row indices (into the feature table) of each copy's real + synthetic mix."""
+        n_syn = synthetic_counts(ratios, self.real_counts[None, :])
+        out = []
+        for k, rng in enumerate(rngs):
+            parts = [self.real_idx]
+            for c in range(self.num_classes):
+                n = int(n_syn[k, c])
+                if n:
+                    parts.append(self.pool_starts[c] + draw_pool_indices(rng, n, int(self.pool_sizes[c])))
+            out.append(np.concatenate(parts))
+        return out
+
+    def train(self, mixes: list[np.ndarray]) -> np.ndarray:
+        """Train every copy's head for ``epochs`` on its mix; return the last loss per copy."""
+        n_max = max(len(m) for m in mixes)
+        idx = np.zeros((self.k, n_max), np.int64)
+        weight = np.zeros((self.k, n_max), np.float32)
+        for k, m in enumerate(mixes):
+            idx[k, :len(m)] = m
+            weight[k, :len(m)] = 1.0
+        idx_t = torch.from_numpy(idx).to(self.device)
+        x = self.table[idx_t]
+        y = self.labels[idx_t]
+        counts = torch.from_numpy(np.stack([np.bincount(self.labels_np[m], minlength=self.num_classes)
+                                            for m in mixes])).to(self.device)
+        offset, class_weight = self._loss_terms(self.loss, counts)
+        loss = self.head.train_epochs(x, y, torch.from_numpy(weight).to(self.device), self.epochs,
+                                      offset=offset if self.loss != "ce" else None,
+                                      class_weight=class_weight if self.loss == "class_balanced" else None)
+        return loss.cpu().numpy()
+
+    def predict(self, split: str = "val") -> np.ndarray:
+        """Predicted labels ``(K, M)`` on ``val`` or ``test``."""
+        x = self.val_x if split == "val" else self.test_x
+        if x is None:
+            raise ValueError("the env was built without test features; pass eval_split='test'")
+        return self.head.logits(x).argmax(2).cpu().numpy()
+
+    def labels_of(self, split: str) -> np.ndarray:
+        return self.val_y if split == "val" else self.test_y
+
+    def state_dict(self) -> dict:
+        return self.head.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.head.load_state_dict(state)
+
+
+class PixelEngine:
+    """One CNN fine-tuned on pixels each step (``K = 1``).
+
+    Args:
+        dataset: the :class:`envs.datasets.LongTailDataset`.
+        pools: per class, uint8 synthetic images.
+        backbone: ``classifiers.backbones`` name.
+        loss: ``classifiers.losses`` name.
+        epochs: mini-batch epochs per step.
+        batch_size, lr: optimiser settings.
+        eval_test: keep the test split for episode-end evaluation.
+    """
+
+    def __init__(self, dataset, pools, *, backbone: str = "small_cnn", loss: str = "ce", epochs: int = 1,
+                 batch_size: int = 64, lr: float = 2e-3, device="cpu", eval_test: bool = False) -> None:
+        self.dataset, self.backbone, self.loss = dataset, backbone, loss
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.device = torch.device(device)
+        self.num_classes = dataset.num_classes
+        self.k = 1
+        self.pools = [np.asarray(p, np.uint8).reshape(-1, *dataset.image_shape) for p in pools]
+        self.pool_sizes = np.array([len(p) for p in self.pools], np.int64)
+        self.real_counts = dataset.train_counts
+        self.val_y = dataset.val_labels
+        self.test_y = dataset.test_labels if eval_test else None
+        self.model = None
+        self._gen = None
+
+    def reset(self, generators: list[torch.Generator], copies=None) -> None:
+        from classifiers.backbones import make_backbone
+
+        g = generators[0]
+        self._gen = g
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # module init uses the global RNG
+        self.model = make_backbone(self.backbone, self.dataset.image_shape[-1], self.num_classes).to(self.device)
+        torch.random.set_rng_state(state)
+
+    def mix_indices(self, ratios: np.ndarray, rngs: list[np.random.Generator]) -> list[tuple]:
+        n_syn = synthetic_counts(ratios, self.real_counts[None, :])[0]
+        picks = [draw_pool_indices(rngs[0], int(n), int(self.pool_sizes[c])) if n else np.zeros(0, np.int64)
+                 for c, n in enumerate(n_syn)]
+        return [tuple(picks)]
+
+    def train(self, mixes: list[tuple]) -> np.ndarray:
+        from classifiers.training import train_classifier
+
+        picks = mixes[0]
+        imgs = [self.dataset.train_images] + [self.pools[c][p] for c, p in enumerate(picks) if len(p)]
+        labels = [self.dataset.train_labels] + [np.full(len(p), c, np.int64) for c, p in enumerate(picks) if len(p)]
+        y = np.concatenate(labels)
+        hist = train_classifier(self.model, np.concatenate(imgs), y, loss=self.loss,
+                                class_counts=np.maximum(np.bincount(y, minlength=self.num_classes), 1),
+                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
+                                generator=self._gen)
+        losses = hist.get("loss", [np.nan]) if isinstance(hist, dict) else [np.nan]
+        return np.array([float(losses[-1]) if len(losses) else np.nan])
+
+    def predict(self, split: str = "val") -> np.ndarray:
+        from classifiers.training import predict_logits
+
+        if split == "test" and self.test_y is None:
+            raise ValueError("the env was built without the test split; pass eval_split='test'")
+        images = self.dataset.val_images if split == "val" else self.dataset.test_images
+        return predict_logits(self.model, images, device=self.device).argmax(1)[None, :]
+
+    def labels_of(self, split: str) -> np.ndarray:
+        return self.val_y if split == "val" else self.test_y
+
+    def state_dict(self) -> dict:
+        return {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)

@@ -1,0 +1,208 @@
+"""Frozen encoders for the env's feature mode, built so that real and synthetic features are alike.
+
+The trap (FINDINGS.md): an encoder trained on the very real images whose features the head then trains
+on gives overfit, separable real features, while synthetic features look foreign, so the env punishes
+synthetic data that pixel mode rewards. The encoders here avoid it:
+
+- ``crossfit`` (default): ``folds`` CNNs, each trained on the real train split minus one fold. A real
+  train image is encoded by the model that did not see it (out-of-fold, as in stacking); every other image
+  (synthetic, val, test) by one fold model drawn at random with the encoder's seed, so that every feature in
+  the env is one unseen model's view. Features are the models' log-probabilities, a space in which the fold
+  models agree (their penultimate spaces do not).
+- ``random``: a randomly initialised, never trained CNN (random features; no image is seen).
+- ``supervised``: one CNN trained on all real train images (the flawed baseline, kept to measure against).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ENCODERS = ("crossfit", "random", "supervised")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How the frozen encoder is built.
+
+    Attributes:
+        kind: One of :data:`ENCODERS`.
+        folds: Number of cross-fitting folds (``crossfit`` only).
+        epochs: Training epochs of each encoder CNN.
+        width: SmallCNN width.
+        loss: Training loss of the encoder CNNs (a ``classifiers.losses`` name).
+        seed: Seed of fold assignment, CNN initialisation and training.
+    """
+
+    kind: str = "crossfit"
+    folds: int = 5
+    epochs: int = 30
+    width: int = 32
+    loss: str = "ce"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENCODERS:
+            raise ValueError(f"unknown encoder {self.kind!r}; choose one of {ENCODERS}")
+        if self.kind == "crossfit" and self.folds < 2:
+            raise ValueError(f"crossfit needs folds >= 2, got {self.folds}")
+
+
+class FrozenEncoder:
+    """A fitted encoder: :meth:`train_features` for the real train split, :meth:`encode` for the rest."""
+
+    def __init__(self, config: EncoderConfig, models: list, fold_of_train: np.ndarray | None,
+                 train_features: np.ndarray, standardise: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.config = config
+        self.models = models
+        self.fold_of_train = fold_of_train
+        self._train_features = train_features
+        self._standardise = standardise
+
+    @property
+    def dim(self) -> int:
+        return int(self._train_features.shape[1])
+
+    def train_features(self) -> np.ndarray:
+        """Features of the real train split, in the dataset's order (out-of-fold for ``crossfit``)."""
+        return self._train_features
+
+    def encode(self, images: np.ndarray, *, salt: str = "") -> np.ndarray:
+        """Encode images none of the models trained on. ``salt`` varies the fold draw between sets."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self.config.kind == "crossfit":
+            seed = int.from_bytes(hashlib.sha256(f"{self.config.seed}/{salt}".encode()).digest()[:8], "little")
+            which = np.random.default_rng(seed).integers(0, len(self.models), len(images))
+            out = np.zeros((len(images), self.dim), np.float32)
+            for f, model in enumerate(self.models):
+                idx = np.flatnonzero(which == f)
+                if len(idx):
+                    out[idx] = _log_probs(model, images[idx])
+            return out
+        return self._post(_penultimate(self.models[0], images))
+
+    def _post(self, feats: np.ndarray) -> np.ndarray:
+        if self._standardise is None:
+            return feats
+        mu, sd = self._standardise
+        return ((feats - mu) / sd).astype(np.float32)
+
+
+def _log_probs(model, images: np.ndarray) -> np.ndarray:
+    from classifiers.training import predict_logits
+
+    logits = torch.from_numpy(predict_logits(model, images, device="cpu"))
+    return torch.log_softmax(logits, dim=1).numpy().astype(np.float32)
+
+
+def _penultimate(model, images: np.ndarray) -> np.ndarray:
+    from classifiers.training import encode
+
+    return encode(model, images, device="cpu").astype(np.float32)
+
+
+def _train_cnn(images, labels, num_classes, config: EncoderConfig, seed: int, *, train: bool = True):
+    from classifiers.backbones import SmallCNN
+    from classifiers.training import train_classifier
+
+    g = torch.Generator().manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # module init draws from the global RNG; restore it afterwards
+    model = SmallCNN(images.shape[-1], num_classes, width=config.width)
+    torch.random.set_rng_state(torch_state)
+    if train:
+        counts = np.bincount(labels, minlength=num_classes)
+        train_classifier(model, images, labels, loss=config.loss, class_counts=np.maximum(counts, 1),
+                         epochs=config.epochs, batch_size=64, lr=2e-3, sampler="uniform", augment=True,
+                         device="cpu", generator=g)
+    model.eval()
+    return model
+
+
+def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, cache_dir: str | Path | None = None,
+                progress: bool = False) -> FrozenEncoder:
+    """Fit (or load from the in-memory or on-disk cache) the frozen encoder of ``dataset``."""
+    key = _cache_key(dataset, config)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            enc = _load(path, dataset, config)
+            _MEMORY[key] = enc
+            return enc
+        except Exception:  # a corrupt cache is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    enc = _fit(dataset, config, progress=progress)
+    if path is not None:
+        _save(enc, path)
+    _MEMORY[key] = enc
+    return enc
+
+
+_MEMORY: dict[str, FrozenEncoder] = {}
+
+
+def _fit(dataset, config: EncoderConfig, *, progress: bool) -> FrozenEncoder:
+    x, y = dataset.train_images, dataset.train_labels
+    c = dataset.num_classes
+    if config.kind == "crossfit":
+        rng = np.random.default_rng(config.seed)
+        fold = np.empty(len(y), np.int64)
+        for cls in range(c):  # stratified: every fold holds every class it can
+            idx = np.flatnonzero(y == cls)
+            rng.shuffle(idx)
+            fold[idx] = (np.arange(len(idx)) + rng.integers(config.folds)) % config.folds
+        models = []
+        feats = np.zeros((len(y), c), np.float32)
+        it = range(config.folds)
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(it, desc="cross-fitted encoders", leave=False)
+        for f in it:
+            held = fold == f
+            m = _train_cnn(x[~held], y[~held], c, config, config.seed * 1000 + f)
+            models.append(m)
+            if held.any():
+                feats[held] = _log_probs(m, x[held])
+        return FrozenEncoder(config, models, fold, feats, None)
+    model = _train_cnn(x, y, c, config, config.seed, train=config.kind == "supervised")
+    raw = _penultimate(model, x)
+    mu, sd = raw.mean(0), raw.std(0) + 1e-6
+    enc = FrozenEncoder(config, [model], None, ((raw - mu) / sd).astype(np.float32), (mu, sd))
+    return enc
+
+
+def _cache_key(dataset, config: EncoderConfig) -> str:
+    blob = json.dumps({"data": dataset.fingerprint(), "config": asdict(config), "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save(enc: FrozenEncoder, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
+                "fold": enc.fold_of_train, "train_features": enc.train_features(),
+                "standardise": enc._standardise}, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
+    from classifiers.backbones import SmallCNN
+
+    blob = torch.load(path, weights_only=False)
+    if blob["config"] != asdict(config):
+        raise ValueError("encoder cache config mismatch")
+    models = []
+    for sd in blob["models"]:
+        m = SmallCNN(dataset.image_shape[-1], dataset.num_classes, width=config.width)
+        m.load_state_dict(sd)
+        m.eval()
+        models.append(m)
+    return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"])

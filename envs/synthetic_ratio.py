@@ -1,0 +1,217 @@
+"""``tailmix/SyntheticRatio-v0``: one agent per class sets how much synthetic data its class gets."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import parallel_to_aec
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+
+from envs.config import RatioEnvConfig
+from envs.core import OBS_COLUMNS, RatioCore
+
+
+class SyntheticRatioEnv(ParallelEnv):
+    """Synthetic-to-real ratio control for long-tailed image classification.
+
+    ## Description
+    A classifier is trained on a long-tailed real training set mixed with synthetic images (diffusion
+    samples from an on-disk bank, or classic augmentations). Each class is an agent that chooses how many
+    synthetic images its class gets, as a ratio to its real count. Every step trains the classifier for a few
+    more epochs on the chosen mix and scores it on the validation split. The agents share one reward, the
+    balanced validation accuracy, so they must cooperate: more data for a tail class can cost a head class.
+    The test split is never used for rewards.
+
+    ## Observation Space
+    Per agent, ``Box(float32, (8 + C,))``: the class's validation recall, precision and F1; its log share
+    of real training images; its current ratio divided by ``max_ratio``; the quality of its synthetic pool
+    (filter acceptance rate, 1.0 when unfiltered); the global balanced validation accuracy; the progress
+    ``t / max_steps``; and a one-hot class id, so that one shared policy can tell the agents apart.
+    ``state()`` concatenates every agent's row, for centralised critics.
+
+    ## Action Space
+    Per agent, ``Box(-1, 1, (1,), float32)``, mapped affinely to a ratio in ``[0, max_ratio]``:
+    ``ratio = (a + 1) / 2 * max_ratio``. Out-of-range values are clipped; NaN, inf, wrong shapes and
+    missing or unknown agents raise ``ValueError``. A step draws ``round(ratio_c * n_real_c)`` synthetic
+    samples of class ``c`` from its pool with the env's RNG (with replacement only beyond the pool size).
+
+    ## Rewards
+    Shared by all agents. ``reward="accuracy"`` (default): balanced validation accuracy after the step;
+    ``"delta"``: its improvement over the step; ``"final"``: 0 until the last step, then the balanced
+    accuracy. ``synthetic_cost`` subtracts ``cost * n_synthetic / n_real`` (a generation budget).
+
+    ## Starting State
+    ``reset(seed)`` re-initialises the classifier (a fresh head in feature mode, a fresh CNN in pixel mode)
+    from the seed and sets every ratio to ``initial_ratio``; the first observation scores that untrained
+    classifier. Two envs reset with the same seed and given the same actions produce identical trajectories.
+
+    ## Episode End
+    After ``max_steps`` steps every agent is truncated (there is no termination). The infos of the last step
+    carry test metrics under ``"test"`` when the env was made with ``eval_split="test"``.
+
+    ## Arguments
+    ``dataset`` (a ``LongTailDataset`` or a spec such as ``"digits"``, a MedMNIST flag, an ``.npz`` path or an
+    image folder), ``source`` (an ``envs.sources`` source, a ``generators.bank.SyntheticBank``,
+    ``"gaussian"`` for feature-space virtual samples, or ``None`` for classic augmentations), and the keyword
+    settings of :class:`envs.config.RatioEnvConfig` (``mode``, ``max_steps``, ``max_ratio``, ``reward``,
+    ``synthetic_cost``, ``eval_split``, ``epochs_per_step``, ``head``, ``loss``, ``encoder``, ...).
+    ``max_cycles`` is an alias of ``max_steps`` (PettingZoo's convention).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(self, dataset=None, source=None, *, max_cycles: int | None = None, render_mode: str | None = None,
+                 **kwargs) -> None:
+        if max_cycles is not None:
+            kwargs["max_steps"] = max_cycles
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'ansi'")
+        self.render_mode = render_mode
+        self.config = RatioEnvConfig(**kwargs)
+        self.core = RatioCore(dataset, source, self.config, num_copies=1)
+        c = self.core.c
+        self.possible_agents = [f"class_{i}" for i in range(c)]
+        self.agents: list[str] = []
+        self._index = {a: i for i, a in enumerate(self.possible_agents)}
+        self._obs_spaces = {a: spaces.Box(self.core.obs_low[i], self.core.obs_high[i], dtype=np.float32)
+                            for i, a in enumerate(self.possible_agents)}
+        self._act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self._act_spaces = {a: spaces.Box(-1.0, 1.0, (1,), np.float32) for a in self.possible_agents}
+        self.state_space = spaces.Box(self.core.obs_low.ravel(), self.core.obs_high.ravel(), dtype=np.float32)
+        self._last_infos: dict = {}
+
+    # -- spaces ------------------------------------------------------------------------------
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one env, fixed agents
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_spaces[agent]
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019
+    def action_space(self, agent: str) -> spaces.Box:
+        return self._act_spaces[agent]
+
+    # -- convenience -------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.core.c
+
+    @property
+    def dataset(self):
+        return self.core.dataset
+
+    @property
+    def ratios(self) -> np.ndarray:
+        return self.core.ratios[0].copy()
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return self.core.train_counts.copy()
+
+    @property
+    def max_ratio(self) -> float:
+        return self.config.max_ratio
+
+    @property
+    def observation_columns(self) -> tuple[str, ...]:
+        return OBS_COLUMNS + tuple(f"is_{a}" for a in self.possible_agents)
+
+    def action_to_ratio(self, action):
+        return self.core.action_to_ratio(action)
+
+    def ratio_to_action(self, ratio):
+        return self.core.ratio_to_action(ratio)
+
+    # -- API ---------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.core.reset([0], [seed])
+        self.agents = self.possible_agents[:]
+        obs = self._observations()
+        infos = {a: self.core.class_info(0, i) for i, a in enumerate(self.possible_agents)}
+        self._last_infos = infos
+        return obs, infos
+
+    def step(self, actions: dict):
+        if not self.core.started[0]:
+            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+        if not self.agents:
+            raise RuntimeError("step() called after the episode ended (all agents truncated); call reset()")
+        ratios = self._parse_actions(actions)
+        out = self.core.step(ratios[None, :])
+        reward = float(out["reward"][0])
+        done = bool(self.core.done[0])
+        obs = self._observations()
+        infos = {a: self.core.class_info(0, i, out["n_synthetic"]) for i, a in enumerate(self.possible_agents)}
+        if out["nan"][0]:
+            for info in infos.values():
+                info["nan_loss"] = True
+        if done and self.config.eval_split == "test":
+            test = self.core.test_report(0)
+            for info in infos.values():
+                info["test"] = test
+        rewards = {a: reward for a in self.agents}
+        terminations = {a: False for a in self.agents}
+        truncations = {a: done for a in self.agents}
+        self._last_infos = infos
+        if done:
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos
+
+    def _parse_actions(self, actions) -> np.ndarray:
+        if not isinstance(actions, dict):
+            raise ValueError(f"actions must be a dict {{agent: array of shape (1,)}}; got {type(actions).__name__}")
+        unknown = set(actions) - set(self.possible_agents)
+        if unknown:
+            raise ValueError(f"unknown agent(s) {sorted(map(str, unknown))}; the agents are {self.possible_agents}")
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            raise ValueError(f"missing action(s) for {missing}; every live agent must act each step")
+        a = np.empty(self.num_classes, np.float64)
+        for agent in self.possible_agents:
+            v = np.asarray(actions[agent], dtype=np.float64)
+            if v.shape not in ((1,), ()):
+                raise ValueError(f"action of {agent} must have shape (1,); got {v.shape}")
+            v = float(v.reshape(()))
+            if not np.isfinite(v):
+                raise ValueError(f"action of {agent} is {v}; actions must be finite numbers in [-1, 1]")
+            a[self._index[agent]] = v
+        return self.core.action_to_ratio(a)
+
+    def _observations(self) -> dict:
+        m = self.core.observation(0)
+        return {a: m[i] for i, a in enumerate(self.possible_agents)}
+
+    def state(self) -> np.ndarray:
+        return self.core.observation(0).ravel()
+
+    def render(self):
+        if self.render_mode != "ansi":
+            return None
+        lines = [f"step {int(self.core.t[0])}/{self.config.max_steps}  balanced val acc "
+                 f"{self.core.metrics['balanced_accuracy'][0]:.3f}",
+                 f"{'class':>14} {'n_real':>7} {'ratio':>6} {'recall':>7} {'f1':>6}"]
+        for i, name in enumerate(self.dataset.class_names):
+            lines.append(f"{name[:14]:>14} {int(self.core.train_counts[i]):7d} {self.core.ratios[0, i]:6.2f} "
+                         f"{self.core.metrics['recall'][0, i]:7.3f} {self.core.metrics['f1'][0, i]:6.3f}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        pass
+
+
+def parallel_env(**kwargs) -> SyntheticRatioEnv:
+    """The parallel (native) env."""
+    return SyntheticRatioEnv(**kwargs)
+
+
+def raw_env(**kwargs):
+    """The AEC env without the order-enforcing wrapper."""
+    return parallel_to_aec_wrapper(SyntheticRatioEnv(**kwargs))
+
+
+def env(**kwargs):
+    """The AEC env (``parallel_to_aec``, which adds PettingZoo's order enforcing)."""
+    return parallel_to_aec(SyntheticRatioEnv(**kwargs))
