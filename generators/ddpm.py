@@ -1,0 +1,467 @@
+"""Class-conditional DDPM trained from scratch: diffusers ``UNet2DModel`` + classifier-free guidance.
+
+The UNet embeds ``num_classes + 1`` labels; the last id is the *null* class. Training ("pretrain, then
+specialise") first runs ``pretrain_steps`` with every label set to null (unconditional, on all train
+images), then ``train_steps`` class-conditional steps in which each label is replaced by null with
+probability ``cfg_dropout``. Sampling uses DDIM (few steps) or the full DDPM sampler, with guidance
+``eps = eps_null + s * (eps_class - eps_null)`` computed in one batched forward.
+
+Every random draw (weight init, batches, noise, timesteps, label dropout, sampling noise) comes from the
+passed ``torch.Generator``, so a seed reproduces the model and its samples on a given device.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from generators.base import Generator, check_torch_generator, rand, randint, randn, read_config, write_config
+
+# Architectures per preset. `tiny` is for tests (8x8 in seconds), `small` for a CPU (FINDINGS.md: 0.64M
+# parameters, ~0.55 s per step at 16x16, batch 64), `base` for a GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(unet=dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("DownBlock2D",) * 2,
+                           up_block_types=("UpBlock2D",) * 2, norm_num_groups=4, add_attention=False),
+                 train_steps=8, pretrain_steps=2, sample_steps=2),
+    "small": dict(unet=dict(block_out_channels=(32, 64), layers_per_block=1, down_block_types=("DownBlock2D",) * 2,
+                            up_block_types=("UpBlock2D",) * 2, norm_num_groups=8, add_attention=False),
+                  train_steps=1000, pretrain_steps=200, sample_steps=20),
+    "base": dict(unet=dict(block_out_channels=(64, 128, 256), layers_per_block=2,
+                           down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                           up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"), norm_num_groups=32,
+                           add_attention=True, attention_head_dim=32),
+                 train_steps=20000, pretrain_steps=5000, sample_steps=50),
+}
+SAMPLERS = ("ddim", "ddpm")
+UNET_FOLDER = "unet"
+LOG_FILE = "train_log.json"
+
+
+def _require_diffusers():
+    try:
+        import diffusers
+    except ImportError as err:  # pragma: no cover - diffusers is in install_requires
+        raise ImportError("the DDPM generators need diffusers; install tailmix with `pip install -e .` "
+                          "(or `pip install diffusers`)") from err
+    return diffusers
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples -> lists, recursively, so configs compare equal after a JSON round trip."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def seeded(generator: torch.Generator):
+    """A context in which the global CPU RNG is seeded from ``generator`` and restored afterwards.
+
+    Module constructors (and peft's LoRA init) draw from the global RNG; this makes them follow the
+    passed generator without disturbing the caller's global state.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[]))
+    torch.manual_seed(seed)
+    return stack
+
+
+class ClassConditionalDDPM(Generator):
+    """A class-conditional diffusion model with classifier-free guidance, trained from scratch.
+
+    Args:
+        image_shape: ``(H, W, C)`` of the dataset's images (C in {1, 3}).
+        num_classes: Number of classes; the UNet embeds one more (the null class).
+        preset: ``"tiny"`` (tests), ``"small"`` (CPU default) or ``"base"`` (GPU) architecture + budgets.
+        train_steps: Class-conditional optimisation steps (default: the preset's).
+        pretrain_steps: Unconditional steps before them, all labels null (default: the preset's).
+        batch_size: Training batch size.
+        lr: AdamW learning rate (linear warm-up over the first 5% of steps, at most 100).
+        cfg_dropout: Probability that a label is replaced by null during conditional training.
+        guidance_scale: Classifier-free guidance ``s`` (1 = conditional only, 0 = unconditional).
+        sample_steps: DDIM steps when ``sampler="ddim"`` (default: the preset's).
+        sampler: ``"ddim"`` (``sample_steps`` steps, deterministic given the start noise) or ``"ddpm"``
+            (all ``num_train_timesteps`` ancestral steps).
+        num_train_timesteps: Diffusion length of the noise schedule.
+        beta_schedule: diffusers beta schedule (``"squaredcos_cap_v2"`` suits small images).
+        sample_batch_size: Images per UNet batch while sampling.
+        grad_clip: Max gradient norm (``None``: no clipping).
+        unet: Overrides of the preset's ``UNet2DModel`` arguments (e.g. ``{"block_out_channels": [16, 32]}``).
+        device: Where the UNet runs; mixed precision (autocast) is used on CUDA only.
+    """
+
+    kind = "ddpm"
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *, preset: str = "small",
+                 train_steps: int | None = None, pretrain_steps: int | None = None, batch_size: int = 64,
+                 lr: float = 2e-3, cfg_dropout: float = 0.1, guidance_scale: float = 2.0,
+                 sample_steps: int | None = None, sampler: str = "ddim", num_train_timesteps: int = 1000,
+                 beta_schedule: str = "squaredcos_cap_v2", sample_batch_size: int = 256,
+                 grad_clip: float | None = 1.0, unet: dict | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__(device=device)
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        shape = tuple(int(v) for v in image_shape)
+        if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) < 1:
+            raise ValueError(f"image_shape must be (H, W, C) with C in (1, 3); got {image_shape}. "
+                             "Pass dataset.image_shape")
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1; got {num_classes}. Pass dataset.num_classes")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}; got {sampler!r}")
+        if not 0.0 <= cfg_dropout <= 1.0:
+            raise ValueError(f"cfg_dropout is a probability in [0, 1]; got {cfg_dropout}")
+        p = PRESETS[preset]
+        self.preset = preset
+        self.train_steps = int(p["train_steps"] if train_steps is None else train_steps)
+        self.pretrain_steps = int(p["pretrain_steps"] if pretrain_steps is None else pretrain_steps)
+        self.sample_steps = int(p["sample_steps"] if sample_steps is None else sample_steps)
+        for name in ("train_steps", "pretrain_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        for name, value in (("batch_size", batch_size), ("sample_steps", self.sample_steps),
+                            ("sample_batch_size", sample_batch_size), ("num_train_timesteps", num_train_timesteps)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0; got {lr}")
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.cfg_dropout = float(cfg_dropout)
+        self.guidance_scale = float(guidance_scale)
+        self.sampler = sampler
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.beta_schedule = beta_schedule
+        self.sample_batch_size = int(sample_batch_size)
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
+        self.unet_kwargs = _jsonable({**p["unet"], **(unet or {})})
+        self._image_shape = shape
+        self._num_classes = int(num_classes)
+        self.loss_history: list[float] = []
+        self.unet = self._build_unet(torch.Generator().manual_seed(0))
+        self.train_scheduler = self._make_train_scheduler()
+
+    # -- construction -----------------------------------------------------------------------------
+    @property
+    def null_class(self) -> int:
+        """The label id meaning "no class" (classifier-free guidance)."""
+        return int(self._num_classes)  # type: ignore[arg-type]
+
+    @property
+    def downsample_factor(self) -> int:
+        """Images are padded to a multiple of this (each down block but the last halves the size)."""
+        return 2 ** (len(self.unet_kwargs["block_out_channels"]) - 1)
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        f = self.downsample_factor
+        h, w, _ = self._image_shape  # type: ignore[misc]
+        return (math.ceil(h / f) * f, math.ceil(w / f) * f)
+
+    def _in_channels(self) -> int:
+        """UNet input channels (the sketch variant adds an edge channel)."""
+        return self._image_shape[2]  # type: ignore[index]
+
+    def _build_unet(self, generator: torch.Generator):
+        diffusers = _require_diffusers()
+        kw = dict(self.unet_kwargs)
+        for key in ("block_out_channels", "down_block_types", "up_block_types"):
+            kw[key] = tuple(kw[key])
+        with seeded(generator):
+            unet = diffusers.UNet2DModel(sample_size=self.padded_size, in_channels=self._in_channels(),
+                                         out_channels=self._image_shape[2], num_class_embeds=self.null_class + 1,
+                                         **kw)
+        return unet.to(self.device)
+
+    def _make_train_scheduler(self):
+        diffusers = _require_diffusers()
+        return diffusers.DDPMScheduler(num_train_timesteps=self.num_train_timesteps,
+                                       beta_schedule=self.beta_schedule, prediction_type="epsilon",
+                                       clip_sample=True)
+
+    def _make_sample_scheduler(self):
+        diffusers = _require_diffusers()
+        if self.sampler == "ddpm":
+            sched = diffusers.DDPMScheduler.from_config(self.train_scheduler.config)
+            sched.set_timesteps(self.num_train_timesteps)
+        else:
+            # "trailing" starts at the last training timestep, which matters with very few steps.
+            sched = diffusers.DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing")
+            sched.set_timesteps(self.sample_steps)
+        return sched
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
+    def hparams(self) -> dict:
+        return {"preset": self.preset, "train_steps": self.train_steps, "pretrain_steps": self.pretrain_steps,
+                "batch_size": self.batch_size, "lr": self.lr, "cfg_dropout": self.cfg_dropout,
+                "guidance_scale": self.guidance_scale, "sample_steps": self.sample_steps, "sampler": self.sampler,
+                "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
+                "sample_batch_size": self.sample_batch_size, "grad_clip": self.grad_clip,
+                "unet": self.unet_kwargs}
+
+    def _fitted_state(self) -> dict[str, Any]:
+        return dict(self.unet.state_dict())
+
+    def _move(self, device: torch.device) -> None:
+        self.unet.to(device)
+
+    # -- pixels <-> padded tensors ----------------------------------------------------------------
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad NCHW to the UNet's size (replicated borders, centred); ``_crop`` undoes it."""
+        (hp, wp), (h, w) = self.padded_size, x.shape[-2:]
+        if (hp, wp) == (h, w):
+            return x
+        top, left = (hp - h) // 2, (wp - w) // 2
+        return F.pad(x, (left, wp - w - left, top, hp - h - top), mode="replicate")
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        (hp, wp), (h, w, _) = self.padded_size, self._image_shape
+        top, left = (hp - h) // 2, (wp - w) // 2
+        return x[..., top:top + h, left:left + w]
+
+    def _images_to_padded(self, images: np.ndarray) -> torch.Tensor:
+        from classifiers.data import images_to_tensor
+
+        return self._pad(images_to_tensor(images, self.device))
+
+    def _check_dataset(self, dataset) -> None:
+        if tuple(dataset.image_shape) != tuple(self._image_shape):
+            raise ValueError(f"the dataset's images are {dataset.image_shape} but this model was built for "
+                             f"{self._image_shape}; construct it with image_shape=dataset.image_shape")
+        if dataset.num_classes != self._num_classes:
+            raise ValueError(f"the dataset has {dataset.num_classes} classes but this model was built for "
+                             f"{self._num_classes}; construct it with num_classes=dataset.num_classes")
+
+    # -- the model call (hooks for conditioned variants) -------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _forward(self, unet, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                 cond: torch.Tensor | None) -> torch.Tensor:
+        """Noise prediction; ``cond`` is extra input channels (``None`` here, edges for the sketch model)."""
+        if cond is not None:
+            x = torch.cat([x, cond.to(x.dtype)], dim=1)
+        return unet(x, t, class_labels=labels).sample
+
+    def _train_condition(self, index: torch.Tensor) -> torch.Tensor | None:
+        """Extra input channels for the training images at ``index`` (none for the plain DDPM)."""
+        return None
+
+    def _sample_condition(self, class_id: int, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Extra input channels for ``n`` samples of ``class_id`` (none for the plain DDPM)."""
+        return None
+
+    # -- training ---------------------------------------------------------------------------------
+    def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False
+            ) -> ClassConditionalDDPM:
+        """Train from scratch on ``dataset``'s train split: unconditional pretraining, then conditional.
+
+        Args:
+            dataset: A :class:`envs.datasets.LongTailDataset` with this model's image shape and classes.
+            generator: Source of every random draw (weights, batches, noise); ``None``: a random seed.
+            progress: Show a tqdm bar.
+        """
+        self._check_dataset(dataset)
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
+        check_torch_generator(generator)
+        self.unet = self._build_unet(generator)  # re-initialised from the generator: same seed, same model
+        x = self._images_to_padded(dataset.train_images)
+        y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=self.device)
+        self._prepare_training(dataset)
+        params = [p for p in self.unet.parameters() if p.requires_grad]
+        self.loss_history = self._train_loop(
+            self.unet, params, x, y, phases=[("pretrain", self.pretrain_steps, True),
+                                             ("conditional", self.train_steps, False)],
+            lr=self.lr, generator=generator, progress=progress)
+        self._mark_fitted(dataset, generator=generator)
+        return self
+
+    def _prepare_training(self, dataset) -> None:
+        """Hook: precompute what ``_train_condition`` needs (the sketch model's edge maps)."""
+
+    def _train_loop(self, unet, params: list[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
+                    phases: list[tuple[str, int, bool]], lr: float, generator: torch.Generator,
+                    progress: bool = False, cfg_dropout: float | None = None,
+                    index: torch.Tensor | None = None) -> list[float]:
+        """Epsilon-prediction MSE training of ``params`` of ``unet`` on padded images ``x`` / labels ``y``.
+
+        Args:
+            phases: ``(name, steps, unconditional)`` run in order with one optimizer.
+            cfg_dropout: Label dropout (default: the model's).
+            index: Dataset row of each ``x`` (for ``_train_condition``); default ``arange``.
+        Returns:
+            The loss of every step.
+        """
+        total = sum(steps for _, steps, _ in phases)
+        if total == 0:
+            return []
+        cfg_dropout = self.cfg_dropout if cfg_dropout is None else cfg_dropout
+        index = torch.arange(len(x)) if index is None else index.cpu()
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        warmup = max(1, min(100, total // 20))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+        use_scaler = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc=f"{self.kind} fit", unit="step")
+        losses: list[float] = []
+        n = len(x)
+        batch = min(self.batch_size, n)
+        order, pos = torch.randperm(n, generator=generator, device=generator.device).cpu(), 0
+        unet.train()
+        try:
+            for phase, steps, uncond in phases:
+                for _ in range(steps):
+                    if pos + batch > n:  # a fresh permutation per epoch: every image is seen equally often
+                        order, pos = torch.randperm(n, generator=generator, device=generator.device).cpu(), 0
+                    rows = order[pos:pos + batch]
+                    pos += batch
+                    x0 = x[rows.to(x.device)]
+                    labels = y[rows.to(y.device)].clone()
+                    drop = rand((batch,), generator, self.device) < (1.0 if uncond else cfg_dropout)
+                    labels[drop] = self.null_class
+                    noise = randn(tuple(x0.shape), generator, self.device)
+                    t = randint(self.num_train_timesteps, (batch,), generator, self.device)
+                    xt = self.train_scheduler.add_noise(x0, noise, t)
+                    cond = self._train_condition(index[rows])
+                    with self._autocast():
+                        pred = self._forward(unet, xt, t, labels, cond)
+                    loss = F.mse_loss(pred.float(), noise)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if self.grad_clip is not None:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                    losses.append(float(loss.detach()))
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(phase=phase, loss=f"{losses[-1]:.4f}")
+        finally:
+            if bar is not None:
+                bar.close()
+            unet.eval()
+        return losses
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def sample(self, class_id: int, n: int, *, generator: torch.Generator) -> np.ndarray:
+        """``n`` uint8 images ``(n, H, W, C)`` of ``class_id``; the start noise comes from ``generator``."""
+        self._check_sample(class_id, n, generator)
+        return self._sample_with(self.unet, int(class_id), int(n), generator)
+
+    @torch.no_grad()
+    def _sample_with(self, unet, class_id: int, n: int, generator: torch.Generator,
+                     cond: torch.Tensor | None = None) -> np.ndarray:
+        """Sample with a given network (the LoRA variant passes the adapted UNet)."""
+        from classifiers.data import tensor_to_images
+
+        if n == 0:
+            return self._empty()
+        if cond is None:
+            cond = self._sample_condition(class_id, n, generator)
+        unet.eval()
+        out = []
+        for start in range(0, n, self.sample_batch_size):
+            b = min(self.sample_batch_size, n - start)
+            c = None if cond is None else cond[start:start + b].to(self.device)
+            out.append(tensor_to_images(self._crop(self._denoise(unet, class_id, b, generator, c))))
+        return np.concatenate(out)
+
+    def _denoise(self, unet, class_id: int, b: int, generator: torch.Generator,
+                 cond: torch.Tensor | None) -> torch.Tensor:
+        sched = self._make_sample_scheduler()
+        c = self._image_shape[2]  # type: ignore[index]
+        x = randn((b, c, *self.padded_size), generator, self.device) * sched.init_noise_sigma
+        s = self.guidance_scale
+        if s == 1.0:
+            labels = torch.full((b,), class_id, dtype=torch.long, device=self.device)
+        elif s == 0.0:
+            labels = torch.full((b,), self.null_class, dtype=torch.long, device=self.device)
+        else:  # conditional and null halves in one batched forward
+            labels = torch.cat([torch.full((b,), class_id, dtype=torch.long, device=self.device),
+                                torch.full((b,), self.null_class, dtype=torch.long, device=self.device)])
+            cond = None if cond is None else torch.cat([cond, cond])
+        for t in sched.timesteps:
+            xin = sched.scale_model_input(x if s in (0.0, 1.0) else torch.cat([x, x]), t)
+            tt = torch.full((len(xin),), int(t), dtype=torch.long, device=self.device)
+            with self._autocast():
+                eps = self._forward(unet, xin, tt, labels, cond).float()
+            if s not in (0.0, 1.0):
+                e_cls, e_null = eps.chunk(2)
+                eps = e_null + s * (e_cls - e_null)
+            if self.sampler == "ddpm":
+                x = sched.step(eps, t, x, generator=generator).prev_sample
+            else:
+                x = sched.step(eps, t, x, eta=0.0).prev_sample
+        return x
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json``, ``unet/`` (diffusers ``save_pretrained``) and the training losses."""
+        if not self.fitted:
+            raise ValueError("save() needs a fitted model; call fit(dataset) first")
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(folder / UNET_FOLDER)
+        (folder / LOG_FILE).write_text(json.dumps({"loss": self.loss_history}), encoding="utf-8")
+        cfg = self.config()
+        cfg["scheduler"] = dict(self.train_scheduler.config)
+        write_config(folder, _jsonable(cfg))
+        return folder
+
+    @classmethod
+    def _from_config(cls, cfg: dict, device: torch.device | str) -> ClassConditionalDDPM:
+        keys = ("preset", "train_steps", "pretrain_steps", "batch_size", "lr", "cfg_dropout", "guidance_scale",
+                "sample_steps", "sampler", "num_train_timesteps", "beta_schedule", "sample_batch_size",
+                "grad_clip", "unet")
+        return cls(tuple(cfg["image_shape"]), int(cfg["num_classes"]), device=device,
+                   **{k: cfg[k] for k in keys if k in cfg})
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> ClassConditionalDDPM:
+        """Load a folder written by :meth:`save` (or user-provided weights in the same layout)."""
+        diffusers = _require_diffusers()
+        folder = Path(path)
+        cfg = read_config(folder)
+        if cfg["kind"] != cls.kind:
+            raise ValueError(f"{folder} holds a {cfg['kind']!r} generator, not {cls.kind!r}; use "
+                             "generators.load_generator(path), which picks the class")
+        if not (folder / UNET_FOLDER).is_dir():
+            raise FileNotFoundError(f"{folder / UNET_FOLDER} is missing; it holds the UNet weights that "
+                                    "save() writes with diffusers' save_pretrained")
+        model = cls._from_config(cfg, device)
+        model.unet = diffusers.UNet2DModel.from_pretrained(folder / UNET_FOLDER).to(model.device).eval()
+        if model.unet.config.num_class_embeds != model.null_class + 1:
+            raise ValueError(f"{folder / UNET_FOLDER} embeds {model.unet.config.num_class_embeds} labels but the "
+                             f"config has {model.null_class} classes (+1 null); the folder is inconsistent")
+        if "scheduler" in cfg:
+            model.train_scheduler = diffusers.DDPMScheduler.from_config(cfg["scheduler"])
+        if (folder / LOG_FILE).is_file():
+            model.loss_history = json.loads((folder / LOG_FILE).read_text(encoding="utf-8"))["loss"]
+        model._restore_fit_info(cfg)
+        model._load_extra(folder)
+        return model
+
+    def _load_extra(self, folder: Path) -> None:
+        """Hook for subclasses that save more than the UNet."""
