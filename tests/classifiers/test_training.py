@@ -181,3 +181,14 @@ def test_zero_count_class_with_ce_is_fine(tiny_dataset):
     assert np.isfinite(hist["loss"][0])
     loss = make_loss("ce", np.bincount(d.train_labels[keep], minlength=3))
     assert loss.num_classes == 3
+
+
+@pytest.mark.realdata
+def test_small_cnn_learns_breastmnist(data_dir):
+    z = np.load(data_dir / "breastmnist.npz")
+    x, y = z["train_images"][..., None], z["train_labels"].ravel().astype(np.int64)
+    xv, yv = z["val_images"][..., None], z["val_labels"].ravel().astype(np.int64)
+    model = _model(channels=1, classes=2, width=16)
+    hist = train_classifier(model, x, y, epochs=3, lr=3e-3, generator=_gen(), val=(xv, yv))
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert hist["val_balanced_accuracy"][-1] > 0.55  # chance is 0.5
