@@ -115,13 +115,26 @@ class BatchedHead:
     # -- math --------------------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(K, N, D)`` (or ``(N, D)``, shared by all copies) -> logits ``(K, N, C)``."""
+        return self._logits_t(self._xt(x)).transpose(1, 2)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted classes ``(K, N)`` for ``x`` ``(K, N, D)`` or ``(N, D)``."""
+        return self._logits_t(self._xt(x)).argmax(1)
+
+    def _xt(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.k, -1, -1)
+            return x.t().unsqueeze(0).expand(self.k, -1, -1)
+        return x.transpose(1, 2)
+
+    # Internally logits are laid out (K, C, N): a softmax over a short last axis is ~20x slower on the CPU
+    # than over the middle axis of a contiguous (K, C, N) tensor, and it is the hottest op of a step.
+    def _logits_t(self, xt: torch.Tensor) -> torch.Tensor:
         if self.hidden == 0:
             w, b = self.params
-            return torch.baddbmm(b, x, w)
+            return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), xt)
         w1, b1, w2, b2 = self.params
-        return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).clamp_min_(0), w2)
+        h = torch.baddbmm(b1.transpose(1, 2), w1.transpose(1, 2), xt).clamp_min_(0)
+        return torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), h)
 
     def train_epochs(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, epochs: int, *,
                      offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None
@@ -136,55 +149,63 @@ class BatchedHead:
             offset: ``(K, C)`` logit offsets used only during training (logit adjustment).
             class_weight: ``(K, C)`` loss weight per class (class-balanced loss).
         """
-        k, n, _ = x.shape
-        onehot = torch.zeros(k, n, self.c, device=x.device)
-        onehot.scatter_(2, y.unsqueeze(-1), 1.0)
-        w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
-        # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
-        w_row = w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        xt = x.transpose(1, 2)
-        loss = torch.zeros(k, device=x.device)
+        xt, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
+        loss = torch.zeros(x.shape[0], device=x.device)
         for _ in range(epochs):
-            loss, grads = self._loss_and_grads(x, xt, onehot, w_row, offset)
+            loss, grads = self._loss_and_grads(xt, onehot, w_row, off)
             self._adam(grads, 0.9, 0.999, 1e-8)
         return loss
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, *,
                        offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None):
         """The weighted mean cross-entropy per copy and its gradients (no update). For tests."""
-        onehot = torch.zeros(*y.shape, self.c, device=x.device).scatter_(2, y.unsqueeze(-1), 1.0)
-        w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
-        w_row = w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        return self._loss_and_grads(x, x.transpose(1, 2), onehot, w_row, offset)
+        return self._loss_and_grads(*self._prepare(x, y, row_weight, offset, class_weight))
 
-    def _loss_and_grads(self, x, xt, onehot, w_row, offset):
+    def _prepare(self, x, y, row_weight, offset, class_weight):
+        k, n, _ = x.shape
+        onehot = torch.zeros(k, self.c, n, device=x.device)
+        onehot.scatter_(1, y.unsqueeze(1), 1.0)
+        w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
+        # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
+        w_row = (w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)).unsqueeze(1)
+        off = None if offset is None else offset.unsqueeze(2)
+        return x.transpose(1, 2), onehot, w_row, off
+
+    def _loss_and_grads(self, xt, onehot, w_row, off):
         if self.hidden == 0:
-            w, b = self.params
-            z = torch.baddbmm(b, x, w)
+            z = self._logits_t(xt)
         else:
             w1, b1, w2, b2 = self.params
-            pre = torch.baddbmm(b1, x, w1)
+            pre = torch.baddbmm(b1.transpose(1, 2), w1.transpose(1, 2), xt)
             h = pre.clamp_min(0)
-            z = torch.baddbmm(b2, h, w2)
-        if offset is not None:
-            z = z + offset.unsqueeze(1)
-        logp = torch.log_softmax(z, dim=2)
-        loss = -(logp * onehot).sum(2).mul(w_row).sum(1)
-        gz = (logp.exp() - onehot).mul_(w_row.unsqueeze(-1))  # dL/dz, (K, N, C)
+            z = torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), h)
+        if off is not None:
+            z = z + off
+        logp = torch.log_softmax(z, dim=1)
+        loss = -(logp * onehot).sum(1).mul(w_row.squeeze(1)).sum(1)
+        gz = (logp.exp() - onehot).mul_(w_row)  # dL/dz, (K, C, N)
         if self.hidden == 0:
-            return loss, [torch.bmm(xt, gz), gz.sum(1, keepdim=True)]
-        gh = torch.bmm(gz, w2.transpose(1, 2)).mul_((pre > 0).to(gz.dtype))
-        return loss, [torch.bmm(xt, gh), gh.sum(1, keepdim=True), torch.bmm(h.transpose(1, 2), gz),
-                      gz.sum(1, keepdim=True)]
+            return loss, [torch.bmm(xt, gz.transpose(1, 2)), gz.sum(2).unsqueeze(1)]
+        gh = torch.bmm(w2, gz).mul_((pre > 0).to(gz.dtype))
+        return loss, [torch.bmm(xt, gh.transpose(1, 2)), gh.sum(2).unsqueeze(1),
+                      torch.bmm(h, gz.transpose(1, 2)), gz.sum(2).unsqueeze(1)]
 
     def _adam(self, grads: list[torch.Tensor], b1: float, b2: float, eps: float) -> None:
+        # foreach ops: one kernel launch per op for all parameters (a step is launch-bound, not FLOP-bound)
+        if self.weight_decay:  # L2 on weights, not biases
+            grads = [g.add(p, alpha=self.weight_decay) if j % 2 == 0 else g
+                     for j, (p, g) in enumerate(zip(self.params, grads))]
         self._t += 1
         t = self._t.view(-1, 1, 1)
         c1 = 1 - b1 ** t
-        c2 = 1 - b2 ** t
-        for j, (p, g, m, v) in enumerate(zip(self.params, grads, self._m, self._v)):
-            if self.weight_decay and j % 2 == 0:  # weights, not biases
-                g = g.add(p, alpha=self.weight_decay)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.sub_(self.lr * (m / c1) / ((v / c2).sqrt_().add_(eps)))
+        c2_sqrt = (1 - b2 ** t).sqrt_()
+        torch._foreach_mul_(self._m, b1)
+        torch._foreach_add_(self._m, grads, alpha=1 - b1)
+        torch._foreach_mul_(self._v, b2)
+        torch._foreach_addcmul_(self._v, grads, grads, value=1 - b2)
+        denom = torch._foreach_sqrt(self._v)
+        torch._foreach_div_(denom, [c2_sqrt] * len(denom))
+        torch._foreach_add_(denom, eps)
+        step = torch._foreach_div(self._m, denom)
+        torch._foreach_div_(step, [c1] * len(step))
+        torch._foreach_add_(self.params, step, alpha=-self.lr)

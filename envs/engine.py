@@ -137,7 +137,7 @@ class FeatureEngine:
         x = self.val_x if split == "val" else self.test_x
         if x is None:
             raise ValueError("the env was built without test features; pass eval_split='test'")
-        return self.head.logits(x).argmax(2).cpu().numpy()
+        return self.head.predict(x).cpu().numpy()
 
     def labels_of(self, split: str) -> np.ndarray:
         return self.val_y if split == "val" else self.test_y

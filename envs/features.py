@@ -119,7 +119,7 @@ def _train_cnn(images, labels, num_classes, config: EncoderConfig, seed: int, *,
     if train:
         counts = np.bincount(labels, minlength=num_classes)
         train_classifier(model, images, labels, loss=config.loss, class_counts=np.maximum(counts, 1),
-                         epochs=config.epochs, batch_size=64, lr=2e-3, sampler="uniform", augment=True,
+                         epochs=config.epochs, batch_size=64, lr=2e-3, sampler="uniform", augment=False,
                          device="cpu", generator=g)
     model.eval()
     return model

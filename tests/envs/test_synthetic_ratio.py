@@ -1,0 +1,231 @@
+"""The PettingZoo env and its gymnasium view under the official checkers, plus our own checks."""
+from __future__ import annotations
+
+import types
+
+import gymnasium
+import numpy as np
+import pettingzoo
+import pytest
+from pettingzoo.test import api_test, max_cycles_test, parallel_api_test, parallel_seed_test, seed_test
+
+import envs
+from envs.central import SyntheticRatioCentralEnv
+from envs.sources import ArraySource
+from envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
+from tests.conftest import make_tiny_dataset
+
+TINY = dict(encoder_folds=2, encoder_epochs=2, pool_size=16, max_steps=3)
+
+
+def tiny_kwargs(**over):
+    kw = dict(dataset=make_tiny_dataset(), **TINY)
+    kw.update(over)
+    return kw
+
+
+# -- official checkers -----------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["feature", "pixel"])
+def test_parallel_api(mode):
+    parallel_api_test(parallel_env(**tiny_kwargs(mode=mode)), num_cycles=5)
+
+
+def test_aec_api():
+    api_test(aec_env(**tiny_kwargs()), num_cycles=5)
+
+
+def test_seed_tests():
+    seed_test(lambda: aec_env(**tiny_kwargs()), num_cycles=5)
+    parallel_seed_test(lambda: parallel_env(**tiny_kwargs()))
+
+
+def test_max_cycles():
+    mod = types.SimpleNamespace(parallel_env=lambda max_cycles: parallel_env(max_cycles=max_cycles, **tiny_kwargs()),
+                                env=lambda max_cycles: aec_env(max_cycles=max_cycles, **tiny_kwargs()))
+    max_cycles_test(mod)
+
+
+def test_registered_ids_make_working_envs():
+    envs.register_envs()  # a second registration is a no-op, not a warning
+    penv = pettingzoo.make("parallel", envs.PARALLEL_ID, **tiny_kwargs())
+    assert isinstance(penv, SyntheticRatioEnv)
+    aenv = pettingzoo.make("aec", envs.PARALLEL_ID, **tiny_kwargs())
+    aenv.reset(seed=0)
+    genv = gymnasium.make(envs.CENTRAL_ID, **tiny_kwargs())
+    obs, _ = genv.reset(seed=0)
+    assert obs.shape == (3, 8 + 3)
+
+
+def test_gymnasium_and_sb3_check_env():
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    gym_check(SyntheticRatioCentralEnv(**tiny_kwargs()), skip_render_check=True)
+    sb3_check(SyntheticRatioCentralEnv(**tiny_kwargs()), warn=True)
+
+
+# -- the contract ----------------------------------------------------------------------------
+def test_spaces_observation_layout_and_state():
+    e = parallel_env(**tiny_kwargs())
+    obs, infos = e.reset(seed=1)
+    assert e.possible_agents == ["class_0", "class_1", "class_2"]
+    assert e.action_space("class_0") == gymnasium.spaces.Box(-1, 1, (1,), np.float32)
+    for i, a in enumerate(e.agents):
+        assert obs[a].shape == (11,) and obs[a].dtype == np.float32
+        assert e.observation_space(a).contains(obs[a])
+        assert obs[a][8 + i] == 1.0 and obs[a][8:].sum() == 1.0  # one-hot id
+        assert infos[a]["class_name"] == f"c{i}"
+    assert e.state().shape == (33,)
+    assert np.allclose(e.state()[:11], obs["class_0"])
+
+
+def test_actions_map_to_ratios_and_draw_round_ratio_times_count():
+    e = parallel_env(**tiny_kwargs(max_ratio=2.0))
+    e.reset(seed=0)
+    acts = {"class_0": np.array([-1.0], np.float32), "class_1": np.array([0.0], np.float32),
+            "class_2": np.array([5.0], np.float32)}  # out of range: clipped to 1
+    _, _, _, _, infos = e.step(acts)
+    assert np.allclose(e.ratios, [0.0, 1.0, 2.0])
+    assert [infos[a]["n_synthetic"] for a in e.possible_agents] == [0, 10, 8]
+    assert np.allclose(e.ratio_to_action(e.action_to_ratio(np.array([-0.5, 0.25]))), [-0.5, 0.25])
+
+
+def test_episode_truncates_and_reports_test_metrics_only_when_asked():
+    for split in (None, "test"):
+        e = parallel_env(**tiny_kwargs(eval_split=split))
+        e.reset(seed=0)
+        for t in range(3):
+            obs, rew, term, trunc, infos = e.step({a: np.zeros(1, np.float32) for a in e.agents})
+            assert len(set(rew.values())) == 1  # shared reward
+            assert not any(term.values())
+            assert all(trunc.values()) == (t == 2)
+            assert ("test" in infos["class_0"]) == (split == "test" and t == 2)
+        assert e.agents == []
+    assert 0.0 <= infos["class_0"]["test"]["balanced_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("reward", ["accuracy", "delta", "final"])
+def test_reward_options(reward):
+    e = parallel_env(**tiny_kwargs(reward=reward))
+    _, infos = e.reset(seed=3)
+    prev = infos["class_0"]["balanced_accuracy"]
+    for t in range(3):
+        _, rew, _, _, infos = e.step({a: np.zeros(1, np.float32) for a in e.agents})
+        bal = infos["class_0"]["balanced_accuracy"]
+        expected = {"accuracy": bal, "delta": bal - prev, "final": bal if t == 2 else 0.0}[reward]
+        assert rew["class_0"] == pytest.approx(expected)
+        prev = bal
+
+
+def test_synthetic_cost_is_charged_per_sample():
+    free = parallel_env(**tiny_kwargs())
+    paid = parallel_env(**tiny_kwargs(synthetic_cost=0.5))
+    act = {a: np.ones(1, np.float32) for a in free.possible_agents}
+    free.reset(seed=0)
+    paid.reset(seed=0)
+    _, r0, _, _, infos = free.step(act)
+    _, r1, _, _, _ = paid.step(act)
+    n_syn = sum(i["n_synthetic"] for i in infos.values())
+    assert r0["class_0"] - r1["class_0"] == pytest.approx(0.5 * n_syn / 38)
+
+
+def test_synthetic_data_changes_learning():
+    """Ratios are not ignored: a different mix gives a different classifier."""
+    outs = []
+    for a in (-1.0, 1.0):
+        e = parallel_env(**tiny_kwargs())
+        e.reset(seed=0)
+        _, _, _, _, infos = e.step({k: np.array([a], np.float32) for k in e.possible_agents})
+        outs.append([infos[k]["precision"] for k in e.possible_agents] + [infos["class_0"]["balanced_accuracy"]])
+    assert outs[0] != outs[1]
+
+
+@pytest.mark.parametrize("mode", ["feature", "pixel"])
+def test_same_seed_same_actions_same_whole_trajectory(mode):
+    """PettingZoo's parallel seed test looks at one step; we compare every step of an episode."""
+    def run(seed):
+        e = parallel_env(**tiny_kwargs(mode=mode, max_steps=4))
+        rng = np.random.default_rng(123)
+        traj = [e.reset(seed=seed)]
+        while e.agents:
+            traj.append(e.step({a: rng.uniform(-1, 1, 1).astype(np.float32) for a in e.agents}))
+        return traj
+
+    a, b, c = run(7), run(7), run(8)
+    from gymnasium.utils.env_checker import data_equivalence
+
+    assert data_equivalence(a, b)
+    assert not data_equivalence(a, c)
+
+
+def test_central_view_matches_parallel_env():
+    p = parallel_env(**tiny_kwargs())
+    g = SyntheticRatioCentralEnv(**tiny_kwargs())
+    po, _ = p.reset(seed=5)
+    go, _ = g.reset(seed=5)
+    assert np.array_equal(np.stack([po[a] for a in p.possible_agents]), go)
+    act = np.array([-0.5, 0.0, 0.5], np.float32)
+    po, pr, _, _, _ = p.step({a: act[i:i + 1] for i, a in enumerate(p.possible_agents)})
+    go, gr, _, _, _ = g.step(act)
+    assert np.array_equal(np.stack([po[a] for a in p.possible_agents]), go) and pr["class_0"] == gr
+
+
+def test_bank_like_source_is_accepted_and_quality_observed():
+    ds = make_tiny_dataset()
+    pools = {c: ds.train_images[ds.train_labels == c][:3] for c in range(3)}
+    src = ArraySource(pools, 3, quality={0: 0.9, 1: 0.5, 2: 0.25})
+    e = parallel_env(dataset=ds, source=src, **TINY)
+    obs, _ = e.reset(seed=0)
+    assert [obs[a][5] for a in e.possible_agents] == pytest.approx([0.9, 0.5, 0.25])
+    e.step({a: np.ones(1, np.float32) for a in e.agents})  # pools of 3 serve 24 with replacement
+
+
+def test_gaussian_feature_source():
+    e = parallel_env(source="gaussian", **tiny_kwargs())
+    e.reset(seed=0)
+    e.step({a: np.ones(1, np.float32) for a in e.agents})
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_bad_actions_raise_clear_errors():
+    e = parallel_env(**tiny_kwargs())
+    with pytest.raises(RuntimeError, match="reset"):
+        e.step({a: np.zeros(1, np.float32) for a in e.possible_agents})
+    e.reset(seed=0)
+    ok = {a: np.zeros(1, np.float32) for a in e.agents}
+    for bad, msg in [({**ok, "class_0": np.array([np.nan])}, "finite"),
+                     ({**ok, "class_1": np.array([np.inf])}, "finite"),
+                     ({**ok, "class_0": np.zeros(2)}, "shape"),
+                     ({k: v for k, v in ok.items() if k != "class_2"}, "missing"),
+                     ({**ok, "class_9": np.zeros(1)}, "unknown"),
+                     ([0.0, 0.0, 0.0], "dict")]:
+        with pytest.raises(ValueError, match=msg):
+            e.step(bad)
+    for _ in range(3):
+        e.step(ok)
+    with pytest.raises(RuntimeError, match="ended"):
+        e.step(ok)
+
+
+def test_source_without_samples_for_a_requested_class():
+    ds = make_tiny_dataset()
+    src = ArraySource({0: ds.train_images[:2]}, 3)
+    e = parallel_env(dataset=ds, source=src, **TINY)
+    e.reset(seed=0)
+    e.step({"class_0": np.ones(1), "class_1": -np.ones(1), "class_2": -np.ones(1)})  # ratio 0: fine
+    with pytest.raises(ValueError, match="class 1"):
+        e.step({"class_0": np.ones(1), "class_1": np.ones(1), "class_2": -np.ones(1)})
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(mode="gpu"), "mode"), (dict(reward="f1"), "reward"),
+                                    (dict(max_steps=0), "max_steps"), (dict(max_ratio=float("nan")), "max_ratio"),
+                                    (dict(eval_split="val"), "eval_split"), (dict(loss="focal"), "pixel"),
+                                    (dict(source="diffusion"), "source")])
+def test_bad_configs(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        parallel_env(**tiny_kwargs(**kw))
+
+
+def test_one_class_dataset_is_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        make_tiny_dataset(num_classes=1, counts=(5,))
