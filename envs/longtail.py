@@ -57,6 +57,16 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> np
     return counts
 
 
+def _zero_rank(n_max, num_classes, imbalance_ratio) -> int | None:
+    """The first rank whose profile count rounds to 0, or None (also None for arguments that are invalid)."""
+    try:
+        exact = int(n_max) * float(imbalance_ratio) ** (-np.arange(num_classes) / (num_classes - 1))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    zero = np.flatnonzero(np.floor(exact + _FLOOR_TOLERANCE) == 0)
+    return int(zero[0]) if zero.size else None
+
+
 def _validate_class_order(class_order: Sequence[int] | None, num_classes: int) -> list[int]:
     if class_order is None:
         return list(range(num_classes))
@@ -142,9 +152,18 @@ def make_long_tail(dataset: LongTailDataset, imbalance_ratio: float, *, n_max: i
     num_classes = dataset.num_classes
     order = _validate_class_order(class_order, num_classes)
     available = dataset.train_counts
-    if n_max is None:
+    n_max_fitted = n_max is None
+    if n_max_fitted:
         n_max = _largest_feasible_n_max(available, order, imbalance_ratio)
-    per_rank = long_tail_counts(n_max, num_classes, imbalance_ratio)
+    try:
+        per_rank = long_tail_counts(n_max, num_classes, imbalance_ratio)
+    except ValueError as err:  # name the class behind the rank: that is what the user knows
+        rank = _zero_rank(n_max, num_classes, imbalance_ratio)
+        if rank is None:
+            raise
+        c = order[rank]
+        raise ValueError(str(err).replace(f"rank {rank} ", f"rank {rank} (class {c} {dataset.class_names[c]!r}) ", 1)
+                         + ("; n_max was fitted to the train split" if n_max_fitted else "")) from err
     counts = np.zeros(num_classes, np.int64)
     counts[order] = per_rank
     for c in order:  # head first, so the first failure reported is the most informative one
