@@ -43,6 +43,13 @@ def test_counts_known_values():
     assert long_tail_counts(5000, 10, 100).tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
+def test_exact_integers_are_not_lost_to_rounding():
+    # Each profile below is exact powers of two, but numpy evaluated some terms as 0.9999999999999999 or
+    # 7.999999999999999 (on x86-64): a plain floor would drop an image (or raise for a tail that is really 1).
+    assert long_tail_counts(64, 7, 64).tolist() == [64, 32, 16, 8, 4, 2, 1]
+    assert long_tail_counts(32, 6, 32).tolist() == [32, 16, 8, 4, 2, 1]
+
+
 def test_zero_count_raises_naming_the_rank():
     with pytest.raises(ValueError, match=r"rank 7 .*imbalance_ratio <= 10"):
         long_tail_counts(10, 10, 20.0)
