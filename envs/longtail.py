@@ -39,7 +39,8 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> np
     if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max < 1:
         raise ValueError(f"n_max must be a positive integer (images in the head class); got {n_max!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2 (a long tail needs a head and a tail); got {num_classes!r}")
+        raise ValueError(f"num_classes must be an integer >= 2 (a long tail needs a head and a tail); "
+                         f"got {num_classes!r}")
     rho = float(imbalance_ratio)
     if not math.isfinite(rho) or rho < 1.0:
         raise ValueError(f"imbalance_ratio must be a finite number >= 1 (head count / tail count; 1 is balanced); "
