@@ -1,0 +1,410 @@
+"""The generator pool: several fitted generators, placed over the visible devices, that fill a bank.
+
+Which generator serves which class is an explicit ``assignment`` (default: all serve all; a class served
+by several alternates shards between them). Models are placed round-robin over the visible GPUs
+(``cuda:0..n-1``), or on the CPU when there is none. :meth:`GeneratorPool.fill_bank` samples every
+class's quota in shards, filters them, and writes them into a :class:`~generators.bank.SyntheticBank`.
+Each shard draws from its own ``torch.Generator`` seeded from ``(seed, class, shard)``, so the bytes of a
+shard do not depend on which shards were filled before it: a resumed fill ends byte-identical to an
+uninterrupted one, and a corrupt shard is refilled with exactly its original contents.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import hashlib
+import math
+import os
+import threading
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generators.bank import (BANK_FORMAT, MANIFEST_FILE, SHARD_RE, BankError, SyntheticBank, atomic_save_npy,
+                             atomic_write_json, bank_key, canonical_json, conf_name, library_versions,
+                             normalize_per_class, shard_name, summarize_class)
+from generators.filter import NoFilter
+
+SEED_SCHEME = 1  # bump if derive_seed changes: it is hashed into bank keys
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any JSON-able parts (e.g. ``(seed, class, shard)``), stable across machines."""
+    digest = hashlib.sha256(canonical_json(list(parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def resolve_devices(devices: str | torch.device | Sequence[str | torch.device] = "auto") -> list[torch.device]:
+    """The devices to place generators on.
+
+    Args:
+        devices: ``"auto"``: every visible GPU (``cuda:0..n-1``), else ``[cpu]``; an empty
+            ``CUDA_VISIBLE_DEVICES`` means no GPU even if torch initialised CUDA earlier. A device name or
+            ``torch.device``: just that one. A sequence: those devices, as given (not probed, so a list
+            can name devices ahead of time).
+    """
+    if isinstance(devices, str) and devices.strip().lower() == "auto":
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if hidden is not None and hidden.strip() in ("", "-1"):
+            return [torch.device("cpu")]
+        from classifiers.device import visible_devices
+
+        gpus = [d for d in visible_devices() if d.type == "cuda"]
+        return gpus or [torch.device("cpu")]
+    if isinstance(devices, (str, torch.device)):
+        devices = [devices]
+    try:
+        out = [d if isinstance(d, torch.device) else torch.device(d) for d in devices]
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"cannot parse devices {devices!r} ({err}); use 'auto', 'cpu', 'cuda:0' or a list of "
+                         "them") from None
+    if not out:
+        raise ValueError("devices is empty; pass 'auto', 'cpu' or a non-empty list such as ['cuda:0', 'cuda:1']")
+    out = [torch.device("cuda", 0) if d.type == "cuda" and d.index is None else d for d in out]
+    if len(set(out)) != len(out):
+        raise ValueError(f"devices lists a device twice ({[str(d) for d in out]}); name each device once")
+    return out
+
+
+class GeneratorPool:
+    """Fitted generators, their class assignment and their device placement.
+
+    Args:
+        generators: ``{generator id: Generator}``; the ids are recorded in the bank for every shard.
+        assignment: ``{class_id: [generator ids]}``. ``None`` (default): every generator serves every
+            class. When given, a class missing from it has no generator and must get a zero quota.
+        devices: ``"auto"`` (round-robin over visible GPUs, CPU without any), a device, or a list.
+    """
+
+    def __init__(self, generators: Mapping[str, object], *, assignment: Mapping[int, Sequence[str]] | None = None,
+                 devices: str | torch.device | Sequence[str | torch.device] = "auto") -> None:
+        if not isinstance(generators, Mapping) or not generators:
+            raise ValueError("generators must be a non-empty dict {id: Generator}, e.g. {'ddpm': ClassConditionalDDPM()}")
+        for name, gen in generators.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"generator ids must be non-empty strings; got {name!r}")
+            missing = [m for m in ("fit", "sample", "config", "to") if not callable(getattr(gen, m, None))]
+            if missing:
+                raise ValueError(f"generator {name!r} ({type(gen).__name__}) lacks {missing}; pool members follow "
+                                 "the generators.base.Generator interface")
+        self.generators = dict(generators)
+        self.assignment = self._check_assignment(assignment)
+        self.devices = resolve_devices(devices)
+        self._placement = {name: self.devices[i % len(self.devices)] for i, name in enumerate(self.generators)}
+        for name, gen in self.generators.items():
+            gen.to(self._placement[name])
+
+    def _check_assignment(self, assignment) -> dict[int, tuple[str, ...]] | None:
+        if assignment is None:
+            return None
+        if not isinstance(assignment, Mapping):
+            raise ValueError(f"assignment must be a dict {{class_id: [generator ids]}}; got {type(assignment).__name__}")
+        out = {}
+        for c, names in assignment.items():
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+                raise ValueError(f"assignment keys must be class ids (ints >= 0); got {c!r}")
+            names = (names,) if isinstance(names, str) else tuple(names)
+            unknown = [n for n in names if n not in self.generators]
+            if not names or unknown:
+                raise ValueError(f"assignment for class {c} names {list(names)}; each class needs at least one "
+                                 f"generator id from {list(self.generators)}")
+            out[int(c)] = names
+        return out
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """``{generator id: device}`` as strings (e.g. ``{'ddpm': 'cuda:0', 'lora': 'cuda:1'}``)."""
+        return {name: str(dev) for name, dev in self._placement.items()}
+
+    def serving(self, num_classes: int) -> dict[int, tuple[str, ...]]:
+        """Generator ids serving each class ``0..num_classes-1`` (empty tuple: none)."""
+        if self.assignment is None:
+            return {c: tuple(self.generators) for c in range(num_classes)}
+        extra = [c for c in self.assignment if c >= num_classes]
+        if extra:
+            raise ValueError(f"assignment names classes {extra}, but the dataset has classes 0..{num_classes - 1}")
+        return {c: self.assignment.get(c, ()) for c in range(num_classes)}
+
+    # -- fitting ---------------------------------------------------------------------------------------
+    def fit(self, dataset, *, seed: int = 0, progress: bool = False) -> GeneratorPool:
+        """Fit every generator not fitted yet (loaded ones are kept), one thread per device.
+
+        Each generator's ``torch.Generator`` is seeded from ``(seed, "fit", id)``, so adding a generator to
+        the pool does not change the others.
+        """
+        todo = [n for n, g in self.generators.items() if not getattr(g, "fitted", False)]
+
+        def fit_one(name: str) -> None:
+            g = torch.Generator().manual_seed(derive_seed(int(seed), "fit", name))
+            with _on_device(self._placement[name]):
+                self.generators[name].fit(dataset, generator=g, progress=progress)
+
+        self._run_by_device([(self._placement[n], n) for n in todo], fit_one)
+        for name in self.generators:
+            self._check_fitted(name, dataset)
+        return self
+
+    def _check_fitted(self, name: str, dataset) -> None:
+        gen = self.generators[name]
+        if not getattr(gen, "fitted", True):
+            raise ValueError(f"generator {name!r} is not fitted; call pool.fit(dataset) first")
+        shape = getattr(gen, "image_shape", None)
+        if shape is not None and tuple(shape) != tuple(dataset.image_shape):
+            raise ValueError(f"generator {name!r} makes images shaped {tuple(shape)} but the dataset's are "
+                             f"{tuple(dataset.image_shape)}; fit it on this dataset")
+        nc = getattr(gen, "num_classes", None)
+        if nc is not None and int(nc) != dataset.num_classes:
+            raise ValueError(f"generator {name!r} was fitted on {nc} classes, the dataset has {dataset.num_classes}")
+        fitted_on = (gen.config().get("fit") or {}).get("dataset") if hasattr(gen, "config") else None
+        if fitted_on is not None and fitted_on != dataset.fingerprint():
+            warnings.warn(f"generator {name!r} was fitted on another dataset (fingerprint {fitted_on[:12]}...) than "
+                          f"{dataset.name!r}; its samples may not match this data", stacklevel=3)
+
+    # -- filling the bank ---------------------------------------------------------------------------
+    def fill_bank(self, dataset, root: str | Path, *, per_class: int | Sequence[int], filter=None, seed: int = 0,
+                  shard_size: int = 256, batch_size: int = 64, progress: bool = True) -> SyntheticBank:
+        """Generate, filter and store ``per_class`` images of every class in a bank under ``root``.
+
+        The bank folder is ``root/<key>``, the key hashing the dataset, the generator configs, the
+        assignment, the filter, ``seed``, the quotas, ``shard_size`` and ``batch_size``. An existing bank
+        with that key is verified shard by shard: good shards are kept, missing or corrupt ones are
+        (re)filled, so an interrupted fill resumes and ends byte-identical to an uninterrupted one.
+
+        Args:
+            dataset: The ``LongTailDataset`` the generators were fitted on.
+            root: Folder holding banks.
+            per_class: Images to keep per class: one int, or one per class.
+            filter: A :class:`~generators.filter.ClassifierFilter`, or ``None`` to keep every sample. A
+                filter may keep fewer than the quota (its try limit); the bank records how many.
+            seed: Fill seed; shard ``s`` of class ``c`` draws from ``torch.Generator`` seeded from
+                ``(seed, c, s)``.
+            shard_size: Images per shard file (also the unit of resumption).
+            batch_size: Largest batch asked of a generator (its memory bound).
+            progress: Show a tqdm bar over images.
+
+        Returns:
+            The complete bank.
+        """
+        c_total = dataset.num_classes
+        shape = tuple(int(v) for v in dataset.image_shape)
+        quotas = normalize_per_class(per_class, c_total)
+        for label, value in (("shard_size", shard_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{label} must be a positive int; got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int; got {seed!r}")
+        filt = NoFilter() if filter is None else filter
+        if not callable(getattr(filt, "fill", None)) or not callable(getattr(filt, "config", None)):
+            raise ValueError(f"filter must be None, NoFilter or a ClassifierFilter; got {type(filter).__name__}")
+        serving = self.serving(c_total)
+        orphans = [c for c in range(c_total) if quotas[c] and not serving[c]]
+        if orphans:
+            raise ValueError(f"classes {orphans} have a quota but no generator in the assignment; add them to "
+                             "the assignment or give them per_class 0")
+        used = sorted({n for c in range(c_total) if quotas[c] for n in serving[c]})
+        for name in used:
+            self._check_fitted(name, dataset)
+        sampling = {"assignment": {str(c): list(serving[c]) for c in range(c_total) if quotas[c]},
+                    "shard_size": int(shard_size), "batch_size": int(batch_size), "seed_scheme": SEED_SCHEME}
+        gen_configs = {n: self.generators[n].config() for n in used}
+        filter_config = filt.config()
+        key = bank_key(dataset.fingerprint(), gen_configs, filter_config, int(seed), quotas, sampling=sampling)
+        folder = Path(root) / key
+        fresh = {"format": BANK_FORMAT, "key": key, "dataset_fingerprint": dataset.fingerprint(),
+                 "dataset_name": dataset.name, "class_names": list(dataset.class_names),
+                 "generator_configs": gen_configs, "filter_config": filter_config, "seed": int(seed),
+                 "image_shape": list(shape), "num_classes": c_total, "per_class": quotas, "sampling": sampling,
+                 "classes": {str(c): {"quota": quotas[c], "num_shards": math.ceil(quotas[c] / shard_size),
+                                      "shards": []} for c in range(c_total)},
+                 "complete": False, "versions": library_versions()}
+        for entry in fresh["classes"].values():
+            summarize_class(entry)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _fill_lock(folder):
+            manifest = self._resume(folder, fresh)
+            done = {(int(c), s["index"]) for c, e in manifest["classes"].items() for s in e["shards"]}
+            plan = []
+            for c in range(c_total):
+                names = serving[c]
+                for s in range(manifest["classes"][str(c)]["num_shards"]):
+                    if (c, s) not in done:
+                        q = min(shard_size, quotas[c] - s * shard_size)
+                        plan.append((self._placement[names[s % len(names)]], (c, s, q, names[s % len(names)])))
+            if plan or not manifest["complete"]:
+                self._fill(folder, manifest, plan, filt, int(seed), shape, int(batch_size), progress)
+                manifest["complete"] = True
+                atomic_write_json(folder / MANIFEST_FILE, manifest)
+        return SyntheticBank.open(folder, verify=False)
+
+    def _resume(self, folder: Path, fresh: dict) -> dict:
+        """The manifest to continue from: the existing one minus bad shards, or ``fresh``."""
+        for tmp in folder.glob(".*.tmp"):  # leftovers of writes a crash interrupted (we hold the lock)
+            tmp.unlink(missing_ok=True)
+        if not (folder / MANIFEST_FILE).exists():
+            atomic_write_json(folder / MANIFEST_FILE, fresh)
+            return fresh
+        try:
+            manifest = SyntheticBank.read_manifest(folder)
+        except BankError as err:
+            warnings.warn(f"discarding the unusable bank in {folder}: {err}", stacklevel=3)
+            for f in folder.iterdir():
+                if SHARD_RE.match(f.name):
+                    f.unlink()
+            atomic_write_json(folder / MANIFEST_FILE, fresh)
+            return fresh
+        # the key checked out, so every input matches; only shards and bookkeeping can differ
+        bad = SyntheticBank(folder, manifest).problems()
+        if bad:
+            warnings.warn(f"bank {folder.name}: refilling {len(bad)} bad shard(s): "
+                          + "; ".join(f"class {c} shard {s} ({why})" for c, s, why in bad[:5]), stacklevel=3)
+            drop = {(c, s) for c, s, _ in bad}
+            for c, entry in manifest["classes"].items():
+                entry["shards"] = [s for s in entry["shards"] if (int(c), s["index"]) not in drop]
+                summarize_class(entry)
+            manifest["complete"] = False
+        if manifest.get("versions") != fresh["versions"]:
+            warnings.warn(f"bank {folder.name} was started with {manifest.get('versions')}, now running "
+                          f"{fresh['versions']}; resumed shards may differ in style", stacklevel=3)
+        atomic_write_json(folder / MANIFEST_FILE, manifest)
+        return manifest
+
+    def _fill(self, folder: Path, manifest: dict, plan: list, filt, seed: int, shape: tuple, batch_size: int,
+              progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        lock = threading.Lock()
+        bar = tqdm(total=sum(item[2] for _, item in plan), unit="img", desc=f"bank {folder.name}",
+                   disable=not progress)
+
+        def fill_shard(item) -> None:
+            c, s, quota, name = item
+            gen = self.generators[name]
+            shard_seed = derive_seed(seed, c, s)
+            result = filt.fill(_sampler(gen, c), c, quota, generator=torch.Generator().manual_seed(shard_seed),
+                               batch_size=batch_size)
+            images = np.asarray(result.images)
+            if len(images) == 0:
+                images = np.zeros((0, *shape), np.uint8)
+            if images.dtype != np.uint8 or images.shape[1:] != shape:
+                raise ValueError(f"generator {name!r} returned {images.dtype} images shaped {images.shape[1:]} for "
+                                 f"class {c}; the bank needs uint8 {shape} like the dataset")
+            conf = np.asarray(result.confidences, np.float32)
+            entry = {"index": s, "file": shard_name(c, s), "conf_file": conf_name(c, s),
+                     "sha256": atomic_save_npy(folder / shard_name(c, s), images),
+                     "conf_sha256": atomic_save_npy(folder / conf_name(c, s), conf),
+                     "count": int(len(images)), "quota": int(quota), "generator": name, "seed": shard_seed,
+                     "device": str(self._placement[name]), "tried": int(result.candidates_tried),
+                     "accepted": int(result.accepted), "tries": int(result.tries),
+                     "confidence_sum": None if filt.config() is None else float(conf.astype(np.float64).sum())}
+            with lock:
+                cls_entry = manifest["classes"][str(c)]
+                cls_entry["shards"] = sorted(cls_entry["shards"] + [entry], key=lambda e: e["index"])
+                summarize_class(cls_entry)
+                atomic_write_json(folder / MANIFEST_FILE, manifest)  # the shard now counts as done
+                bar.update(quota)
+
+        try:
+            self._run_by_device(plan, fill_shard)
+        finally:
+            bar.close()
+
+    @staticmethod
+    def _run_by_device(work: list[tuple[torch.device, object]], fn) -> None:
+        """Run ``fn(item)`` for every item, one worker thread per device (inline for a single device).
+
+        The first error stops every worker after its current item and is re-raised.
+        """
+        groups: dict[torch.device, list] = defaultdict(list)
+        for dev, item in work:
+            groups[dev].append(item)
+        if len(groups) <= 1:
+            for dev, items in groups.items():
+                with _on_device(dev):
+                    for item in items:
+                        fn(item)
+            return
+        stop = threading.Event()
+
+        def worker(dev: torch.device, items: list) -> None:
+            with _on_device(dev):
+                for item in items:
+                    if stop.is_set():
+                        return
+                    try:
+                        fn(item)
+                    except BaseException:
+                        stop.set()
+                        raise
+
+        with futures.ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="tailmix-pool") as ex:
+            jobs = [ex.submit(worker, dev, items) for dev, items in groups.items()]
+            futures.wait(jobs, return_when=futures.FIRST_EXCEPTION)
+            stop.set()
+        for job in jobs:
+            job.result()  # re-raises the first failure
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, root: str | Path) -> Path:
+        """Save every generator into ``root/<id>`` (reload with :meth:`load`)."""
+        root = Path(root)
+        for name, gen in self.generators.items():
+            gen.save(root / name)
+        return root
+
+    @classmethod
+    def load(cls, folders: Mapping[str, str | Path], *, assignment: Mapping[int, Sequence[str]] | None = None,
+             devices: str | torch.device | Sequence[str | torch.device] = "auto") -> GeneratorPool:
+        """Load saved generators ``{id: folder}`` (``generators.load_generator``) onto the pool's devices."""
+        from generators.base import load_generator
+
+        devs = resolve_devices(devices)
+        gens = {name: load_generator(path, device=devs[i % len(devs)]) for i, (name, path) in enumerate(folders.items())}
+        return cls(gens, assignment=assignment, devices=devs)
+
+    def __repr__(self) -> str:
+        return f"GeneratorPool({self.placement})"
+
+
+def _sampler(gen, class_id: int):
+    """``sample_fn(n, generator)`` for a filter: no gradients, mixed precision on CUDA."""
+    from classifiers.device import autocast
+
+    dev = torch.device(getattr(gen, "device", "cpu"))
+    # a device list may name GPUs this process cannot see (placement only); autocast only real ones
+    use_amp = dev.type == "cuda" and torch.cuda.is_available()
+
+    def sample(n: int, generator: torch.Generator) -> np.ndarray:
+        with torch.no_grad(), (autocast(dev) if use_amp else contextlib.nullcontext()):
+            return np.asarray(gen.sample(class_id, n, generator=generator))
+
+    return sample
+
+
+def _on_device(dev: torch.device):
+    """Make ``dev`` the current CUDA device in this thread (no-op elsewhere)."""
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.device(dev)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fill_lock(folder: Path):
+    """Refuse two processes filling the same bank at once (POSIX advisory lock; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BankError(f"another process is filling {folder}; wait for it, or remove that process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
