@@ -1,0 +1,167 @@
+"""Env steps per second: one env, K sequential envs, and the batched env, against a bare-training floor.
+
+    python benchmarks/env_speed.py                      # digits-LT (+ RetinaMNIST when TAILMIX_DATA_DIR is set)
+    python benchmarks/env_speed.py --ks 1 4 16 64 --pixel-steps 5
+
+Everything is measured in this one run, so the ratios compare like with like:
+
+- ``floor``: the bare cost of the training a feature step must do: ``epochs_per_step`` full-batch epochs of
+  a plain ``nn.Linear`` + ``torch.optim.Adam`` (autograd) on tensors of the step's size, nothing else.
+- ``single``: one ``SyntheticRatioEnv`` (sampling the mix, training, val metrics, observations, infos).
+- ``sequential K``: K such envs stepped one after the other; ``batched K``: ``SyntheticRatioVectorEnv(K)``.
+- pixel mode: one env (a CNN epoch per step); batching does not apply.
+
+Peak memory is the process's max resident set size after each configuration, run in a fresh subprocess.
+Torch runs on one thread (as the env pins it) so numbers repeat.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _dataset(name: str):
+    from envs.datasets import load_digits_lt, load_medmnist
+
+    if name == "digits-lt":
+        return load_digits_lt()
+    return load_medmnist(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
+
+
+def _source(ds):
+    """Real train images as the synthetic pool: the speed of a step does not depend on where pixels came from."""
+    from envs.sources import ArraySource
+
+    return ArraySource({c: ds.train_images[ds.train_labels == c] for c in range(ds.num_classes)}, ds.num_classes)
+
+
+ENV_KW = dict(encoder="crossfit", encoder_epochs=10, max_steps=10_000, max_ratio=2.0)
+ACTION = 0.0  # ratio 1: every class doubles, a mid-sized mix
+
+
+def _time(fn, steps: int) -> float:
+    fn()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t) / steps
+
+
+def _floor(n_rows: int, dim: int, c: int, epochs: int, steps: int) -> float:
+    import torch
+
+    x = torch.randn(n_rows, dim)
+    y = torch.randint(0, c, (n_rows,))
+    head = torch.nn.Linear(dim, c)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+
+    def step():
+        for _ in range(epochs):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(head(x), y).backward()
+            opt.step()
+
+    return _time(step, steps)
+
+
+def _run(job: dict, out: mp.Queue) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from envs.synthetic_ratio import SyntheticRatioEnv
+    from envs.vector import SyntheticRatioVectorEnv
+
+    ds = _dataset(job["dataset"])
+    src = _source(ds)
+    steps = job["steps"]
+    res = dict(job)
+    if job["kind"] == "pixel":
+        env = SyntheticRatioEnv(dataset=ds, source=src, mode="pixel", **ENV_KW)
+        env.reset(seed=0)
+        act = {a: np.array([ACTION], np.float32) for a in env.possible_agents}
+        res["sec_per_step"] = _time(lambda: env.step(act), steps)
+        res["env_steps_per_s"] = 1.0 / res["sec_per_step"]
+    elif job["kind"] == "single_and_floor":
+        env = SyntheticRatioEnv(dataset=ds, source=src, **ENV_KW)
+        env.reset(seed=0)
+        act = {a: np.array([ACTION], np.float32) for a in env.possible_agents}
+        res["sec_per_step"] = _time(lambda: env.step(act), steps)
+        eng = env.core.engine
+        n_rows = int(len(eng.real_idx) * (1 + env.action_to_ratio(ACTION)))
+        res["rows"], res["dim"] = n_rows, int(eng.table.shape[1])
+        res["floor_sec"] = _floor(n_rows, res["dim"], ds.num_classes, env.config.epochs, steps)
+        res["env_steps_per_s"] = 1.0 / res["sec_per_step"]
+    elif job["kind"] == "sequential":
+        envs = [SyntheticRatioEnv(dataset=ds, source=src, **ENV_KW) for _ in range(job["k"])]
+        for i, e in enumerate(envs):
+            e.reset(seed=i)
+        act = {a: np.array([ACTION], np.float32) for a in envs[0].possible_agents}
+        res["sec_per_step"] = _time(lambda: [e.step(act) for e in envs], steps)
+        res["env_steps_per_s"] = job["k"] / res["sec_per_step"]
+    else:
+        venv = SyntheticRatioVectorEnv(job["k"], dataset=ds, source=src, **ENV_KW)
+        venv.reset(seed=0)
+        acts = np.full((job["k"], ds.num_classes), ACTION, np.float32)
+        res["sec_per_step"] = _time(lambda: venv.step(acts), steps)
+        res["env_steps_per_s"] = job["k"] / res["sec_per_step"]
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.put(res)
+
+
+def run_job(job: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_run, args=(job, q))
+    p.start()
+    res = q.get()
+    p.join()
+    return res
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ks", type=int, nargs="*", default=[1, 4, 16, 64])
+    parser.add_argument("--steps", type=int, default=200, help="timed feature steps per configuration")
+    parser.add_argument("--pixel-steps", type=int, default=5)
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    datasets = args.datasets or (["digits-lt"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
+    # Build the cross-fitted encoders once so that the subprocesses do not each pay for them.
+    rows = []
+    for name in datasets:
+        base = run_job({"dataset": name, "kind": "single_and_floor", "steps": args.steps})
+        rows.append(base)
+        print(f"\n## {name}: {base['rows']} rows x {base['dim']} features per step, "
+              f"{1 / base['sec_per_step']:.0f} env steps/s, floor {base['floor_sec'] * 1e3:.3f} ms, "
+              f"step/floor = {base['sec_per_step'] / base['floor_sec']:.2f}, peak RSS {base['peak_rss_mb']:.0f} MB")
+        print("| mode | K | sequential steps/s | batched steps/s | batched / sequential | peak RSS MB (seq / batched) |")
+        print("|---|---|---|---|---|---|")
+        for k in args.ks:
+            steps = max(5, args.steps // k)
+            seq = run_job({"dataset": name, "kind": "sequential", "k": k, "steps": steps})
+            bat = run_job({"dataset": name, "kind": "batched", "k": k, "steps": steps})
+            rows += [seq, bat]
+            print(f"| feature | {k} | {seq['env_steps_per_s']:.0f} | {bat['env_steps_per_s']:.0f} | "
+                  f"{bat['env_steps_per_s'] / seq['env_steps_per_s']:.1f}x | "
+                  f"{seq['peak_rss_mb']:.0f} / {bat['peak_rss_mb']:.0f} |")
+        pix = run_job({"dataset": name, "kind": "pixel", "steps": args.pixel_steps})
+        rows.append(pix)
+        print(f"| pixel | 1 | {pix['env_steps_per_s']:.2f} | n/a | n/a | {pix['peak_rss_mb']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
