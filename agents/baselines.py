@@ -1,0 +1,209 @@
+"""Policies with one interface, shared by fixed-ratio baselines and learned SB3 models.
+
+Interface::
+
+    policy.name                                  # a short label for tables
+    policy.reset(seed)                           # before each episode
+    policy.act(observations, env) -> actions     # {agent: np.ndarray (1,)} for every live agent of ``env``
+
+``observations`` are the PettingZoo env's per-agent observations and ``env`` is the
+``envs.synthetic_ratio.SyntheticRatioEnv`` (or anything with ``agents``, ``possible_agents``, ``train_counts``,
+``max_ratio`` and ``ratio_to_action``).
+
+Baselines choose a ratio per class from the real train counts and map it to an action with
+``env.ratio_to_action``. Ratios above ``env.max_ratio`` cannot be expressed by an action, so they are CLIPPED
+to ``max_ratio`` (and below 0 to 0): e.g. filling a class of 5 images to a head of 100 wants ratio 19, and
+gets ``max_ratio`` (8 by default). ``ratios(env)`` returns the clipped ratios a baseline asks for.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: The baselines every benchmark runs (specs for :func:`make_baseline`).
+BASELINES = ("none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random")
+
+
+class Policy:
+    """Base class: subclasses set ``name`` and implement :meth:`act`."""
+
+    name: str = "policy"
+
+    def reset(self, seed: int | None = None) -> None:
+        """Called before each episode; stateless policies ignore it."""
+
+    def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class RatioBaseline(Policy):
+    """A fixed per-class ratio vector, the same at every step; subclasses implement :meth:`raw_ratios`."""
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        """The wanted ratio of each class, before clipping to ``[0, max_ratio]``."""
+        raise NotImplementedError
+
+    def ratios(self, env) -> np.ndarray:
+        """The ratios this baseline sets in ``env``: :meth:`raw_ratios` clipped to ``[0, env.max_ratio]``."""
+        counts = np.asarray(env.train_counts, np.float64)
+        return np.clip(self.raw_ratios(counts), 0.0, float(env.max_ratio))
+
+    def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
+        actions = np.asarray(env.ratio_to_action(self.ratios(env)), np.float32)
+        index = {a: i for i, a in enumerate(env.possible_agents)}
+        return {a: actions[index[a]].reshape(1) for a in env.agents}
+
+
+class NoSynthetic(RatioBaseline):
+    """Real data only: ratio 0 for every class."""
+
+    name = "none"
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        return np.zeros_like(train_counts, np.float64)
+
+
+class ConstantRatio(RatioBaseline):
+    """The same ratio ``r`` for every class (``r`` synthetic images per real one).
+
+    Args:
+        ratio: A finite number >= 0 (clipped to the env's ``max_ratio``).
+    """
+
+    def __init__(self, ratio: float) -> None:
+        ratio = float(ratio)
+        if not (math.isfinite(ratio) and ratio >= 0):
+            raise ValueError(f"constant ratio must be a finite number >= 0; got {ratio}")
+        self.ratio = ratio
+        self.name = f"constant:{ratio:g}"
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        return np.full(len(train_counts), self.ratio, np.float64)
+
+
+class FillToHead(RatioBaseline):
+    """Fill every class up to the head class's count (SYNAuG): ``ratio_c = n_max / n_c - 1``."""
+
+    name = "fill"
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        counts = np.maximum(train_counts, 1.0)  # an empty class asks for the most synthesis, not a division by 0
+        return counts.max() / counts - 1.0
+
+
+class InverseFrequency(RatioBaseline):
+    """Ratios inversely proportional to the class frequency: ``ratio_c = budget * N / (C * n_c)``.
+
+    ``N`` is the real train size and ``C`` the number of classes. Equivalently, every class gets the same
+    number of synthetic images, ``budget * N / C`` (``budget`` times the mean real class size), so the total
+    synthetic count is ``budget * N`` before clipping. Unlike :class:`FillToHead`, head classes get some too.
+
+    Args:
+        budget: Synthetic images per real image over the whole dataset (default 1.0).
+    """
+
+    def __init__(self, budget: float = 1.0) -> None:
+        budget = float(budget)
+        if not (math.isfinite(budget) and budget >= 0):
+            raise ValueError(f"inverse-frequency budget must be a finite number >= 0; got {budget}")
+        self.budget = budget
+        self.name = "inverse" if budget == 1.0 else f"inverse:{budget:g}"
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        counts = np.maximum(train_counts, 1.0)
+        return self.budget * counts.sum() / (len(counts) * counts)
+
+
+class RandomRatio(Policy):
+    """Uniform random actions (ratios uniform in ``[0, max_ratio]``), drawn afresh every step, seeded.
+
+    Args:
+        seed: Seed used until :meth:`reset` gives another one (each episode's seed, in evaluation).
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(self.seed if seed is None else seed)
+
+    def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
+        draws = self.rng.uniform(-1.0, 1.0, size=len(env.possible_agents)).astype(np.float32)
+        return {a: draws[i].reshape(1) for i, a in enumerate(env.possible_agents) if a in env.agents}
+
+
+class SB3Policy(Policy):
+    """A trained Stable-Baselines3 model behind the baseline interface.
+
+    Args:
+        model: An SB3 model trained with ``agents.sb3.train`` (or loaded with ``PPO.load`` etc.).
+        wrapper: How it was trained: ``"shared"`` (one observation row per agent, action ``(1,)``) or
+            ``"central"`` (the ``(C, 8 + C)`` observation matrix, action ``(C,)``).
+        deterministic: Use the policy's mean action (default). With ``False`` actions are sampled from
+            torch's global RNG, which :meth:`reset` seeds.
+        name: Label for tables (default ``"<algo>-<wrapper>"``).
+    """
+
+    def __init__(self, model, wrapper: str = "shared", deterministic: bool = True, name: str | None = None) -> None:
+        from agents.wrappers import WRAPPERS
+
+        if wrapper not in WRAPPERS:
+            raise ValueError(f"wrapper={wrapper!r} is not known; choose one of {WRAPPERS} (the one it was trained with)")
+        self.model = model
+        self.wrapper = wrapper
+        self.deterministic = deterministic
+        self.name = name or f"{type(model).__name__.lower()}-{wrapper}"
+
+    def reset(self, seed: int | None = None) -> None:
+        if not self.deterministic and seed is not None:
+            import torch
+
+            torch.manual_seed(seed)
+
+    def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
+        agents = list(env.possible_agents)
+        obs = np.stack([np.asarray(observations[a], np.float32) for a in agents])
+        expected = self.model.observation_space.shape
+        if self.wrapper == "shared":
+            if expected != obs.shape[1:]:
+                raise ValueError(f"the model expects observations {expected} but agents observe {obs.shape[1:]}; "
+                                 "was it trained with wrapper='central' or on another dataset?")
+            live = [i for i, a in enumerate(agents) if a in env.agents]
+            actions, _ = self.model.predict(obs[live], deterministic=self.deterministic)
+            actions = np.asarray(actions, np.float32).reshape(len(live), -1)
+            return {agents[i]: actions[j].reshape(1) for j, i in enumerate(live)}
+        if expected != obs.shape:
+            raise ValueError(f"the model expects observations {expected} but the env's matrix is {obs.shape}; "
+                             "was it trained with wrapper='shared' or on another dataset?")
+        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        action = np.asarray(action, np.float32).reshape(-1)
+        return {a: action[i].reshape(1) for i, a in enumerate(agents) if a in env.agents}
+
+
+def make_baseline(spec: str) -> Policy:
+    """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``."""
+    if not isinstance(spec, str):
+        raise ValueError(f"baseline spec must be a string like 'constant:0.5'; got {type(spec).__name__}")
+    kind, _, arg = spec.strip().lower().partition(":")
+    choices = "none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>]"
+    try:
+        if kind == "none" and not arg:
+            return NoSynthetic()
+        if kind == "constant" and arg:
+            return ConstantRatio(float(arg))
+        if kind == "fill" and not arg:
+            return FillToHead()
+        if kind == "inverse":
+            return InverseFrequency(float(arg)) if arg else InverseFrequency()
+        if kind == "random":
+            return RandomRatio(int(arg)) if arg else RandomRatio()
+    except ValueError as err:
+        raise ValueError(f"bad baseline spec {spec!r}: {err}; use one of {choices}") from None
+    raise ValueError(f"unknown baseline spec {spec!r}; use one of {choices}")
