@@ -1,0 +1,208 @@
+"""Train Stable-Baselines3 agents on the env: seeded, TensorBoard-logged, checkpointed and resumable.
+
+A CLI is a thin layer over :func:`train` and :func:`load_model`. Run folder layout (``log_dir``)::
+
+    tb/<ALGO>_<n>/          TensorBoard events (SB3 scalars + tailmix/* from agents.callbacks)
+    checkpoints/<algo>_<steps>_steps.zip  (+ <algo>_replay_buffer_<steps>_steps.pkl for sac/td3)
+    model.zip               the final model, loadable with SB3's own ``PPO.load`` etc.
+    agent.json              algo, wrapper, seed, timesteps (so a model can be loaded without knowing them)
+
+Defaults (:func:`default_algo_kwargs`, overridden by ``algo_kwargs``):
+
+- PPO and A2C: ``policy_kwargs={"log_std_init": -1.0}``. A Gaussian policy's actions are clipped to
+  ``[-1, 1]``; with SB3's default ``log_std_init=0`` (std 1) much of the mass lands beyond the bound and the
+  clipped mean is biased inwards, and PPO drifted to high ratios when the optimum sat at the action bound
+  (``FINDINGS.md``). A smaller initial std keeps the clipped mean near the policy mean.
+- PPO: ``n_steps`` small enough that tiny runs still update (``clip(total_timesteps // slots, 8, 128)`` per
+  slot), ``batch_size = min(64, n_steps * slots)``.
+- SAC and TD3: ``learning_starts = min(100, total_timesteps // 4)`` and a replay buffer no larger than the run
+  (at most 100k), so short runs learn and do not allocate SB3's default 1M-transition buffer.
+  TD3 gets Gaussian exploration noise (std 0.1), which SB3 does not add by default.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+ALGORITHMS = ("ppo", "sac", "a2c", "td3")
+OFF_POLICY = ("sac", "td3")
+
+
+def algorithm_class(algo: str):
+    """The SB3 class of ``algo`` (one of :data:`ALGORITHMS`)."""
+    import stable_baselines3 as sb3
+
+    if not isinstance(algo, str) or algo.lower() not in ALGORITHMS:
+        raise ValueError(f"unknown algo {algo!r}; choose one of {ALGORITHMS}")
+    return getattr(sb3, algo.upper())
+
+
+def default_algo_kwargs(algo: str, num_slots: int, total_timesteps: int) -> dict:
+    """Our defaults for ``algo`` given the number of vec-env slots and the run length (see module docs)."""
+    algorithm_class(algo)
+    algo = algo.lower()
+    if algo == "ppo":
+        n_steps = int(min(128, max(8, total_timesteps // max(num_slots, 1))))
+        return {"n_steps": n_steps, "batch_size": int(min(64, n_steps * num_slots)),
+                "policy_kwargs": {"log_std_init": -1.0}}
+    if algo == "a2c":
+        return {"policy_kwargs": {"log_std_init": -1.0}}
+    kw = {"learning_starts": int(min(100, total_timesteps // 4)),
+          "buffer_size": int(min(100_000, max(1_000, total_timesteps)))}
+    if algo == "td3":
+        kw["action_noise"] = "normal:0.1"  # resolved in _resolve_action_noise (needs the action shape)
+    return kw
+
+
+def _resolve_action_noise(kwargs: dict, action_dim: int) -> None:
+    noise = kwargs.get("action_noise")
+    if isinstance(noise, str):
+        import numpy as np
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        kind, _, sigma = noise.partition(":")
+        if kind != "normal":
+            raise ValueError(f"action_noise={noise!r}: use 'normal:<std>' or an SB3 ActionNoise object")
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(action_dim), np.full(action_dim, float(sigma or 0.1)))
+
+
+def _merge(defaults: dict, overrides: dict | None) -> dict:
+    out = dict(defaults)
+    for key, value in (overrides or {}).items():
+        if key == "policy_kwargs" and isinstance(value, dict):
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+def latest_checkpoint(log_dir: str | os.PathLike, algo: str) -> tuple[Path, int] | None:
+    """The newest ``checkpoints/<algo>_<steps>_steps.zip`` in ``log_dir`` and its step count, or ``None``."""
+    folder = Path(log_dir) / "checkpoints"
+    pattern = re.compile(rf"^{re.escape(algo)}_(\d+)_steps\.zip$")
+    found = [(int(m.group(1)), p) for p in folder.glob("*.zip") if (m := pattern.match(p.name))]
+    if not found:
+        return None
+    steps, path = max(found)
+    return path, steps
+
+
+def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int = 1, total_timesteps: int = 10_000,
+          seed: int = 0, log_dir: str | os.PathLike | None = None, algo_kwargs: dict | None = None,
+          checkpoint_every: int | None = None, resume: bool = False, progress_bar: bool = False,
+          subprocess: bool = False, verbose: int = 0):
+    """Train an SB3 agent on ``tailmix/SyntheticRatio-v0``.
+
+    Args:
+        algo: One of :data:`ALGORITHMS`.
+        env_kwargs: Keyword arguments of ``SyntheticRatioEnv`` / ``SyntheticRatioCentralEnv`` (dataset, mode, ...).
+        wrapper: ``"shared"`` (one policy shared by all class agents) or ``"central"`` (one agent, all ratios).
+        n_envs: Env copies, seeded ``seed + k``.
+        total_timesteps: Transitions to collect in total (a shared-wrapper env step of ``C`` agents counts ``C``).
+            With ``resume`` it is the overall target: only the steps missing from the checkpoint are run.
+        seed: Seeds SB3 (``set_random_seed``: Python, NumPy, torch), the policy and the env copies.
+        log_dir: Run folder for TensorBoard, checkpoints and ``model.zip`` (``None``: nothing is written).
+        algo_kwargs: Overrides of :func:`default_algo_kwargs` (``policy_kwargs`` are merged key by key).
+        checkpoint_every: Save a checkpoint every this many transitions (needs ``log_dir``); the replay buffer
+            is saved with it for off-policy algorithms.
+        resume: Continue from the newest checkpoint in ``log_dir`` (model and replay buffer, timestep counter
+            kept, TensorBoard run continued).
+        progress_bar: Show SB3's progress bar (needs ``rich`` and ``tqdm``).
+        subprocess: Run env copies in subprocesses.
+        verbose: SB3 verbosity.
+
+    Returns:
+        The trained model (its env stays open: ``model.get_env().close()`` when done).
+    """
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    from stable_baselines3.common.utils import set_random_seed
+
+    from agents.callbacks import TailmixMetricsCallback
+    from agents.wrappers import make_vec_env
+
+    cls = algorithm_class(algo)
+    algo = algo.lower()
+    if not isinstance(total_timesteps, int) or total_timesteps < 1:
+        raise ValueError(f"total_timesteps must be a positive integer; got {total_timesteps!r}")
+    if (checkpoint_every is not None or resume) and log_dir is None:
+        raise ValueError("checkpoint_every and resume need log_dir (the run folder holding the checkpoints)")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive number of timesteps; got {checkpoint_every!r}")
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(log_dir, algo)
+        if checkpoint is None:
+            raise ValueError(f"resume=True but {Path(log_dir) / 'checkpoints'} holds no {algo} checkpoint; train "
+                             "without resume (or with checkpoint_every) first")
+
+    set_random_seed(seed)
+    venv = make_vec_env(wrapper, env_kwargs, n_envs=n_envs, seed=seed, subprocess=subprocess)
+    tb = str(Path(log_dir) / "tb") if log_dir is not None else None
+    if checkpoint is not None:
+        path, _ = checkpoint
+        model = cls.load(path, env=venv, device="cpu", tensorboard_log=tb)
+        buffer = path.with_name(f"{algo}_replay_buffer_{checkpoint[1]}_steps.pkl")
+        if algo in OFF_POLICY and buffer.exists():
+            model.load_replay_buffer(buffer)
+        model.set_random_seed(seed + model.num_timesteps)  # a fresh but reproducible stream for the continuation
+        reset_num_timesteps = False
+        remaining = total_timesteps - model.num_timesteps
+    else:
+        kwargs = _merge(default_algo_kwargs(algo, venv.num_envs, total_timesteps), algo_kwargs)
+        _resolve_action_noise(kwargs, int(venv.action_space.shape[0]))
+        model = cls("MlpPolicy", venv, seed=seed, tensorboard_log=tb, verbose=verbose, device="cpu", **kwargs)
+        reset_num_timesteps = True
+        remaining = total_timesteps
+
+    callbacks = [TailmixMetricsCallback()]
+    if checkpoint_every is not None:
+        callbacks.append(CheckpointCallback(save_freq=max(checkpoint_every // venv.num_envs, 1),
+                                            save_path=str(Path(log_dir) / "checkpoints"), name_prefix=algo,
+                                            save_replay_buffer=algo in OFF_POLICY))
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), tb_log_name=algo.upper(),
+                    reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
+    if log_dir is not None:
+        save_model(model, Path(log_dir) / "model.zip")
+        _write_json_atomic(Path(log_dir) / "agent.json", {
+            "algo": algo, "wrapper": wrapper, "n_envs": n_envs, "seed": seed, "total_timesteps": total_timesteps,
+            "num_timesteps": int(model.num_timesteps)})
+    return model
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Save an SB3 model atomically (a temp file in the same folder, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".zip", dir=path.parent, prefix=".tmp-model-")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_model(algo: str | None, path: str | os.PathLike, env=None):
+    """Load a saved model. ``algo=None`` reads it from ``agent.json`` beside the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"no saved model at {path}; train one with agents.sb3.train(..., log_dir=...)")
+    if algo is None:
+        meta = path.parent / "agent.json"
+        if not meta.exists():
+            raise ValueError(f"cannot tell the algorithm of {path}: pass algo (one of {ALGORITHMS})")
+        algo = json.loads(meta.read_text())["algo"]
+    return algorithm_class(algo).load(path, env=env, device="cpu")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,139 @@
+"""SB3 training through both wrappers: tiny runs, seeding, save/load, checkpoints and resume, TensorBoard."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import stable_baselines3 as sb3
+
+from agents.baselines import SB3Policy
+from agents.sb3 import ALGORITHMS, default_algo_kwargs, latest_checkpoint, load_model, train
+from tests.agents.helpers import tiny_env_kwargs
+
+PROBE = np.random.default_rng(0).uniform(0, 1, (5, 11)).astype(np.float32)
+
+
+def probe_obs(wrapper):
+    """A fixed batch of observations in the policy's input shape."""
+    if wrapper == "shared":
+        return PROBE
+    return np.stack([PROBE[:3], PROBE[2:]])  # two (C=3, 11) matrices
+
+
+@pytest.mark.parametrize("wrapper", ["shared", "central"])
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_tiny_run_of_each_algorithm_through_each_wrapper(algo, wrapper):
+    model = train(algo, tiny_env_kwargs(), wrapper=wrapper, total_timesteps=64, seed=0)
+    try:
+        assert model.num_timesteps >= 64
+        c = 3
+        if wrapper == "shared":
+            assert model.observation_space.shape == (11,) and model.action_space.shape == (1,)
+        else:
+            assert model.observation_space.shape == (c, 11) and model.action_space.shape == (c,)
+        actions, _ = model.predict(probe_obs(wrapper), deterministic=True)
+        assert np.isfinite(actions).all() and (np.abs(actions) <= 1).all()
+        if algo in ("sac", "td3"):
+            assert model.replay_buffer.size() > 0 and model._n_updates > 0  # it learned, not only collected
+    finally:
+        model.get_env().close()
+
+
+def test_save_load_round_trip_and_agent_json(tmp_path):
+    model = train("ppo", tiny_env_kwargs(), total_timesteps=64, seed=1, log_dir=tmp_path)
+    assert (tmp_path / "model.zip").exists()
+    meta = json.loads((tmp_path / "agent.json").read_text())
+    assert meta["algo"] == "ppo" and meta["wrapper"] == "shared" and meta["num_timesteps"] == model.num_timesteps
+    loaded = sb3.PPO.load(tmp_path / "model.zip")  # SB3's own loader, no tailmix code
+    a, _ = model.predict(PROBE, deterministic=True)
+    b, _ = loaded.predict(PROBE, deterministic=True)
+    np.testing.assert_array_equal(a, b)
+    c, _ = load_model(None, tmp_path / "model.zip").predict(PROBE, deterministic=True)  # algo from agent.json
+    np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="no saved model"):
+        load_model("ppo", tmp_path / "missing.zip")
+
+
+@pytest.mark.parametrize("algo,wrapper", [("ppo", "shared"), ("sac", "central")])
+def test_same_seed_same_learned_actions(algo, wrapper):
+    def actions(seed):
+        model = train(algo, tiny_env_kwargs(), wrapper=wrapper, total_timesteps=64, seed=seed)
+        model.get_env().close()
+        return model.predict(probe_obs(wrapper), deterministic=True)[0]
+
+    a, b, c = actions(3), actions(3), actions(4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_resume_continues_num_timesteps(tmp_path):
+    first = train("sac", tiny_env_kwargs(), wrapper="shared", total_timesteps=48, seed=0, log_dir=tmp_path,
+                  checkpoint_every=24)
+    first.get_env().close()
+    path, steps = latest_checkpoint(tmp_path, "sac")
+    assert steps == 48 and path.exists()
+    assert (tmp_path / "checkpoints" / "sac_replay_buffer_48_steps.pkl").exists()
+    second = train("sac", tiny_env_kwargs(), wrapper="shared", total_timesteps=96, seed=0, log_dir=tmp_path,
+                   checkpoint_every=24, resume=True)
+    second.get_env().close()
+    assert second.num_timesteps == 96  # 48 from the checkpoint + the 48 missing ones
+    # The resumed run collects 16 vec steps itself (48 transitions / 3 slots); more rows means the checkpoint's
+    # buffer was loaded (SB3 saves it in on_step, one transition before storing that step's, hence not 32).
+    assert 16 < second.replay_buffer.size() <= 32
+    assert latest_checkpoint(tmp_path, "sac")[1] == 96
+    assert json.loads((tmp_path / "agent.json").read_text())["num_timesteps"] == 96
+
+
+def test_resume_ppo_keeps_counter_and_tensorboard_run(tmp_path):
+    train("ppo", tiny_env_kwargs(), total_timesteps=63, seed=0, log_dir=tmp_path, checkpoint_every=63,
+          algo_kwargs={"n_steps": 21}).get_env().close()
+    model = train("ppo", tiny_env_kwargs(), total_timesteps=126, seed=0, log_dir=tmp_path, resume=True)
+    model.get_env().close()
+    assert model.num_timesteps == 126
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["PPO_1"]  # continued, not a new run
+
+
+def test_tensorboard_has_tailmix_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for wrapper in ("shared", "central"):
+        log = tmp_path / wrapper
+        train("a2c", tiny_env_kwargs(), wrapper=wrapper, total_timesteps=30, seed=0, log_dir=log).get_env().close()
+        (run,) = list((log / "tb").iterdir())
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        for tag in ("tailmix/reward", "tailmix/balanced_accuracy", "tailmix/mean_ratio", "tailmix/recall/c0",
+                    "tailmix/recall/c2", "tailmix/ratio/c1"):
+            assert tag in tags, (wrapper, sorted(tags))
+        recall = [e.value for e in acc.Scalars("tailmix/recall/c0")]
+        assert all(0 <= v <= 1 for v in recall)
+
+
+def test_sb3_policy_from_a_trained_model_drives_the_env():
+    from envs.synthetic_ratio import SyntheticRatioEnv
+
+    model = train("td3", tiny_env_kwargs(), wrapper="central", total_timesteps=32, seed=0)
+    model.get_env().close()
+    env = SyntheticRatioEnv(**tiny_env_kwargs())
+    policy = SB3Policy(model, wrapper="central")
+    obs, _ = env.reset(seed=0)
+    actions = policy.act(obs, env)
+    expected, _ = model.predict(np.stack([obs[a] for a in env.possible_agents]), deterministic=True)
+    np.testing.assert_allclose([actions[a][0] for a in env.possible_agents], expected)
+    env.step(actions)
+
+
+def test_defaults_and_errors(tmp_path):
+    assert default_algo_kwargs("ppo", 3, 64)["policy_kwargs"]["log_std_init"] == -1.0
+    assert default_algo_kwargs("ppo", 3, 64)["n_steps"] == 21
+    assert default_algo_kwargs("sac", 3, 64)["learning_starts"] == 16
+    with pytest.raises(ValueError, match="ppo"):
+        train("dqn", tiny_env_kwargs(), total_timesteps=8)
+    with pytest.raises(ValueError, match="wrapper"):
+        train("ppo", tiny_env_kwargs(), wrapper="mappo", total_timesteps=8)
+    with pytest.raises(ValueError, match="log_dir"):
+        train("ppo", tiny_env_kwargs(), total_timesteps=8, checkpoint_every=4)
+    with pytest.raises(ValueError, match="no ppo checkpoint"):
+        train("ppo", tiny_env_kwargs(), total_timesteps=8, log_dir=tmp_path, resume=True)
