@@ -193,3 +193,22 @@ def test_real_generator_with_a_trained_filter_end_to_end(tiny_dataset, tmp_path)
     again = reloaded.fill_bank(tiny_dataset, tmp_path, per_class=6, filter=ClassifierFilter.load(tmp_path / "filter"),
                                shard_size=4, batch_size=8, progress=False)
     assert again.key == bank.key
+
+
+@pytest.mark.slow  # imports diffusers (several seconds on a cold start)
+def test_ddpm_bank_refills_byte_identical_after_save_and_load(tiny_dataset, tmp_path):
+    """A diffusion generator reloaded from disk regenerates a lost shard with exactly its old bytes."""
+    from generators import load_generator
+    from generators.ddpm import ClassConditionalDDPM
+
+    model = ClassConditionalDDPM(tiny_dataset.image_shape, tiny_dataset.num_classes, preset="tiny", batch_size=16)
+    pool = GeneratorPool({"ddpm": model}, devices="auto").fit(tiny_dataset, seed=0)
+    kwargs = dict(per_class=4, shard_size=2, batch_size=4, progress=False)
+    bank = pool.fill_bank(tiny_dataset, tmp_path / "banks", **kwargs)
+    before = (bank.path / "class_2_1.npy").read_bytes()
+    model.save(tmp_path / "ddpm")
+    (bank.path / "class_2_1.npy").unlink()
+    reloaded = GeneratorPool({"ddpm": load_generator(tmp_path / "ddpm")}, devices="cpu")
+    with pytest.warns(UserWarning, match="refilling 1 bad shard"):
+        again = reloaded.fill_bank(tiny_dataset, tmp_path / "banks", **kwargs)
+    assert again.key == bank.key and (again.path / "class_2_1.npy").read_bytes() == before
