@@ -6,7 +6,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.config import RatioEnvConfig
-from envs.core import RatioCore
+from envs.core import RatioCore, as_action_array
 
 
 class SyntheticRatioCentralEnv(gym.Env):
@@ -81,7 +81,7 @@ class SyntheticRatioCentralEnv(gym.Env):
         return self.core.observation(0), self._info()
 
     def step(self, action):
-        a = np.asarray(action, dtype=np.float64)
+        a = as_action_array(action, "action")
         if a.shape != (self.core.c,):
             raise ValueError(f"action must have shape ({self.core.c},); got {a.shape}")
         if not np.isfinite(a).all():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 MODES = ("feature", "pixel")
@@ -76,20 +77,44 @@ class RatioEnvConfig:
             bad("reward", self.reward, f"choose one of {REWARDS}")
         if self.head not in HEADS:
             bad("head", self.head, f"choose one of {HEADS}")
-        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+        # Type checks first: a string or None where a number belongs must give a ValueError, not a TypeError
+        # from a comparison deep inside the engine (bool is an int in Python, but never a sensible count).
+        def is_int(v) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        def is_real(v) -> bool:
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not is_int(self.max_steps) or self.max_steps < 1:
             bad("max_steps", self.max_steps, "use a positive integer")
-        if not (isinstance(self.max_ratio, (int, float)) and math.isfinite(self.max_ratio) and self.max_ratio > 0):
+        if not is_real(self.max_ratio) or self.max_ratio <= 0:
             bad("max_ratio", self.max_ratio, "use a finite number > 0")
-        if not 0 <= self.initial_ratio <= self.max_ratio:
+        if not is_real(self.initial_ratio) or not 0 <= self.initial_ratio <= self.max_ratio:
             bad("initial_ratio", self.initial_ratio, f"use a value in [0, max_ratio={self.max_ratio}]")
-        if not (math.isfinite(self.synthetic_cost) and self.synthetic_cost >= 0):
+        if not is_real(self.synthetic_cost) or self.synthetic_cost < 0:
             bad("synthetic_cost", self.synthetic_cost, "use a finite number >= 0")
         if self.eval_split not in (None, "test"):
             bad("eval_split", self.eval_split, "use None or 'test' (val is always the reward split)")
-        if self.epochs_per_step is not None and self.epochs_per_step < 1:
-            bad("epochs_per_step", self.epochs_per_step, "use a positive integer")
-        if self.pool_size < 1:
-            bad("pool_size", self.pool_size, "use a positive integer")
+        if self.epochs_per_step is not None and (not is_int(self.epochs_per_step) or self.epochs_per_step < 1):
+            bad("epochs_per_step", self.epochs_per_step, "use a positive integer (or None for the mode's default)")
+        if self.lr is not None and (not is_real(self.lr) or self.lr <= 0):
+            bad("lr", self.lr, "use a finite number > 0 (or None for the mode's default)")
+        for name in ("hidden", "pool_size", "batch_size", "encoder_epochs"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                bad(name, value, "use a positive integer")
+        if not is_int(self.encoder_folds) or self.encoder_folds < 1:
+            bad("encoder_folds", self.encoder_folds, "use a positive integer (crossfit needs >= 2)")
+        if not is_int(self.source_seed) or self.source_seed < 0:
+            bad("source_seed", self.source_seed, "use an integer >= 0")
+        if self.mode == "pixel":
+            from classifiers.losses import LOSSES
+
+            if self.loss not in LOSSES:  # feature mode checks its own (shorter) list when the head is built
+                bad("loss", self.loss, f"choose one of {LOSSES}")
+        from classifiers.device import select_device
+
+        select_device(self.device)  # ValueError naming the visible devices when it does not exist here
         if self.mode == "feature" and self.loss in ("focal", "ldam_drw"):
             bad("loss", self.loss, "focal and ldam_drw need mode='pixel'; feature mode supports ce, "
                 "logit_adjustment, balanced_softmax, class_balanced")

@@ -20,6 +20,22 @@ OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_qua
                "progress")
 
 
+def as_action_array(value, what: str) -> np.ndarray:
+    """``value`` as a float64 array, or a ValueError saying what was wrong (never a TypeError/OverflowError).
+
+    Strings, bytes and complex numbers are refused rather than parsed: an action is a real number.
+    """
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "biufO":
+            raise TypeError(f"dtype {raw.dtype}")
+        out = raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{what} must be real numbers (a float array); got {type(value).__name__} "
+                         f"({err})") from None
+    return out
+
+
 def resolve_dataset(dataset):
     """A :class:`LongTailDataset` from a dataset object or a ``load_dataset`` spec string."""
     from envs.datasets import LongTailDataset, load_dataset
@@ -69,10 +85,13 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     else:
         quality = np.ones(c, np.float32)
     eval_test = config.eval_split == "test"
+    from classifiers.device import select_device
+
+    device = select_device(config.device)  # resolves "auto"; torch.device("auto") would not parse
     if config.mode == "pixel":
         engine = PixelEngine(dataset, [source.pool(k) for k in range(c)], backbone=config.backbone,
                              loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
-                             lr=config.learning_rate, device=config.device, eval_test=eval_test)
+                             lr=config.learning_rate, device=device, eval_test=eval_test)
         return engine, quality
     from envs.features import EncoderConfig, fit_encoder
 
@@ -95,7 +114,7 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     engine = FeatureEngine(real, dataset.train_labels, pools, val, dataset.val_labels, test,
                            dataset.test_labels if eval_test else None, num_copies=num_copies,
                            hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
-                           loss=config.loss, epochs=config.epochs, device=config.device)
+                           loss=config.loss, epochs=config.epochs, device=device)
     return engine, quality
 
 
@@ -114,6 +133,15 @@ class RatioCore:
         self.dataset = resolve_dataset(dataset)
         self.k = num_copies
         self.c = c = self.dataset.num_classes
+        counts = self.dataset.train_counts
+        if (counts == 0).any():
+            # Its agent could do nothing (ratio x 0 real images = 0 synthetic ones) and its log share is -inf.
+            cls = int(np.flatnonzero(counts == 0)[0])
+            raise ValueError(f"class {cls} ({self.dataset.class_names[cls]!r}) has no real train images; every class "
+                             "needs at least one (the synthetic count is ratio x real count). Add images or drop it")
+        if config.max_ratio * counts.max() >= 2**31:
+            raise ValueError(f"max_ratio={config.max_ratio:g} would ask for up to {config.max_ratio * counts.max():.3g} "
+                             "synthetic samples of one class, more than fit in memory; lower max_ratio")
         from classifiers.device import fixed_threads
 
         self._threads = lambda: fixed_threads(config.num_threads)
@@ -150,9 +178,12 @@ class RatioCore:
     # -- episode control ---------------------------------------------------------------------
     def reset(self, copies: list[int], seeds: list[int | None]) -> None:
         """Start a new episode in ``copies``: fresh classifier, ratios at ``initial_ratio``."""
-        for k, seed in zip(copies, seeds):
-            if seed is not None or self.np_randoms[k] is None:
-                self.np_randoms[k], _ = seeding.np_random(seed)
+        # Seed every copy before touching any: a bad seed (gymnasium's error) must not half-reset the copies.
+        fresh = {k: seeding.np_random(seed)[0] for k, seed in zip(copies, seeds)
+                 if seed is not None or self.np_randoms[k] is None}
+        for k in copies:
+            if k in fresh:
+                self.np_randoms[k] = fresh[k]
             self.torch_gens[k].manual_seed(int(self.np_randoms[k].integers(0, 2**62)))
             self.t[k] = 0
             self.ratios[k] = self.config.initial_ratio
@@ -169,13 +200,14 @@ class RatioCore:
             raise RuntimeError("step() called before reset(); call reset(seed=...) first")
         if self.done.any():
             raise RuntimeError("step() called after the episode ended; call reset() to start a new one")
-        self.ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c), 0.0, self.config.max_ratio)
-        n_syn = synthetic_counts(self.ratios, self.train_counts[None, :])
+        new_ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c), 0.0, self.config.max_ratio)
+        n_syn = synthetic_counts(new_ratios, self.train_counts[None, :])
         empty = (n_syn > 0) & (self.pool_sizes[None, :] == 0)
-        if empty.any():
+        if empty.any():  # checked before any state changes, so the env stays usable after this error
             cls = int(np.argwhere(empty)[0][1])
             raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but the "
                              "source has none for it; fill the bank for every class or keep its ratio at 0")
+        self.ratios = new_ratios
         with self._threads():
             mixes = self.engine.mix_indices(self.ratios, self.np_randoms)
             snapshot = self.engine.state_dict()

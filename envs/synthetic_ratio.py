@@ -10,7 +10,7 @@ from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
 from envs.config import RatioEnvConfig
-from envs.core import OBS_COLUMNS, RatioCore
+from envs.core import OBS_COLUMNS, RatioCore, as_action_array
 
 
 class SyntheticRatioEnv(ParallelEnv):
@@ -171,7 +171,7 @@ class SyntheticRatioEnv(ParallelEnv):
             raise ValueError(f"missing action(s) for {missing}; every live agent must act each step")
         a = np.empty(self.num_classes, np.float64)
         for agent in self.possible_agents:
-            v = np.asarray(actions[agent], dtype=np.float64)
+            v = as_action_array(actions[agent], f"action of {agent}")
             if v.shape not in ((1,), ()):
                 raise ValueError(f"action of {agent} must have shape (1,); got {v.shape}")
             v = float(v.reshape(()))

@@ -13,6 +13,7 @@ Two faces over one :class:`envs.core.RatioCore`:
 """
 from __future__ import annotations
 
+import numbers
 import time
 
 import numpy as np
@@ -21,7 +22,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import RatioEnvConfig
-from envs.core import RatioCore
+from envs.core import RatioCore, as_action_array
 
 
 class SyntheticRatioVectorEnv(VectorEnv):
@@ -57,18 +58,22 @@ class SyntheticRatioVectorEnv(VectorEnv):
         return self.core.c
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
-        if seed is None or isinstance(seed, int):
-            seeds = [None if seed is None else seed + k for k in range(self.num_envs)]
-        else:
-            seeds = list(seed)
+        if seed is None or isinstance(seed, numbers.Integral):
+            seeds = [None if seed is None else int(seed) + k for k in range(self.num_envs)]
+        elif isinstance(seed, (list, tuple, np.ndarray)):
+            # numpy ints become Python ints (gymnasium's seeding takes only those); anything else is passed on
+            # for gymnasium to refuse with its own error.
+            seeds = [int(s) if isinstance(s, numbers.Integral) else s for s in seed]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} copies")
+        else:
+            raise ValueError(f"seed must be None, an int, or a list of {self.num_envs} ints/None; got {seed!r}")
         self.core.reset(list(range(self.num_envs)), seeds)
         self._episode_return[:] = 0
         return self._obs(), self._infos()
 
     def step(self, actions):
-        a = np.asarray(actions, np.float64)
+        a = as_action_array(actions, "actions")
         if a.shape != (self.num_envs, self.core.c):
             raise ValueError(f"actions must have shape ({self.num_envs}, {self.core.c}); got {a.shape}")
         if not np.isfinite(a).all():
