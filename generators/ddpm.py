@@ -68,9 +68,14 @@ def seeded(generator: torch.Generator):
     passed generator without disturbing the caller's global state.
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    # Initialisation on a GPU would draw from the CUDA generators: fork and seed those too when in use.
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     stack = contextlib.ExitStack()
-    stack.enter_context(torch.random.fork_rng(devices=[]))
-    torch.manual_seed(seed)
+    stack.enter_context(torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []))
+    if cuda:
+        torch.manual_seed(seed)  # CPU and every CUDA device; fork_rng restores them on exit
+    else:
+        torch.default_generator.manual_seed(seed)
     return stack
 
 
