@@ -321,7 +321,7 @@ def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
         source = "gaussian"
     kw = dict(dataset=dataset, source=source, mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio,
               reward=cfg.reward, loss=cfg.loss, cache_dir=str(Path(cfg.cache_dir) / "encoders"),
-              source_seed=cfg.seed)
+              source_seed=cfg.seed, empty_pool="zero")
     if cfg.quick:
         kw.update(encoder_epochs=5, encoder_folds=3)
     return kw

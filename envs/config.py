@@ -41,6 +41,9 @@ class RatioEnvConfig:
         num_threads: Torch threads while stepping (results depend on it; pinned so they repeat).
         device: Torch device of the classifier (``"cpu"``, ``"cuda:1"``, ``"auto"``).
         cache_dir: Where encoders are cached on disk (``None``: memory only).
+        empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
+            ``"error"`` raises ``ValueError``; ``"zero"`` serves none and flags ``pool_empty`` in infos
+            (useful when a filter rejected every candidate of a class).
     """
 
     mode: str = "feature"
@@ -65,6 +68,7 @@ class RatioEnvConfig:
     num_threads: int | None = 1
     device: str = "cpu"
     cache_dir: str | None = None
+    empty_pool: str = "error"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

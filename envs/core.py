@@ -203,13 +203,16 @@ class RatioCore:
         new_ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c), 0.0, self.config.max_ratio)
         n_syn = synthetic_counts(new_ratios, self.train_counts[None, :])
         empty = (n_syn > 0) & (self.pool_sizes[None, :] == 0)
-        if empty.any():  # checked before any state changes, so the env stays usable after this error
+        if empty.any() and self.config.empty_pool == "zero":
+            # Serve nothing: the ratio stays as asked (the agent sees it); the count reported is honest.
+            n_syn = np.where(self.pool_sizes[None, :] == 0, 0, n_syn)
+        elif empty.any():  # checked before any state changes, so the env stays usable after this error
             cls = int(np.argwhere(empty)[0][1])
             raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but the "
                              "source has none for it; fill the bank for every class or keep its ratio at 0")
         self.ratios = new_ratios
         with self._threads():
-            mixes = self.engine.mix_indices(self.ratios, self.np_randoms)
+            mixes = self.engine.mix_indices(n_syn, self.np_randoms)
             snapshot = self.engine.state_dict()
             loss = self.engine.train(mixes)
             bad = ~np.isfinite(loss)
@@ -283,4 +286,5 @@ class RatioCore:
             "balanced_accuracy": float(m["balanced_accuracy"][k]),
             "macro_f1": float(m["macro_f1"][k]),
             "step": int(self.t[k]),
+            "pool_empty": bool(self.pool_sizes[cls] == 0),
         }

@@ -100,9 +100,8 @@ class FeatureEngine:
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         self.head.reset(generators, copies)
 
-    def mix_indices(self, ratios: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
-        """Row indices (into the feature table) of each copy's real + synthetic mix."""
-        n_syn = synthetic_counts(ratios, self.real_counts[None, :])
+    def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
+        """Row indices (into the feature table) of each copy's real + synthetic mix (``n_syn``: ``(K, C)``)."""
         out = []
         for k, rng in enumerate(rngs):
             parts = [self.real_idx]
@@ -187,8 +186,8 @@ class PixelEngine:
         self.model = make_backbone(self.backbone, self.dataset.image_shape[-1], self.num_classes).to(self.device)
         torch.random.set_rng_state(state)
 
-    def mix_indices(self, ratios: np.ndarray, rngs: list[np.random.Generator]) -> list[tuple]:
-        n_syn = synthetic_counts(ratios, self.real_counts[None, :])[0]
+    def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[tuple]:
+        n_syn = n_syn[0]
         picks = [draw_pool_indices(rngs[0], int(n), int(self.pool_sizes[c])) if n else np.zeros(0, np.int64)
                  for c, n in enumerate(n_syn)]
         return [tuple(picks)]

@@ -249,3 +249,13 @@ def test_crossfit_encoder_features_are_out_of_fold():
     for _ in range(5):
         _, rew, _, _, _ = e.step({a: -np.ones(1, np.float32) for a in e.agents})
     assert rew["class_0"] > 0.5  # well above chance (1/3) on the toy bars
+
+
+def test_empty_pool_zero_option_serves_nothing_and_flags_it():
+    ds = make_tiny_dataset()
+    src = ArraySource({0: ds.train_images[:2]}, 3)
+    e = parallel_env(dataset=ds, source=src, empty_pool="zero", **TINY)
+    e.reset(seed=0)
+    _, _, _, _, infos = e.step({a: np.ones(1, np.float32) for a in e.possible_agents})
+    assert [infos[a]["n_synthetic"] for a in e.possible_agents] == [24 * 8, 0, 0]
+    assert [infos[a]["pool_empty"] for a in e.possible_agents] == [False, True, True]
