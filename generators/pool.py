@@ -83,7 +83,8 @@ class GeneratorPool:
     def __init__(self, generators: Mapping[str, object], *, assignment: Mapping[int, Sequence[str]] | None = None,
                  devices: str | torch.device | Sequence[str | torch.device] = "auto") -> None:
         if not isinstance(generators, Mapping) or not generators:
-            raise ValueError("generators must be a non-empty dict {id: Generator}, e.g. {'ddpm': ClassConditionalDDPM()}")
+            raise ValueError("generators must be a non-empty dict {id: Generator}, e.g. "
+                             "{'ddpm': ClassConditionalDDPM(...)}")
         for name, gen in generators.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"generator ids must be non-empty strings; got {name!r}")
@@ -102,7 +103,8 @@ class GeneratorPool:
         if assignment is None:
             return None
         if not isinstance(assignment, Mapping):
-            raise ValueError(f"assignment must be a dict {{class_id: [generator ids]}}; got {type(assignment).__name__}")
+            raise ValueError("assignment must be a dict {class_id: [generator ids]}; got "
+                             f"{type(assignment).__name__}")
         out = {}
         for c, names in assignment.items():
             if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
@@ -362,7 +364,8 @@ class GeneratorPool:
         from generators.base import load_generator
 
         devs = resolve_devices(devices)
-        gens = {name: load_generator(path, device=devs[i % len(devs)]) for i, (name, path) in enumerate(folders.items())}
+        gens = {name: load_generator(path, device=devs[i % len(devs)])
+                for i, (name, path) in enumerate(folders.items())}
         return cls(gens, assignment=assignment, devices=devs)
 
     def __repr__(self) -> str:

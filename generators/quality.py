@@ -61,7 +61,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, *, eps: float = 1e-6) -> floa
     mu_b, s_b = _mean_cov(b, eps)
     root_a = _sqrt_psd(s_a)
     cross = np.linalg.eigvalsh(root_a @ s_b @ root_a)
-    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    value = float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b)
+                  - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
     return max(value, 0.0)
 
 

@@ -51,8 +51,8 @@ def test_select_checks_the_scorer_output():
         ClassifierFilter(code_scorer(3)).select(row_images([0]), 5)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"tau": 1.5}, "tau"), ({"tau": -0.1}, "tau"), ({"max_tries": 0}, "max_tries"),
-                                           ({"name": ""}, "name")])
+@pytest.mark.parametrize("kwargs, match", [({"tau": 1.5}, "tau"), ({"tau": -0.1}, "tau"),
+                                           ({"max_tries": 0}, "max_tries"), ({"name": ""}, "name")])
 def test_bad_settings_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClassifierFilter(code_scorer(3), **kwargs)
@@ -173,9 +173,9 @@ def test_train_reference_is_calibrated_seeded_and_saves(tiny_dataset, tmp_path):
     assert cfg["reference"]["dataset"] == tiny_dataset.fingerprint()
     assert len(cfg["reference"]["state_digest"]) == 64
     # same generator seed -> same weights; another seed -> others
-    again = ClassifierFilter.train_reference(tiny_dataset, tau=0.5, epochs=15, generator=torch.Generator().manual_seed(0))
+    again = ClassifierFilter.train_reference(tiny_dataset, epochs=15, generator=torch.Generator().manual_seed(0))
     assert again.config() == cfg
-    other = ClassifierFilter.train_reference(tiny_dataset, tau=0.5, epochs=15, generator=torch.Generator().manual_seed(1))
+    other = ClassifierFilter.train_reference(tiny_dataset, epochs=15, generator=torch.Generator().manual_seed(1))
     assert other.config()["reference"]["state_digest"] != cfg["reference"]["state_digest"]
     # save / load round trip keeps the scores and the config (so a bank key stays the same)
     filt.save(tmp_path / "ref")

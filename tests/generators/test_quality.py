@@ -58,7 +58,8 @@ def test_quality_report_on_a_tiny_bank(tiny_bank, tiny_dataset):
         assert r["mean_confidence"] == pytest.approx(float(tiny_bank.confidences(c).mean()), rel=1e-6)
         assert math.isfinite(r["frechet"]) and r["frechet"] > 0
     # a custom feature space is used when given
-    mean_only = quality_report(tiny_bank, tiny_dataset, feature_fn=lambda x: x.reshape(len(x), -1).mean(1, keepdims=True))
+    mean_only = quality_report(tiny_bank, tiny_dataset,
+                               feature_fn=lambda x: x.reshape(len(x), -1).mean(1, keepdims=True))
     assert mean_only[0]["frechet"] != report[0]["frechet"]
 
 
