@@ -14,7 +14,7 @@ Defaults (:func:`default_algo_kwargs`, overridden by ``algo_kwargs``):
   clipped mean is biased inwards, and PPO drifted to high ratios when the optimum sat at the action bound
   (``FINDINGS.md``). A smaller initial std keeps the clipped mean near the policy mean.
 - PPO: ``n_steps`` small enough that tiny runs still update (``clip(total_timesteps // slots, 8, 128)`` per
-  slot), ``batch_size = min(64, n_steps * slots)``.
+  slot), ``batch_size`` the largest divisor of the rollout size up to 64.
 - SAC and TD3: ``learning_starts = min(100, total_timesteps // 4)`` and a replay buffer no larger than the run
   (at most 100k), so short runs learn and do not allocate SB3's default 1M-transition buffer.
   TD3 gets Gaussian exploration noise (std 0.1), which SB3 does not add by default.
@@ -46,7 +46,7 @@ def default_algo_kwargs(algo: str, num_slots: int, total_timesteps: int) -> dict
     algo = algo.lower()
     if algo == "ppo":
         n_steps = int(min(128, max(8, total_timesteps // max(num_slots, 1))))
-        return {"n_steps": n_steps, "batch_size": int(min(64, n_steps * num_slots)),
+        return {"n_steps": n_steps, "batch_size": _batch_size(n_steps * num_slots),
                 "policy_kwargs": {"log_std_init": -1.0}}
     if algo == "a2c":
         return {"policy_kwargs": {"log_std_init": -1.0}}
@@ -55,6 +55,12 @@ def default_algo_kwargs(algo: str, num_slots: int, total_timesteps: int) -> dict
     if algo == "td3":
         kw["action_noise"] = "normal:0.1"  # resolved in _resolve_action_noise (needs the action shape)
     return kw
+
+
+def _batch_size(rollout: int, cap: int = 64) -> int:
+    """The largest divisor of ``rollout`` up to ``cap`` (no truncated mini-batch), unless that is tiny."""
+    best = max(d for d in range(1, min(cap, rollout) + 1) if rollout % d == 0)
+    return best if best >= 16 or best == rollout else min(cap, rollout)
 
 
 def _resolve_action_noise(kwargs: dict, action_dim: int) -> None:

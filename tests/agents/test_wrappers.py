@@ -109,6 +109,7 @@ def test_env_method_and_attrs_reach_each_copy_once():
     assert venv.env_is_wrapped(Monitor) == [False] * 6
 
 
+@pytest.mark.slow
 def test_shared_subprocess_matches_in_process():
     fns = [functools.partial(FakeRatioEnv) for _ in range(2)]
     local = SharedPolicyVecEnv(fns, seed=7)
