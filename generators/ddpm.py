@@ -271,21 +271,28 @@ class ClassConditionalDDPM(Generator):
         return None
 
     # -- training ---------------------------------------------------------------------------------
-    def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False
-            ) -> ClassConditionalDDPM:
-        """Train from scratch on ``dataset``'s train split: unconditional pretraining, then conditional.
+    def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False,
+            resume: bool = False) -> ClassConditionalDDPM:
+        """Train on ``dataset``'s train split: unconditional pretraining, then conditional.
 
         Args:
             dataset: A :class:`envs.datasets.LongTailDataset` with this model's image shape and classes.
             generator: Source of every random draw (weights, batches, noise); ``None``: a random seed.
             progress: Show a tqdm bar.
+            resume: Keep the current weights (e.g. from :meth:`from_unet` or :meth:`load`) and train on
+                from them, instead of re-initialising from ``generator``.
         """
         self._check_dataset(dataset)
         if generator is None:
             generator = torch.Generator()
             generator.seed()
         check_torch_generator(generator)
-        self.unet = self._build_unet(generator)  # re-initialised from the generator: same seed, same model
+        previous = self.config()["fit"] if resume and self.fitted else None
+        if resume and not self.fitted:
+            raise ValueError("resume=True needs weights to start from; load them first (load or from_unet), "
+                             "or fit with resume=False to train from scratch")
+        if not resume:
+            self.unet = self._build_unet(generator)  # re-initialised from the generator: same seed, same model
         x = self._images_to_padded(dataset.train_images)
         y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=self.device)
         self._prepare_training(dataset)
@@ -294,8 +301,38 @@ class ClassConditionalDDPM(Generator):
             self.unet, params, x, y, phases=[("pretrain", self.pretrain_steps, True),
                                              ("conditional", self.train_steps, False)],
             lr=self.lr, generator=generator, progress=progress)
-        self._mark_fitted(dataset, generator=generator)
+        self._mark_fitted(dataset, generator=generator, extra={"resumed_from": previous} if resume else None)
         return self
+
+    @classmethod
+    def from_unet(cls, path: str | Path, image_shape: tuple[int, int, int], num_classes: int, *,
+                  device: torch.device | str = "cpu", **kwargs: Any) -> ClassConditionalDDPM:
+        """Wrap user-provided ``UNet2DModel`` weights (a local ``save_pretrained`` folder) as a fitted model.
+
+        The UNet must embed ``num_classes + 1`` labels (the last one null) and map the image channels
+        (plus the variant's extra channels) to the image channels. ``kwargs`` set the training and
+        sampling options; the architecture comes from the folder. Fine-tune with ``fit(..., resume=True)``
+        or add per-class LoRA adapters on top.
+        """
+        diffusers = _require_diffusers()
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no config.json; pass a folder written by "
+                                    "UNet2DModel.save_pretrained")
+        unet = diffusers.UNet2DModel.from_pretrained(folder)
+        arch = {k: _jsonable(unet.config[k]) for k in ("block_out_channels", "layers_per_block", "down_block_types",
+                                                          "up_block_types", "norm_num_groups", "add_attention",
+                                                          "attention_head_dim") if k in unet.config}
+        model = cls(image_shape, num_classes, device=device, unet={**kwargs.pop("unet", {}), **arch}, **kwargs)
+        want = (model._in_channels(), model._image_shape[2], model.null_class + 1)
+        got = (unet.config.in_channels, unet.config.out_channels, unet.config.num_class_embeds)
+        if got != want:
+            raise ValueError(f"{folder} has (in_channels, out_channels, num_class_embeds) = {got} but this model "
+                             f"needs {want}; the UNet must embed num_classes + 1 labels (the last is null)")
+        model.unet = unet.to(model.device).eval()
+        model._mark_fitted(None, image_shape=model._image_shape, num_classes=model._num_classes,
+                           extra={"source": str(folder.resolve())})
+        return model
 
     def _prepare_training(self, dataset) -> None:
         """Hook: precompute what ``_train_condition`` needs (the sketch model's edge maps)."""
@@ -303,13 +340,14 @@ class ClassConditionalDDPM(Generator):
     def _train_loop(self, unet, params: list[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
                     phases: list[tuple[str, int, bool]], lr: float, generator: torch.Generator,
                     progress: bool = False, cfg_dropout: float | None = None,
-                    index: torch.Tensor | None = None) -> list[float]:
+                    index: torch.Tensor | None = None, desc: str | None = None) -> list[float]:
         """Epsilon-prediction MSE training of ``params`` of ``unet`` on padded images ``x`` / labels ``y``.
 
         Args:
             phases: ``(name, steps, unconditional)`` run in order with one optimizer.
             cfg_dropout: Label dropout (default: the model's).
             index: Dataset row of each ``x`` (for ``_train_condition``); default ``arange``.
+            desc: Progress-bar label.
         Returns:
             The loss of every step.
         """
@@ -327,7 +365,7 @@ class ClassConditionalDDPM(Generator):
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc=f"{self.kind} fit", unit="step")
+            bar = tqdm(total=total, desc=desc or f"{self.kind} fit", unit="step")
         losses: list[float] = []
         n = len(x)
         batch = min(self.batch_size, n)

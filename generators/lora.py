@@ -176,7 +176,8 @@ class LoRAClassAdapters(Generator):
             self.loss_history[c] = base._train_loop(
                 model.get_base_model(), params, x_all[rows.to(x_all.device)], y,
                 phases=[(name, self.steps_per_class, False)], lr=self.lr, generator=generator,
-                progress=progress, cfg_dropout=self.cfg_dropout, index=rows)
+                progress=progress, cfg_dropout=self.cfg_dropout, index=rows,
+                desc=f"lora {name}")
         self.model = model
         if model is not None:
             model.eval()

@@ -60,20 +60,34 @@ class SketchConditionedDDPM(ClassConditionalDDPM):
     def _in_channels(self) -> int:
         return self._image_shape[2] + 1  # type: ignore[index]
 
-    def _set_condition_images(self, images: np.ndarray, labels: np.ndarray) -> None:
+    def set_condition_images(self, images: np.ndarray, labels: np.ndarray) -> None:
+        """Set the real images (uint8 ``(N, H, W, C)``, labels ``(N,)``) whose edges condition sampling.
+
+        ``fit`` sets them to the train split; call this after :meth:`from_unet` to sample without fitting.
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != tuple(self._image_shape):
+            raise ValueError(f"condition images must be uint8 {('N', *self._image_shape)}; got {images.dtype} "
+                             f"{images.shape}")
+        if np.shape(labels) != (len(images),):
+            raise ValueError(f"labels must be shaped ({len(images)},); got {np.shape(labels)}")
         self._cond_images = np.ascontiguousarray(images)
         self._cond_labels = np.asarray(labels, np.int64)
         self._edges = self._pad(sobel_edges(self._cond_images, self.device))
+        if self._fit_info is not None:
+            self._fit_info["state_digest"] = None  # the samples changed: recompute the digest
 
     def _prepare_training(self, dataset) -> None:
-        self._set_condition_images(dataset.train_images, dataset.train_labels)
+        self.set_condition_images(dataset.train_images, dataset.train_labels)
 
     def _train_condition(self, index: torch.Tensor) -> torch.Tensor | None:
         assert self._edges is not None
         return self._edges[index.to(self._edges.device)]
 
     def _sample_condition(self, class_id: int, n: int, generator: torch.Generator) -> torch.Tensor | None:
-        assert self._cond_labels is not None and self._edges is not None
+        if self._cond_labels is None or self._edges is None:
+            raise ValueError("the sketch model has no real images to take edges from; call fit(dataset) (with "
+                             "resume=True to keep loaded weights) or set_condition_images(images, labels)")
         rows = np.flatnonzero(self._cond_labels == class_id)
         if len(rows) == 0:
             raise ValueError(f"class {class_id} has no train images whose edges could condition the samples; "
@@ -114,4 +128,4 @@ class SketchConditionedDDPM(ClassConditionalDDPM):
             raise FileNotFoundError(f"{file} is missing: the sketch model samples from the edges of these train "
                                     "images; save the model again")
         with np.load(file) as data:
-            self._set_condition_images(data["images"], data["labels"])
+            self.set_condition_images(data["images"], data["labels"])
