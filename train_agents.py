@@ -272,8 +272,7 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
     from generators.base import load_generator
 
     gen = _generator_for(cfg, dataset)
-    key = hashlib.sha256(json.dumps({"data": dataset.fingerprint(), "gen": gen.config(), "seed": cfg.seed},
-                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = _cache_key(dataset.fingerprint(), gen.config(), cfg.seed)
     path = Path(cfg.cache_dir) / "generators" / f"{cfg.generator}-{key}"
     if (path / "config.json").exists():
         try:
@@ -291,21 +290,66 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
     return gen
 
 
-def ensure_bank(cfg, dataset, *, progress: bool = True):
-    """The synthetic bank for this dataset and generator config (filled on demand, cached, resumable)."""
+class phase:
+    """Prints how long a phase of a command took (users of a 10-minute job want to know where it goes)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self):
+        self.t0 = time.time()
+        print(f"[{self.name}] ...", flush=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            print(f"[{self.name}] done in {time.time() - self.t0:.1f} s", flush=True)
+
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reference_filter(cfg, dataset):
+    """The long-tail-calibrated reference filter (trained once per dataset, tau and seed, then cached)."""
     import torch
 
     from generators.filter import ClassifierFilter
+
+    augment = min(dataset.image_shape[:2]) >= 16  # random shifts of 8x8 digits destroy them
+    path = Path(cfg.cache_dir) / "filters" / _cache_key(dataset.fingerprint(), cfg.tau, cfg.seed, augment)
+    if path.exists():
+        try:
+            return ClassifierFilter.load(path)
+        except (ValueError, OSError) as err:
+            print(f"cached filter at {path} is unreadable ({err}); retraining")
+            shutil.rmtree(path, ignore_errors=True)
+    flt = ClassifierFilter.train_reference(dataset, tau=cfg.tau, augment=augment,
+                                           generator=torch.Generator().manual_seed(cfg.seed))
+    flt.save(path)
+    return flt
+
+
+def ensure_bank(cfg, dataset, *, progress: bool = True):
+    """The synthetic bank for this dataset and generator config (filled on demand, cached, resumable)."""
     from generators.pool import GeneratorPool
 
-    gen = fitted_generator(cfg, dataset, progress=progress)
+    with phase(f"generator {cfg.generator} ({cfg.preset})"):
+        gen = fitted_generator(cfg, dataset, progress=progress)
     flt = None
     if cfg.filter:
-        flt = ClassifierFilter.train_reference(dataset, tau=cfg.tau,
-                                               generator=torch.Generator().manual_seed(cfg.seed))
-    pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
-    return pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
-                          seed=cfg.seed, progress=progress)
+        with phase("reference filter"):
+            flt = reference_filter(cfg, dataset)
+    with phase("synthetic bank"):
+        pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
+        bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
+                              seed=cfg.seed, progress=progress)
+    counts = bank.counts()
+    if (counts == 0).any():
+        empty = [dataset.class_names[c] for c in range(dataset.num_classes) if counts[c] == 0]
+        print(f"warning: the filter kept no sample of class(es) {empty}; their ratios will be served nothing "
+              "(lower --tau or train the generator longer)")
+    return bank
 
 
 def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
@@ -345,14 +389,22 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
 
 
 def _train(cfg: TrainConfig, run: Path, dataset):
-    from agents.sb3 import ALGORITHMS, train
+    from agents.sb3 import ALGORITHMS
 
     if cfg.algo not in ALGORITHMS:
         raise SystemExit(f"error: unknown --algo {cfg.algo!r}; choose one of {ALGORITHMS}")
     kw = env_kwargs(cfg, dataset)
+    with phase(f"train {cfg.algo}"):
+        return _train_model(cfg, run, kw), kw
+
+
+def _train_model(cfg, run, kw):
+    from agents.sb3 import train
+
+    print(f"training {cfg.algo} ({cfg.wrapper}) for {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir {run}")
     return train(cfg.algo, kw, wrapper=cfg.wrapper, n_envs=cfg.n_envs, total_timesteps=cfg.timesteps,
                  seed=cfg.seed, log_dir=str(run), checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
-                 progress_bar=True), kw
+                 progress_bar=True)
 
 
 def cmd_train(cfg: TrainConfig) -> Path:
@@ -396,7 +448,8 @@ def cmd_evaluate(cfg: EvaluateConfig) -> Path:
     return run if rows is not None else run
 
 
-def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | None = None) -> Path:
+def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | None = None,
+                  kw: dict | None = None) -> Path:
     from agents.evaluate import benchmark
 
     policies = {spec: load_policy(spec) for spec in cfg.baselines}
@@ -404,8 +457,9 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
         policies[f"learned:{Path(spec).parent.name}"] = load_policy(spec)
     policies.update(extra or {})
     run = run or prepare_run_dir(cfg, "benchmark")
-    dataset = load_data(cfg)
-    benchmark(policies, env_kwargs(cfg, dataset), seeds=list(range(cfg.seeds)), out_dir=run)
+    kw = kw or env_kwargs(cfg, load_data(cfg))
+    with phase(f"benchmark: {len(policies)} policies x {cfg.seeds} seeds on the test split"):
+        benchmark(policies, kw, seeds=list(range(cfg.seeds)), out_dir=run)
     print((run / "results.md").read_text())
     return run
 
@@ -417,10 +471,10 @@ def cmd_main(cfg: MainConfig) -> Path:
     run = prepare_run_dir(cfg, "main", allow_existing=cfg.resume)
     dataset = load_data(cfg)
     print(f"dataset: {dataset!r}")
-    model, _ = _train(cfg, run, dataset)
+    model, kw = _train(cfg, run, dataset)
     bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
                                if hasattr(cfg, f.name)})
-    cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": SB3Policy(model, wrapper=cfg.wrapper)}, run=run)
+    cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": SB3Policy(model, wrapper=cfg.wrapper)}, run=run, kw=kw)
     return run
 
 
