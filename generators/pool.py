@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -191,6 +192,13 @@ class GeneratorPool:
         Returns:
             The complete bank.
         """
+        return self._fill_bank(dataset, root, per_class=per_class, filter=filter, seed=seed, shard_size=shard_size,
+                               batch_size=batch_size, progress=progress, runner=self._fill)
+
+    def _fill_bank(self, dataset, root: str | Path, *, per_class, filter, seed: int, shard_size: int,
+                   batch_size: int, progress: bool, runner) -> SyntheticBank:
+        """:meth:`fill_bank`, with ``runner(folder, manifest, plan, filt, seed, shape, batch_size, progress)``
+        making the missing shards (:meth:`_fill` here; ``generators.ray_pool`` runs them on Ray actors)."""
         c_total = dataset.num_classes
         shape = tuple(int(v) for v in dataset.image_shape)
         quotas = normalize_per_class(per_class, c_total)
@@ -237,7 +245,7 @@ class GeneratorPool:
                         q = min(shard_size, quotas[c] - s * shard_size)
                         plan.append((self._placement[names[s % len(names)]], (c, s, q, names[s % len(names)])))
             if plan or not manifest["complete"]:
-                self._fill(folder, manifest, plan, filt, int(seed), shape, int(batch_size), progress)
+                runner(folder, manifest, plan, filt, int(seed), shape, int(batch_size), progress)
                 manifest["complete"] = True
                 atomic_write_json(folder / MANIFEST_FILE, manifest)
         return SyntheticBank.open(folder, verify=False)
@@ -284,29 +292,11 @@ class GeneratorPool:
 
         def fill_shard(item) -> None:
             c, s, quota, name = item
-            gen = self.generators[name]
-            shard_seed = derive_seed(seed, c, s)
-            result = filt.fill(_sampler(gen, c), c, quota, generator=torch.Generator().manual_seed(shard_seed),
+            shard = make_shard(self.generators[name], filt, c, s, quota, name=name, seed=seed, shape=shape,
                                batch_size=batch_size)
-            images = np.asarray(result.images)
-            if len(images) == 0:
-                images = np.zeros((0, *shape), np.uint8)
-            if images.dtype != np.uint8 or images.shape[1:] != shape:
-                raise ValueError(f"generator {name!r} returned {images.dtype} images shaped {images.shape[1:]} for "
-                                 f"class {c}; the bank needs uint8 {shape} like the dataset")
-            conf = np.asarray(result.confidences, np.float32)
-            entry = {"index": s, "file": shard_name(c, s), "conf_file": conf_name(c, s),
-                     "sha256": atomic_save_npy(folder / shard_name(c, s), images),
-                     "conf_sha256": atomic_save_npy(folder / conf_name(c, s), conf),
-                     "count": int(len(images)), "quota": int(quota), "generator": name, "seed": shard_seed,
-                     "device": str(self._placement[name]), "tried": int(result.candidates_tried),
-                     "accepted": int(result.accepted), "tries": int(result.tries),
-                     "confidence_sum": None if filt.config() is None else float(conf.astype(np.float64).sum())}
+            entry = write_shard(folder, shard, device=str(self._placement[name]), filtered=filt.config() is not None)
             with lock:
-                cls_entry = manifest["classes"][str(c)]
-                cls_entry["shards"] = sorted(cls_entry["shards"] + [entry], key=lambda e: e["index"])
-                summarize_class(cls_entry)
-                atomic_write_json(folder / MANIFEST_FILE, manifest)  # the shard now counts as done
+                record_shard(folder, manifest, c, entry)
                 bar.update(quota)
 
         try:
@@ -370,6 +360,66 @@ class GeneratorPool:
 
     def __repr__(self) -> str:
         return f"GeneratorPool({self.placement})"
+
+
+@dataclasses.dataclass
+class ShardResult:
+    """One sampled and filtered shard, before it is written (what a remote worker sends back)."""
+
+    class_id: int
+    index: int
+    quota: int
+    generator: str
+    seed: int
+    images: np.ndarray
+    confidences: np.ndarray
+    tried: int
+    accepted: int
+    tries: int
+
+
+def make_shard(gen, filt, class_id: int, shard: int, quota: int, *, name: str, seed: int, shape: tuple,
+               batch_size: int) -> ShardResult:
+    """Sample and filter shard ``shard`` of class ``class_id`` with generator ``gen`` (no file I/O).
+
+    All randomness comes from a ``torch.Generator`` seeded from ``(seed, class_id, shard)``, so the result
+    does not depend on which process or thread runs it (on the same device type and torch thread count).
+    """
+    shard_seed = derive_seed(seed, class_id, shard)
+    result = filt.fill(_sampler(gen, class_id), class_id, quota,
+                       generator=torch.Generator().manual_seed(shard_seed), batch_size=batch_size)
+    images = np.asarray(result.images)
+    if len(images) == 0:
+        images = np.zeros((0, *shape), np.uint8)
+    if images.dtype != np.uint8 or images.shape[1:] != shape:
+        raise ValueError(f"generator {name!r} returned {images.dtype} images shaped {images.shape[1:]} for "
+                         f"class {class_id}; the bank needs uint8 {shape} like the dataset")
+    return ShardResult(class_id=int(class_id), index=int(shard), quota=int(quota), generator=name, seed=shard_seed,
+                       images=images, confidences=np.asarray(result.confidences, np.float32),
+                       tried=int(result.candidates_tried), accepted=int(result.accepted), tries=int(result.tries))
+
+
+def write_shard(folder: Path, shard: ShardResult, *, device: str, filtered: bool) -> dict:
+    """Write a shard's image and confidence files atomically; returns its manifest entry."""
+    c, s = shard.class_id, shard.index
+    conf = shard.confidences
+    return {"index": s, "file": shard_name(c, s), "conf_file": conf_name(c, s),
+            "sha256": atomic_save_npy(folder / shard_name(c, s), shard.images),
+            "conf_sha256": atomic_save_npy(folder / conf_name(c, s), conf),
+            "count": int(len(shard.images)), "quota": shard.quota, "generator": shard.generator, "seed": shard.seed,
+            "device": device, "tried": shard.tried, "accepted": shard.accepted, "tries": shard.tries,
+            "confidence_sum": float(conf.astype(np.float64).sum()) if filtered else None}
+
+
+def record_shard(folder: Path, manifest: dict, class_id: int, entry: dict) -> None:
+    """Add a written shard of ``class_id`` to ``manifest`` and rewrite it, so the shard counts as done.
+
+    The caller serialises calls (one manifest, several writers).
+    """
+    cls_entry = manifest["classes"][str(int(class_id))]
+    cls_entry["shards"] = sorted(cls_entry["shards"] + [entry], key=lambda e: e["index"])
+    summarize_class(cls_entry)
+    atomic_write_json(folder / MANIFEST_FILE, manifest)
 
 
 def _sampler(gen, class_id: int):
