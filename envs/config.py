@@ -41,6 +41,10 @@ class RatioEnvConfig:
         num_threads: Torch threads while stepping (results depend on it; pinned so they repeat).
         device: Torch device of the classifier (``"cpu"``, ``"cuda:1"``, ``"auto"``).
         cache_dir: Where encoders are cached on disk (``None``: memory only).
+        reward_replicas: Heads trained per env copy on independent synthetic draws and initialisations
+            (feature mode); reward and observations average over them, which lowers reward noise.
+        reward_bootstrap: Bootstrap resamples of the val split used to report the reward's standard error
+            (``reward_std`` in infos); 0 turns it off.
         empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
             ``"error"`` raises ``ValueError``; ``"zero"`` serves none and flags ``pool_empty`` in infos
             (useful when a filter rejected every candidate of a class).
@@ -69,6 +73,8 @@ class RatioEnvConfig:
     device: str = "cpu"
     cache_dir: str | None = None
     empty_pool: str = "error"
+    reward_replicas: int = 1
+    reward_bootstrap: int = 0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +128,14 @@ class RatioEnvConfig:
         if self.mode == "feature" and self.loss in ("focal", "ldam_drw"):
             bad("loss", self.loss, "focal and ldam_drw need mode='pixel'; feature mode supports ce, "
                 "logit_adjustment, balanced_softmax, class_balanced")
+        if self.empty_pool not in ("error", "zero"):
+            bad("empty_pool", self.empty_pool, "use 'error' or 'zero'")
+        if not is_int(self.reward_replicas) or self.reward_replicas < 1:
+            bad("reward_replicas", self.reward_replicas, "use a positive integer")
+        if self.reward_replicas > 1 and self.mode != "feature":
+            bad("reward_replicas", self.reward_replicas, "replicas are trained batched in mode='feature' only")
+        if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
+            bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
 
     @property
     def epochs(self) -> int:

@@ -146,7 +146,10 @@ class RatioCore:
 
         self._threads = lambda: fixed_threads(config.num_threads)
         with self._threads():
-            self.engine, self.quality = build_engine(self.dataset, source, config, num_copies)
+            # R replicas per copy (reward_replicas): independent heads on independent synthetic draws,
+            # trained side by side in the same batched ops; rewards and observations average over them.
+            self.r = config.reward_replicas
+            self.engine, self.quality = build_engine(self.dataset, source, config, num_copies * self.r)
         self.train_counts = self.dataset.train_counts
         self.pool_sizes = self.engine.pool_sizes
         share = self.train_counts / self.train_counts.sum()
@@ -159,7 +162,10 @@ class RatioCore:
         self.obs_low, self.obs_high = low, high
         self._onehot = np.eye(c, dtype=np.float32)
         self.np_randoms: list[np.random.Generator | None] = [None] * num_copies
-        self.torch_gens = [torch.Generator() for _ in range(num_copies)]
+        self.torch_gens = [torch.Generator() for _ in range(num_copies * self.r)]
+        self._draw_rngs: list[np.random.Generator | None] = [None] * (num_copies * self.r)
+        self._boot_rngs: list[np.random.Generator | None] = [None] * num_copies
+        self.reward_std = np.full(num_copies, np.nan)
         self.t = np.zeros(num_copies, np.int64)
         self.ratios = np.full((num_copies, c), config.initial_ratio, np.float64)
         self.metrics: dict[str, np.ndarray] = {}
@@ -184,13 +190,21 @@ class RatioCore:
         for k in copies:
             if k in fresh:
                 self.np_randoms[k] = fresh[k]
-            self.torch_gens[k].manual_seed(int(self.np_randoms[k].integers(0, 2**62)))
+            rng = self.np_randoms[k]
+            for j in range(self.r):
+                h = k * self.r + j
+                self.torch_gens[h].manual_seed(int(rng.integers(0, 2**62)))
+                # One replica draws from the copy's own stream (R = 1 is the plain env); others get their own.
+                self._draw_rngs[h] = rng if j == 0 else np.random.default_rng(int(rng.integers(0, 2**62)))
+            if self.config.reward_bootstrap:
+                self._boot_rngs[k] = np.random.default_rng(int(rng.integers(0, 2**62)))
             self.t[k] = 0
             self.ratios[k] = self.config.initial_ratio
             self.started[k] = True
             self.done[k] = False
         with self._threads():
-            self.engine.reset([self.torch_gens[k] for k in copies], copies)
+            heads = [k * self.r + j for k in copies for j in range(self.r)]
+            self.engine.reset([self.torch_gens[h] for h in heads], heads)
             self._evaluate()
         self.prev_bal[copies] = self.metrics["balanced_accuracy"][copies]
 
@@ -212,13 +226,14 @@ class RatioCore:
                              "source has none for it; fill the bank for every class or keep its ratio at 0")
         self.ratios = new_ratios
         with self._threads():
-            mixes = self.engine.mix_indices(n_syn, self.np_randoms)
+            mixes = self.engine.mix_indices(np.repeat(n_syn, self.r, axis=0), self._draw_rngs)
             snapshot = self.engine.state_dict()
             loss = self.engine.train(mixes)
-            bad = ~np.isfinite(loss)
-            if bad.any():  # a diverged step must not poison the next ones: roll the copies back
-                self._restore(snapshot, np.flatnonzero(bad))
+            bad_heads = ~np.isfinite(loss)
+            if bad_heads.any():  # a diverged step must not poison the next ones: roll the heads back
+                self._restore(snapshot, np.flatnonzero(bad_heads))
             self._evaluate()
+        bad = bad_heads.reshape(self.k, self.r).any(1)
         self.t += 1
         bal = self.metrics["balanced_accuracy"]
         if self.config.reward == "accuracy":
@@ -231,7 +246,8 @@ class RatioCore:
             reward = reward - self.config.synthetic_cost * n_syn.sum(1) / self.train_counts.sum()
         self.prev_bal = bal.copy()
         self.done = self.t >= self.config.max_steps
-        return {"reward": reward.astype(np.float64), "nan": bad, "n_synthetic": n_syn, "loss": loss}
+        return {"reward": reward.astype(np.float64), "nan": bad, "n_synthetic": n_syn, "loss": loss,
+                "reward_std": self.reward_std.copy()}
 
     def _restore(self, snapshot, copies: np.ndarray) -> None:
         if isinstance(self.engine, FeatureEngine):
@@ -246,16 +262,57 @@ class RatioCore:
 
     def _evaluate(self) -> None:
         pred = self.engine.predict("val")
-        cm = batched_confusion(self.engine.labels_of("val"), pred, self.c)
-        self.metrics = metrics_from_confusion(cm)
+        y = self.engine.labels_of("val")
+        per_head = metrics_from_confusion(batched_confusion(y, pred, self.c))
+        self.metrics = {key: v.reshape(self.k, self.r, *v.shape[1:]).mean(1) for key, v in per_head.items()}
+        if self.config.reward_bootstrap:
+            self.reward_std = self._bootstrap_std(y, pred)
+
+    def _bootstrap_std(self, y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Std of the balanced val accuracy over bootstrap resamples of the val split, per copy.
+
+        The val split is a sample too: on RetinaMNIST (120 images, 6 of the rarest class) this noise is larger
+        than most effects of the ratios (FINDINGS.md). Every resample is scored for all replicas of a copy.
+        """
+        out = np.full(self.k, np.nan)
+        m = len(y)
+        for k, rng in enumerate(self._boot_rngs):
+            if rng is None:
+                continue
+            idx = rng.integers(0, m, (self.config.reward_bootstrap, m))
+            heads = pred[k * self.r:(k + 1) * self.r]  # (R, M)
+            b = idx.shape[0]
+            yy = y[idx]  # (B, M)
+            flat = ((np.arange(b)[:, None, None] * self.r + np.arange(self.r)[None, :, None]) * self.c
+                    + yy[:, None, :]) * self.c + heads[:, idx].transpose(1, 0, 2)
+            cm = np.bincount(flat.ravel(), minlength=b * self.r * self.c * self.c).reshape(b * self.r, self.c, self.c)
+            bal = metrics_from_confusion(cm)["balanced_accuracy"].reshape(b, self.r).mean(1)
+            out[k] = bal.std(ddof=1) if b > 1 else 0.0
+        return out
 
     def test_report(self, k: int) -> dict:
         """Test-split metrics of copy ``k`` (``classifiers.metrics.classification_report``)."""
         from classifiers.metrics import classification_report
 
         with self._threads():
-            pred = self.engine.predict("test")[k]
-        return classification_report(self.engine.labels_of("test"), pred, self.c, train_counts=self.train_counts)
+            preds = self.engine.predict("test")[k * self.r:(k + 1) * self.r]
+        y = self.engine.labels_of("test")
+        reports = [classification_report(y, p, self.c, train_counts=self.train_counts) for p in preds]
+        if self.r == 1:
+            return reports[0]
+        # Replicas: the mean of every numeric entry (the confusion matrix is summed).
+        out = {}
+        for key, value in reports[0].items():
+            vals = [r[key] for r in reports]
+            if key == "confusion_matrix":
+                out[key] = np.sum(np.asarray(vals), axis=0).tolist()
+            elif isinstance(value, (int, float, np.floating)):
+                out[key] = float(np.mean(vals))
+            elif isinstance(value, list):
+                out[key] = np.mean(np.asarray(vals, dtype=float), axis=0).tolist()
+            else:
+                out[key] = value
+        return out
 
     # -- views -------------------------------------------------------------------------------
     def observation(self, k: int) -> np.ndarray:
@@ -275,7 +332,7 @@ class RatioCore:
 
     def class_info(self, k: int, cls: int, n_syn: np.ndarray | None = None) -> dict:
         m = self.metrics
-        return {
+        info = {
             "class_name": self.dataset.class_names[cls],
             "ratio": float(self.ratios[k, cls]),
             "n_real": int(self.train_counts[cls]),
@@ -288,3 +345,6 @@ class RatioCore:
             "step": int(self.t[k]),
             "pool_empty": bool(self.pool_sizes[cls] == 0),
         }
+        if self.config.reward_bootstrap:
+            info["reward_std"] = float(self.reward_std[k])
+        return info

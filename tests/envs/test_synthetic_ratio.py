@@ -4,6 +4,7 @@ from __future__ import annotations
 import types
 
 import gymnasium
+import torch
 import numpy as np
 import pettingzoo
 import pytest
@@ -259,3 +260,31 @@ def test_empty_pool_zero_option_serves_nothing_and_flags_it():
     _, _, _, _, infos = e.step({a: np.ones(1, np.float32) for a in e.possible_agents})
     assert [infos[a]["n_synthetic"] for a in e.possible_agents] == [24 * 8, 0, 0]
     assert [infos[a]["pool_empty"] for a in e.possible_agents] == [False, True, True]
+
+
+def test_reward_replicas_average_independent_heads_and_bootstrap_reports_noise():
+    e = parallel_env(**tiny_kwargs(reward_replicas=3, reward_bootstrap=50, max_steps=2))
+    e.reset(seed=0)
+    act = {a: np.zeros(1, np.float32) for a in e.agents}
+    _, rew, _, _, infos = e.step(act)
+    heads = e.core.engine.head.params[0]
+    assert heads.shape[0] == 3 and not torch.allclose(heads[0], heads[1])  # independent replicas
+    pred = e.core.engine.predict("val")
+    from envs.engine import batched_confusion, metrics_from_confusion
+    per = metrics_from_confusion(batched_confusion(e.core.engine.labels_of("val"), pred, 3))["balanced_accuracy"]
+    assert rew["class_0"] == pytest.approx(per.mean())
+    std = infos["class_0"]["reward_std"]
+    assert np.isfinite(std) and std >= 0
+    # the same seed repeats the replicas and the bootstrap
+    e2 = parallel_env(**tiny_kwargs(reward_replicas=3, reward_bootstrap=50, max_steps=2))
+    e2.reset(seed=0)
+    _, rew2, _, _, infos2 = e2.step(act)
+    assert rew2 == rew and infos2["class_0"]["reward_std"] == std
+
+
+def test_reward_std_is_nan_without_bootstrap_and_replicas_need_feature_mode():
+    e = parallel_env(**tiny_kwargs())
+    _, infos = e.reset(seed=0)
+    assert "reward_std" not in infos["class_0"]
+    with pytest.raises(ValueError, match="feature"):
+        parallel_env(**tiny_kwargs(mode="pixel", reward_replicas=2))
