@@ -1,0 +1,230 @@
+"""DDIM with k steps vs the full DDPM sampler of the same trained model: images per second and filter acceptance.
+
+    python benchmarks/generator_speed.py                   # digits-LT, small preset, ~5 min on 2 CPU cores
+    python benchmarks/generator_speed.py --dataset retinamnist --data-root $TAILMIX_DATA_DIR \\
+        --train-steps 1000 --n 16 --threads 2
+
+One class-conditional DDPM is trained (or loaded from ``--cache-dir``: ``train_agents.fitted_generator``,
+the CLI's cache) and then sampled, in this one run, with DDIM at each ``--ks`` step count and with the
+ancestral DDPM sampler over all ``--timesteps`` steps. Every sampler draws ``--n`` images of every class
+from the same seeds, in one batch per class, so the speed ratios compare like with like. Only the
+``sample`` calls are timed (not training, filter training or scoring); one untimed call warms up first.
+
+Acceptance is what the bank's filter would keep: the CLI's long-tail-calibrated (logit-adjusted) reference
+classifier (``train_agents.reference_filter``) assigns the image to its class with confidence >= ``--tau``.
+The table reports its mean over classes (each class weighs the same), over the tail half of the classes
+(the rarer half by train count), and the difference to the DDPM sampler in percentage points.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DDPM_TIMESTEPS = 1000  # the DDPM default diffusion length; the CLI's generators are trained with it
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="digits",
+                   help="what envs.datasets.load_dataset takes: 'digits' (embedded), a MedMNIST flag looked up in "
+                        "--data-root, an .npz path or an image folder")
+    p.add_argument("--data-root", default=None, help="folder of MedMNIST .npz files (default $TAILMIX_DATA_DIR)")
+    p.add_argument("--preset", default="small", help="DDPM preset: tiny, small or base")
+    p.add_argument("--train-steps", type=int, default=300,
+                   help="conditional training steps (after the preset's unconditional pretraining)")
+    p.add_argument("--timesteps", type=int, default=DDPM_TIMESTEPS,
+                   help="diffusion length T of the model; the DDPM sampler takes all T steps. Only the default "
+                        "reuses the CLI's generator cache; other values train a model in this run")
+    p.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50], help="DDIM step counts to compare")
+    p.add_argument("--n", type=int, default=4, help="images per class per sampler (one batch per class)")
+    p.add_argument("--classes", type=int, nargs="*", default=None, help="class ids to sample (default: all)")
+    p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator, the filter and the sampling noise")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (pinned so timings repeat)")
+    p.add_argument("--cache-dir", default=".tailmix_cache", help="cache of trained generators and filters")
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    args = p.parse_args(argv)
+    for name in ("train_steps", "timesteps", "n", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    bad = [k for k in args.ks if not 1 <= k <= args.timesteps]
+    if bad:
+        p.error(f"--ks must lie in 1..--timesteps ({args.timesteps}); got {bad}")
+    if not 0.0 <= args.tau <= 1.0:
+        p.error(f"--tau is a probability in [0, 1]; got {args.tau}")
+    return args
+
+
+def versions() -> str:
+    from importlib import metadata
+
+    parts = [f"python {platform.python_version()}"]
+    for pkg in ("torch", "diffusers", "numpy"):
+        try:
+            parts.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{pkg} missing")
+    return ", ".join(parts)
+
+
+def device_description(device) -> str:
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} " \
+           "torch threads)"
+
+
+def cli_config(args):
+    """The CLI config whose generator and filter caches this run shares."""
+    import train_agents
+
+    return train_agents.GenerateConfig(dataset=args.dataset, data_root=args.data_root, seed=args.seed,
+                                       preset=args.preset, generator_steps=args.train_steps, tau=args.tau,
+                                       device=args.device, cache_dir=args.cache_dir)
+
+
+def fitted_ddpm(args, dataset, *, progress: bool):
+    """The trained DDPM: from the CLI's cache at the default diffusion length, else trained here."""
+    import torch
+
+    import train_agents
+    from classifiers.device import select_device
+    from generators.ddpm import ClassConditionalDDPM
+
+    if args.timesteps == DDPM_TIMESTEPS:
+        return train_agents.fitted_generator(cli_config(args), dataset, progress=progress)
+    gen = ClassConditionalDDPM(dataset.image_shape, dataset.num_classes, preset=args.preset,
+                               train_steps=args.train_steps, num_train_timesteps=args.timesteps,
+                               device=select_device(args.device))
+    return gen.fit(dataset, generator=torch.Generator().manual_seed(args.seed), progress=progress)
+
+
+@contextlib.contextmanager
+def sampler_settings(gen, sampler: str, steps: int):
+    """Switch the model's sampler for one measurement (the trained weights are shared)."""
+    old = gen.sampler, gen.sample_steps
+    gen.sampler, gen.sample_steps = sampler, steps
+    try:
+        yield gen
+    finally:
+        gen.sampler, gen.sample_steps = old
+
+
+def measure(gen, flt, classes: list[int], n: int, sampler: str, steps: int, seed: int) -> dict:
+    """Time ``gen.sample`` for ``n`` images of each class; score them with ``flt``."""
+    import torch
+
+    from generators.pool import derive_seed
+
+    seconds, accepted = 0.0, {}
+    with sampler_settings(gen, sampler, steps), torch.no_grad():
+        for c in classes:
+            # the same start noise for every sampler: only the sampler differs
+            g = torch.Generator().manual_seed(derive_seed(seed, "generator_speed", c))
+            t0 = time.perf_counter()
+            images = gen.sample(c, n, generator=g)  # numpy out: a GPU run is synchronised here
+            seconds += time.perf_counter() - t0
+            keep, _ = flt.select(images, c)
+            accepted[c] = float(keep.mean())
+    return {"sampler": sampler, "steps": steps, "images": n * len(classes), "seconds": seconds,
+            "images_per_s": n * len(classes) / seconds, "acceptance": accepted}
+
+
+def tail_classes(counts: np.ndarray, classes: list[int]) -> list[int]:
+    """The rarer half (rounded up) of ``classes`` by train count."""
+    order = sorted(classes, key=lambda c: (counts[c], -c))
+    return order[:math.ceil(len(order) / 2)]
+
+
+def class_label(c: int, class_names) -> str:
+    """``"3"`` for digits (names are the ids), ``"3 severe"`` otherwise."""
+    name = str(class_names[c])
+    return name if name == str(c) else f"{c} {name}"
+
+
+def format_tables(rows: list[dict], classes: list[int], counts: np.ndarray, class_names) -> str:
+    ref = rows[-1]  # the DDPM sampler
+    tail = tail_classes(counts, classes)
+    out = ["| sampler | steps | images | sampling s | images/s | speed-up vs DDPM | acceptance (class mean) | "
+           "tail-half acceptance | acceptance - DDPM (points) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['sampler']} | {r['steps']} | {r['images']} | {r['seconds']:.2f} | {r['images_per_s']:.2f} | "
+                   f"{r['speedup']:.1f}x | {r['acceptance_mean']:.1%} | {r['acceptance_tail']:.1%} | "
+                   f"{100 * (r['acceptance_mean'] - ref['acceptance_mean']):+.1f} |")
+    out += ["", "Acceptance per class (the filter's keep rate of each sampler's images):", "",
+            "| class | train images | " + " | ".join(f"{r['sampler']}-{r['steps']}" for r in rows) + " |",
+            "|---|---:|" + "---:|" * len(rows)]
+    for c in classes:
+        out.append(f"| {class_label(c, class_names)}{' (tail)' if c in tail else ''} | {counts[c]} | "
+                   + " | ".join(f"{r['acceptance'][c]:.0%}" for r in rows) + " |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> list[dict]:
+    """Run the comparison, print it, and return one row per sampler (DDIM rows first, DDPM last)."""
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import train_agents
+    from classifiers.device import select_device
+    from envs.datasets import load_dataset
+
+    progress = sys.stderr.isatty()
+    dataset = load_dataset(args.dataset, root=args.data_root)
+    classes = list(range(dataset.num_classes)) if args.classes is None else args.classes
+    bad = [c for c in classes if not 0 <= c < dataset.num_classes]
+    if bad or not classes:
+        raise SystemExit(f"error: --classes {bad or classes} are not class ids of {dataset.name} "
+                         f"(0..{dataset.num_classes - 1})")
+    device = select_device(args.device)
+    counts = dataset.train_counts
+    print(f"command: python benchmarks/generator_speed.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"versions: {versions()}")
+    print(f"device: {device_description(device)}")
+    print(f"dataset: {dataset.name}, {dataset.image_shape}, train counts {counts.tolist()}")
+
+    t0 = time.perf_counter()
+    gen = fitted_ddpm(args, dataset, progress=progress)
+    flt = train_agents.reference_filter(cli_config(args), dataset)
+    print(f"generator: ddpm preset {args.preset}, {gen.num_parameters() / 1e6:.2f}M parameters, "
+          f"{gen.pretrain_steps} + {gen.train_steps} training steps, T = {gen.num_train_timesteps}, guidance "
+          f"{gen.guidance_scale}; filter: logit-adjusted reference, tau {flt.tau} "
+          f"(ready in {time.perf_counter() - t0:.0f} s, not timed)")
+    print(f"sampling: {args.n} images x {len(classes)} classes per sampler, one batch per class\n")
+
+    with sampler_settings(gen, "ddim", 2), torch.no_grad():  # warm-up: first-call costs are not sampling speed
+        gen.sample(classes[0], 1, generator=torch.Generator().manual_seed(0))
+    rows = [measure(gen, flt, classes, args.n, "ddim", k, args.seed) for k in args.ks]
+    rows.append(measure(gen, flt, classes, args.n, "ddpm", gen.num_train_timesteps, args.seed))
+    tail = tail_classes(counts, classes)
+    for r in rows:
+        r["speedup"] = r["images_per_s"] / rows[-1]["images_per_s"]
+        r["acceptance_mean"] = float(np.mean([r["acceptance"][c] for c in classes]))
+        r["acceptance_tail"] = float(np.mean([r["acceptance"][c] for c in tail]))
+    print(format_tables(rows, classes, counts, dataset.class_names))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": argv, "rows": rows}, indent=2, default=str))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
