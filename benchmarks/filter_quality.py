@@ -183,7 +183,8 @@ def main(argv=None) -> dict:
            "frechet_real_val": {c: fd_val[c]["frechet"] for c in classes}}
     print(format_tables(res, dataset))
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": argv, **res}, indent=2))
+        command = sys.argv[1:] if argv is None else list(argv)
+        Path(args.json).write_text(json.dumps({"argv": command, **res}, indent=2))
     return res
 
 

@@ -222,7 +222,8 @@ def main(argv=None) -> list[dict]:
         r["acceptance_tail"] = float(np.mean([r["acceptance"][c] for c in tail]))
     print(format_tables(rows, classes, counts, dataset.class_names))
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": argv, "rows": rows}, indent=2, default=str))
+        command = sys.argv[1:] if argv is None else list(argv)
+        Path(args.json).write_text(json.dumps({"argv": command, "rows": rows}, indent=2, default=str))
     return rows
 
 
