@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", nargs="*", default=["crossfit", "random", "supervised"])
+    parser.add_argument("--variants", nargs="*", default=["crossfit", "crossfit_aligned", "random", "supervised"])
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=20.0, help="large enough for fill-to-head")
     parser.add_argument("--pixel-epochs", type=int, default=1)

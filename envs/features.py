@@ -9,6 +9,9 @@ synthetic data that pixel mode rewards. The encoders here avoid it:
   (synthetic, val, test) by one fold model drawn at random with the encoder's seed, so that every feature in
   the env is one unseen model's view. Features are the models' log-probabilities, a space in which the fold
   models agree (their penultimate spaces do not).
+- ``crossfit_aligned``: the same fold models, but features are their penultimate activations (richer than
+  log-probabilities), each fold's space mapped linearly onto fold 0's by ridge regression fitted on train
+  images both models saw, then standardised.
 - ``random``: a randomly initialised, never trained CNN (random features; no image is seen).
 - ``supervised``: one CNN trained on all real train images (the flawed baseline, kept to measure against).
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENCODERS = ("crossfit", "random", "supervised")
+ENCODERS = ("crossfit", "crossfit_aligned", "random", "supervised")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.kind not in ENCODERS:
             raise ValueError(f"unknown encoder {self.kind!r}; choose one of {ENCODERS}")
-        if self.kind == "crossfit" and self.folds < 2:
+        if self.kind.startswith("crossfit") and self.folds < 2:
             raise ValueError(f"crossfit needs folds >= 2, got {self.folds}")
 
 
@@ -57,8 +60,10 @@ class FrozenEncoder:
     """A fitted encoder: :meth:`train_features` for the real train split, :meth:`encode` for the rest."""
 
     def __init__(self, config: EncoderConfig, models: list, fold_of_train: np.ndarray | None,
-                 train_features: np.ndarray, standardise: tuple[np.ndarray, np.ndarray] | None) -> None:
+                 train_features: np.ndarray, standardise: tuple[np.ndarray, np.ndarray] | None,
+                 maps: list[np.ndarray] | None = None) -> None:
         self.config = config
+        self.maps = maps
         self.models = models
         self.fold_of_train = fold_of_train
         self._train_features = train_features
@@ -76,16 +81,22 @@ class FrozenEncoder:
         """Encode images none of the models trained on. ``salt`` varies the fold draw between sets."""
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        if self.config.kind == "crossfit":
+        if self.config.kind.startswith("crossfit"):
             seed = int.from_bytes(hashlib.sha256(f"{self.config.seed}/{salt}".encode()).digest()[:8], "little")
             which = np.random.default_rng(seed).integers(0, len(self.models), len(images))
             out = np.zeros((len(images), self.dim), np.float32)
-            for f, model in enumerate(self.models):
+            for f in range(len(self.models)):
                 idx = np.flatnonzero(which == f)
                 if len(idx):
-                    out[idx] = _log_probs(model, images[idx])
+                    out[idx] = self.fold_features(f, images[idx])
             return out
         return self._post(_penultimate(self.models[0], images))
+
+    def fold_features(self, f: int, images: np.ndarray) -> np.ndarray:
+        """Features of ``images`` by fold model ``f`` (in the common space of every fold)."""
+        if self.config.kind == "crossfit":
+            return _log_probs(self.models[f], images)
+        return self._post(_apply_map(_penultimate(self.models[f], images), self.maps[f]))
 
     def _post(self, feats: np.ndarray) -> np.ndarray:
         if self._standardise is None:
@@ -152,7 +163,7 @@ _MEMORY: dict[str, FrozenEncoder] = {}
 def _fit(dataset, config: EncoderConfig, *, progress: bool) -> FrozenEncoder:
     x, y = dataset.train_images, dataset.train_labels
     c = dataset.num_classes
-    if config.kind == "crossfit":
+    if config.kind.startswith("crossfit"):
         rng = np.random.default_rng(config.seed)
         fold = np.empty(len(y), np.int64)
         for cls in range(c):  # stratified: every fold holds every class it can
@@ -165,18 +176,54 @@ def _fit(dataset, config: EncoderConfig, *, progress: bool) -> FrozenEncoder:
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(it, desc="cross-fitted encoders", leave=False)
+        for f in range(config.folds):
+            n_fit = int((fold != f).sum())
+            if n_fit < 2:  # classifiers.training would say only "need at least 2 training samples"
+                raise ValueError(f"the crossfit encoder's fold {f} leaves {n_fit} of the {len(y)} train images to train "
+                                 f"on (encoder_folds={config.folds}); use fewer folds, encoder='random', or more "
+                                 "train images")
         for f in it:
             held = fold == f
             m = _train_cnn(x[~held], y[~held], c, config, config.seed * 1000 + f)
             models.append(m)
             if held.any():
                 feats[held] = _log_probs(m, x[held])
-        return FrozenEncoder(config, models, fold, feats, None)
+        if config.kind == "crossfit":
+            return FrozenEncoder(config, models, fold, feats, None)
+        return _align(config, models, fold, x)
     model = _train_cnn(x, y, c, config, config.seed, train=config.kind == "supervised")
     raw = _penultimate(model, x)
     mu, sd = raw.mean(0), raw.std(0) + 1e-6
     enc = FrozenEncoder(config, [model], None, ((raw - mu) / sd).astype(np.float32), (mu, sd))
     return enc
+
+
+def _apply_map(feats: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (np.concatenate([feats, np.ones((len(feats), 1), np.float32)], 1) @ w).astype(np.float32)
+
+
+def _align(config: EncoderConfig, models: list, fold: np.ndarray, x: np.ndarray, ridge: float = 1e-2
+           ) -> FrozenEncoder:
+    """Map every fold model's penultimate space onto fold 0's (ridge regression on images both saw)."""
+    maps = []
+    for f in range(len(models)):
+        if f == 0:
+            maps.append(np.vstack([np.eye(models[0].feature_dim, dtype=np.float32),
+                                   np.zeros((1, models[0].feature_dim), np.float32)]))
+            continue
+        both = (fold != 0) & (fold != f)
+        src = _penultimate(models[f], x[both])
+        dst = _penultimate(models[0], x[both])
+        a = np.concatenate([src, np.ones((len(src), 1), np.float32)], 1).astype(np.float64)
+        w = np.linalg.solve(a.T @ a + ridge * len(a) * np.eye(a.shape[1]), a.T @ dst)
+        maps.append(w.astype(np.float32))
+    raw = np.zeros((len(x), models[0].feature_dim), np.float32)
+    for f, m in enumerate(models):
+        held = fold == f
+        if held.any():
+            raw[held] = _apply_map(_penultimate(m, x[held]), maps[f])
+    mu, sd = raw.mean(0), raw.std(0) + 1e-6
+    return FrozenEncoder(config, models, fold, ((raw - mu) / sd).astype(np.float32), (mu, sd), maps)
 
 
 def _cache_key(dataset, config: EncoderConfig) -> str:
@@ -189,7 +236,7 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
                 "fold": enc.fold_of_train, "train_features": enc.train_features(),
-                "standardise": enc._standardise}, tmp)
+                "standardise": enc._standardise, "maps": enc.maps}, tmp)
     os.replace(tmp, path)
 
 
@@ -205,4 +252,5 @@ def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
         m.load_state_dict(sd)
         m.eval()
         models.append(m)
-    return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"])
+    return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"],
+                         blob.get("maps"))

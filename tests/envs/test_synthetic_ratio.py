@@ -288,3 +288,19 @@ def test_reward_std_is_nan_without_bootstrap_and_replicas_need_feature_mode():
     assert "reward_std" not in infos["class_0"]
     with pytest.raises(ValueError, match="feature"):
         parallel_env(**tiny_kwargs(mode="pixel", reward_replicas=2))
+
+
+def test_crossfit_aligned_maps_every_fold_into_fold_zero_space():
+    from envs.features import EncoderConfig, fit_encoder
+
+    ds = make_tiny_dataset()
+    enc = fit_encoder(ds, EncoderConfig(kind="crossfit_aligned", folds=3, epochs=10, seed=0))
+    feats = enc.train_features()
+    assert feats.shape == (len(ds.train_labels), enc.models[0].feature_dim)
+    assert np.allclose(feats.mean(0), 0, atol=1e-4)  # standardised
+    for f in range(3):
+        held = enc.fold_of_train == f
+        assert np.allclose(feats[held], enc.fold_features(f, ds.train_images[held]), atol=1e-4)
+    # images no model saw are encoded by one fold model each, reproducibly
+    a = enc.encode(ds.val_images, salt="val")
+    assert np.array_equal(a, enc.encode(ds.val_images, salt="val")) and np.isfinite(a).all()
