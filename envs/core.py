@@ -91,7 +91,8 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     if config.mode == "pixel":
         engine = PixelEngine(dataset, [source.pool(k) for k in range(c)], backbone=config.backbone,
                              loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
-                             lr=config.learning_rate, device=device, eval_test=eval_test)
+                             lr=config.learning_rate, device=device, eval_test=eval_test,
+                             max_steps=config.max_steps)
         return engine, quality
     from envs.features import EncoderConfig, fit_encoder
 

@@ -148,6 +148,24 @@ class FeatureEngine:
         self.head.load_state_dict(state)
 
 
+class _EpisodeEpochs(torch.nn.Module):
+    """A loss whose ``set_epoch`` counts epochs over the whole episode, not within one env step.
+
+    Each step trains for ``epochs_per_step`` epochs; a deferred schedule (LDAM-DRW switches re-weighting on
+    at 80% of training) must see the episode's epoch, or it never switches on.
+    """
+
+    def __init__(self, inner: torch.nn.Module, offset: int, total: int) -> None:
+        super().__init__()
+        self.inner, self.offset, self.total = inner, offset, total
+
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        self.inner.set_epoch(self.offset + epoch, self.total)
+
+    def forward(self, logits, targets):
+        return self.inner(logits, targets)
+
+
 class PixelEngine:
     """One CNN fine-tuned on pixels each step (``K = 1``).
 
@@ -162,7 +180,8 @@ class PixelEngine:
     """
 
     def __init__(self, dataset, pools, *, backbone: str = "small_cnn", loss: str = "ce", epochs: int = 1,
-                 batch_size: int = 64, lr: float = 2e-3, device="cpu", eval_test: bool = False) -> None:
+                 batch_size: int = 64, lr: float = 2e-3, device="cpu", eval_test: bool = False,
+                 max_steps: int = 10) -> None:
         self.dataset, self.backbone, self.loss = dataset, backbone, loss
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.device = torch.device(device)
@@ -175,12 +194,15 @@ class PixelEngine:
         self.test_y = dataset.test_labels if eval_test else None
         self.model = None
         self._gen = None
+        self.total_epochs = max_steps * epochs  # the episode's schedule, for deferred re-weighting (LDAM-DRW)
+        self._epoch = 0
 
     def reset(self, generators: list[torch.Generator], copies=None) -> None:
         from classifiers.backbones import make_backbone
 
         g = generators[0]
         self._gen = g
+        self._epoch = 0
         state = torch.random.get_rng_state()
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # module init uses the global RNG
         self.model = make_backbone(self.backbone, self.dataset.image_shape[-1], self.num_classes).to(self.device)
@@ -199,10 +221,13 @@ class PixelEngine:
         imgs = [self.dataset.train_images] + [self.pools[c][p] for c, p in enumerate(picks) if len(p)]
         labels = [self.dataset.train_labels] + [np.full(len(p), c, np.int64) for c, p in enumerate(picks) if len(p)]
         y = np.concatenate(labels)
-        hist = train_classifier(self.model, np.concatenate(imgs), y, loss=self.loss,
-                                class_counts=np.maximum(np.bincount(y, minlength=self.num_classes), 1),
-                                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, device=self.device,
-                                generator=self._gen)
+        from classifiers.losses import make_loss
+
+        loss = _EpisodeEpochs(make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1)),
+                              self._epoch, self.total_epochs)
+        self._epoch += self.epochs
+        hist = train_classifier(self.model, np.concatenate(imgs), y, loss=loss, epochs=self.epochs,
+                                batch_size=self.batch_size, lr=self.lr, device=self.device, generator=self._gen)
         losses = hist.get("loss", [np.nan]) if isinstance(hist, dict) else [np.nan]
         return np.array([float(losses[-1]) if len(losses) else np.nan])
 

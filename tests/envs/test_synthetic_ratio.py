@@ -304,3 +304,25 @@ def test_crossfit_aligned_maps_every_fold_into_fold_zero_space():
     # images no model saw are encoded by one fold model each, reproducibly
     a = enc.encode(ds.val_images, salt="val")
     assert np.array_equal(a, enc.encode(ds.val_images, salt="val")) and np.isfinite(a).all()
+
+
+def test_pixel_mode_ldam_drw_sees_the_episode_schedule():
+    """Deferred re-weighting switches on late in the episode, not never (each step trains 1 epoch)."""
+    e = parallel_env(**tiny_kwargs(mode="pixel", loss="ldam_drw", max_steps=5))
+    e.reset(seed=0)
+    seen = []
+    from envs import engine as eng
+
+    orig = eng._EpisodeEpochs.set_epoch
+
+    def spy(self, epoch, total):
+        seen.append((self.offset + epoch, self.total))
+        orig(self, epoch, total)
+
+    eng._EpisodeEpochs.set_epoch = spy
+    try:
+        while e.agents:
+            e.step({a: np.zeros(1, np.float32) for a in e.agents})
+    finally:
+        eng._EpisodeEpochs.set_epoch = orig
+    assert seen == [(t, 5) for t in range(5)]
