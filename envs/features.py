@@ -54,6 +54,9 @@ class EncoderConfig:
             raise ValueError(f"unknown encoder {self.kind!r}; choose one of {ENCODERS}")
         if self.kind.startswith("crossfit") and self.folds < 2:
             raise ValueError(f"crossfit needs folds >= 2, got {self.folds}")
+        if self.kind == "crossfit_aligned" and self.folds < 3:
+            # The alignment is fitted on images two fold models both trained on; with 2 folds there are none.
+            raise ValueError(f"crossfit_aligned needs folds >= 3 (got {self.folds}); use more folds or 'crossfit'")
 
 
 class FrozenEncoder:
@@ -212,6 +215,9 @@ def _align(config: EncoderConfig, models: list, fold: np.ndarray, x: np.ndarray,
                                    np.zeros((1, models[0].feature_dim), np.float32)]))
             continue
         both = (fold != 0) & (fold != f)
+        if not both.any():
+            raise ValueError(f"crossfit_aligned: no train image was seen by both fold models 0 and {f}, so their "
+                             "feature spaces cannot be aligned; use more train images or encoder='crossfit'")
         src = _penultimate(models[f], x[both])
         dst = _penultimate(models[0], x[both])
         a = np.concatenate([src, np.ones((len(src), 1), np.float32)], 1).astype(np.float64)

@@ -124,7 +124,7 @@ def test_random_datasets_build_working_envs_or_raise_value_errors(mode, examples
     @settings(FUZZ, max_examples=examples)
     @given(raw=raw_datasets(), lt=long_tail_args(),
            env_cfg=st.tuples(st.sampled_from(["augment", "array", "gaussian"]), st.sampled_from([None, "test"]),
-                             st.sampled_from(["random", "random", "random", "crossfit"])),
+                             st.sampled_from(["random", "random", "random", "crossfit", "crossfit_aligned"])),
            actions=st.lists(st.lists(st.floats(-1.5, 1.5), min_size=4, max_size=4), min_size=1, max_size=2))
     def run(raw, lt, env_cfg, actions):
         stage = "from_arrays"
@@ -143,16 +143,16 @@ def test_random_datasets_build_working_envs_or_raise_value_errors(mode, examples
             if mode == "pixel" and source_kind == "gaussian":
                 source_kind = "augment"
             kw = _env_kwargs(mode, source_kind, eval_split)
-            if encoder == "crossfit":
-                kw.update(encoder="crossfit", encoder_folds=2, encoder_epochs=1)
+            if encoder.startswith("crossfit"):
+                kw.update(encoder=encoder, encoder_folds=2 if encoder == "crossfit" else 3, encoder_epochs=1)
             empty_class = bool((ds.train_counts == 0).any())
             try:
                 env = SyntheticRatioEnv(dataset=ds, source=_source(ds, source_kind), **kw)
             except ValueError as err:
                 # A dataset that was built with an image in every train class must give a working env.
                 # (Or a cross-fitted encoder whose folds leave fewer than 2 images to train on.)
-                if "crossfit encoder's fold" in str(err):
-                    assert encoder == "crossfit" and len(ds.train_labels) < 2 * 3, err
+                if "crossfit encoder's fold" in str(err) or "crossfit_aligned: no train image" in str(err):
+                    assert encoder.startswith("crossfit") and len(ds.train_labels) < 4 * 3, err
                 else:
                     assert empty_class, f"env refused a valid dataset {ds!r}: {err}"
                     assert "no real train images" in str(err)

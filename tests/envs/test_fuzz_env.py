@@ -430,7 +430,7 @@ VALID = {  # values every one of which must give a working env (whatever the oth
     "head": st.sampled_from(["linear", "mlp"]),
     "hidden": st.integers(1, 16),
     "lr": st.one_of(st.none(), st.floats(1e-4, 1), st.just(1e30)),  # 1e30 diverges: rolled back, still valid
-    "encoder": st.sampled_from(["random", "random", "supervised", "crossfit"]),
+    "encoder": st.sampled_from(["random", "random", "supervised", "crossfit", "crossfit_aligned"]),
     "encoder_folds": st.sampled_from([2, 3]),
     "batch_size": st.integers(2, 70),
     "pool_size": st.integers(1, 20),
@@ -478,6 +478,8 @@ def configs(draw):
         if draw(st.integers(0, 2)) == 0:
             cfg[name] = draw(strategy)
     cfg.setdefault("encoder", "random")
+    if cfg["encoder"] == "crossfit_aligned":
+        cfg["encoder_folds"] = 3  # it needs images two fold models both saw
     losses = FEATURE_LOSSES + (("focal", "ldam_drw") if mode == "pixel" else ())
     if draw(st.booleans()):
         cfg["loss"] = draw(st.sampled_from(losses))
@@ -557,7 +559,8 @@ def test_unknown_keyword_is_a_type_error_naming_it(dataset):
 @pytest.mark.parametrize("kw,msg", [(dict(max_ratio=1e12), "max_ratio"), (dict(lr=math.nan), "lr"),
                                     (dict(epochs_per_step=2.5), "epochs_per_step"), (dict(hidden=-1), "hidden"),
                                     (dict(synthetic_cost="a"), "synthetic_cost"), (dict(device="cuda:7"), "cuda"),
-                                    (dict(mode="pixel", loss="mse"), "loss"), (dict(source_seed=-1), "source_seed")])
+                                    (dict(mode="pixel", loss="mse"), "loss"), (dict(source_seed=-1), "source_seed"),
+                                    (dict(encoder="crossfit_aligned", encoder_folds=2), "folds >= 3")])
 def test_config_errors_name_the_field(dataset, kw, msg):
     with pytest.raises(ValueError, match=msg):
         SyntheticRatioEnv(dataset=dataset, source=_source(dataset), **{**FAST, **kw})
