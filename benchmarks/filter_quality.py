@@ -1,6 +1,6 @@
 """Does the reference filter keep the tail? Per-class acceptance of real and generated images per calibration.
 
-    python benchmarks/filter_quality.py                     # digits-LT, ~1-2 min on 2 CPU cores (after generator_speed)
+    python benchmarks/filter_quality.py                     # digits-LT, ~30 s (+1 min if the generator is not cached)
     python benchmarks/filter_quality.py --dataset $TAILMIX_DATA_DIR/retinamnist.npz --n 64
 
 A reference classifier is trained on the real train split with each calibration of

@@ -1,6 +1,6 @@
 """DDIM with k steps vs the full DDPM sampler of the same trained model: images per second and filter acceptance.
 
-    python benchmarks/generator_speed.py                   # digits-LT, small preset, ~5 min on 2 CPU cores
+    python benchmarks/generator_speed.py                   # digits-LT, small preset, ~3 min on 2 CPU cores
     python benchmarks/generator_speed.py --dataset retinamnist --data-root $TAILMIX_DATA_DIR \\
         --train-steps 1000 --n 16 --threads 2
 
