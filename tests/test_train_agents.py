@@ -1,0 +1,375 @@
+"""The CLI (train_agents.py) run as a subprocess with tiny settings: every command, resume, own datasets, bad input.
+
+One cache folder is shared by the whole session, so the tiny DDPM and its bank are made once (by the ``trained``
+fixture) and reused by every later command, as a user's second run would.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Tiny settings on top of --quick: a 4-step DDPM, 8 unfiltered samples per class, 2-step episodes.
+TINY = ["--quick", "--generator-steps", "4", "--per-class", "8", "--no-filter", "--max-steps", "2"]
+#: Tiny settings for datasets of one's own: classic augmentations as the source (no generator to train).
+TINY_AUGMENT = ["--quick", "--source", "augment", "--max-steps", "2", "--seeds", "1"]
+
+
+def run_cli(*args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train_agents.py *args`` from the repo root; fails the test (showing the output) on a bad exit."""
+    env = {k: v for k, v in os.environ.items() if k != "TAILMIX_DEBUG"}
+    proc = subprocess.run([sys.executable, "train_agents.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        pytest.fail(f"train_agents.py {' '.join(map(str, args))} exited {proc.returncode}\n"
+                    f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """Non-zero exit, a one-line ``error: ...`` on stderr naming ``words``, and no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def read_results(run: Path) -> list[dict]:
+    with open(run / "results.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_results(run: Path, policies: list[str], seeds: int) -> None:
+    """results.csv/md/png exist; every policy has ``seeds`` rows of finite scores and a markdown line."""
+    rows = read_results(run)
+    assert sorted({r["policy"] for r in rows}) == sorted(policies)
+    for p in policies:
+        mine = [r for r in rows if r["policy"] == p]
+        assert len(mine) == seeds, (p, len(mine))
+        for r in mine:
+            for key in ("test_balanced_accuracy", "test_macro_f1", "val_balanced_accuracy", "mean_ratio"):
+                assert math.isfinite(float(r[key])), (p, key, r[key])
+            assert 0.0 <= float(r["test_balanced_accuracy"]) <= 1.0
+    md = (run / "results.md").read_text()
+    for p in policies:
+        assert f"| {p} |" in md, p
+    assert (run / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder``: content and mtime (to prove a refused command touched nothing)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli-cache")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, cache_dir) -> Path:
+    """A tiny PPO run (trains the tiny DDPM and fills its bank into the shared cache on the way)."""
+    run = tmp_path_factory.mktemp("cli-runs") / "train"
+    proc = run_cli("train", *TINY, "--timesteps", "64", "--checkpoint-every", "32", "--cache-dir", cache_dir,
+                   "--run-dir", run)
+    assert f"outputs in {run}" in proc.stdout
+    return run
+
+
+# -- --help --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command, docs", [
+    (None, ["Number of benchmark seeds", "SB3 algorithm: ppo, sac, a2c, td3", "Synthetic candidates kept per class"]),
+    ("generate", ["Generator of the bank", "Filter confidence threshold"]),
+    ("train", ["Save a checkpoint every this many timesteps", "Continue from the latest checkpoint"]),
+    ("evaluate", ["A saved model (path to model.zip", "Number of evaluation seeds"]),
+    ("benchmark", ["Saved models (model.zip paths) to include", "Baseline specs to include"]),
+])
+def test_help_shows_the_field_docs(command, docs):
+    proc = run_cli(*([command] if command else []), "--help")
+    text = " ".join(proc.stdout.split())  # argparse wraps lines
+    for doc in docs:
+        assert doc in text, doc
+    assert "--dataset" in text and "(default: digits)" in text
+    if command in ("generate", "evaluate", "benchmark"):
+        assert "--algo" not in text  # each command lists only its own fields
+
+
+# -- the commands ------------------------------------------------------------------------------
+def test_train_writes_model_checkpoints_and_tensorboard_scalars(trained):
+    from stable_baselines3 import PPO
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    agent = json.loads((trained / "agent.json").read_text())
+    assert agent["algo"] == "ppo" and agent["wrapper"] == "shared" and agent["num_timesteps"] >= 64
+    PPO.load(trained / "model.zip", device="cpu")  # SB3's own load
+    assert sorted(p.name for p in (trained / "checkpoints").glob("ppo_*_steps.zip"))
+    events = list((trained / "tb").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "tailmix/reward" in tags and "tailmix/balanced_accuracy" in tags
+    assert any(t.startswith("tailmix/ratio/") for t in tags) and any(t.startswith("tailmix/recall/") for t in tags)
+    run = json.loads((trained / "run.json").read_text())
+    assert run["command"] == "train" and run["config"]["timesteps"] == 64 and len(run["history"]) == 1
+
+
+def test_train_resume_continues_with_the_runs_own_settings(trained, cache_dir, tmp_path):
+    run = tmp_path / "resumed"
+    shutil.copytree(trained, run)
+    before = json.loads((run / "agent.json").read_text())["num_timesteps"]
+    # No settings repeated: --resume reads them from the run.json (a changed --dataset would be refused).
+    proc = run_cli("train", "--run-dir", run, "--resume", "--timesteps", "128", "--cache-dir", cache_dir)
+    assert "resuming ppo" in proc.stdout
+    after = json.loads((run / "agent.json").read_text())["num_timesteps"]
+    assert before < 128 <= after
+    steps = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("ppo_*_steps.zip"))
+    assert steps[-1] > before
+    meta = json.loads((run / "run.json").read_text())
+    assert [h["resume"] for h in meta["history"]] == [False, True]
+    assert meta["config"]["generator_steps"] == 4 and meta["config"]["filter"] is False  # inherited, not defaults
+
+
+def test_evaluate_a_saved_model_in_the_env_it_was_trained_in(trained, cache_dir, tmp_path):
+    run = tmp_path / "eval-model"
+    # Env settings (tiny DDPM bank, 2-step episodes, quick encoder) come from the model's run.json.
+    proc = run_cli("evaluate", "--policy", trained / "model.zip", "--seeds", "2", "--cache-dir", cache_dir,
+                   "--run-dir", run)
+    label = str(trained / "model.zip")
+    assert_results(run, [label], seeds=2)
+    assert "[generator ddpm (tiny)]" in proc.stdout and "[synthetic bank] done" in proc.stdout
+    assert json.loads((run / "run.json").read_text())["config"]["max_steps"] == 2
+    assert all(int(r["steps"]) == 2 for r in read_results(run))
+
+
+def test_evaluate_a_baseline(cache_dir, trained, tmp_path):
+    run = tmp_path / "eval-fill"
+    run_cli("evaluate", "--policy", "fill", *TINY, "--seeds", "2", "--cache-dir", cache_dir, "--run-dir", run)
+    assert_results(run, ["fill"], seeds=2)
+    rows = read_results(run)
+    ratios = [float(v) for k, v in rows[0].items() if k.startswith("ratio_")]
+    assert ratios[0] == 0.0 and ratios[-1] > 0.0  # head class gets nothing, the tail the most
+
+
+@pytest.mark.slow
+def test_benchmark_lists_every_baseline_and_the_learned_model(trained, cache_dir, tmp_path):
+    run = tmp_path / "bench"
+    run_cli("benchmark", "--learned", trained / "model.zip", "--seeds", "2", "--cache-dir", cache_dir,
+            "--run-dir", run)
+    baselines = ["none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random"]
+    assert_results(run, baselines + ["learned:train"], seeds=2)
+
+
+def test_generate_prints_the_quality_report(trained, cache_dir, tmp_path):
+    run = tmp_path / "gen"
+    proc = run_cli("generate", *TINY, "--cache-dir", cache_dir, "--run-dir", run)  # the bank `trained` filled
+    assert "synthetic" in proc.stdout and "frechet" in proc.stdout
+    report = json.loads((run / "quality.json").read_text())
+    assert sorted(map(int, report)) == list(range(10)) and all(r["n"] == 8 for r in report.values())
+    assert (run / "quality.txt").read_text().strip() in proc.stdout
+    assert (run / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_generate_with_the_reference_filter(cache_dir, tmp_path):
+    run = tmp_path / "gen-filtered"
+    # Classic augmentations of real images mostly pass the filter: acceptance is reported per class.
+    proc = run_cli("generate", "--quick", "--generator", "augment", "--filter", "--filter-epochs", "5",
+                   "--per-class", "8", "--cache-dir", cache_dir, "--run-dir", run)
+    assert "[reference filter] done" in proc.stdout and "acceptance" in proc.stdout
+    report = json.loads((run / "quality.json").read_text())
+    assert sum(r["n"] for r in report.values()) > 0
+    assert all(0.0 <= r["acceptance"] <= 1.0 for r in report.values())
+
+
+@pytest.fixture(scope="session")
+def main_run(tmp_path_factory, cache_dir, trained) -> Path:
+    run = tmp_path_factory.mktemp("cli-main") / "main"
+    proc = run_cli(*TINY, "--timesteps", "64", "--checkpoint-every", "32", "--cache-dir", cache_dir, "--run-dir", run)
+    assert proc.stdout.rstrip().endswith(f"outputs in {run}")  # the run folder is named at the end
+    assert "phase timings:" in proc.stdout
+    return run
+
+
+def test_main_job_quick(main_run):
+    baselines = ["none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random"]
+    assert_results(main_run, baselines + ["ppo-shared"], seeds=2)
+    assert (main_run / "model.zip").is_file() and list((main_run / "tb").rglob("events.out.tfevents.*"))
+    timings = json.loads((main_run / "timings.json").read_text())
+    assert {p["phase"] for p in timings["phases"]} >= {"synthetic bank", "encoder", "train ppo"}
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_give_the_same_table(main_run, tmp_path):
+    # The second run starts from an empty cache: generator, bank, encoder and agent are all made afresh.
+    run = tmp_path / "again"
+    run_cli(*TINY, "--timesteps", "64", "--checkpoint-every", "32", "--cache-dir", tmp_path / "fresh-cache",
+            "--run-dir", run)
+    assert (run / "results.md").read_bytes() == (main_run / "results.md").read_bytes()
+    assert (run / "results.csv").read_bytes() == (main_run / "results.csv").read_bytes()
+
+
+# -- datasets of one's own ---------------------------------------------------------------------------
+def _bars(rng, n: int, c: int, size: int = 8) -> np.ndarray:
+    """``n`` noisy images of class ``c``: a bright bar at a class-specific row."""
+    x = rng.normal(30, 20, (n, size, size))
+    x[:, 2 * c: 2 * c + 2, :] += 180
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def write_npz(path: Path) -> Path:
+    """A 3-class, 8x8 grey, long-tailed dataset in the MedMNIST .npz format (labels shaped (N, 1))."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, counts in (("train", (30, 12, 5)), ("val", (6, 6, 6)), ("test", (6, 6, 6))):
+        arrays[f"{split}_images"] = np.concatenate([_bars(rng, n, c) for c, n in enumerate(counts)])
+        arrays[f"{split}_labels"] = np.concatenate([np.full((n, 1), c) for c, n in enumerate(counts)])
+    np.savez(path, **arrays)
+    return path
+
+
+def test_dataset_from_a_medmnist_format_npz(cache_dir, tmp_path):
+    path = write_npz(tmp_path / "toymnist.npz")
+    run = tmp_path / "npz-run"
+    run_cli("evaluate", "--policy", "inverse", "--dataset", path, *TINY_AUGMENT, "--cache-dir", cache_dir,
+            "--run-dir", run)
+    assert_results(run, ["inverse"], seeds=1)
+    assert [k for k in read_results(run)[0] if k.startswith("ratio_")] == ["ratio_class_0", "ratio_class_1",
+                                                                         "ratio_class_2"]
+    # --overwrite replaces an earlier run (and only that).
+    first = (run / "results.csv").read_text()
+    run_cli("evaluate", "--policy", "none", "--dataset", path, *TINY_AUGMENT, "--cache-dir", cache_dir,
+            "--run-dir", run, "--overwrite")
+    assert read_results(run)[0]["policy"] == "none" and (run / "results.csv").read_text() != first
+
+
+def test_dataset_from_an_image_folder(cache_dir, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "my_images"
+    for c, (name, n) in enumerate((("cat", 24), ("dog", 12), ("owl", 8))):
+        (root / name).mkdir(parents=True)
+        for i, img in enumerate(_bars(rng, n, c)):
+            Image.fromarray(img, mode="L").save(root / name / f"{i:03d}.png")
+    run = tmp_path / "folder-run"
+    run_cli("evaluate", "--policy", "constant:1", "--dataset", root, *TINY_AUGMENT, "--cache-dir", cache_dir,
+            "--run-dir", run)
+    assert_results(run, ["constant:1"], seeds=1)
+    assert "test_recall_owl" in read_results(run)[0]
+
+
+# -- bad input -------------------------------------------------------------------------------------
+# Most cases call main(argv) in this process (the same code a subprocess runs, minus 4 s of imports each); the
+# subprocess tests below check that a real process exits non-zero with one line and no traceback.
+def run_main(argv, capsys) -> tuple[int, str]:
+    """``train_agents.main(argv)`` in-process: ``(exit status, stderr)``."""
+    import train_agents
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        train_agents.main([str(a) for a in argv])
+    return exc.value.code, capsys.readouterr().err
+
+
+def assert_main_error(argv, capsys, *words: str) -> None:
+    code, err = run_main(argv, capsys)
+    proc = subprocess.CompletedProcess(argv, code, "", err)
+    assert_user_error(proc, *words)
+
+
+def test_bad_input_in_a_real_process(tmp_path, earlier_run):
+    proc = run_cli("train", "--algo", "dqn", "--run-dir", tmp_path / "run", check=False)
+    assert_user_error(proc, "--algo", "'dqn'", "ppo, sac, a2c, td3")
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
+    before = snapshot(earlier_run)
+    proc = run_cli("--run-dir", earlier_run, check=False)
+    assert_user_error(proc, str(earlier_run), "--overwrite", "--resume")
+    assert snapshot(earlier_run) == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--algo", "dqn"], ["--algo", "'dqn'", "ppo"]),
+    (["evaluate", "--policy", "fill", "--dataset", "no_such_data"], ["no_such_data", "digits"]),
+    (["generate", "--generator", "gan"], ["--generator", "'gan'", "ddpm"]),
+    (["--source", "internet"], ["--source", "'internet'", "bank"]),
+    (["benchmark", "--baselines", "none", "sometimes"], ["'sometimes'", "constant:<ratio>"]),
+    (["evaluate", "--policy", "constant:-1"], ["constant:-1", ">= 0"]),
+    (["evaluate", "--policy", "nowhere/model.zip"], ["no saved model", "nowhere/model.zip"]),
+    (["benchmark", "--learned", "nowhere/model.zip"], ["no saved model", "nowhere/model.zip"]),
+    (["benchmark", "--baselines"], ["nothing to benchmark"]),
+    (["--algo", "sac", "generate"], ["--algo", "generate"]),
+    (["--mode", "feature", "--loss", "focal"], ["--loss", "'focal'"]),
+    (["train", "--timesteps", "0"], ["--timesteps", ">= 1"]),
+    (["train", "--wrapper", "supersuit"], ["--wrapper", "shared"]),
+    (["generate", "--preset", "huge"], ["--preset", "'huge'", "tiny"]),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(args, words, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert_main_error([*args, "--run-dir", run, "--cache-dir", tmp_path / "cache"], capsys, *words)
+    assert not run.exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def earlier_run(tmp_path) -> Path:
+    """A run folder holding earlier results."""
+    run = tmp_path / "earlier"
+    run.mkdir()
+    (run / "run.json").write_text('{"command": "benchmark", "config": {}}')
+    (run / "results.md").write_text("| policy | earlier results |\n")
+    (run / "checkpoints").mkdir()
+    return run
+
+
+@pytest.mark.parametrize("args", [["evaluate", "--policy", "fill"], ["benchmark"], ["generate"], ["train"], []])
+def test_an_existing_run_folder_is_refused_and_left_untouched(args, earlier_run, tmp_path, capsys):
+    before = snapshot(earlier_run)
+    words = [str(earlier_run), "--overwrite"] + (["--resume"] if args in (["train"], []) else [])
+    assert_main_error([*args, "--run-dir", earlier_run, "--cache-dir", tmp_path / "cache"], capsys, *words)
+    assert snapshot(earlier_run) == before and not (tmp_path / "cache").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    folder = tmp_path / "my_thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("precious")
+    before = snapshot(folder)
+    assert_main_error(["evaluate", "--policy", "fill", "--run-dir", folder, "--overwrite"], capsys, "no run.json")
+    assert snapshot(folder) == before
+
+
+def test_resume_without_a_checkpoint_is_refused(earlier_run, tmp_path, capsys):
+    before = snapshot(earlier_run)
+    assert_main_error(["train", "--resume", "--run-dir", earlier_run], capsys, "no ppo checkpoint", "without --resume")
+    assert snapshot(earlier_run) == before
+    assert_main_error(["train", "--resume", "--run-dir", tmp_path / "never_made"], capsys, "does not exist")
+    assert not (tmp_path / "never_made").exists()
+    assert_main_error(["train", "--resume"], capsys, "--resume needs --run-dir")
+    assert_main_error(["train", "--resume", "--overwrite", "--run-dir", earlier_run], capsys, "contradict")
+
+
+def test_resume_refuses_to_change_the_env(trained, capsys):
+    before = snapshot(trained)
+    assert_main_error(["train", "--resume", "--run-dir", trained, "--dataset", "breastmnist"], capsys,
+                      "cannot change --dataset", "'digits'")
+    assert snapshot(trained) == before
+
+
+def test_a_model_from_another_dataset_is_refused(trained, tmp_path, capsys):
+    path = write_npz(tmp_path / "toymnist.npz")
+    assert_main_error(["evaluate", "--policy", trained / "model.zip", "--dataset", path, "--run-dir",
+                       tmp_path / "run", "--cache-dir", tmp_path / "cache"], capsys,
+                      "trained on another dataset", "3 classes")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
