@@ -27,6 +27,15 @@ FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """numpy's BLAS (the Gaussian source's eigh) thrashes with many threads on a busy 2-core CPU: 1 s vs 1 ms."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 class FuzzReport(UserWarning):
     """How many cases a fuzz test tried (shown in pytest's warnings summary, with or without ``-s``)."""
 

@@ -35,6 +35,15 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """numpy's BLAS (the Gaussian source's eigh) thrashes with many threads on a busy 2-core CPU: 1 s vs 1 ms."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 class FuzzReport(UserWarning):
     """How many cases a fuzz test tried (shown in pytest's warnings summary, with or without ``-s``)."""
 
@@ -421,7 +430,7 @@ def test_same_seed_after_errors_same_trajectory(dataset):
 FEATURE_LOSSES = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
 VALID = {  # values every one of which must give a working env (whatever the other valid fields are)
     "max_steps": st.one_of(st.integers(1, 4), st.just(np.int64(2))),
-    "max_ratio": st.one_of(st.floats(1, 20), st.sampled_from([3, np.float32(2.5)])),
+    "max_ratio": st.one_of(st.floats(1, 8), st.sampled_from([3, np.float32(2.5)])),
     "initial_ratio": st.floats(0, 1),
     "reward": st.sampled_from(["accuracy", "delta", "final"]),
     "synthetic_cost": st.one_of(st.floats(0, 2), st.just(0)),
@@ -435,7 +444,7 @@ VALID = {  # values every one of which must give a working env (whatever the oth
     "batch_size": st.integers(2, 70),
     "pool_size": st.integers(1, 20),
     "source_seed": st.sampled_from([0, 1]),
-    "num_threads": st.sampled_from([None, 1, 2]),
+    "num_threads": st.sampled_from([None, 1]),  # (2 threads on a busy 2-core CI runner thrash: seconds per step)
     "device": st.sampled_from(["cpu", "auto", "cpu:0"]),
     "max_cycles": st.one_of(st.none(), st.integers(1, 3)),
     "render_mode": st.sampled_from([None, "ansi"]),
@@ -478,6 +487,8 @@ def configs(draw):
         if draw(st.integers(0, 2)) == 0:
             cfg[name] = draw(strategy)
     cfg.setdefault("encoder", "random")
+    if mode == "pixel":  # a pixel step trains a CNN: keep it to one epoch so the test stays fast
+        cfg["epochs_per_step"] = 1
     if cfg["encoder"] == "crossfit_aligned":
         cfg["encoder_folds"] = 3  # it needs images two fold models both saw
     losses = FEATURE_LOSSES + (("focal", "ldam_drw") if mode == "pixel" else ())
@@ -509,14 +520,14 @@ def _make_source(kind, ds):
 def test_random_configs(dataset):
     outcomes = Counter()
 
-    @settings(FUZZ, max_examples=120)
+    @settings(FUZZ, max_examples=100)
     @given(case=configs(), actions=st.lists(
         hnp.arrays(np.float32, (C,), elements=st.floats(-2, 2, width=32)), min_size=1, max_size=3))
     def run(case, actions):
         check_config_case(dataset, *case, actions, outcomes)
 
     run()
-    report("configs", outcomes, 80)
+    report("configs", outcomes, 75)
     assert outcomes["ok"] >= 25 and outcomes["ValueError"] >= 25, outcomes  # both branches exercised
 
 
