@@ -590,3 +590,19 @@ def test_empty_pool_error_leaves_state_unchanged(dataset):
     with pytest.raises(ValueError, match="class 2"):
         e.step({a: np.ones(1) for a in e.agents})
     assert_same(before, snapshot(e.core))  # ratios used to be overwritten before the error
+
+
+def test_aec_env_recovers_from_a_bad_action(dataset):
+    """In the AEC form the bad action surfaces when the last agent acts; that agent may then act again."""
+    from envs.synthetic_ratio import env as aec_env
+
+    e = aec_env(dataset=dataset, source=_source(dataset), **FAST)
+    e.reset(seed=0)
+    e.step(np.zeros(1, np.float32))
+    e.step(np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match="class_2"):
+        e.step(np.array([np.nan], np.float32))
+    assert e.agent_selection == "class_2"
+    e.step(np.zeros(1, np.float32))
+    assert e.agent_selection == "class_0" and all(math.isfinite(r) for r in e.rewards.values())
+    assert np.isfinite(e.observe("class_0")).all()
