@@ -331,38 +331,44 @@ def _stored_config(folder: Path) -> dict | None:
     return None if meta is None else meta.get("config")
 
 
-def _inherit(cfg, explicit: frozenset[str], stored: dict, names) -> list[str]:
-    """Copy ``stored`` values of ``names`` that the user did not give into ``cfg``; return the ones that differ
-    from what the user gave explicitly."""
+def _inherit(cfg, fixed: set[str], stored: dict, names) -> list[str]:
+    """Copy ``stored`` values of ``names`` that are not ``fixed`` (given by the user) into ``cfg``, adding them to
+    ``fixed``; return the fixed ones whose value differs from the stored one."""
     clashes = []
     for name in names:
         if name not in stored or not hasattr(cfg, name):
             continue
-        if name in explicit:
+        if name in fixed:
             if stored[name] != getattr(cfg, name):
                 clashes.append(name)
         else:
             setattr(cfg, name, stored[name])
+            fixed.add(name)
     return clashes
 
 
 def resolve_config(command: str, cfg, explicit: frozenset[str]):
     """Fill settings the user did not give from an earlier run: the run folder's ``run.json`` for ``--resume``,
-    the trained model's ``run.json`` for ``evaluate`` and ``benchmark --learned``."""
+    the trained model's ``run.json`` for ``evaluate`` and ``benchmark --learned``.
+
+    Returns:
+        ``(cfg, fixed)``: the config and the names of the fields given or inherited (``--quick`` leaves them).
+    """
+    fixed = set(explicit)
     if getattr(cfg, "resume", False) and cfg.run_dir:
         folder = Path(cfg.run_dir)
         if not folder.is_dir():
             raise ValueError(f"--resume: run folder {folder} does not exist; train without --resume first")
         stored = _stored_config(folder)
         if stored is not None:
-            clashes = _inherit(cfg, explicit, stored, ENV_FIELDS + MODEL_FIELDS)
+            clashes = _inherit(cfg, fixed, stored, ENV_FIELDS + MODEL_FIELDS)
             if clashes:
                 shown = ", ".join(f"--{n.replace('_', '-')} (run: {stored[n]!r}, now: {getattr(cfg, n)!r})"
                                   for n in clashes)
                 raise ValueError(f"cannot change {shown} when resuming {folder}; drop those flags, or start a new "
                                  "run with another --run-dir")
-            _inherit(cfg, explicit, stored, PLACE_FIELDS + ("checkpoint_every",))
-        return cfg
+            _inherit(cfg, fixed, stored, PLACE_FIELDS + ("checkpoint_every",))
+        return cfg, fixed
     if isinstance(cfg, EvaluateConfig):
         models = [_model_path(cfg.policy)]
     else:
@@ -376,13 +382,13 @@ def resolve_config(command: str, cfg, explicit: frozenset[str]):
             continue
         if origin is None:
             origin = path
-            _inherit(cfg, explicit, stored, ENV_FIELDS + PLACE_FIELDS)
+            _inherit(cfg, fixed, stored, ENV_FIELDS + PLACE_FIELDS)
         else:
             differ = [n for n in ENV_FIELDS if n in stored and n not in explicit and stored[n] != getattr(cfg, n)]
             if differ:
                 raise ValueError(f"{path} was trained with other env settings than {origin} ({', '.join(differ)}); "
                                  "benchmark them separately, or pass those flags to evaluate both in one env")
-    return cfg
+    return cfg, fixed
 
 
 # -- run folders ------------------------------------------------------------------------------------
@@ -451,18 +457,19 @@ def load_data(cfg):
     return load_dataset(cfg.dataset, root=cfg.data_root)
 
 
-def _quick(cfg) -> None:
-    """Shrink every budget (``--quick``) in place (idempotent: a quick run's stored config stays the same)."""
-    cfg.preset = "tiny"
-    cfg.generator_steps = cfg.generator_steps or 30
-    cfg.per_class = min(cfg.per_class, 24)
-    cfg.max_steps = min(cfg.max_steps, 4)
-    cfg.filter_epochs = min(cfg.filter_epochs, 10)
-    if hasattr(cfg, "timesteps"):
-        cfg.timesteps = min(cfg.timesteps, 256)
-        cfg.checkpoint_every = min(cfg.checkpoint_every, 128)
-    if hasattr(cfg, "seeds"):
-        cfg.seeds = min(cfg.seeds, 2)
+#: What ``--quick`` sets, unless the user gave the field (or it was inherited from an earlier run).
+QUICK = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 4, "filter_epochs": 10,
+         "timesteps": 256, "checkpoint_every": 128, "seeds": 2}
+
+
+def _quick(cfg, fixed: set[str] | frozenset[str] = frozenset()) -> None:
+    """Shrink every budget (``--quick``) in place, leaving the ``fixed`` fields as they are.
+
+    The env's encoder is shrunk too (:func:`env_kwargs`, keyed on ``cfg.quick``).
+    """
+    for name, value in QUICK.items():
+        if hasattr(cfg, name) and name not in fixed:
+            setattr(cfg, name, value)
 
 
 def _generator_for(cfg, dataset):
@@ -696,12 +703,16 @@ def load_policies(specs: list[str], *, learned: list[str] = ()) -> dict:
     """``{label: policy}`` for baseline specs and saved models (labelled ``learned:<run folder>``)."""
     policies = {spec: load_policy(spec) for spec in specs}
     for spec in learned:
-        folder = Path(_split_algo(spec)[1]).expanduser().resolve().parent.name
-        label, k = f"learned:{folder}", 2
+        label, k = _learned_label(spec), 2
         while label in policies:
-            label, k = f"learned:{folder}-{k}", k + 1
+            label, k = f"{_learned_label(spec)}-{k}", k + 1
         policies[label] = load_model_policy(spec)
     return policies
+
+
+def _learned_label(spec: str) -> str:
+    """``learned:<the model's run folder>``: how tables name a saved model."""
+    return "learned:" + Path(_split_algo(spec)[1]).expanduser().resolve().parent.name
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -752,8 +763,9 @@ def cmd_evaluate(cfg: EvaluateConfig) -> Path:
     _check_policy_fits(policy, dataset, cfg.policy)
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "evaluate")
-    with phase(f"evaluate {cfg.policy} x {cfg.seeds} seeds on the test split"):
-        benchmark({cfg.policy: policy}, kw, seeds=list(range(cfg.seeds)), out_dir=run)
+    label = cfg.policy if _model_path(cfg.policy) is None else _learned_label(cfg.policy)
+    with phase(f"evaluate {label} x {cfg.seeds} seeds on the test split"):
+        benchmark({label: policy}, kw, seeds=list(range(cfg.seeds)), out_dir=run)
     print((run / "results.md").read_text())
     return run
 
@@ -794,9 +806,9 @@ def cmd_main(cfg: MainConfig) -> Path:
 
 def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Path:
     """Resolve, check and run one command; returns its run folder (errors are ``ValueError``)."""
-    cfg = resolve_config(command, cfg, explicit)
+    cfg, fixed = resolve_config(command, cfg, explicit)
     if cfg.quick:
-        _quick(cfg)
+        _quick(cfg, fixed)
     check_config(cfg)
     check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
     t0 = time.time()

@@ -147,16 +147,15 @@ def test_evaluate_a_saved_model_in_the_env_it_was_trained_in(trained, cache_dir,
     # Env settings (tiny DDPM bank, 2-step episodes, quick encoder) come from the model's run.json.
     proc = run_cli("evaluate", "--policy", trained / "model.zip", "--seeds", "2", "--cache-dir", cache_dir,
                    "--run-dir", run)
-    label = str(trained / "model.zip")
-    assert_results(run, [label], seeds=2)
+    assert_results(run, ["learned:train"], seeds=2)
     assert "[generator ddpm (tiny)]" in proc.stdout and "[synthetic bank] done" in proc.stdout
     assert json.loads((run / "run.json").read_text())["config"]["max_steps"] == 2
     assert all(int(r["steps"]) == 2 for r in read_results(run))
 
 
-def test_evaluate_a_baseline(cache_dir, trained, tmp_path):
+def test_evaluate_a_baseline(cache_dir, tmp_path):
     run = tmp_path / "eval-fill"
-    run_cli("evaluate", "--policy", "fill", *TINY, "--seeds", "2", "--cache-dir", cache_dir, "--run-dir", run)
+    run_cli("evaluate", "--policy", "fill", *TINY_AUGMENT, "--seeds", "2", "--cache-dir", cache_dir, "--run-dir", run)
     assert_results(run, ["fill"], seeds=2)
     rows = read_results(run)
     ratios = [float(v) for k, v in rows[0].items() if k.startswith("ratio_")]
@@ -373,3 +372,35 @@ def test_a_model_from_another_dataset_is_refused(trained, tmp_path, capsys):
                        tmp_path / "run", "--cache-dir", tmp_path / "cache"], capsys,
                       "trained on another dataset", "3 classes")
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_quick_leaves_the_flags_you_give():
+    import train_agents
+
+    command, cfg, explicit = train_agents.parse_args(["--quick", "train", "--timesteps", "1000", "--preset", "small"])
+    cfg, fixed = train_agents.resolve_config(command, cfg, explicit)
+    train_agents._quick(cfg, fixed)
+    assert (command, cfg.timesteps, cfg.preset, cfg.max_steps, cfg.generator_steps) == ("train", 1000, "small", 4, 30)
+
+
+def test_load_policy_reads_agent_json_then_run_json_then_the_spec(trained, tmp_path):
+    import train_agents
+
+    folder = tmp_path / "copied"
+    folder.mkdir()
+    shutil.copy(trained / "model.zip", folder / "model.zip")
+    shutil.copy(trained / "agent.json", folder / "agent.json")
+    policy = train_agents.load_policy(str(folder / "model.zip"))
+    assert type(policy.model).__name__ == "PPO" and policy.wrapper == "shared"
+    # agent.json wins over run.json (which could be a hand-edited or foreign file)
+    (folder / "run.json").write_text(json.dumps({"config": {"algo": "sac", "wrapper": "central"}}))
+    assert train_agents.model_info(folder / "model.zip") == {"algo": "ppo", "wrapper": "shared"}
+    (folder / "agent.json").unlink()
+    assert train_agents.model_info(folder / "model.zip") == {"algo": "sac", "wrapper": "central"}
+    (folder / "run.json").unlink()
+    with pytest.raises(ValueError, match="ALGO:path"):
+        train_agents.load_policy(str(folder / "model.zip"))
+    policy = train_agents.load_policy(f"ppo:{folder / 'model.zip'}")  # the wrapper follows from the spaces
+    assert type(policy.model).__name__ == "PPO" and policy.wrapper == "shared"
+    with pytest.raises(ValueError, match="cannot load .* as a sac model"):
+        train_agents.load_policy(f"sac:{folder / 'model.zip'}")
