@@ -115,7 +115,7 @@ def format_tables(res: dict, dataset) -> str:
         r, g = res["real"][cal], res["generated"][cal]
         worst = min(classes, key=lambda c: r[c])
         out.append(f"| {cal} | {mean(r, classes):.1%} | {mean(r, head):.1%} | {mean(r, tail):.1%} | "
-                   f"{r[worst]:.0%} (class {class_label(worst, dataset.class_names)}) | {mean(g, classes):.1%} | "
+                   f"{r[worst]:.0%} ({class_label(worst, dataset.class_names)}) | {mean(g, classes):.1%} | "
                    f"{mean(g, head):.1%} | {mean(g, tail):.1%} |")
     out += ["", "(a) Held-out real val images kept per class (the filter's recall at tau):", "",
             "| class | train | val | " + " | ".join(cals) + " |", "|---|---:|---:|" + "---:|" * len(cals)]

@@ -154,9 +154,9 @@ def tail_classes(counts: np.ndarray, classes: list[int]) -> list[int]:
 
 
 def class_label(c: int, class_names) -> str:
-    """``"3"`` for digits (names are the ids), ``"3 severe"`` otherwise."""
+    """The class's name, prefixed by its id unless the name already starts with it ("3", "3 severe NPDR")."""
     name = str(class_names[c])
-    return name if name == str(c) else f"{c} {name}"
+    return name if name == str(c) or name.startswith(f"{c} ") else f"{c} {name}"
 
 
 def format_tables(rows: list[dict], classes: list[int], counts: np.ndarray, class_names) -> str:

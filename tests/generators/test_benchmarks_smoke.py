@@ -54,6 +54,13 @@ def test_generator_speed_tiny(tmp_path, capsys):
     assert len(list((tmp_path / "cache" / "filters").iterdir())) == 1  # the CLI's cached reference filter
 
 
+def test_class_labels_show_the_id_once():
+    label = _load("generator_speed").class_label
+    assert [label(c, ("0", "1")) for c in (0, 1)] == ["0", "1"]  # digits: the names are the ids
+    assert label(2, ("0 no DR", "1 mild", "2 moderate NPDR")) == "2 moderate NPDR"  # RetinaMNIST
+    assert label(1, ("benign", "malignant")) == "1 malignant"
+
+
 def test_generator_speed_rejects_bad_flags(tmp_path):
     bench = _load("generator_speed")
     with pytest.raises(SystemExit):
