@@ -12,7 +12,7 @@ as ``agents.sb3`` writes it::
                         train/explained_variance, train/learning_rate), the env's tailmix/* scalars (per-class
                         recall and ratio, mean ratio, reward, balanced accuracy; see agents.callbacks) and
                         every other numeric RLlib result under rllib/*
-    checkpoints/ppo_<steps>_steps/   periodic RLlib checkpoints (``checkpoint_every``)
+    checkpoints/ppo_<steps>_steps/   periodic RLlib checkpoints (``checkpoint_every`` agent steps)
     checkpoint/         the final RLlib checkpoint (``Algorithm.from_checkpoint``; :func:`load_rllib_policy`)
     agent.json          backend, algo, seed, timesteps, env runners
 
@@ -265,7 +265,8 @@ def train_rllib(env_kwargs: dict, *, log_dir: str | os.PathLike, total_timesteps
             ``minibatch_size``, ``num_epochs``, ``lr``, ...) or any other ``PPOConfig.training`` argument.
         hidden: Hidden layers of the policy and value networks.
         log_std_init: Initial log std of the Gaussian policy (state-independent); ``None``: RLlib's default.
-        checkpoint_every: Also save a checkpoint every this many iterations, under ``checkpoints/``.
+        checkpoint_every: Also save a checkpoint every this many agent steps (at the end of the iteration that
+            crosses each multiple), under ``checkpoints/ppo_<steps>_steps``.
         num_gpus: GPUs for the learner (the env runners stay on CPUs; feature-mode steps are milliseconds).
         address: Ray cluster to connect to when Ray is not initialised (``"auto"``: the local node's cluster;
             ``None``: ``RAY_ADDRESS`` or a new local instance). A Ray started here is shut down at the end.
@@ -306,23 +307,22 @@ def train_rllib(env_kwargs: dict, *, log_dir: str | os.PathLike, total_timesteps
         if log_std_init is not None:
             _set_log_std(algo, log_std_init)
         writer = SummaryWriter(str(_next_run_folder(log_dir / "tb", "RLLIB_PPO")))
-        steps = previous = 0
+        steps = 0
         it = 0
         while True:
             t0 = time.perf_counter()
             result = algo.train()
             it += 1
-            steps = agent_steps(result)
+            before, steps = steps, agent_steps(result)
             scalars = tensorboard_scalars(result)
-            scalars["time/fps"] = (steps - previous) / max(time.perf_counter() - t0, 1e-9)
-            previous = steps
+            scalars["time/fps"] = (steps - before) / max(time.perf_counter() - t0, 1e-9)
             for tag, value in scalars.items():
                 writer.add_scalar(tag, value, global_step=steps)
             writer.flush()
             if verbose:
                 print(f"[rllib] iteration {it}: {steps} agent steps, ep_rew_mean "
                       f"{scalars.get('rollout/ep_rew_mean', float('nan')):.4f}", flush=True)
-            if checkpoint_every is not None and it % checkpoint_every == 0:
+            if checkpoint_every is not None and steps // checkpoint_every > before // checkpoint_every:
                 algo.save_to_path(str((log_dir / "checkpoints" / f"ppo_{steps}_steps").resolve()))
             if (iterations is not None and it >= iterations) or (total_timesteps is not None
                                                                   and steps >= total_timesteps):
@@ -345,8 +345,9 @@ def train_rllib(env_kwargs: dict, *, log_dir: str | os.PathLike, total_timesteps
 
 
 def _resolve_env_kwargs(env_kwargs: dict) -> tuple[dict, int]:
-    """Check the env arguments in the driver (a clear error here, not a traceback from a remote actor) and
-    load a dataset spec once, so env runners get the arrays and need no access to the driver's files."""
+    """Check the env arguments in the driver (a clear error here, not a traceback from a remote actor), load a
+    dataset spec once (env runners get the arrays, not a path they may not see) and make the encoder cache path
+    absolute (env runners find the encoder the driver fitted instead of fitting their own)."""
     from envs.config import RatioEnvConfig
     from envs.core import resolve_dataset
 
@@ -358,6 +359,8 @@ def _resolve_env_kwargs(env_kwargs: dict) -> tuple[dict, int]:
     if kwargs.get("max_cycles") is not None:
         rest["max_steps"] = kwargs["max_cycles"]
     RatioEnvConfig(**rest)  # raises on unknown or invalid settings
+    if kwargs.get("cache_dir") is not None:  # env runners on other nodes may start in another folder
+        kwargs["cache_dir"] = str(Path(kwargs["cache_dir"]).expanduser().resolve())
     return kwargs, int(kwargs["dataset"].num_classes)
 
 

@@ -110,7 +110,8 @@ def local_ray():
 
 @pytest.mark.slow  # two env runners start (each imports torch and RLlib): ~35 s on 2 cores
 def test_tiny_run_with_two_env_runners_logs_like_sb3_and_its_policy_plays(local_ray, tmp_path):
-    checkpoint = train_rllib(tiny_env_kwargs(), log_dir=tmp_path, total_timesteps=60, seed=0, num_env_runners=2)
+    checkpoint = train_rllib(tiny_env_kwargs(), log_dir=tmp_path, total_timesteps=60, seed=0, num_env_runners=2,
+                             checkpoint_every=30)
     assert checkpoint == (tmp_path / "checkpoint").resolve() and checkpoint.is_dir()
     meta = json.loads((tmp_path / "agent.json").read_text())
     assert meta["backend"] == "rllib" and meta["algo"] == "ppo" and meta["num_env_runners"] == 2
@@ -118,6 +119,7 @@ def test_tiny_run_with_two_env_runners_logs_like_sb3_and_its_policy_plays(local_
     # one module for all classes: the checkpoint holds exactly the shared policy
     modules = sorted(p.name for p in (checkpoint / "learner_group" / "learner" / "rl_module").iterdir() if p.is_dir())
     assert modules == [POLICY_ID]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [f"ppo_{meta['num_timesteps']}_steps"]
 
     runs = sorted((tmp_path / "tb").iterdir())
     assert [r.name for r in runs] == ["RLLIB_PPO_1"]  # SB3's <NAME>_<n> layout under log_dir/tb
