@@ -37,7 +37,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
         "medmnist": ["medmnist>=3.0"],
-        "ray": ["ray[rllib]>=2.40"],
+        "ray": ["ray[rllib]>=2.60,<3"],
     },
     entry_points={"console_scripts": ["train_agents=train_agents:cli", "tailmix=train_agents:cli"]},
 )
