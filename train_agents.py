@@ -53,7 +53,8 @@ MODEL_FIELDS = ("algo", "wrapper", "n_envs")
 @dataclass
 class Common:
     dataset: str = "digits"
-    """'digits' (embedded, no download), a MedMNIST flag looked up in --data-root, an .npz path, or an image folder (one sub-folder per class)."""
+    """'digits' (embedded, no download), a MedMNIST flag looked up in --data-root, an .npz path, or an image
+    folder (one sub-folder per class)."""
     data_root: str | None = None
     """Folder holding MedMNIST .npz files (default: $TAILMIX_DATA_DIR, then ~/.medmnist)."""
     run_dir: str | None = None
@@ -71,7 +72,8 @@ class Common:
     reward: str = "accuracy"
     """Env reward: 'accuracy', 'delta' or 'final'."""
     loss: str = "ce"
-    """Classifier training loss inside the env (ce, logit_adjustment, balanced_softmax, class_balanced; focal and ldam_drw in pixel mode)."""
+    """Classifier training loss inside the env (ce, logit_adjustment, balanced_softmax, class_balanced; focal
+    and ldam_drw in pixel mode)."""
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
@@ -124,7 +126,8 @@ class EvaluateConfig(Common):
     """Evaluate one policy (a saved SB3 model.zip or a baseline spec) on the test split over seeds."""
 
     policy: str = "none"
-    """A saved model (path to model.zip, or ALGO:path for a model saved without agent.json; its algo and wrapper are read from agent.json beside it) or a baseline: none, constant:R, fill, inverse[:B], random[:S]."""
+    """A saved model (path to model.zip; its algo and wrapper are read from agent.json beside it, or give
+    ALGO:path) or a baseline: none, constant:R, fill, inverse[:B], random[:S]."""
     seeds: int = 5
     """Number of evaluation seeds (episodes with a fresh classifier each)."""
 
@@ -256,23 +259,26 @@ def _cache_key(*parts) -> str:
 
 
 class phase:
-    """Prints how long a phase of a command took (users of a 10-minute job want to know where it goes)."""
+    """Prints how long a phase of a command took (users of a 10-minute job want to know where it goes).
 
-    timings: list[tuple[str, float]] = []  # every phase of this process, for the summary at the end
+    Wall and CPU seconds (this process, all threads): on a shared machine the gap shows time lost waiting.
+    """
+
+    timings: list[tuple[str, float, float]] = []  # (name, wall, cpu) of every phase, for the summary at the end
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __enter__(self):
-        self.t0 = time.time()
+        self.t0, self.c0 = time.time(), time.process_time()
         print(f"[{self.name}] ...", flush=True)
         return self
 
     def __exit__(self, *exc) -> None:
         if exc[0] is None:
-            seconds = time.time() - self.t0
-            phase.timings.append((self.name, seconds))
-            print(f"[{self.name}] done in {seconds:.1f} s", flush=True)
+            wall, cpu = time.time() - self.t0, time.process_time() - self.c0
+            phase.timings.append((self.name, wall, cpu))
+            print(f"[{self.name}] done in {wall:.1f} s (cpu {cpu:.1f} s)", flush=True)
 
 
 # -- checking a config before anything is written -----------------------------------------------
@@ -367,7 +373,7 @@ def resolve_config(command: str, cfg, explicit: frozenset[str]):
                                   for n in clashes)
                 raise ValueError(f"cannot change {shown} when resuming {folder}; drop those flags, or start a new "
                                  "run with another --run-dir")
-            _inherit(cfg, fixed, stored, PLACE_FIELDS + ("checkpoint_every",))
+            _inherit(cfg, fixed, stored, PLACE_FIELDS + ("timesteps", "checkpoint_every"))  # these may change
         return cfg, fixed
     if isinstance(cfg, EvaluateConfig):
         models = [_model_path(cfg.policy)]
@@ -735,7 +741,17 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
 def _train_model(cfg, run: Path, kw: dict):
     from agents.sb3 import train
 
-    what = "resuming" if cfg.resume else "training"
+    what = "training"
+    if cfg.resume:
+        from agents.sb3 import latest_checkpoint, load_model
+
+        final = (_read_json(run / "agent.json") or {}).get("num_timesteps", -1)
+        if (run / "model.zip").is_file() and final >= cfg.timesteps:
+            # Training finished before; retraining from an older checkpoint would replace the final model.
+            print(f"{run / 'model.zip'} is already trained to {final} >= --timesteps {cfg.timesteps} timesteps; "
+                  "nothing left to train (pass a larger --timesteps to train on)")
+            return load_model(cfg.algo, run / "model.zip")
+        what = f"resuming from timestep {latest_checkpoint(run, cfg.algo)[1]}:"
     print(f"{what} {cfg.algo} ({cfg.wrapper}) to {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir {run}",
           flush=True)
     with phase(f"train {cfg.algo}"):
@@ -744,12 +760,18 @@ def _train_model(cfg, run: Path, kw: dict):
                      progress_bar=True)
 
 
+def _close(model) -> None:
+    """Close a trained model's env (a model loaded from disk has none)."""
+    env = model.get_env()
+    if env is not None:
+        env.close()
+
+
 def cmd_train(cfg: TrainConfig) -> Path:
     dataset = load_data(cfg)
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "train")
-    model = _train_model(cfg, run, kw)
-    model.get_env().close()
+    _close(_train_model(cfg, run, kw))
     print(f"model: {run / 'model.zip'} (evaluate it with `python train_agents.py evaluate --policy "
           f"{run / 'model.zip'}`)")
     return run
@@ -797,7 +819,7 @@ def cmd_main(cfg: MainConfig) -> Path:
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "main")
     model = _train_model(cfg, run, kw)
-    model.get_env().close()
+    _close(model)
     bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
                                if hasattr(cfg, f.name)})
     cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": SB3Policy(model, wrapper=cfg.wrapper)}, run=run, kw=kw)
@@ -824,9 +846,10 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
         raise
     total = time.time() - t0
     if phase.timings:
-        print("phase timings: " + ", ".join(f"{name} {s:.0f} s" for name, s in phase.timings))
-        _write_json(run / "timings.json", {"phases": [{"phase": n, "seconds": round(s, 2)} for n, s in phase.timings],
-                                           "total_seconds": round(total, 2)})
+        print("phase timings: " + ", ".join(f"{name} {w:.0f} s" for name, w, _ in phase.timings))
+        _write_json(run / "timings.json", {
+            "phases": [{"phase": n, "seconds": round(w, 2), "cpu_seconds": round(c, 2)} for n, w, c in phase.timings],
+            "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
     print(f"done in {total:.0f} s; outputs in {run}")
     return run
 

@@ -132,7 +132,7 @@ def test_train_resume_continues_with_the_runs_own_settings(trained, cache_dir, t
     before = json.loads((run / "agent.json").read_text())["num_timesteps"]
     # No settings repeated: --resume reads them from the run.json (a changed --dataset would be refused).
     proc = run_cli("train", "--run-dir", run, "--resume", "--timesteps", "128", "--cache-dir", cache_dir)
-    assert "resuming ppo" in proc.stdout
+    assert "resuming from timestep" in proc.stdout
     after = json.loads((run / "agent.json").read_text())["num_timesteps"]
     assert before < 128 <= after
     steps = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("ppo_*_steps.zip"))
