@@ -43,6 +43,10 @@ class RatioEnvConfig:
         cache_dir: Where encoders are cached on disk (``None``: memory only).
         reward_replicas: Heads trained per env copy on independent synthetic draws and initialisations
             (feature mode); reward and observations average over them, which lowers reward noise.
+        reward_reference: ``None``, or a ratio (e.g. 0.0) for a reference head per copy: it starts from the same
+            initial weights, is trained on that constant ratio for every class, and the reward becomes the
+            balanced val accuracy minus the reference's (feature mode). Common random numbers remove the
+            initialisation noise that otherwise swamps the effect of the ratios.
         reward_bootstrap: Bootstrap resamples of the val split used to report the reward's standard error
             (``reward_std`` in infos); 0 turns it off.
         empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
@@ -75,6 +79,7 @@ class RatioEnvConfig:
     empty_pool: str = "error"
     reward_replicas: int = 1
     reward_bootstrap: int = 0
+    reward_reference: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +139,11 @@ class RatioEnvConfig:
             bad("reward_replicas", self.reward_replicas, "use a positive integer")
         if self.reward_replicas > 1 and self.mode != "feature":
             bad("reward_replicas", self.reward_replicas, "replicas are trained batched in mode='feature' only")
+        if self.reward_reference is not None:
+            if not is_real(self.reward_reference) or not 0 <= self.reward_reference <= self.max_ratio:
+                bad("reward_reference", self.reward_reference, f"use None or a ratio in [0, max_ratio={self.max_ratio}]")
+            if self.mode != "feature":
+                bad("reward_reference", self.reward_reference, "the reference head is trained batched in mode='feature' only")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
 

@@ -150,7 +150,11 @@ class RatioCore:
             # R replicas per copy (reward_replicas): independent heads on independent synthetic draws,
             # trained side by side in the same batched ops; rewards and observations average over them.
             self.r = config.reward_replicas
-            self.engine, self.quality = build_engine(self.dataset, source, config, num_copies * self.r)
+            # reward_reference: one more head per copy, started from the same initial weights as replica 0 but
+            # trained on the reference ratio; the reward is measured against it (common random numbers).
+            self.ref = config.reward_reference is not None
+            self.h = self.r + int(self.ref)  # heads per copy
+            self.engine, self.quality = build_engine(self.dataset, source, config, num_copies * self.h)
         self.train_counts = self.dataset.train_counts
         self.pool_sizes = self.engine.pool_sizes
         share = self.train_counts / self.train_counts.sum()
@@ -163,8 +167,9 @@ class RatioCore:
         self.obs_low, self.obs_high = low, high
         self._onehot = np.eye(c, dtype=np.float32)
         self.np_randoms: list[np.random.Generator | None] = [None] * num_copies
-        self.torch_gens = [torch.Generator() for _ in range(num_copies * self.r)]
-        self._draw_rngs: list[np.random.Generator | None] = [None] * (num_copies * self.r)
+        self.torch_gens = [torch.Generator() for _ in range(num_copies * self.h)]
+        self._draw_rngs: list[np.random.Generator | None] = [None] * (num_copies * self.h)
+        self.reference_bal = np.full(num_copies, np.nan)
         self._boot_rngs: list[np.random.Generator | None] = [None] * num_copies
         self.reward_std = np.full(num_copies, np.nan)
         self.t = np.zeros(num_copies, np.int64)
@@ -193,10 +198,14 @@ class RatioCore:
                 self.np_randoms[k] = fresh[k]
             rng = self.np_randoms[k]
             for j in range(self.r):
-                h = k * self.r + j
+                h = k * self.h + j
                 self.torch_gens[h].manual_seed(int(rng.integers(0, 2**62)))
                 # One replica draws from the copy's own stream (R = 1 is the plain env); others get their own.
                 self._draw_rngs[h] = rng if j == 0 else np.random.default_rng(int(rng.integers(0, 2**62)))
+            if self.ref:
+                h = k * self.h + self.r
+                self.torch_gens[h].manual_seed(self.torch_gens[k * self.h].initial_seed())
+                self._draw_rngs[h] = np.random.default_rng(int(rng.integers(0, 2**62)))
             if self.config.reward_bootstrap:
                 self._boot_rngs[k] = np.random.default_rng(int(rng.integers(0, 2**62)))
             self.t[k] = 0
@@ -204,10 +213,24 @@ class RatioCore:
             self.started[k] = True
             self.done[k] = False
         with self._threads():
-            heads = [k * self.r + j for k in copies for j in range(self.r)]
+            heads = [k * self.h + j for k in copies for j in range(self.h)]
             self.engine.reset([self.torch_gens[h] for h in heads], heads)
             self._evaluate()
-        self.prev_bal[copies] = self.metrics["balanced_accuracy"][copies]
+        self.prev_bal[copies] = self._score()[copies]
+
+    def _score(self) -> np.ndarray:
+        """Balanced val accuracy per copy, relative to the reference head when there is one."""
+        bal = self.metrics["balanced_accuracy"]
+        return bal - self.reference_bal if self.ref else bal.copy()
+
+    def _head_counts(self, n_syn: np.ndarray) -> np.ndarray:
+        """Synthetic counts per head: the copy's for its replicas, the reference ratio's for its reference."""
+        per = np.repeat(n_syn, self.h, axis=0)
+        if self.ref:
+            ref = synthetic_counts(np.full(self.c, float(self.config.reward_reference)), self.train_counts)
+            ref = np.where(self.pool_sizes == 0, 0, ref)  # a reference cannot draw from an empty pool either
+            per[self.r::self.h] = ref
+        return per
 
     def step(self, ratios: np.ndarray) -> dict:
         """Train every copy on its mix for one round; return rewards, nan flags and synthetic counts."""
@@ -227,7 +250,7 @@ class RatioCore:
                              "source has none for it; fill the bank for every class or keep its ratio at 0")
         self.ratios = new_ratios
         with self._threads():
-            mixes = self.engine.mix_indices(np.repeat(n_syn, self.r, axis=0), self._draw_rngs)
+            mixes = self.engine.mix_indices(self._head_counts(n_syn), self._draw_rngs)
             snapshot = self.engine.state_dict()
             loss = self.engine.train(mixes)
             # The loss is the last epoch's, taken before its update: that update can still overflow the head
@@ -236,9 +259,9 @@ class RatioCore:
             if bad_heads.any():  # a diverged step must not poison the next ones: roll the heads back
                 self._restore(snapshot, np.flatnonzero(bad_heads))
             self._evaluate()
-        bad = bad_heads.reshape(self.k, self.r).any(1)
+        bad = bad_heads.reshape(self.k, self.h).any(1)
         self.t += 1
-        bal = self.metrics["balanced_accuracy"]
+        bal = self._score()
         if self.config.reward == "accuracy":
             reward = bal.copy()
         elif self.config.reward == "delta":
@@ -279,7 +302,10 @@ class RatioCore:
         pred = self.engine.predict("val")
         y = self.engine.labels_of("val")
         per_head = metrics_from_confusion(batched_confusion(y, pred, self.c))
-        self.metrics = {key: v.reshape(self.k, self.r, *v.shape[1:]).mean(1) for key, v in per_head.items()}
+        self.metrics = {key: v.reshape(self.k, self.h, *v.shape[1:])[:, :self.r].mean(1)
+                        for key, v in per_head.items()}
+        if self.ref:
+            self.reference_bal = per_head["balanced_accuracy"].reshape(self.k, self.h)[:, self.r].copy()
         if self.config.reward_bootstrap:
             self.reward_std = self._bootstrap_std(y, pred)
 
@@ -295,7 +321,7 @@ class RatioCore:
             if rng is None:
                 continue
             idx = rng.integers(0, m, (self.config.reward_bootstrap, m))
-            heads = pred[k * self.r:(k + 1) * self.r]  # (R, M)
+            heads = pred[k * self.h:k * self.h + self.r]  # (R, M): the replicas, not the reference
             b = idx.shape[0]
             yy = y[idx]  # (B, M)
             flat = ((np.arange(b)[:, None, None] * self.r + np.arange(self.r)[None, :, None]) * self.c
@@ -310,7 +336,7 @@ class RatioCore:
         from classifiers.metrics import classification_report
 
         with self._threads():
-            preds = self.engine.predict("test")[k * self.r:(k + 1) * self.r]
+            preds = self.engine.predict("test")[k * self.h:k * self.h + self.r]
         y = self.engine.labels_of("test")
         reports = [classification_report(y, p, self.c, train_counts=self.train_counts) for p in preds]
         if self.r == 1:
@@ -362,4 +388,6 @@ class RatioCore:
         }
         if self.config.reward_bootstrap:
             info["reward_std"] = float(self.reward_std[k])
+        if self.ref:
+            info["reference_balanced_accuracy"] = float(self.reference_bal[k])
         return info

@@ -326,3 +326,19 @@ def test_pixel_mode_ldam_drw_sees_the_episode_schedule():
     finally:
         eng._EpisodeEpochs.set_epoch = orig
     assert seen == [(t, 5) for t in range(5)]
+
+
+def test_reward_reference_head_shares_the_init_so_equal_actions_score_zero():
+    e = parallel_env(**tiny_kwargs(reward_reference=0.0, max_steps=3))
+    _, infos = e.reset(seed=4)
+    assert infos["class_0"]["reference_balanced_accuracy"] == infos["class_0"]["balanced_accuracy"]
+    for _ in range(2):  # ratio 0 = the reference's ratio: identical heads, zero advantage, every step
+        _, rew, _, _, infos = e.step({a: -np.ones(1, np.float32) for a in e.agents})
+        assert rew["class_0"] == 0.0
+    _, rew, _, _, infos = e.step({a: np.ones(1, np.float32) for a in e.agents})
+    i = infos["class_0"]
+    assert rew["class_0"] == pytest.approx(i["balanced_accuracy"] - i["reference_balanced_accuracy"])
+    heads = e.core.engine.head.params[0]
+    assert heads.shape[0] == 2 and not torch.equal(heads[0], heads[1])
+    with pytest.raises(ValueError, match="reward_reference"):
+        parallel_env(**tiny_kwargs(mode="pixel", reward_reference=0.0))
