@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,7 +47,7 @@ def run_dataset(name: str, args) -> str:
     dataset = ta.load_data(cfg)
     t0 = time.time()
     kw = ta.env_kwargs(cfg, dataset, progress=False)
-    kw.update(reward_replicas=args.replicas)
+    kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
     seeds = list(range(args.seeds))
     rows: list[tuple[str, dict]] = []
 
@@ -63,7 +62,8 @@ def run_dataset(name: str, args) -> str:
     for spec in ("constant:0.5", "constant:1", "constant:2", "fill", "inverse"):
         add(spec, make_baseline(spec), kw)
     for algo in args.algos:
-        run_dir = Path(args.cache_dir) / "results-agents" / f"{dataset.name}-{algo}-{args.timesteps}-{args.reward}"
+        run_dir = (Path(args.cache_dir) / "results-agents" /
+                   f"{dataset.name}-{algo}-{args.timesteps}-{args.reward}-{args.reference}-{args.replicas}")
         t = time.time()
         model = train(algo, kw, wrapper="shared", total_timesteps=args.timesteps, seed=0, log_dir=str(run_dir))
         print(f"  trained {algo} in {time.time() - t:.0f} s", flush=True)
@@ -80,7 +80,9 @@ def _table(dataset, rows, seeds, args, seconds: float) -> str:
              f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
              f"{len(dataset.test_labels)}. Test split, final classifier of each episode; mean ± std over seeds "
              f"{seeds}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, max ratio "
-             f"{args.max_ratio}, reward `{args.reward}`, {args.replicas} reward replica(s). Bank: DDPM "
+             f"{args.max_ratio}, reward `{args.reward}`"
+             f"{'' if args.reference is None else f' relative to a reference head at ratio {args.reference:g}'}, "
+             f"{args.replicas} reward replica(s). Bank: DDPM "
              f"`{args.preset}` preset, filtered, {args.per_class} per class. Learned agents: "
              f"{args.timesteps} timesteps, seed 0.", "",
              "| policy | test bal. acc. | macro-F1 | tail recall | mean ratio |", "|---|---|---|---|---|"]
@@ -107,6 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-ratio", type=float, default=8.0)
     parser.add_argument("--reward", default="accuracy")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--reference", type=float, default=None,
+                        help="reward relative to a reference head trained at this ratio (e.g. 0)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)

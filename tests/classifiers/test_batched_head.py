@@ -1,5 +1,4 @@
 """The hand-written batched head: gradients equal autograd's, copies are independent, it learns."""
-import numpy as np
 import pytest
 import torch
 

@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -23,10 +21,8 @@ def _gen(seed=0):
 def test_small_cnn_overfits_tiny_dataset(tiny_dataset):
     d = tiny_dataset
     model = _model(width=16)
-    start = time.perf_counter()
     hist = train_classifier(model, d.train_images, d.train_labels, epochs=20, batch_size=16, lr=3e-3,
                             generator=_gen(), val=(d.val_images, d.val_labels))
-    assert time.perf_counter() - start < 5
     pred = predict_logits(model, d.train_images).argmax(1)
     assert (pred == d.train_labels).mean() == 1.0
     assert len(hist["loss"]) == 20 and len(hist["val_balanced_accuracy"]) == 20
