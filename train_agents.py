@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
 import shutil
 import sys
@@ -92,6 +93,9 @@ class Common:
     """Filter confidence threshold."""
     device: str = "auto"
     """Generator device ('auto', 'cpu', 'cuda:0', ...). The env's classifier runs on the CPU."""
+    threads: int = 1
+    """Torch CPU threads for generator, filter and agent training (the env pins its own). Results depend on it;
+    more than 1 only pays on idle machines with spare cores (2 threads on a busy 2-core box ran 10-60x slower)."""
     cache_dir: str = ".tailmix_cache"
     """Cache of trained generators, filters, banks and encoders (reused across runs)."""
     quick: bool = False
@@ -300,14 +304,16 @@ def check_config(cfg) -> None:
 
     _choice(cfg, "mode", MODES)
     _choice(cfg, "reward", REWARDS)
-    for name in ("max_steps", "per_class", "filter_epochs", "timesteps", "n_envs", "checkpoint_every", "seeds"):
+    for name in ("max_steps", "per_class", "filter_epochs", "timesteps", "n_envs", "checkpoint_every", "seeds",
+                 "threads"):
         value = getattr(cfg, name, 1)
         _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
              f"--generator-steps must be >= 1; got {cfg.generator_steps}")
     _require(cfg.seed >= 0, f"--seed must be >= 0; got {cfg.seed}")
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
-    _require(cfg.max_ratio > 0, f"--max-ratio must be > 0; got {cfg.max_ratio}")
+    _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
+             f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
     if hasattr(cfg, "algo"):
         from agents.sb3 import ALGORITHMS
 
@@ -833,6 +839,9 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
         _quick(cfg, fixed)
     check_config(cfg)
     check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
+    import torch
+
+    torch.set_num_threads(cfg.threads)
     t0 = time.time()
     phase.timings = []
     try:

@@ -314,6 +314,8 @@ def test_bad_input_in_a_real_process(tmp_path, earlier_run):
     (["train", "--timesteps", "0"], ["--timesteps", ">= 1"]),
     (["train", "--wrapper", "supersuit"], ["--wrapper", "shared"]),
     (["generate", "--preset", "huge"], ["--preset", "'huge'", "tiny"]),
+    (["evaluate", "--threads", "0"], ["--threads", ">= 1"]),
+    (["--max-ratio", "inf"], ["--max-ratio", "inf"]),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(args, words, tmp_path, capsys):
     run = tmp_path / "run"
