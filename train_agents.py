@@ -123,6 +123,10 @@ class TrainConfig(Common):
     """Save a checkpoint every this many timesteps."""
     resume: bool = False
     """Continue from the latest checkpoint in --run-dir (its settings are read from the run.json there)."""
+    backend: str = "sb3"
+    """'sb3' (Stable-Baselines3 in this process) or 'rllib' (Ray RLlib PPO, one shared policy, several env runners; needs the ray extra; train command only)."""
+    env_runners: int = 2
+    """--backend rllib: Ray actors stepping env copies, one CPU each."""
 
 
 @dataclass
@@ -321,6 +325,12 @@ def check_config(cfg) -> None:
         _choice(cfg, "wrapper", ("shared", "central"))
         _require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one")
         _require(not cfg.resume or cfg.run_dir, "--resume needs --run-dir: the run folder to continue")
+        _choice(cfg, "backend", ("sb3", "rllib"))
+        if cfg.backend == "rllib":
+            _require(type(cfg) is TrainConfig, "--backend rllib is for the train command; the main job uses sb3")
+            _require(cfg.algo == "ppo" and cfg.wrapper == "shared" and cfg.n_envs == 1 and not cfg.resume,
+                     "--backend rllib trains PPO with one policy shared by the class agents: use --algo ppo "
+                     "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
     if isinstance(cfg, BenchmarkConfig):
         _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
     from classifiers.losses import LOSSES
@@ -663,6 +673,10 @@ def load_policy(spec: str, *, wrapper: str | None = None):
     """A baseline spec, or a saved SB3 model behind the baseline interface (see :func:`load_model_policy`)."""
     from agents.baselines import make_baseline
 
+    if (Path(spec).expanduser() / "rllib_checkpoint.json").is_file():
+        from agents.rllib import load_rllib_policy
+
+        return load_rllib_policy(Path(spec).expanduser())
     path = _model_path(spec)
     return make_baseline(spec) if path is None else load_model_policy(spec, wrapper=wrapper)
 
@@ -740,6 +754,13 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
     _atomic_write_text(run / "quality.txt", text + "\n")
     _write_json(run / "quality.json", report)
     save_sample_grid(bank, run / "samples.png", class_names=dataset.class_names)
+    from generators.memorisation import bank_leakage_report, format_bank_leakage
+
+    leak = bank_leakage_report(bank, dataset, threshold=0.05)  # exact copies of any split, near-copies of train
+    leak_text = format_bank_leakage(leak, dataset.class_names)
+    print(leak_text)
+    _atomic_write_text(run / "leakage.txt", leak_text + "\n")
+    _write_json(run / "leakage.json", leak)
     _write_json(run / "bank.json", {"path": str(bank.path), "counts": bank.counts().tolist()})
     return run
 
@@ -777,6 +798,14 @@ def cmd_train(cfg: TrainConfig) -> Path:
     dataset = load_data(cfg)
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "train")
+    if cfg.backend == "rllib":
+        from agents.rllib import train_rllib
+
+        with phase("train rllib ppo"):
+            ckpt = train_rllib(kw, log_dir=run, total_timesteps=cfg.timesteps, seed=cfg.seed,
+                               num_env_runners=cfg.env_runners, checkpoint_every=cfg.checkpoint_every, verbose=1)
+        print(f"checkpoint: {ckpt} (evaluate it with `python train_agents.py evaluate --policy {ckpt}`)")
+        return run
     _close(_train_model(cfg, run, kw))
     print(f"model: {run / 'model.zip'} (evaluate it with `python train_agents.py evaluate --policy "
           f"{run / 'model.zip'}`)")
