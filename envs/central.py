@@ -6,10 +6,10 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.config import RatioEnvConfig
-from envs.core import RatioCore, as_action_array
+from envs.core import RatioCore, SingleCopyViews, as_action_array
 
 
-class SyntheticRatioCentralEnv(gym.Env):
+class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     """Centralised view of ``tailmix/SyntheticRatio-v0``.
 
     ## Description
@@ -49,28 +49,6 @@ class SyntheticRatioCentralEnv(gym.Env):
         c = self.core.c
         self.action_space = spaces.Box(-1.0, 1.0, (c,), np.float32)
         self.observation_space = spaces.Box(self.core.obs_low, self.core.obs_high, dtype=np.float32)
-
-    @property
-    def num_classes(self) -> int:
-        return self.core.c
-
-    @property
-    def ratios(self) -> np.ndarray:
-        return self.core.ratios[0].copy()
-
-    @property
-    def train_counts(self) -> np.ndarray:
-        return self.core.train_counts.copy()
-
-    @property
-    def max_ratio(self) -> float:
-        return self.config.max_ratio
-
-    def action_to_ratio(self, action):
-        return self.core.action_to_ratio(action)
-
-    def ratio_to_action(self, ratio):
-        return self.core.ratio_to_action(ratio)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -391,3 +391,40 @@ class RatioCore:
         if self.ref:
             info["reference_balanced_accuracy"] = float(self.reference_bal[k])
         return info
+
+
+class SingleCopyViews:
+    """Read-only conveniences shared by the single-copy env views (PettingZoo and gymnasium).
+
+    Expects ``self.core`` (a one-copy :class:`RatioCore`) and ``self.config``.
+    """
+
+    @property
+    def num_classes(self) -> int:
+        return self.core.c
+
+    @property
+    def dataset(self):
+        return self.core.dataset
+
+    @property
+    def ratios(self) -> np.ndarray:
+        """The current ratio of every class."""
+        return self.core.ratios[0].copy()
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        """Real train images per class."""
+        return self.core.train_counts.copy()
+
+    @property
+    def max_ratio(self) -> float:
+        return self.config.max_ratio
+
+    def action_to_ratio(self, action):
+        """Affine map ``[-1, 1] -> [0, max_ratio]`` (clipped), vectorised."""
+        return self.core.action_to_ratio(action)
+
+    def ratio_to_action(self, ratio):
+        """Inverse of :meth:`action_to_ratio` (ratios clipped to ``[0, max_ratio]``)."""
+        return self.core.ratio_to_action(ratio)

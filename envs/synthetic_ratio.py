@@ -10,10 +10,10 @@ from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
 from envs.config import RatioEnvConfig
-from envs.core import OBS_COLUMNS, RatioCore, as_action_array
+from envs.core import OBS_COLUMNS, RatioCore, SingleCopyViews, as_action_array
 
 
-class SyntheticRatioEnv(ParallelEnv):
+class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     """Synthetic-to-real ratio control for long-tailed image classification.
 
     ## Description
@@ -96,34 +96,8 @@ class SyntheticRatioEnv(ParallelEnv):
 
     # -- convenience -------------------------------------------------------------------------
     @property
-    def num_classes(self) -> int:
-        return self.core.c
-
-    @property
-    def dataset(self):
-        return self.core.dataset
-
-    @property
-    def ratios(self) -> np.ndarray:
-        return self.core.ratios[0].copy()
-
-    @property
-    def train_counts(self) -> np.ndarray:
-        return self.core.train_counts.copy()
-
-    @property
-    def max_ratio(self) -> float:
-        return self.config.max_ratio
-
-    @property
     def observation_columns(self) -> tuple[str, ...]:
         return OBS_COLUMNS + tuple(f"is_{a}" for a in self.possible_agents)
-
-    def action_to_ratio(self, action):
-        return self.core.action_to_ratio(action)
-
-    def ratio_to_action(self, ratio):
-        return self.core.ratio_to_action(ratio)
 
     # -- API ---------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):

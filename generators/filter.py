@@ -75,6 +75,41 @@ def _check_batch(images, n: int) -> np.ndarray:
     return images
 
 
+def fill_loop(screen, sample_fn: SampleFn, class_id: int, quota: int, *, generator: torch.Generator,
+              batch_size: int, max_tries: int):
+    """Generate batches and keep what ``screen`` keeps until ``quota`` are kept or ``max_tries`` batches ran.
+
+    ``screen(batch) -> (keep_mask, confidences, flagged)`` decides per candidate (``flagged`` counts e.g.
+    near-copies). Batch sizes follow the acceptance so far (at most ``batch_size``), so a small quota does not
+    cost a full batch; they depend only on earlier results, so a seeded fill is reproducible.
+
+    Returns:
+        ``(images, confidences, tried, accepted, tries, flagged)``.
+    """
+    _check_fill_args(class_id, quota, generator, batch_size)
+    kept, confs = [], []
+    tried = accepted = tries = flagged = 0
+    shape_ref = None
+    while accepted < quota and tries < max_tries:
+        need = quota - accepted
+        rate = accepted / tried if tried else 1.0
+        # ask for what the acceptance so far predicts is needed; a 5% floor keeps a bad start from asking for
+        # huge batches and the batch_size cap bounds memory
+        n = int(min(batch_size, math.ceil(need / max(rate, 0.05))))
+        batch = _check_batch(sample_fn(n, generator), n)
+        shape_ref = batch
+        keep, conf, flag = screen(batch)
+        flagged += int(flag)
+        kept.append(batch[keep])
+        confs.append(conf[keep])
+        tried += n
+        accepted += int(keep.sum())
+        tries += 1
+    images = np.concatenate(kept)[:quota] if kept else _empty_like(shape_ref)
+    confidences = np.concatenate(confs)[:quota].astype(np.float32) if confs else np.zeros(0, np.float32)
+    return images, confidences, tried, accepted, tries, flagged
+
+
 class NoFilter:
     """Keeps every candidate (confidence NaN); the pool's default. Its ``config()`` is ``None``."""
 
@@ -181,26 +216,9 @@ class ClassifierFilter:
             generator: Passed to every ``sample_fn`` call (all randomness comes from it).
             batch_size: Largest batch asked of ``sample_fn``.
         """
-        _check_fill_args(class_id, quota, generator, batch_size)
-        kept, confs = [], []
-        tried = accepted = tries = 0
-        shape_ref = None
-        while accepted < quota and tries < self.max_tries:
-            need = quota - accepted
-            rate = accepted / tried if tried else 1.0
-            # ask for what the acceptance so far predicts is needed; a 5% floor keeps a bad start from
-            # asking for huge batches and the batch_size cap bounds memory
-            n = int(min(batch_size, math.ceil(need / max(rate, 0.05))))
-            batch = _check_batch(sample_fn(n, generator), n)
-            shape_ref = batch
-            keep, conf = self.select(batch, class_id)
-            kept.append(batch[keep])
-            confs.append(conf[keep])
-            tried += n
-            accepted += int(keep.sum())
-            tries += 1
-        images = np.concatenate(kept)[:quota] if kept else _empty_like(shape_ref)
-        confidences = np.concatenate(confs)[:quota].astype(np.float32) if confs else np.zeros(0, np.float32)
+        images, confidences, tried, accepted, tries, _ = fill_loop(
+            lambda batch: (*self.select(batch, class_id), 0), sample_fn, class_id, quota, generator=generator,
+            batch_size=batch_size, max_tries=self.max_tries)
         return FilterResult(images=images, confidences=confidences, candidates_tried=tried, accepted=accepted,
                             acceptance_rate=accepted / tried if tried else math.nan, tries=tries,
                             quota=int(quota))

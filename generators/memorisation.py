@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from envs.leakage import leakage_report, nearest_real
-from generators.filter import FilterResult, NoFilter, SampleFn, _check_batch, _check_fill_args, _empty_like
+from generators.filter import FilterResult, NoFilter, SampleFn, fill_loop
 
 SPLITS = ("train", "val", "test")
 DEFAULT_MAX_TRIES = 10  # the try limit when no inner filter brings one (ClassifierFilter's default)
@@ -243,27 +243,12 @@ class NearCopyFilter:
             generator: Passed to every ``sample_fn`` call (all randomness comes from it).
             batch_size: Largest batch asked of ``sample_fn``.
         """
-        _check_fill_args(class_id, quota, generator, batch_size)
-        kept, confs = [], []
-        tried = accepted = tries = near = 0
-        shape_ref = None
-        while accepted < quota and tries < self.max_tries:
-            need = quota - accepted
-            rate = accepted / tried if tried else 1.0
-            # the same batch rule as ClassifierFilter.fill (5% floor, batch_size cap); it depends only on
-            # earlier results, so a seeded fill is reproducible
-            n = int(min(batch_size, math.ceil(need / max(rate, 0.05))))
-            batch = _check_batch(sample_fn(n, generator), n)
-            shape_ref = batch
+        def screen(batch):
             keep, conf, is_near = self._screen(batch, class_id)
-            near += int(is_near.sum())
-            kept.append(batch[keep])
-            confs.append(conf[keep])
-            tried += n
-            accepted += int(keep.sum())
-            tries += 1
-        images = np.concatenate(kept)[:quota] if kept else _empty_like(shape_ref)
-        confidences = np.concatenate(confs)[:quota].astype(np.float32) if confs else np.zeros(0, np.float32)
+            return keep, conf, is_near.sum()
+
+        images, confidences, tried, accepted, tries, near = fill_loop(
+            screen, sample_fn, class_id, quota, generator=generator, batch_size=batch_size, max_tries=self.max_tries)
         return NearCopyFilterResult(images=images, confidences=confidences, candidates_tried=tried,
                                     accepted=accepted, acceptance_rate=accepted / tried if tried else math.nan,
                                     tries=tries, quota=int(quota), near_copies=int(near))
