@@ -358,17 +358,23 @@ class RatioCore:
     # -- views -------------------------------------------------------------------------------
     def observation(self, k: int) -> np.ndarray:
         """The ``(C, 8 + C)`` per-class observation matrix of copy ``k``."""
+        return self.observations(slice(k, k + 1))[0]
+
+    def observations(self, copies=slice(None)) -> np.ndarray:
+        """Observation matrices ``(K', C, 8 + C)`` of ``copies`` (all by default), built in one go."""
         m = self.metrics
-        obs = np.empty((self.c, self.obs_dim), np.float32)
-        obs[:, 0] = m["recall"][k]
-        obs[:, 1] = m["precision"][k]
-        obs[:, 2] = m["f1"][k]
-        obs[:, 3] = self.log_share
-        obs[:, 4] = self.ratios[k] / self.config.max_ratio
-        obs[:, 5] = self.quality
-        obs[:, 6] = m["balanced_accuracy"][k]
-        obs[:, 7] = min(self.t[k] / self.config.max_steps, 1.0)
-        obs[:, len(OBS_COLUMNS):] = self._onehot
+        recall = m["recall"][copies]
+        k = len(recall)
+        obs = np.empty((k, self.c, self.obs_dim), np.float32)
+        obs[:, :, 0] = recall
+        obs[:, :, 1] = m["precision"][copies]
+        obs[:, :, 2] = m["f1"][copies]
+        obs[:, :, 3] = self.log_share
+        obs[:, :, 4] = self.ratios[copies] / self.config.max_ratio
+        obs[:, :, 5] = self.quality
+        obs[:, :, 6] = m["balanced_accuracy"][copies][:, None]
+        obs[:, :, 7] = np.minimum(self.t[copies] / self.config.max_steps, 1.0)[:, None]
+        obs[:, :, len(OBS_COLUMNS):] = self._onehot
         return obs
 
     def class_info(self, k: int, cls: int, n_syn: np.ndarray | None = None) -> dict:

@@ -53,6 +53,37 @@ def draw_pool_indices(rng: np.random.Generator, n: int, pool_size: int) -> np.nd
     return np.concatenate([rng.permutation(pool_size), rng.integers(0, pool_size, n - pool_size)])
 
 
+class PoolSampler:
+    """Draws synthetic rows for every class of one copy in a handful of numpy calls.
+
+    Every class's pool is one segment of a concatenated index range. One vector of random keys, sorted within
+    each segment, is a random permutation of every pool at once; class ``c`` takes the first ``n_c`` of its
+    segment (without replacement), and only a class asking for more than its pool holds draws the remainder
+    with replacement. A step's cost then does not grow with the number of classes (the prototype drew class
+    by class).
+    """
+
+    def __init__(self, pool_sizes: np.ndarray, offset: int = 0) -> None:
+        self.sizes = np.asarray(pool_sizes, np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.offset = offset
+        self.owner = np.repeat(np.arange(len(self.sizes)), self.sizes)  # class of each pooled row
+        self.rank = np.arange(len(self.owner)) - self.starts[self.owner]  # position within its class
+
+    def draw(self, rng: np.random.Generator, n: np.ndarray) -> np.ndarray:
+        """Indices (plus ``offset``) of ``n[c]`` draws from each class ``c``'s pool."""
+        n = np.asarray(n, np.int64)
+        if not n.any():
+            return np.zeros(0, np.int64)
+        order = np.lexsort((rng.random(len(self.owner)), self.owner))  # per-class random permutations
+        picked = order[self.rank < n[self.owner]]
+        short = np.flatnonzero(n > self.sizes)
+        if len(short):  # beyond the pool: the rest with replacement
+            extra = [self.starts[c] + rng.integers(0, self.sizes[c], n[c] - self.sizes[c]) for c in short]
+            picked = np.concatenate([picked, *extra])
+        return picked + self.offset
+
+
 class FeatureEngine:
     """``K`` heads on frozen features.
 
@@ -82,6 +113,7 @@ class FeatureEngine:
                                                              for p in pools]
         self.pool_sizes = np.array([len(p) for p in blocks[1:]], np.int64)
         self.pool_starts = len(real_features) + np.concatenate([[0], np.cumsum(self.pool_sizes)[:-1]])
+        self._pools = PoolSampler(self.pool_sizes, offset=len(real_features))
         self.table = torch.from_numpy(np.concatenate(blocks)).to(self.device)
         labels = np.concatenate([np.asarray(real_labels, np.int64)] +
                                 [np.full(n, k, np.int64) for k, n in enumerate(self.pool_sizes)])
@@ -102,15 +134,7 @@ class FeatureEngine:
 
     def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
         """Row indices (into the feature table) of each copy's real + synthetic mix (``n_syn``: ``(K, C)``)."""
-        out = []
-        for k, rng in enumerate(rngs):
-            parts = [self.real_idx]
-            for c in range(self.num_classes):
-                n = int(n_syn[k, c])
-                if n:
-                    parts.append(self.pool_starts[c] + draw_pool_indices(rng, n, int(self.pool_sizes[c])))
-            out.append(np.concatenate(parts))
-        return out
+        return [np.concatenate([self.real_idx, self._pools.draw(rng, n_syn[k])]) for k, rng in enumerate(rngs)]
 
     def train(self, mixes: list[np.ndarray]) -> np.ndarray:
         """Train every copy's head for ``epochs`` on its mix; return the last loss per copy."""
@@ -123,8 +147,9 @@ class FeatureEngine:
         idx_t = torch.from_numpy(idx).to(self.device)
         x = self.table[idx_t]
         y = self.labels[idx_t]
-        counts = torch.from_numpy(np.stack([np.bincount(self.labels_np[m], minlength=self.num_classes)
-                                            for m in mixes])).to(self.device)
+        flat = (np.arange(self.k)[:, None] * self.num_classes + self.labels_np[idx])[weight > 0]
+        counts = torch.from_numpy(np.bincount(flat, minlength=self.k * self.num_classes)
+                                  .reshape(self.k, self.num_classes)).to(self.device)
         offset, class_weight = self._loss_terms(self.loss, counts)
         loss = self.head.train_epochs(x, y, torch.from_numpy(weight).to(self.device), self.epochs,
                                       offset=offset if self.loss != "ce" else None,

@@ -96,7 +96,7 @@ class SyntheticRatioVectorEnv(VectorEnv):
         return self._obs(), reward, terminated, truncated, infos
 
     def _obs(self) -> np.ndarray:
-        return np.stack([self.core.observation(k) for k in range(self.num_envs)])
+        return self.core.observations()
 
     def _infos(self, n_syn=None) -> dict:
         return {"ratios": self.core.ratios.copy(), "balanced_accuracy": self.core.metrics["balanced_accuracy"].copy(),
