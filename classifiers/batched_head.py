@@ -122,19 +122,34 @@ class BatchedHead:
         return self._logits_t(self._xt(x)).argmax(1)
 
     def _xt(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            return x.t().unsqueeze(0).expand(self.k, -1, -1)
-        return x.transpose(1, 2)
+        return x.t() if x.dim() == 2 else x.transpose(1, 2)
+
+    @staticmethod
+    def _lin(w: torch.Tensor, b: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        """``(K, O, N)`` outputs of weights ``(K, D, O)`` and bias ``(K, 1, O)`` on ``xt``.
+
+        ``xt`` is ``(K, D, N)`` (rows per copy) or ``(D, N)`` (rows shared by every copy): then all copies run
+        as one GEMM of ``(K * O, D) @ (D, N)``, the fast case the env uses.
+        """
+        if xt.dim() == 2:
+            return torch.matmul(w.transpose(1, 2), xt).add_(b.transpose(1, 2))
+        return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), xt)
+
+    @staticmethod
+    def _wgrad(xt: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """dL/dW ``(K, D, O)`` from inputs ``xt`` and output gradients ``g`` ``(K, O, N)``."""
+        if xt.dim() == 2:
+            k, o, n = g.shape
+            return (xt @ g.reshape(k * o, n).t()).view(-1, k, o).permute(1, 0, 2)
+        return torch.bmm(xt, g.transpose(1, 2))
 
     # Internally logits are laid out (K, C, N): a softmax over a short last axis is ~20x slower on the CPU
     # than over the middle axis of a contiguous (K, C, N) tensor, and it is the hottest op of a step.
     def _logits_t(self, xt: torch.Tensor) -> torch.Tensor:
         if self.hidden == 0:
-            w, b = self.params
-            return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), xt)
+            return self._lin(*self.params, xt)
         w1, b1, w2, b2 = self.params
-        h = torch.baddbmm(b1.transpose(1, 2), w1.transpose(1, 2), xt).clamp_min_(0)
-        return torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), h)
+        return torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), self._lin(w1, b1, xt).clamp_min_(0))
 
     def train_epochs(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, epochs: int, *,
                      offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None
@@ -142,17 +157,19 @@ class BatchedHead:
         """Run ``epochs`` full-batch Adam steps; return the last epoch's loss per copy ``(K,)``.
 
         Args:
-            x: ``(K, N, D)`` features.
-            y: ``(K, N)`` int64 labels.
-            row_weight: ``(K, N)`` float, 0 for padding rows, 1 for ordinary ones.
+            x: ``(K, N, D)`` features per copy, or ``(N, D)`` rows shared by every copy (each copy's mix is
+                then given by its row weights: one GEMM for all copies, no gathering).
+            y: ``(K, N)`` (or ``(N,)`` with shared rows) int64 labels.
+            row_weight: ``(K, N)`` float: how often each row is in the copy's mix (0 for padding or unused).
             epochs: Number of full-batch steps.
             offset: ``(K, C)`` logit offsets used only during training (logit adjustment).
             class_weight: ``(K, C)`` loss weight per class (class-balanced loss).
         """
         xt, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
-        loss = torch.zeros(x.shape[0], device=x.device)
-        for _ in range(epochs):
-            loss, grads = self._loss_and_grads(xt, onehot, w_row, off)
+        loss = torch.zeros(self.k, device=x.device)
+        for epoch in range(epochs):
+            # The loss value costs two passes over (K, C, N); only the last epoch's is reported.
+            loss, grads = self._loss_and_grads(xt, onehot, w_row, off, need_loss=epoch == epochs - 1)
             self._adam(grads, 0.9, 0.999, 1e-8)
         return loss
 
@@ -162,32 +179,36 @@ class BatchedHead:
         return self._loss_and_grads(*self._prepare(x, y, row_weight, offset, class_weight))
 
     def _prepare(self, x, y, row_weight, offset, class_weight):
-        k, n, _ = x.shape
-        onehot = torch.zeros(k, self.c, n, device=x.device)
-        onehot.scatter_(1, y.unsqueeze(1), 1.0)
-        w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
+        if x.dim() == 2:  # rows shared by every copy
+            onehot = torch.zeros(1, self.c, len(y), device=x.device)
+            onehot.scatter_(1, y.view(1, 1, -1), 1.0)
+            w_row = row_weight if class_weight is None else row_weight * class_weight[:, y]
+        else:
+            k, n, _ = x.shape
+            onehot = torch.zeros(k, self.c, n, device=x.device)
+            onehot.scatter_(1, y.unsqueeze(1), 1.0)
+            w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
         # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
         w_row = (w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)).unsqueeze(1)
         off = None if offset is None else offset.unsqueeze(2)
-        return x.transpose(1, 2), onehot, w_row, off
+        return self._xt(x), onehot, w_row, off
 
-    def _loss_and_grads(self, xt, onehot, w_row, off):
+    def _loss_and_grads(self, xt, onehot, w_row, off, need_loss: bool = True):
         if self.hidden == 0:
             z = self._logits_t(xt)
         else:
             w1, b1, w2, b2 = self.params
-            pre = torch.baddbmm(b1.transpose(1, 2), w1.transpose(1, 2), xt)
+            pre = self._lin(w1, b1, xt)
             h = pre.clamp_min(0)
             z = torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), h)
         if off is not None:
             z = z + off
-        logp = torch.log_softmax(z, dim=1)
-        loss = -(logp * onehot).sum(1).mul(w_row.squeeze(1)).sum(1)
-        gz = (logp.exp() - onehot).mul_(w_row)  # dL/dz, (K, C, N)
+        loss = -(torch.log_softmax(z, dim=1) * onehot).sum(1).mul(w_row.squeeze(1)).sum(1) if need_loss else None
+        gz = torch.softmax(z, dim=1).sub_(onehot).mul_(w_row)  # dL/dz, (K, C, N)
         if self.hidden == 0:
-            return loss, [torch.bmm(xt, gz.transpose(1, 2)), gz.sum(2).unsqueeze(1)]
+            return loss, [self._wgrad(xt, gz), gz.sum(2).unsqueeze(1)]
         gh = torch.bmm(w2, gz).mul_((pre > 0).to(gz.dtype))
-        return loss, [torch.bmm(xt, gh.transpose(1, 2)), gh.sum(2).unsqueeze(1),
+        return loss, [self._wgrad(xt, gh), gh.sum(2).unsqueeze(1),
                       torch.bmm(h, gz.transpose(1, 2)), gz.sum(2).unsqueeze(1)]
 
     def _adam(self, grads: list[torch.Tensor], b1: float, b2: float, eps: float) -> None:

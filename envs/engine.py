@@ -138,18 +138,24 @@ class FeatureEngine:
 
     def train(self, mixes: list[np.ndarray]) -> np.ndarray:
         """Train every copy's head for ``epochs`` on its mix; return the last loss per copy."""
-        n_max = max(len(m) for m in mixes)
-        idx = np.zeros((self.k, n_max), np.int64)
-        weight = np.zeros((self.k, n_max), np.float32)
-        for k, m in enumerate(mixes):
-            idx[k, :len(m)] = m
-            weight[k, :len(m)] = 1.0
-        idx_t = torch.from_numpy(idx).to(self.device)
-        x = self.table[idx_t]
-        y = self.labels[idx_t]
-        flat = (np.arange(self.k)[:, None] * self.num_classes + self.labels_np[idx])[weight > 0]
-        counts = torch.from_numpy(np.bincount(flat, minlength=self.k * self.num_classes)
-                                  .reshape(self.k, self.num_classes)).to(self.device)
+        # Every copy trains on the rows any copy uses, weighted by how often its own mix holds them: one shared
+        # (U, D) matrix and one GEMM per layer for all copies, instead of gathering (K, N, D) mixes.
+        used, inverse = np.unique(np.concatenate(mixes), return_inverse=True)
+        owner = np.repeat(np.arange(self.k), [len(m) for m in mixes])
+        weight = np.bincount(owner * len(used) + inverse, minlength=self.k * len(used)).reshape(self.k, len(used))
+        used_t = torch.from_numpy(used).to(self.device)
+        x = self.table[used_t]
+        y = self.labels[used_t]
+        lab = self.labels_np[used]
+        counts = torch.from_numpy(np.stack([np.bincount(lab, weights=w, minlength=self.num_classes)
+                                            for w in weight]).astype(np.float32)).to(self.device)
+        if self.k > 1 and not torch.isfinite(x).all():
+            # A broken row (NaN features) times a zero weight is still NaN in a shared GEMM: give each copy only
+            # its own rows, so a fault stays in the copy that drew it (and is rolled back there).
+            mine = torch.from_numpy(weight > 0).to(self.device)
+            x = torch.where(mine.unsqueeze(-1), x.unsqueeze(0), torch.zeros((), device=self.device))
+            y = y.unsqueeze(0).expand(self.k, -1)
+        weight = weight.astype(np.float32)
         offset, class_weight = self._loss_terms(self.loss, counts)
         loss = self.head.train_epochs(x, y, torch.from_numpy(weight).to(self.device), self.epochs,
                                       offset=offset if self.loss != "ce" else None,
