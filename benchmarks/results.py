@@ -12,7 +12,7 @@ does), then every policy runs full episodes with a fresh classifier per seed and
 - no synthetic data with plain cross-entropy, and with each long-tail loss the feature head supports
   (logit adjustment, balanced softmax, class-balanced; LDAM-DRW needs pixel mode and is left out here);
 - every fixed-ratio baseline (constant 0.5 / 1 / 2, fill to the head count, inverse frequency);
-- PPO and SAC samplers (parameter sharing across class agents), trained on the val reward with seed 0 and
+- PPO and SAC samplers (parameter sharing across class agents, or ``--wrapper central``), trained on the val reward with seed 0 and
   evaluated over the same seeds as the baselines.
 
 Tables (mean ± std over seeds of test balanced accuracy, macro-F1 and tail-class recall) are written to
@@ -63,11 +63,11 @@ def run_dataset(name: str, args) -> str:
         add(spec, make_baseline(spec), kw)
     for algo in args.algos:
         run_dir = (Path(args.cache_dir) / "results-agents" /
-                   f"{dataset.name}-{algo}-{args.timesteps}-{args.reward}-{args.reference}-{args.replicas}")
+                   f"{dataset.name}-{algo}-{args.wrapper}-{args.timesteps}-{args.reward}-{args.reference}-{args.replicas}")
         t = time.time()
-        model = train(algo, kw, wrapper="shared", total_timesteps=args.timesteps, seed=0, log_dir=str(run_dir))
+        model = train(algo, kw, wrapper=args.wrapper, total_timesteps=args.timesteps, seed=0, log_dir=str(run_dir))
         print(f"  trained {algo} in {time.time() - t:.0f} s", flush=True)
-        add(f"learned: {algo.upper()} (shared)", SB3Policy(model, wrapper="shared"), kw)
+        add(f"learned: {algo.upper()} ({args.wrapper})", SB3Policy(model, wrapper=args.wrapper), kw)
     return _table(dataset, rows, seeds, args, time.time() - t0)
 
 
@@ -82,7 +82,7 @@ def _table(dataset, rows, seeds, args, seconds: float) -> str:
              f"{seeds}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, max ratio "
              f"{args.max_ratio}, reward `{args.reward}`"
              f"{'' if args.reference is None else f' relative to a reference head at ratio {args.reference:g}'}, "
-             f"{args.replicas} reward replica(s). Bank: DDPM "
+             f"{args.replicas} reward replica(s), `{args.wrapper}` agents. Bank: DDPM "
              f"`{args.preset}` preset, filtered, {args.per_class} per class. Learned agents: "
              f"{args.timesteps} timesteps, seed 0.", "",
              "| policy | test bal. acc. | macro-F1 | tail recall | mean ratio |", "|---|---|---|---|---|"]
@@ -105,6 +105,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--algos", nargs="*", default=["ppo", "sac"])
     parser.add_argument("--timesteps", type=int, default=5000)
+    parser.add_argument("--wrapper", default="shared", help="shared (parameter sharing) or central")
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=8.0)
     parser.add_argument("--reward", default="accuracy")
@@ -129,7 +130,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         text = run_dataset(name, args)
-        path = out / f"{'digits-lt' if name == 'digits' else name}.md"
+        suffix = "" if args.wrapper == "shared" else f"-{args.wrapper}"
+        path = out / f"{'digits-lt' if name == 'digits' else name}{suffix}.md"
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
