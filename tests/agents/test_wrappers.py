@@ -160,6 +160,8 @@ def test_central_vec_env_in_process_and_subprocess():
     sub = make_central_vec_env(tiny_env_kwargs(), n_envs=2, seed=0, subprocess=True)
     try:
         assert isinstance(sub, SubprocVecEnv)
+        # compare first resets: venv.reset() again would continue its seeded RNG streams (seed None)
+        venv = make_central_vec_env(tiny_env_kwargs(), n_envs=2, seed=0)
         assert np.array_equal(sub.reset(), venv.reset())
         local = [venv.step(np.full((2, 3), 0.5, np.float32)) for _ in range(2)]
         remote = [sub.step(np.full((2, 3), 0.5, np.float32)) for _ in range(2)]
