@@ -10,12 +10,11 @@ empty train class must be refused by the env.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs.datasets import LongTailDataset, from_arrays
@@ -23,28 +22,9 @@ from envs.longtail import make_long_tail
 from envs.sources import ArraySource
 from envs.synthetic_ratio import SyntheticRatioEnv
 
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+from tests.envs.fuzzing import fuzz_settings, one_blas_thread, report  # noqa: F401 (autouse fixture)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread():
-    """numpy's BLAS (the Gaussian source's eigh) thrashes with many threads on a busy 2-core CPU: 1 s vs 1 ms."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
-    with threadpool_limits(limits=1):
-        yield
-
-
-class FuzzReport(UserWarning):
-    """How many cases a fuzz test tried (shown in pytest's warnings summary, with or without ``-s``)."""
-
-
-def report(test: str, outcomes: Counter, minimum: int) -> None:
-    msg = f"fuzz {test}: {sum(outcomes.values())} cases {dict(sorted(outcomes.items()))}"
-    print(msg)
-    warnings.warn(FuzzReport(msg), stacklevel=2)
-    assert sum(outcomes.values()) >= minimum, msg
+FUZZ = fuzz_settings(100)
 
 
 def _pixels(rng: np.random.Generator, shape: tuple, dtype: str, bad: bool) -> np.ndarray:

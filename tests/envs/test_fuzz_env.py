@@ -12,13 +12,12 @@ The number of cases tried is reported as a ``FuzzReport`` warning in pytest's su
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 
 import gymnasium
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -31,29 +30,9 @@ from tests.conftest import make_tiny_dataset
 C = 3
 MAX_RATIO = 2.0
 FAST = dict(encoder="random", pool_size=16, max_steps=4, max_ratio=MAX_RATIO)
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+from tests.envs.fuzzing import fuzz_settings, one_blas_thread, report  # noqa: F401 (autouse fixture)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread():
-    """numpy's BLAS (the Gaussian source's eigh) thrashes with many threads on a busy 2-core CPU: 1 s vs 1 ms."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
-    with threadpool_limits(limits=1):
-        yield
-
-
-class FuzzReport(UserWarning):
-    """How many cases a fuzz test tried (shown in pytest's warnings summary, with or without ``-s``)."""
-
-
-def report(test: str, outcomes: Counter, minimum: int) -> None:
-    """Print and warn how many cases ran, by outcome; fail if hypothesis ran suspiciously few."""
-    msg = f"fuzz {test}: {sum(outcomes.values())} cases {dict(sorted(outcomes.items()))}"
-    print(msg)
-    warnings.warn(FuzzReport(msg), stacklevel=2)
-    assert sum(outcomes.values()) >= minimum, msg
+FUZZ = fuzz_settings(150)
 
 
 def _source(ds):
