@@ -1,6 +1,6 @@
 """tailmix command line: fill a synthetic bank, train sampler policies, evaluate and benchmark them.
 
-    python train_agents.py                 # the main job on the embedded digits-LT dataset (~10 min on 2 CPUs)
+    python train_agents.py                 # the main job on the embedded digits-LT dataset (a few minutes on 2 CPUs)
     python train_agents.py --quick         # a smoke version (~1 min)
     python train_agents.py generate --help
     python train_agents.py train --algo sac --timesteps 20000
