@@ -227,14 +227,9 @@ def parse_args(argv=None) -> tuple[str, Common, frozenset[str]]:
 # -- small helpers ----------------------------------------------------------------------------
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write through a temp file in the same folder, then ``os.replace``: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from envs.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _write_json(path: Path, obj) -> None:

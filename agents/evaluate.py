@@ -11,11 +11,12 @@ import csv
 import io
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from envs.atomic import atomic_write_bytes, atomic_write_text
 
 #: Per-seed scalars summarised as mean and std (``summarize``), in table order.
 METRICS = ("test_balanced_accuracy", "test_macro_f1", "test_accuracy", "test_many_shot", "test_medium_shot",
@@ -146,9 +147,9 @@ def benchmark(policies: dict, env_kwargs: dict, seeds: Iterable[int] = (0, 1, 2,
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         class_names = [str(n) for n in env.dataset.class_names]
-        _atomic_write(out / "results.csv", lambda p: Path(p).write_text(results_csv(rows, class_names)))
-        _atomic_write(out / "results.md", lambda p: Path(p).write_text(results_markdown(rows, seeds)))
-        _atomic_write(out / "results.png", lambda p: plot_results(rows, p))
+        atomic_write_text(out / "results.csv", results_csv(rows, class_names))
+        atomic_write_text(out / "results.md", results_markdown(rows, seeds))
+        atomic_write_bytes(out / "results.png", lambda fh: plot_results(rows, fh))
     return rows
 
 
@@ -193,8 +194,8 @@ def _pm(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
-def plot_results(rows: list[dict], path: str | os.PathLike) -> None:
-    """Bar plot of test balanced accuracy and macro F1 per policy (std error bars), written with Agg."""
+def plot_results(rows: list[dict], path) -> None:
+    """Bar plot of test balanced accuracy and macro F1 per policy (std error bars) to a path or binary file."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -214,15 +215,3 @@ def plot_results(rows: list[dict], path: str | os.PathLike) -> None:
     ax.set_title(f"mean ± std over {summ[0]['n']} seed(s)")
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=120, metadata={"Software": None})
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temp file in the same folder, then ``os.replace`` (never a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

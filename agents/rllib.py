@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -372,10 +371,9 @@ def _remove_empty_logdir(algo) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    from envs.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 # -- evaluation --------------------------------------------------------------------------------------------

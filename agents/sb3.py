@@ -208,7 +208,6 @@ def load_model(algo: str | None, path: str | os.PathLike, env=None):
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    from envs.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2))

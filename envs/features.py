@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -239,11 +238,12 @@ def _cache_key(dataset, config: EncoderConfig) -> str:
 
 def _save(enc: FrozenEncoder, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
-                "fold": enc.fold_of_train, "train_features": enc.train_features(),
-                "standardise": enc._standardise, "maps": enc.maps}, tmp)
-    os.replace(tmp, path)
+    blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
+            "fold": enc.fold_of_train, "train_features": enc.train_features(),
+            "standardise": enc._standardise, "maps": enc.maps}
+    from envs.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
 
 
 def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:

@@ -21,15 +21,15 @@ import copy
 import hashlib
 import json
 import math
-import os
 import platform
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from envs.atomic import atomic_write_bytes
 
 BANK_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
@@ -99,57 +99,6 @@ def manifest_key(manifest: dict) -> str:
 
 
 # -- atomic files ----------------------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, write) -> str:
-    """Write a file atomically via ``write(fh)`` into a temporary sibling; returns its SHA-256.
-
-    The temporary file lives in the same folder (``os.replace`` is atomic only within a file system),
-    is fsynced before the rename, and the folder is fsynced after it, so a crash leaves the old file or
-    the new one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            hashing = _HashingWriter(fh)
-            write(hashing)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return hashing.hexdigest()
-
-
-class _HashingWriter:
-    """File-like wrapper that hashes what passes through, so a checksum needs no second read."""
-
-    def __init__(self, fh) -> None:
-        self._fh = fh
-        self._h = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self._h.update(data)
-        return self._fh.write(data)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-    def __getattr__(self, name: str):  # np.save may look for seek/tell on some versions
-        return getattr(self._fh, name)
-
-
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> str:
     """``np.save`` atomically; returns the SHA-256 of the written file."""
     array = np.ascontiguousarray(array)

@@ -10,12 +10,12 @@ covariance; compare distances between banks of the same dataset, not across data
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from envs.atomic import atomic_write_bytes
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
@@ -192,14 +192,5 @@ def save_sample_grid(source, path: str | Path, *, per_class: int = 8, class_name
                         hspace=0.05)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png"))
     return path
