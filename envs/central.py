@@ -5,8 +5,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.config import RatioEnvConfig
-from envs.core import RatioCore, SingleCopyViews, as_action_array
+from envs.core import SingleCopyViews, as_action_array
 
 
 class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
@@ -41,11 +40,7 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, dataset=None, source=None, *, render_mode: str | None = None, **kwargs) -> None:
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'ansi'")
-        self.render_mode = render_mode
-        self.config = RatioEnvConfig(**kwargs)
-        self.core = RatioCore(dataset, source, self.config, num_copies=1)
+        self._build(dataset, source, render_mode, kwargs)
         c = self.core.c
         self.action_space = spaces.Box(-1.0, 1.0, (c,), np.float32)
         self.observation_space = spaces.Box(self.core.obs_low, self.core.obs_high, dtype=np.float32)

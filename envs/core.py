@@ -402,8 +402,15 @@ class RatioCore:
 class SingleCopyViews:
     """Read-only conveniences shared by the single-copy env views (PettingZoo and gymnasium).
 
-    Expects ``self.core`` (a one-copy :class:`RatioCore`) and ``self.config``.
+    :meth:`_build` sets ``self.render_mode``, ``self.config`` and ``self.core`` (a one-copy :class:`RatioCore`).
     """
+
+    def _build(self, dataset, source, render_mode, kwargs: dict) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'ansi'")
+        self.render_mode = render_mode
+        self.config = RatioEnvConfig(**kwargs)
+        self.core = RatioCore(dataset, source, self.config, num_copies=1)
 
     @property
     def num_classes(self) -> int:

@@ -9,8 +9,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from envs.config import RatioEnvConfig
-from envs.core import OBS_COLUMNS, RatioCore, SingleCopyViews, as_action_array
+from envs.core import OBS_COLUMNS, SingleCopyViews, as_action_array
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
@@ -69,11 +68,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
                  **kwargs) -> None:
         if max_cycles is not None:
             kwargs["max_steps"] = max_cycles
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'ansi'")
-        self.render_mode = render_mode
-        self.config = RatioEnvConfig(**kwargs)
-        self.core = RatioCore(dataset, source, self.config, num_copies=1)
+        self._build(dataset, source, render_mode, kwargs)
         c = self.core.c
         self.possible_agents = [f"class_{i}" for i in range(c)]
         self.agents: list[str] = []
