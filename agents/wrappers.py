@@ -71,8 +71,10 @@ class _CopyRunner:
             raise RuntimeError("SharedPolicyVecEnv needs all agents to end their episode at the same step; agents "
                                f"{[a for a, d in zip(self.agents, done) if d]} ended alone")
         slot_infos = [self._slot_info(i, infos) for i in range(len(self.agents))]
-        # Shared reward: the episode return is the team's return, counted once per copy, not once per agent.
-        self.episode_return += float(rew.mean())
+        # The episode return is the team's return, counted once per copy, not once per agent: the shared reward
+        # (every agent's), or under difference credit the ``team_reward`` the env reports beside the per-agent ones.
+        team = infos.get(self.agents[0], {}).get("team_reward") if isinstance(infos, dict) else None
+        self.episode_return += float(rew.mean()) if team is None else float(team)
         self.episode_length += 1
         if done.all():
             for i, info in enumerate(slot_infos):
@@ -174,13 +176,15 @@ class SharedPolicyVecEnv(VecEnv):
     """An SB3 ``VecEnv`` whose slots are the class agents of ``K`` PettingZoo parallel env copies.
 
     Slot ``k * C + i`` is agent ``possible_agents[i]`` of copy ``k``. Observation and action spaces are the
-    per-agent ones (their union box if agents' bounds differ). Rewards are per agent (shared in tailmix).
+    per-agent ones (their union box if agents' bounds differ). Rewards are per agent: slot ``k * C + i`` gets agent
+    ``i``'s reward (the shared reward by default in tailmix, its own difference reward with ``credit="difference"``).
 
     Conventions (SB3's): an episode's end auto-resets the copy and puts ``terminal_observation`` (and
     ``TimeLimit.truncated``) in each of its slots' infos; each slot's info is its agent's info dict plus
     ``agent`` and ``agent_index``; ``info["episode"] = {"r", "l", "t"}`` appears ONCE per episode per copy, in
     the copy's first slot, so SB3's episode statistics count episodes, not agents. ``r`` is the team return
-    (the mean of the agents' rewards, i.e. the shared reward summed over the episode).
+    (the shared reward summed over the episode: the mean of the agents' rewards, or the env's ``team_reward`` info
+    when it reports one, as tailmix does under ``credit="difference"``).
 
     Args:
         env_fns: One callable per copy, each returning a fresh PettingZoo ``ParallelEnv``.

@@ -21,7 +21,9 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     ``Box(-1, 1, (C,), float32)``: element ``c`` is class ``c``'s action (same affine ratio map).
 
     ## Rewards
-    The shared reward of the PettingZoo env (balanced validation accuracy by default).
+    The shared reward of the PettingZoo env (balanced validation accuracy by default). ``credit="difference"``
+    is refused: it splits the reward between class agents, and this view has one agent (for per-class credit
+    use the PettingZoo env, ``agents.wrappers.SharedPolicyVecEnv`` or ``SyntheticRatioVectorEnv.as_sb3()``).
 
     ## Starting State
     As in the PettingZoo env: a fresh classifier from ``reset(seed)``, every ratio at ``initial_ratio``.
@@ -34,12 +36,16 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     Those of the PettingZoo env (``dataset``, ``source`` and :class:`envs.config.RatioEnvConfig` fields).
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release (``credit="difference"`` refused here; see Rewards).
     """
 
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, dataset=None, source=None, *, render_mode: str | None = None, **kwargs) -> None:
+        if kwargs.get("credit", "shared") == "difference":
+            raise ValueError("credit='difference' gives each class agent its own reward, but the central view has a "
+                             "single agent; use credit='shared' here (reward_reference=0 lowers the noise), or the "
+                             "PettingZoo env / agents.wrappers wrapper='shared' for per-class credit")
         self._build(dataset, source, render_mode, kwargs)
         c = self.core.c
         self.action_space = spaces.Box(-1.0, 1.0, (c,), np.float32)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 MODES = ("feature", "pixel")
 REWARDS = ("accuracy", "delta", "final")
 HEADS = ("linear", "mlp")
+CREDITS = ("shared", "difference")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ class RatioEnvConfig:
             initialisation noise that otherwise swamps the effect of the ratios.
         reward_bootstrap: Bootstrap resamples of the val split used to report the reward's standard error
             (``reward_std`` in infos); 0 turns it off.
+        credit: How the reward is split between the class agents. ``"shared"`` (default): every agent gets the
+            team reward. ``"difference"``: difference rewards (Wolpert & Tumer 2002): agent ``c`` gets the team
+            score minus that of a counterfactual head trained on the same mix except class ``c`` at
+            ``credit_default`` (same initial weights, same synthetic draws for the other classes, trained in the
+            same batched ops; feature mode). Costs ``C`` more heads per replica. ``reward`` ("delta",
+            "final") and ``synthetic_cost`` apply to each agent's difference; ``reward_reference`` is refused
+            (the counterfactuals already are the reference). The central view refuses it (one agent).
+        credit_default: The ratio class ``c`` takes in its counterfactual (``credit="difference"`` only); with
+            0 (default) the counterfactual drops class ``c``'s synthetic samples.
         empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
             ``"error"`` raises ``ValueError``; ``"zero"`` serves none and flags ``pool_empty`` in infos
             (useful when a filter rejected every candidate of a class).
@@ -80,6 +90,8 @@ class RatioEnvConfig:
     reward_replicas: int = 1
     reward_bootstrap: int = 0
     reward_reference: float | None = None
+    credit: str = "shared"
+    credit_default: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +156,19 @@ class RatioEnvConfig:
                 bad("reward_reference", self.reward_reference, f"use None or a ratio in [0, max_ratio={self.max_ratio}]")
             if self.mode != "feature":
                 bad("reward_reference", self.reward_reference, "the reference head is trained batched in mode='feature' only")
+        if self.credit not in CREDITS:
+            bad("credit", self.credit, f"choose one of {CREDITS}")
+        if not is_real(self.credit_default) or not 0 <= self.credit_default <= self.max_ratio:
+            bad("credit_default", self.credit_default, f"use a ratio in [0, max_ratio={self.max_ratio}]")
+        if self.credit == "shared" and self.credit_default != 0:
+            bad("credit_default", self.credit_default, "it only applies with credit='difference'; set that too, "
+                "or leave credit_default at 0")
+        if self.credit == "difference":
+            if self.mode != "feature":
+                bad("credit", self.credit, "the counterfactual heads are trained batched in mode='feature' only")
+            if self.reward_reference is not None:
+                bad("reward_reference", self.reward_reference, "credit='difference' already scores every agent "
+                    "against a counterfactual head with common random numbers; drop reward_reference (None)")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
 

@@ -119,6 +119,15 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     return engine, quality
 
 
+def _rank_within(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Position of each entry among the entries with the same label before it (0, 1, ... per label)."""
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=num_classes))[:-1]])
+    rank = np.empty(len(labels), np.int64)
+    rank[order] = np.arange(len(labels)) - starts[labels[order]]
+    return rank
+
+
 class RatioCore:
     """``K`` env copies stepping together.
 
@@ -153,7 +162,11 @@ class RatioCore:
             # reward_reference: one more head per copy, started from the same initial weights as replica 0 but
             # trained on the reference ratio; the reward is measured against it (common random numbers).
             self.ref = config.reward_reference is not None
-            self.h = self.r + int(self.ref)  # heads per copy
+            # credit="difference": C counterfactual heads per replica (class c at credit_default, every other
+            # class as the replica's mix), same initial weights and same draws as their replica.
+            self.diff = config.credit == "difference"
+            self.cf0 = self.r + int(self.ref)  # index of the first counterfactual head within a copy
+            self.h = self.cf0 + (self.r * c if self.diff else 0)  # heads per copy
             self.engine, self.quality = build_engine(self.dataset, source, config, num_copies * self.h)
         self.train_counts = self.dataset.train_counts
         self.pool_sizes = self.engine.pool_sizes
@@ -170,6 +183,8 @@ class RatioCore:
         self.torch_gens = [torch.Generator() for _ in range(num_copies * self.h)]
         self._draw_rngs: list[np.random.Generator | None] = [None] * (num_copies * self.h)
         self.reference_bal = np.full(num_copies, np.nan)
+        self.counterfactual_bal = np.full((num_copies, c), np.nan)
+        self.prev_class_score = np.zeros((num_copies, c), np.float64)
         self._boot_rngs: list[np.random.Generator | None] = [None] * num_copies
         self.reward_std = np.full(num_copies, np.nan)
         self.t = np.zeros(num_copies, np.int64)
@@ -206,6 +221,11 @@ class RatioCore:
                 h = k * self.h + self.r
                 self.torch_gens[h].manual_seed(self.torch_gens[k * self.h].initial_seed())
                 self._draw_rngs[h] = np.random.default_rng(int(rng.integers(0, 2**62)))
+            if self.diff:  # counterfactuals start where their replica starts; they draw through it (_mixes)
+                for j in range(self.r):
+                    seed = self.torch_gens[k * self.h + j].initial_seed()
+                    for cls in range(self.c):
+                        self.torch_gens[self._cf_head(k, j, cls)].manual_seed(seed)
             if self.config.reward_bootstrap:
                 self._boot_rngs[k] = np.random.default_rng(int(rng.integers(0, 2**62)))
             self.t[k] = 0
@@ -217,6 +237,57 @@ class RatioCore:
             self.engine.reset([self.torch_gens[h] for h in heads], heads)
             self._evaluate()
         self.prev_bal[copies] = self._score()[copies]
+        if self.diff:
+            self.prev_class_score[copies] = self._class_score()[copies]
+
+    def _cf_head(self, k: int, j: int, cls: int) -> int:
+        """Index of the counterfactual head of copy ``k``, replica ``j``, class ``cls``."""
+        return k * self.h + self.cf0 + j * self.c + cls
+
+    def _class_score(self) -> np.ndarray:
+        """``(K, C)``: balanced val accuracy minus each class's counterfactual's (replica means)."""
+        return self.metrics["balanced_accuracy"][:, None] - self.counterfactual_bal
+
+    def _default_counts(self) -> np.ndarray:
+        """Synthetic counts ``(C,)`` of every class at ``credit_default`` (none from an empty pool)."""
+        n = synthetic_counts(np.full(self.c, float(self.config.credit_default)), self.train_counts)
+        return np.where(self.pool_sizes == 0, 0, n)
+
+    def _mixes(self, n_syn: np.ndarray) -> list:
+        """Row indices of every head's mix for the copies' synthetic counts ``n_syn`` ``(K, C)``."""
+        if not self.diff:
+            return self.engine.mix_indices(self._head_counts(n_syn), self._draw_rngs)
+        # Difference credit: each replica draws once, enough for its own count and the default of every class;
+        # its mix and its C counterfactuals are per-class prefixes of that one draw. So a counterfactual differs
+        # from its replica in class c's synthetic rows only (common random numbers), and a class at the default
+        # gives a counterfactual whose mix is its replica's, row for row. With credit_default = 0 the replica's
+        # draw is exactly what credit="shared" draws.
+        default = self._default_counts()
+        per = np.repeat(n_syn, self.r, axis=0)  # (K*R, C)
+        reps = [k * self.h + j for k in range(self.k) for j in range(self.r)]
+        drawn = self.engine.mix_indices(np.maximum(per, default[None, :]), [self._draw_rngs[i] for i in reps])
+        n_real = len(self.engine.real_idx)  # mix_indices lists the real rows first, then the synthetic draws
+        mixes: list = [None] * (self.k * self.h)
+        for i, (head, mix) in enumerate(zip(reps, drawn)):
+            k, j = divmod(i, self.r)
+            real, syn = mix[:n_real], mix[n_real:]
+            lab = self.engine.labels_np[syn]
+            rank = _rank_within(lab, self.c)
+            own = rank < per[i][lab]
+            mixes[head] = np.concatenate([real, syn[own]])
+            for cls in range(self.c):
+                keep = np.where(lab == cls, rank < default[cls], own)
+                mixes[self._cf_head(k, j, cls)] = np.concatenate([real, syn[keep]])
+        return mixes
+
+    def _shape_reward(self, score: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """The ``reward`` option (accuracy / delta / final) applied to a score per copy (and per class)."""
+        if self.config.reward == "accuracy":
+            return score.copy()
+        if self.config.reward == "delta":
+            return score - prev
+        last = (self.t >= self.config.max_steps).reshape(-1, *([1] * (score.ndim - 1)))
+        return np.where(last, score, 0.0)
 
     def _score(self) -> np.ndarray:
         """Balanced val accuracy per copy, relative to the reference head when there is one."""
@@ -250,7 +321,7 @@ class RatioCore:
                              "source has none for it; fill the bank for every class or keep its ratio at 0")
         self.ratios = new_ratios
         with self._threads():
-            mixes = self.engine.mix_indices(self._head_counts(n_syn), self._draw_rngs)
+            mixes = self._mixes(n_syn)
             snapshot = self.engine.state_dict()
             loss = self.engine.train(mixes)
             # The loss is the last epoch's, taken before its update: that update can still overflow the head
@@ -262,18 +333,24 @@ class RatioCore:
         bad = bad_heads.reshape(self.k, self.h).any(1)
         self.t += 1
         bal = self._score()
-        if self.config.reward == "accuracy":
-            reward = bal.copy()
-        elif self.config.reward == "delta":
-            reward = bal - self.prev_bal
-        else:
-            reward = np.where(self.t >= self.config.max_steps, bal, 0.0)
-        if self.config.synthetic_cost:
-            reward = reward - self.config.synthetic_cost * n_syn.sum(1) / self.train_counts.sum()
+        reward = self._shape_reward(bal, self.prev_bal)
+        cost = self.config.synthetic_cost / self.train_counts.sum()
+        if cost:
+            reward = reward - cost * n_syn.sum(1)
         self.prev_bal = bal.copy()
+        if self.diff:
+            # Difference of the team reward with class c at the default: the accuracy part is the counterfactual
+            # head's, the cost part is class c's own synthetic samples beyond the default's.
+            score = self._class_score()
+            agent_reward = self._shape_reward(score, self.prev_class_score)
+            if cost:
+                agent_reward = agent_reward - cost * (n_syn - self._default_counts()[None, :])
+            self.prev_class_score = score
+        else:
+            agent_reward = np.repeat(reward[:, None], self.c, axis=1)
         self.done = self.t >= self.config.max_steps
-        return {"reward": reward.astype(np.float64), "nan": bad, "n_synthetic": n_syn, "loss": loss,
-                "reward_std": self.reward_std.copy()}
+        return {"reward": reward.astype(np.float64), "agent_reward": agent_reward.astype(np.float64), "nan": bad,
+                "n_synthetic": n_syn, "loss": loss, "reward_std": self.reward_std.copy()}
 
     def _heads_finite(self) -> np.ndarray:
         """Per head: are all its parameters and optimiser moments finite?"""
@@ -306,6 +383,9 @@ class RatioCore:
                         for key, v in per_head.items()}
         if self.ref:
             self.reference_bal = per_head["balanced_accuracy"].reshape(self.k, self.h)[:, self.r].copy()
+        if self.diff:
+            cf = per_head["balanced_accuracy"].reshape(self.k, self.h)[:, self.cf0:]
+            self.counterfactual_bal = cf.reshape(self.k, self.r, self.c).mean(1)
         if self.config.reward_bootstrap:
             self.reward_std = self._bootstrap_std(y, pred)
 
@@ -396,6 +476,8 @@ class RatioCore:
             info["reward_std"] = float(self.reward_std[k])
         if self.ref:
             info["reference_balanced_accuracy"] = float(self.reference_bal[k])
+        if self.diff:
+            info["counterfactual_balanced_accuracy"] = float(self.counterfactual_bal[k, cls])
         return info
 
 

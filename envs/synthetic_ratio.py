@@ -37,9 +37,19 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     samples of class ``c`` from its pool with the env's RNG (with replacement only beyond the pool size).
 
     ## Rewards
-    Shared by all agents. ``reward="accuracy"`` (default): balanced validation accuracy after the step;
-    ``"delta"``: its improvement over the step; ``"final"``: 0 until the last step, then the balanced
-    accuracy. ``synthetic_cost`` subtracts ``cost * n_synthetic / n_real`` (a generation budget).
+    Shared by all agents by default (``credit="shared"``). ``reward="accuracy"`` (default): balanced
+    validation accuracy after the step; ``"delta"``: its improvement over the step; ``"final"``: 0 until the
+    last step, then the balanced accuracy. ``synthetic_cost`` subtracts ``cost * n_synthetic / n_real`` (a
+    generation budget). ``reward_reference=r`` scores against a head trained at ratio ``r`` instead.
+
+    ``credit="difference"`` (feature mode) gives each agent its own difference reward (Wolpert & Tumer):
+    the balanced accuracy minus that of a counterfactual head trained on the same mixes except class ``c`` at
+    ratio ``credit_default`` (default 0), from the same initial weights and with the same synthetic draws
+    for every other class (common random numbers); the counterfactual heads persist over the episode, like
+    the classifier. ``"delta"`` and ``"final"`` apply to that difference, and ``synthetic_cost`` charges
+    class ``c`` only for its own samples beyond the default's. A class kept at the default ratio gets exactly
+    0. The infos then also carry ``team_reward`` (what ``credit="shared"`` would give every agent) and
+    ``counterfactual_balanced_accuracy``; ``balanced_accuracy`` is always the shared one.
 
     ## Starting State
     ``reset(seed)`` re-initialises the classifier (a fresh head in feature mode, a fresh CNN in pixel mode)
@@ -55,11 +65,13 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     image folder), ``source`` (an ``envs.sources`` source, a ``generators.bank.SyntheticBank``,
     ``"gaussian"`` for feature-space virtual samples, or ``None`` for classic augmentations), and the keyword
     settings of :class:`envs.config.RatioEnvConfig` (``mode``, ``max_steps``, ``max_ratio``, ``reward``,
-    ``synthetic_cost``, ``eval_split``, ``epochs_per_step``, ``head``, ``loss``, ``encoder``, ...).
+    ``synthetic_cost``, ``credit``, ``credit_default``, ``eval_split``, ``epochs_per_step``, ``head``, ``loss``,
+    ``encoder``, ...).
     ``max_cycles`` is an alias of ``max_steps`` (PettingZoo's convention).
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release. Later additions that leave the default behaviour unchanged: ``reward_reference``,
+      ``credit="difference"`` / ``credit_default`` (per-agent difference rewards; off by default).
     """
 
     metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}
@@ -110,18 +122,21 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
             raise RuntimeError("step() called after the episode ended (all agents truncated); call reset()")
         ratios = self._parse_actions(actions)
         out = self.core.step(ratios[None, :])
-        reward = float(out["reward"][0])
+        agent_reward = out["agent_reward"][0]
         done = bool(self.core.done[0])
         obs = self._observations()
         infos = {a: self.core.class_info(0, i, out["n_synthetic"]) for i, a in enumerate(self.possible_agents)}
         if out["nan"][0]:
             for info in infos.values():
                 info["nan_loss"] = True
+        if self.config.credit == "difference":
+            for info in infos.values():
+                info["team_reward"] = float(out["reward"][0])  # what credit="shared" would give every agent
         if done and self.config.eval_split == "test":
             test = self.core.test_report(0)
             for info in infos.values():
                 info["test"] = test
-        rewards = {a: reward for a in self.agents}
+        rewards = {a: float(agent_reward[self._index[a]]) for a in self.agents}
         terminations = {a: False for a in self.agents}
         truncations = {a: done for a in self.agents}
         self._last_infos = infos

@@ -10,6 +10,11 @@ Two faces over one :class:`envs.core.RatioCore`:
   ``(K, C, 8 + C)``, action ``(K, C)``), same-step autoreset.
 - :meth:`SyntheticRatioVectorEnv.as_sb3` : an SB3 ``VecEnv``, either centralised (``K`` slots) or with
   parameter sharing (``K * C`` slots, one per class agent, episode statistics once per copy).
+
+With ``credit="difference"`` the gymnasium face still returns the team reward ``(K,)`` (what
+``credit="shared"`` gives) and puts the per-class difference rewards in ``infos["agent_rewards"]``
+``(K, C)``; the parameter-sharing SB3 face gives each class slot its own, and its centralised face refuses
+the option (one agent per copy).
 """
 from __future__ import annotations
 
@@ -85,6 +90,8 @@ class SyntheticRatioVectorEnv(VectorEnv):
         terminated = np.zeros(self.num_envs, bool)
         infos = self._infos(out["n_synthetic"])
         infos["nan_loss"] = out["nan"]
+        if self.config.credit == "difference":
+            infos["agent_rewards"] = out["agent_reward"]
         if truncated.any():
             if self.config.eval_split == "test":
                 infos["test"] = [self.core.test_report(k) for k in range(self.num_envs)]
@@ -120,6 +127,9 @@ class BatchedSB3VecEnv:
                 self.shared = shared
                 self.c = venv.core.c
                 n = venv.num_envs * (self.c if shared else 1)
+                if not shared and venv.config.credit == "difference":
+                    raise ValueError("credit='difference' gives each class agent its own reward; as_sb3(shared=False) "
+                                     "has one agent per copy. Use as_sb3(shared=True), or credit='shared'")
                 if shared:
                     obs_space = spaces.Box(venv.core.obs_low.min(0), venv.core.obs_high.max(0), dtype=np.float32)
                     act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -147,7 +157,10 @@ class BatchedSB3VecEnv:
                 obs, reward, _, truncated, info = self.venv.step(self._actions)
                 self._lengths += 1
                 per = self.c if self.shared else 1
-                rewards = np.repeat(reward, per).astype(np.float32)
+                if self.shared and "agent_rewards" in info:  # difference credit: slot (k, j) gets class j's
+                    rewards = np.asarray(info["agent_rewards"], np.float32).reshape(-1)
+                else:
+                    rewards = np.repeat(reward, per).astype(np.float32)
                 dones = np.repeat(truncated, per)
                 infos = [{} for _ in range(self.num_envs)]
                 for k in range(self.venv.num_envs):
