@@ -1,0 +1,223 @@
+"""Headroom: can ANY static per-class ratio vector beat the best fixed ratio policy on the test split?
+
+    python benchmarks/headroom.py                       # small settings (a minute): digits-LT (+ RetinaMNIST)
+    python benchmarks/headroom.py --full --datasets digits --cache-dir /work/cache
+    python benchmarks/headroom.py --full --datasets retinamnist --generator-steps 300 --cache-dir /work/cache
+
+For each dataset and each head loss (``ce`` and ``logit_adjustment`` by default), a cross-entropy-method search
+(:mod:`agents.cem`) looks for the ratio vector with the best final balanced VALIDATION accuracy (the env's
+reward; the test split is never read by the search), started from the inverse-frequency vector and from the
+middle of the action box. Then the found vectors, no synthetic data (with cross-entropy and each long-tail loss),
+the constant ratios, fill and inverse frequency are all scored on the TEST split over the same seeds, through
+``agents.evaluate.evaluate`` with the same env settings as ``benchmarks/results.py`` (same dataset, bank, encoder
+and reward reference), so the fixed rows are re-measured in the same run.
+
+Each table also gives the val fitness of every vector on held-out episode seeds the search never used, so val
+gains that do not carry over to test (val overfitting; RetinaMNIST's val split has 120 images) show up.
+Tables go to ``benchmarks/results/headroom-<dataset>.md`` with the command, seeds and versions.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+OUT = Path(__file__).resolve().parent / "results"
+FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
+NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
+
+
+def build_env_kwargs(name: str, args) -> tuple[object, dict]:
+    """The dataset and env keyword arguments exactly as ``benchmarks/results.py`` builds them."""
+    import train_agents as ta
+
+    spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
+    cfg = ta.MainConfig(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
+                        per_class=args.per_class, cache_dir=args.cache_dir, max_steps=args.max_steps,
+                        max_ratio=args.max_ratio, reward="accuracy")
+    dataset = ta.load_data(cfg)
+    kw = ta.env_kwargs(cfg, dataset, progress=False)
+    kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
+    return dataset, kw
+
+
+def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
+    """CEM on the val reward with head loss ``loss``, then every policy on test; returns rows and vectors."""
+    import numpy as np
+
+    from agents.baselines import make_baseline
+    from agents.cem import CEMPolicy, cem_search, val_fitness
+    from agents.evaluate import evaluate, summarize
+
+    kw = dict(kw, loss=loss)
+    rows: list[tuple[str, dict, np.ndarray]] = []  # label, test summary, action vector (None: not a vector)
+    policies: list[tuple[str, object, str]] = []  # label, policy, loss
+    none = make_baseline("none")
+    policies.append((f"no synthetic, {loss.replace('_', ' ')}", none, loss))
+    if loss == "ce":
+        policies += [(f"no synthetic, {l.replace('_', ' ')}", none, l) for l in NO_SYN_LOSSES]
+    policies += [(spec, make_baseline(spec), loss) for spec in FIXED]
+    searches = {}
+    for init in args.inits:
+        t = time.time()
+        res = cem_search(kw, generations=args.generations, population=args.population,
+                         episodes_per_candidate=args.episodes, seed=args.cem_seed,
+                         init_mean=None if init == "middle" else init, init_std=args.init_std,
+                         min_std=args.min_std, progress=False)
+        searches[init] = (res, time.time() - t)
+        print(f"  [{loss}] CEM from {init}: {time.time() - t:.0f} s, val fitness of the mean "
+              f"{res.history[0]['mean_fitness']:.4f} -> {res.history[-1]['mean_fitness']:.4f}; ratios "
+              f"{np.round(res.mean_ratios, 2).tolist()}", flush=True)
+        policies.append((f"CEM from {init}", CEMPolicy.from_result(res, name=f"cem-{init}"), loss))
+
+    # Val fitness on episode seeds the search never drew (it draws seeds below 2**31 - 1 from its own RNG; these
+    # are chosen apart from the test seeds too), for every vector policy, on the same footing.
+    from agents.cem import action_to_ratio, make_search_env, resolve_init_mean
+
+    venv1 = make_search_env(1, kw)
+    vectors = {}
+    for label, policy, l in policies:
+        if l != loss:
+            continue
+        vectors[label] = (policy.action if isinstance(policy, CEMPolicy) else resolve_init_mean(policy, venv1))
+    labels = list(vectors)
+    val_seeds = list(range(args.val_seed0, args.val_seed0 + args.val_seeds))
+    fit = val_fitness(np.stack([vectors[k] for k in labels]), kw, val_seeds)
+    val = {k: (float(fit[i].mean()), float(fit[i].std(ddof=1) / np.sqrt(fit.shape[1]))) for i, k in enumerate(labels)}
+
+    for label, policy, l in policies:
+        s = summarize(evaluate(policy, dict(kw, loss=l), seeds=seeds))
+        ratios = action_to_ratio(vectors[label], kw["max_ratio"]) if label in vectors else None
+        rows.append((label, s, ratios))
+        print(f"  [{loss}] {label}: test {s['test_balanced_accuracy_mean']:.3f} ± {s['test_balanced_accuracy_std']:.3f}"
+              + (f", val fitness {val[label][0]:.4f}" if label in val else ""), flush=True)
+    return {"loss": loss, "rows": rows, "val": val, "val_seeds": val_seeds, "searches": searches}
+
+
+def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) -> str:
+    import numpy as np
+
+    import train_agents as ta
+
+    ref = "none" if args.reference is None else f"a reference head at ratio {args.reference:g}"
+    fit_name = "balanced val accuracy" if args.reference is None else f"balanced val accuracy minus {ref}'s"
+    lines = [f"# {dataset.name}: headroom of a per-class ratio vector (CEM on the val reward)", "",
+             f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
+             f"{len(dataset.test_labels)}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, "
+             f"max ratio {args.max_ratio:g}, reward relative to {ref}, {args.replicas} reward replica(s). Bank: DDPM "
+             f"`{args.preset}` preset, filtered, {args.per_class} per class (the settings of "
+             f"`benchmarks/results.py`).", "",
+             f"CEM (`agents.cem.cem_search`): {args.generations} generations x {args.population} candidates x "
+             f"{args.episodes} episode(s) each, elite 25%, init std {args.init_std:g}, min std {args.min_std:g}, "
+             f"seed {args.cem_seed}; fitness = final {fit_name} (val split only). Started from: "
+             f"{', '.join(args.inits)} ('middle' = every ratio at max_ratio / 2). The vector played is the final "
+             "CEM mean.", "",
+             f"Test rows: test split, final classifier of each episode, mean ± std over seeds {seeds}. Val fitness: "
+             f"mean ± s.e. over {args.val_seeds} held-out episode seeds ({args.val_seed0}..."
+             f"{args.val_seed0 + args.val_seeds - 1}), never used by the search.", ""]
+    for b in blocks:
+        lines += [f"## Head loss: `{b['loss']}`", "",
+                  "| policy | test bal. acc. | macro-F1 | tail recall | mean ratio | val fitness |",
+                  "|---|---|---|---|---|---|"]
+        for label, r, _ in b["rows"]:
+            def pm(m):
+                return f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
+            v = b["val"].get(label)
+            vs = "" if v is None else f"{v[0]:+.4f} ± {v[1]:.4f}"
+            lines.append(f"| {label} | {pm('test_balanced_accuracy')} | {pm('test_macro_f1')} | "
+                         f"{pm('test_tail_recall')} | {r['mean_ratio_mean']:.2f} | {vs} |")
+        test = {label: r["test_balanced_accuracy_mean"] for label, r, _ in b["rows"]}
+        fixed = {k: test[k] for k in FIXED}
+        best_fixed = max(fixed, key=fixed.get)
+        best_fixed_val = max(FIXED, key=lambda k: b["val"][k][0])
+        cems = [k for k in test if k.startswith("CEM")]
+        val_pick = max(cems, key=lambda k: b["val"][k][0]) if cems else None
+        lines += ["", "Found ratio vectors (class order as in the train counts):", ""]
+        for label, _, ratios in b["rows"]:
+            if label.startswith("CEM") and ratios is not None:
+                res, secs = b["searches"][label.removeprefix("CEM from ")]
+                lines.append(f"- {label}: `{np.round(ratios, 2).tolist()}` (search {secs:.0f} s; val fitness of "
+                             f"the mean, search seeds: {res.history[0]['mean_fitness']:+.4f} at generation 0 -> "
+                             f"{res.history[-1]['mean_fitness']:+.4f} at the last)")
+        lines += [""]
+        if val_pick:
+            no_syn = {k: v for k, v in test.items() if k.startswith("no synthetic")}
+            best_ns = max(no_syn, key=no_syn.get)
+            lines += [f"Best fixed ratio on test: `{best_fixed}` {fixed[best_fixed]:.3f} (best fixed on val: "
+                      f"`{best_fixed_val}`). CEM vector picked by held-out val fitness: `{val_pick}`, test "
+                      f"{test[val_pick]:.3f} ({100 * (test[val_pick] - fixed[best_fixed]):+.1f} points vs the best "
+                      f"fixed on test; {100 * (test[val_pick] - test[best_fixed_val]):+.1f} vs the best fixed on "
+                      f"val). Best no-synthetic row: `{best_ns}` {no_syn[best_ns]:.3f} "
+                      f"({100 * (test[val_pick] - no_syn[best_ns]):+.1f} points).", ""]
+    lines += [f"Wall time {seconds:.0f} s on this machine (2 shared CPU cores, 1 torch thread).", "",
+              "Command: `python benchmarks/headroom.py " + " ".join(sys.argv[1:]) + "`", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+    return "\n".join(lines)
+
+
+def run_dataset(name: str, args) -> str:
+    t0 = time.time()
+    dataset, kw = build_env_kwargs(name, args)
+    seeds = list(range(args.seeds))
+    print(f"## {dataset!r}", flush=True)
+    blocks = [run_loss(dataset, kw, loss, args, seeds) for loss in args.losses]
+    return _table(dataset, blocks, seeds, args, time.time() - t0)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="*", default=None,
+                        help="digits, retinamnist, breastmnist (MedMNIST ones need TAILMIX_DATA_DIR)")
+    parser.add_argument("--seeds", type=int, default=5, help="test seeds 0..n-1")
+    parser.add_argument("--losses", nargs="*", default=["ce", "logit_adjustment"], help="head losses to search with")
+    parser.add_argument("--inits", nargs="*", default=["inverse", "middle"],
+                        help="CEM starting points: baseline specs (inverse, fill, constant:1, ...) or 'middle'")
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=2, help="episodes (seeds) per CEM candidate")
+    parser.add_argument("--init-std", type=float, default=0.5)
+    parser.add_argument("--min-std", type=float, default=0.1)
+    parser.add_argument("--cem-seed", type=int, default=0)
+    parser.add_argument("--val-seeds", type=int, default=8, help="held-out episode seeds for the val fitness column")
+    parser.add_argument("--val-seed0", type=int, default=1000)
+    parser.add_argument("--max-steps", type=int, default=10)
+    parser.add_argument("--max-ratio", type=float, default=8.0)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--reference", type=float, default=0.0,
+                        help="reward relative to a reference head at this ratio (the committed results used 0); "
+                             "a negative value turns it off")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--generator-steps", type=int, default=None)
+    parser.add_argument("--per-class", type=int, default=128)
+    parser.add_argument("--cache-dir", default=".tailmix_cache")
+    parser.add_argument("--full", action="store_true", help="the settings of the committed tables")
+    parser.add_argument("--out", default=None, help="folder for the markdown tables (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if args.reference is not None and args.reference < 0:
+        args.reference = None
+    if args.full:
+        args.generations = max(args.generations, 25)
+        args.population = max(args.population, 32)
+        args.episodes = max(args.episodes, 8)
+        args.val_seeds = max(args.val_seeds, 32)
+    import torch
+
+    torch.set_num_threads(1)
+    names = args.datasets or (["digits"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
+    out = Path(args.out) if args.out else OUT
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        text = run_dataset(name, args)
+        path = out / f"headroom-{'digits-lt' if name == 'digits' else name}.md"
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
