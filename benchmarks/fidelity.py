@@ -1,19 +1,31 @@
 """Does feature mode rank fixed policies the way pixel mode does?
 
-    python benchmarks/fidelity.py                                   # digits-LT, 3 seeds
-    python benchmarks/fidelity.py --dataset $TAILMIX_DATA_DIR/retinamnist.npz --generator-steps 400
+    python benchmarks/fidelity.py --seeds 10 --pixel-json pixel-digits.json          # digits-LT
+    python benchmarks/fidelity.py --dataset $TAILMIX_DATA_DIR/retinamnist.npz --generator-steps 300 \
+        --seeds 10 --pixel-json pixel-retina.json
 
 The env's feature mode trains a head on frozen features so that RL is cheap; it is only useful if it rewards
 the same actions as training a CNN on the pixels. This script evaluates the fixed policies of FINDINGS.md
 (ratio 0, 0.5, 1, 2, fill every class to the head count with unfiltered and with classifier-filtered
 diffusion samples) by test balanced accuracy, in pixel mode and in feature mode with each encoder
-(``crossfit``: out-of-fold, the default; ``random``: untrained CNN; ``supervised``: trained on the same real
-images, the flawed design), over seeds, and prints the Spearman rank correlation of each feature variant with
-pixel mode. The banks come from the same cached generator as ``train_agents.py``.
+(``envs.features.ENCODERS``), over seeds, and prints:
+
+- the Spearman rank correlation of each encoder's policy means with pixel mode's,
+- a bootstrap 95% interval of that rho (seeds resampled with replacement, pixel and feature independently),
+- pixel mode's own split-half rank reliability: Spearman between the policy means of two disjoint halves of
+  the pixel seeds, averaged over random splits. Pixel mode is noisy; with few seeds it does not agree with
+  itself, and no feature mode can agree with it better than it agrees with itself. Each encoder's rho with
+  the same pixel halves is printed beside it, so the two are compared at the same number of pixel seeds.
+
+Pixel mode dominates the cost (seconds per step against milliseconds), so ``--pixel-json`` keeps its per-seed
+results on disk, written after every episode: a rerun with more seeds or other encoders reuses them, and an
+interrupted run resumes. The file records the settings it was made with and is refused when they differ.
+The banks come from the same cached generator as ``train_agents.py``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -49,29 +61,152 @@ def banks(args, dataset):
     return raw, filtered
 
 
-def score(dataset, sources, variant: str, seeds, args) -> dict[str, list[float]]:
-    """Test balanced accuracy of every policy in one env variant ('pixel' or an encoder name)."""
-    from agents.evaluate import evaluate
-
+def _env_kwargs(dataset, args, variant: str) -> dict:
     base = dict(dataset=dataset, max_steps=args.max_steps, max_ratio=args.max_ratio, eval_split="test",
                 empty_pool="zero", cache_dir=str(Path(args.cache_dir) / "encoders"))
     if variant == "pixel":
         base.update(mode="pixel", epochs_per_step=args.pixel_epochs)
     else:
         base.update(mode="feature", encoder=variant)
-    out = {}
-    for name in POLICIES:
-        kw = dict(base, source=sources[1] if name == "fill, filtered" else sources[0])
-        rows = evaluate(_policy(name), kw, seeds=seeds)
-        out[name] = [float(r["test_balanced_accuracy"]) for r in rows]
-    return out
+    return base
+
+
+@contextlib.contextmanager
+def _synthetic_for_encoder(source):
+    """Hand the env's source to ``fit_encoder`` when the env does not (encoders that train on synthetic images).
+
+    ``envs.core.build_engine`` calls ``fit_encoder`` without ``synthetic=``; this wrapper supplies it while an
+    env is built, and stands aside when the caller passes it itself.
+    """
+    import envs.features as features
+
+    original = features.fit_encoder
+
+    def fit_with_source(dataset, config=features.EncoderConfig(), **kw):
+        kw.setdefault("synthetic", source)
+        return original(dataset, config, **kw)
+
+    features.fit_encoder = fit_with_source
+    try:
+        yield
+    finally:
+        features.fit_encoder = original
+
+
+def _episode(envs: dict, kwargs: dict, sources, name: str, seed: int) -> float:
+    """Test balanced accuracy of policy ``name`` from ``seed``; one env per source, built once and reused."""
+    from agents.evaluate import evaluate, make_eval_env
+
+    which = 1 if name == "fill, filtered" else 0
+    if which not in envs:
+        with _synthetic_for_encoder(sources[which]):
+            envs[which] = make_eval_env(dict(kwargs, source=sources[which]))
+    return float(evaluate(_policy(name), {}, seeds=[seed], env=envs[which])[0]["test_balanced_accuracy"])
+
+
+def pixel_settings(dataset, sources, args) -> dict:
+    """What the pixel results depend on; a saved file made with other settings is refused."""
+    return {"dataset": dataset.fingerprint(), "banks": [s.fingerprint() for s in sources],
+            "max_steps": args.max_steps, "max_ratio": args.max_ratio, "pixel_epochs": args.pixel_epochs,
+            "threads": 1}
+
+
+def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]:
+    """Saved per-seed pixel scores ``{policy: {seed: score}}`` (empty when there is no file)."""
+    if path is None or not path.exists():
+        return {p: {} for p in POLICIES}
+    blob = json.loads(path.read_text())
+    if blob.get("settings") != settings:
+        diff = sorted(k for k in set(settings) | set(blob.get("settings", {}))
+                      if settings.get(k) != blob.get("settings", {}).get(k))
+        raise ValueError(f"{path} holds pixel results made with other settings ({', '.join(diff)} differ); "
+                         "pass another --pixel-json path or delete the file to recompute")
+    return {p: dict(blob["scores"].get(p, {})) for p in POLICIES}
+
+
+def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, list[float]]:
+    """Pixel-mode scores, reusing and extending ``path``; seeds outermost so an interruption keeps whole seeds."""
+    from envs.atomic import atomic_write_text
+
+    settings = pixel_settings(dataset, sources, args)
+    saved = load_pixel(path, settings)
+    envs: dict = {}
+    kwargs = _env_kwargs(dataset, args, "pixel")
+    for seed in seeds:
+        for name in POLICIES:
+            if str(seed) in saved[name]:
+                continue
+            t = time.time()
+            saved[name][str(seed)] = _episode(envs, kwargs, sources, name, seed)
+            print(f"  pixel seed {seed} {name}: {saved[name][str(seed)]:.3f} ({time.time() - t:.0f} s)", flush=True)
+            if path is not None:
+                atomic_write_text(path, json.dumps({"settings": settings, "scores": saved}, indent=1))
+    return {p: [saved[p][str(s)] for s in seeds] for p in POLICIES}
+
+
+def score_feature(dataset, sources, variant: str, seeds, args) -> dict[str, list[float]]:
+    """Feature-mode scores of every policy with encoder ``variant``."""
+    envs: dict = {}
+    kwargs = _env_kwargs(dataset, args, variant)
+    return {name: [_episode(envs, kwargs, sources, name, s) for s in seeds] for name in POLICIES}
+
+
+def _rho(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant ranking has no rank correlation
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def bootstrap_rho(pixel: np.ndarray, feature: np.ndarray, *, n_boot: int = 2000, seed: int = 0
+                  ) -> tuple[float, float]:
+    """95% percentile interval of Spearman(pixel means, feature means), seeds resampled with replacement.
+
+    Args:
+        pixel: ``(policies, seeds)`` pixel scores.
+        feature: ``(policies, seeds)`` feature scores. Pixel and feature seeds are independent runs, so
+            each is resampled on its own; a resampled seed keeps all its policies (they share its randomness).
+    """
+    rng = np.random.default_rng(seed)
+    rhos = np.empty(n_boot)
+    for b in range(n_boot):
+        ip = rng.integers(0, pixel.shape[1], pixel.shape[1])
+        jf = rng.integers(0, feature.shape[1], feature.shape[1])
+        rhos[b] = _rho(pixel[:, ip].mean(1), feature[:, jf].mean(1))
+    lo, hi = np.nanpercentile(rhos, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def split_half(pixel: np.ndarray, features: dict[str, np.ndarray], *, n_splits: int = 500, seed: int = 0
+               ) -> dict[str, float]:
+    """Mean over random half-splits of the pixel seeds of rho(half A, half B) and of rho(feature, half A).
+
+    ``"pixel"`` is pixel mode's split-half rank reliability: how well a pixel run with half the seeds ranks
+    the policies like another one. Each encoder's value is its rho with the same halves A, so the two compare
+    at the same number of pixel seeds.
+    """
+    rng = np.random.default_rng(seed)
+    n = pixel.shape[1]
+    if n < 2:
+        return {}
+    half = n // 2
+    out = {k: [] for k in ["pixel", *features]}
+    for _ in range(n_splits):
+        perm = rng.permutation(n)
+        a, b = pixel[:, perm[:half]].mean(1), pixel[:, perm[half:2 * half]].mean(1)
+        out["pixel"].append(_rho(a, b))
+        for k, f in features.items():
+            out[k].append(_rho(a, f.mean(1)))
+    return {k: float(np.nanmean(v)) for k, v in out.items()}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", nargs="*", default=["crossfit", "crossfit_aligned", "random", "supervised"])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="feature encoders to compare (default: every envs.features.ENCODERS name)")
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=20.0, help="large enough for fill-to-head")
     parser.add_argument("--pixel-epochs", type=int, default=1)
@@ -79,38 +214,67 @@ def main(argv=None) -> dict:
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
     parser.add_argument("--cache-dir", default=".tailmix_cache")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--pixel-json", default=None,
+                        help="per-seed pixel results: reused when present, extended and saved after each episode")
+    parser.add_argument("--pixel-only", action="store_true", help="compute/extend --pixel-json and stop")
+    parser.add_argument("--json", default=None, help="write every per-seed score and statistic here")
     args = parser.parse_args(argv)
 
     import torch
-    from scipy.stats import spearmanr
 
     import train_agents as ta
+    from envs.features import ENCODERS
 
+    variants = list(ENCODERS) if args.variants is None else args.variants
+    for v in variants:
+        if v not in ENCODERS:
+            raise SystemExit(f"--variants: unknown encoder {v!r}; choose from {ENCODERS}")
+    if args.seeds < 1:
+        raise SystemExit("--seeds must be >= 1")
     torch.set_num_threads(1)
     t0 = time.time()
     dataset = ta.load_data(ta.Common(dataset=args.dataset))
     sources = banks(args, dataset)
     seeds = list(range(args.seeds))
     results = {}
-    for variant in ["pixel", *args.variants]:
+    t = time.time()
+    results["pixel"] = score_pixel(dataset, sources, seeds, args, Path(args.pixel_json) if args.pixel_json else None)
+    print(f"[pixel] {time.time() - t:.0f} s", flush=True)
+    if args.pixel_only:
+        return {"scores": results}
+    for variant in variants:
         t = time.time()
-        results[variant] = score(dataset, sources, variant, seeds, args)
+        results[variant] = score_feature(dataset, sources, variant, seeds, args)
         print(f"[{variant}] {time.time() - t:.0f} s", flush=True)
-    means = {v: np.array([np.mean(results[v][p]) for p in POLICIES]) for v in results}
+    arr = {v: np.array([results[v][p] for p in POLICIES]) for v in results}  # (policies, seeds)
+    means = {v: a.mean(1) for v, a in arr.items()}
     print(f"\n## {dataset.name}: test balanced accuracy, mean ± std over {len(seeds)} seeds "
           f"(max_steps={args.max_steps}, bank per class {args.per_class}, generator {args.preset})\n")
     print("| policy | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
     for i, p in enumerate(POLICIES):
-        cells = [f"{means[v][i]:.3f} ± {np.std(results[v][p], ddof=1) if len(seeds) > 1 else 0:.3f}" for v in results]
+        cells = [f"{means[v][i]:.3f} ± {arr[v][i].std(ddof=1) if len(seeds) > 1 else 0:.3f}" for v in results]
         print(f"| {p} | " + " | ".join(cells) + " |")
-    rho = {v: float(spearmanr(means["pixel"], means[v]).statistic) for v in args.variants}
-    print("\n| feature encoder | Spearman rho with pixel mode |\n|---|---|")
-    for v, r in rho.items():
-        print(f"| {v} | {r:+.2f} |")
+    rho = {v: _rho(means["pixel"], means[v]) for v in variants}
+    ci = {v: bootstrap_rho(arr["pixel"], arr[v]) for v in variants}
+    halves = split_half(arr["pixel"], {v: arr[v] for v in variants})
+    h = len(seeds) // 2
+    print(f"\n| feature encoder | Spearman rho with pixel mode ({len(seeds)} seeds) | bootstrap 95% interval "
+          f"| mean rho with a {h}-seed pixel half |")
+    print("|---|---|---|---|")
+    for v in variants:
+        print(f"| {v} | {rho[v]:+.2f} | [{ci[v][0]:+.2f}, {ci[v][1]:+.2f}] | {halves.get(v, float('nan')):+.2f} |")
+    if "pixel" in halves:
+        r = halves["pixel"]
+        brown = 2 * r / (1 + r) if r > -1 else float("nan")
+        print(f"| *pixel vs pixel* (split-half reliability: rho between the means of two disjoint {h}-seed halves,"
+              f" mean over 500 splits) | | | {r:+.2f} |")
+        print(f"\nPixel mode's split-half rank reliability is {r:+.2f} at {h} seeds per half (Spearman-Brown "
+              f"estimate for all {len(seeds)} seeds: {brown:+.2f}). A feature mode cannot agree with pixel mode "
+              "much better than pixel mode agrees with itself: compare each encoder's last column with it.")
     print(f"\ntotal {time.time() - t0:.0f} s; command: python benchmarks/fidelity.py {' '.join(argv or sys.argv[1:])}")
-    out = {"dataset": dataset.name, "policies": POLICIES, "scores": results, "spearman": rho}
+    out = {"dataset": dataset.name, "policies": POLICIES, "seeds": seeds, "scores": results, "spearman": rho,
+           "spearman_ci95": ci, "split_half": halves}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

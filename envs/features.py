@@ -12,6 +12,12 @@ synthetic data that pixel mode rewards. The encoders here avoid it:
 - ``crossfit_aligned``: the same fold models, but features are their penultimate activations (richer than
   log-probabilities), each fold's space mapped linearly onto fold 0's by ridge regression fitted on train
   images both models saw, then standardised.
+- ``crossfit_joint``: like ``crossfit`` (out-of-fold log-probabilities), but each fold model trains on real
+  AND synthetic images (the env's synthetic pools, labelled by the class they were generated for), so the
+  encoder knows what synthetic images look like instead of finding them foreign. The synthetic pools are
+  split into folds too, and every image a fold model trained on (real or synthetic) is encoded by the fold
+  model that did not see it, recognised by its bytes. Needs ``synthetic=`` (the env's source) in
+  :func:`fit_encoder`.
 - ``random``: a randomly initialised, never trained CNN (random features; no image is seen).
 - ``supervised``: one CNN trained on all real train images (the flawed baseline, kept to measure against).
 """
@@ -25,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENCODERS = ("crossfit", "crossfit_aligned", "random", "supervised")
+ENCODERS = ("crossfit", "crossfit_aligned", "crossfit_joint", "random", "supervised")
+#: Encoders that train on the synthetic pools too, so :func:`fit_encoder` needs ``synthetic=``.
+NEEDS_SYNTHETIC = ("crossfit_joint",)
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,11 @@ class FrozenEncoder:
 
     def __init__(self, config: EncoderConfig, models: list, fold_of_train: np.ndarray | None,
                  train_features: np.ndarray, standardise: tuple[np.ndarray, np.ndarray] | None,
-                 maps: list[np.ndarray] | None = None) -> None:
+                 maps: list[np.ndarray] | None = None, seen: dict[bytes, int] | None = None) -> None:
         self.config = config
+        # Digest of every image a fold model trained on -> the fold that held it out (crossfit_joint), so
+        # encode() gives seen images their out-of-fold view.
+        self.seen = seen or {}
         self.maps = maps
         self.models = models
         self.fold_of_train = fold_of_train
@@ -86,6 +97,9 @@ class FrozenEncoder:
         if self.config.kind.startswith("crossfit"):
             seed = int.from_bytes(hashlib.sha256(f"{self.config.seed}/{salt}".encode()).digest()[:8], "little")
             which = np.random.default_rng(seed).integers(0, len(self.models), len(images))
+            if self.seen:
+                for i, img in enumerate(images):
+                    which[i] = self.seen.get(_digest(img), which[i])
             out = np.zeros((len(images), self.dim), np.float32)
             for f in range(len(self.models)):
                 idx = np.flatnonzero(which == f)
@@ -96,7 +110,7 @@ class FrozenEncoder:
 
     def fold_features(self, f: int, images: np.ndarray) -> np.ndarray:
         """Features of ``images`` by fold model ``f`` (in the common space of every fold)."""
-        if self.config.kind == "crossfit":
+        if self.config.kind in ("crossfit", "crossfit_joint"):
             return _log_probs(self.models[f], images)
         return self._post(_apply_map(_penultimate(self.models[f], images), self.maps[f]))
 
@@ -105,6 +119,27 @@ class FrozenEncoder:
             return feats
         mu, sd = self._standardise
         return ((feats - mu) / sd).astype(np.float32)
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes() + repr(image.shape).encode()).digest()[:16]
+
+
+def synthetic_pools(synthetic, num_classes: int) -> list[np.ndarray]:
+    """Per-class uint8 pools from a source (``pool(class_id)``), a dict or a sequence of arrays."""
+    if hasattr(synthetic, "pool"):
+        pools = [np.asarray(synthetic.pool(k)) for k in range(num_classes)]
+    elif isinstance(synthetic, dict):
+        pools = [np.asarray(synthetic.get(k, np.zeros((0, 1, 1, 1), np.uint8))) for k in range(num_classes)]
+    else:
+        pools = [np.asarray(p) for p in synthetic]
+        if len(pools) != num_classes:
+            raise ValueError(f"synthetic has {len(pools)} pools but the dataset has {num_classes} classes; "
+                             "give one (possibly empty) pool per class")
+    for k, p in enumerate(pools):
+        if len(p) and (p.dtype != np.uint8 or p.ndim != 4):
+            raise ValueError(f"synthetic pool of class {k} must be uint8 (n, H, W, C); got {p.dtype} {p.shape}")
+    return pools
 
 
 def _log_probs(model, images: np.ndarray) -> np.ndarray:
@@ -138,10 +173,28 @@ def _train_cnn(images, labels, num_classes, config: EncoderConfig, seed: int, *,
     return model
 
 
-def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, cache_dir: str | Path | None = None,
-                progress: bool = False) -> FrozenEncoder:
-    """Fit (or load from the in-memory or on-disk cache) the frozen encoder of ``dataset``."""
-    key = _cache_key(dataset, config)
+def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=None,
+                cache_dir: str | Path | None = None, progress: bool = False) -> FrozenEncoder:
+    """Fit (or load from the in-memory or on-disk cache) the frozen encoder of ``dataset``.
+
+    Args:
+        dataset: The :class:`LongTailDataset`.
+        config: Which encoder and how to train it.
+        synthetic: The env's synthetic images: a source (``pool(class_id)``), ``{class: images}`` or one uint8
+            array per class. Used (and required) only by :data:`NEEDS_SYNTHETIC` encoders; ignored otherwise.
+        cache_dir: Where fitted encoders are cached on disk (``None``: memory only).
+        progress: Show a bar over the fold models.
+    """
+    pools = None
+    if config.kind in NEEDS_SYNTHETIC:
+        if synthetic is None or isinstance(synthetic, str):
+            raise ValueError(f"encoder {config.kind!r} trains on the synthetic images too and needs them as "
+                             "synthetic=<source or per-class uint8 images>; with source='gaussian' (virtual "
+                             "features) or no images use encoder='crossfit'")
+        pools = synthetic_pools(synthetic, dataset.num_classes)
+        if any(len(p) and p.shape[1:] != dataset.image_shape for p in pools):
+            raise ValueError(f"synthetic images must have the dataset's shape {dataset.image_shape}")
+    key = _cache_key(dataset, config, pools)
     if key in _MEMORY:
         return _MEMORY[key]
     path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
@@ -152,7 +205,7 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, cache_dir: 
             return enc
         except Exception:  # a corrupt cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    enc = _fit(dataset, config, progress=progress)
+    enc = _fit(dataset, config, progress=progress, pools=pools)
     if path is not None:
         _save(enc, path)
     _MEMORY[key] = enc
@@ -162,16 +215,30 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, cache_dir: 
 _MEMORY: dict[str, FrozenEncoder] = {}
 
 
-def _fit(dataset, config: EncoderConfig, *, progress: bool) -> FrozenEncoder:
+def _stratified_folds(labels: np.ndarray, num_classes: int, folds: int, rng: np.random.Generator) -> np.ndarray:
+    fold = np.empty(len(labels), np.int64)
+    for cls in range(num_classes):  # stratified: every fold holds every class it can
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        fold[idx] = (np.arange(len(idx)) + rng.integers(folds)) % folds
+    return fold
+
+
+def _fit(dataset, config: EncoderConfig, *, progress: bool, pools: list[np.ndarray] | None = None) -> FrozenEncoder:
     x, y = dataset.train_images, dataset.train_labels
     c = dataset.num_classes
     if config.kind.startswith("crossfit"):
-        rng = np.random.default_rng(config.seed)
-        fold = np.empty(len(y), np.int64)
-        for cls in range(c):  # stratified: every fold holds every class it can
-            idx = np.flatnonzero(y == cls)
-            rng.shuffle(idx)
-            fold[idx] = (np.arange(len(idx)) + rng.integers(config.folds)) % config.folds
+        fold = _stratified_folds(y, c, config.folds, np.random.default_rng(config.seed))
+        seen: dict[bytes, int] = {}
+        if pools is not None:
+            sx = np.concatenate([p for p in pools if len(p)] or [np.zeros((0, *x.shape[1:]), np.uint8)])
+            sy = np.concatenate([np.full(len(p), k, np.int64) for k, p in enumerate(pools)])
+            # The synthetic folds draw from a stream of their own, so the real folds match crossfit's.
+            sfold = _stratified_folds(sy, c, config.folds, np.random.default_rng([config.seed, 1]))
+            for img, f in zip(x, fold):
+                seen[_digest(img)] = int(f)
+            for img, f in zip(sx, sfold):
+                seen.setdefault(_digest(img), int(f))  # an exact real copy keeps the real image's fold
         models = []
         feats = np.zeros((len(y), c), np.float32)
         it = range(config.folds)
@@ -186,12 +253,18 @@ def _fit(dataset, config: EncoderConfig, *, progress: bool) -> FrozenEncoder:
                                  "train images")
         for f in it:
             held = fold == f
-            m = _train_cnn(x[~held], y[~held], c, config, config.seed * 1000 + f)
+            fx, fy = x[~held], y[~held]
+            if pools is not None:
+                fx = np.concatenate([fx, sx[sfold != f]])
+                fy = np.concatenate([fy, sy[sfold != f]])
+            m = _train_cnn(fx, fy, c, config, config.seed * 1000 + f)
             models.append(m)
             if held.any():
                 feats[held] = _log_probs(m, x[held])
         if config.kind == "crossfit":
             return FrozenEncoder(config, models, fold, feats, None)
+        if config.kind == "crossfit_joint":
+            return FrozenEncoder(config, models, fold, feats, None, seen=seen)
         return _align(config, models, fold, x)
     model = _train_cnn(x, y, c, config, config.seed, train=config.kind == "supervised")
     raw = _penultimate(model, x)
@@ -231,8 +304,15 @@ def _align(config: EncoderConfig, models: list, fold: np.ndarray, x: np.ndarray,
     return FrozenEncoder(config, models, fold, ((raw - mu) / sd).astype(np.float32), (mu, sd), maps)
 
 
-def _cache_key(dataset, config: EncoderConfig) -> str:
-    blob = json.dumps({"data": dataset.fingerprint(), "config": asdict(config), "v": 1}, sort_keys=True)
+def _cache_key(dataset, config: EncoderConfig, pools: list[np.ndarray] | None = None) -> str:
+    d = {"data": dataset.fingerprint(), "config": asdict(config), "v": 1}
+    if pools is not None:  # only NEEDS_SYNTHETIC encoders; the other keys stay as they were
+        h = hashlib.sha256()
+        for p in pools:
+            h.update(repr(p.shape).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        d["synthetic"] = h.hexdigest()
+    blob = json.dumps(d, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -240,7 +320,7 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
             "fold": enc.fold_of_train, "train_features": enc.train_features(),
-            "standardise": enc._standardise, "maps": enc.maps}
+            "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen}
     from envs.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
@@ -259,4 +339,4 @@ def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
         m.eval()
         models.append(m)
     return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"],
-                         blob.get("maps"))
+                         blob.get("maps"), seen=blob.get("seen"))
