@@ -61,11 +61,18 @@ def run_dataset(name: str, args) -> str:
         add(f"no synthetic, {loss.replace('_', ' ')}", make_baseline("none"), dict(kw, loss=loss))
     for spec in ("constant:0.5", "constant:1", "constant:2", "fill", "inverse"):
         add(spec, make_baseline(spec), kw)
+    # Difference credit changes only what the agents are trained on; evaluation reads the actual classifier's test
+    # metrics, which the counterfactual heads do not touch, so policies are evaluated without them (C times cheaper).
+    train_kw = kw if args.credit == "shared" else dict(kw, credit=args.credit, credit_default=args.credit_default,
+                                                       reward_reference=None)
+    credit_tag = "" if args.credit == "shared" else f"-{args.credit}{args.credit_default:g}"
     for algo in args.algos:
         run_dir = (Path(args.cache_dir) / "results-agents" /
-                   f"{dataset.name}-{algo}-{args.wrapper}-{args.timesteps}-{args.reward}-{args.reference}-{args.replicas}")
+                   f"{dataset.name}-{algo}-{args.wrapper}-{args.timesteps}-{args.reward}-{args.reference}-{args.replicas}"
+                   f"{credit_tag}")
         t = time.time()
-        model = train(algo, kw, wrapper=args.wrapper, total_timesteps=args.timesteps, seed=0, log_dir=str(run_dir))
+        model = train(algo, train_kw, wrapper=args.wrapper, total_timesteps=args.timesteps, seed=0,
+                      log_dir=str(run_dir))
         print(f"  trained {algo} in {time.time() - t:.0f} s", flush=True)
         add(f"learned: {algo.upper()} ({args.wrapper})", SB3Policy(model, wrapper=args.wrapper), kw)
     return _table(dataset, rows, seeds, args, time.time() - t0)
@@ -82,7 +89,9 @@ def _table(dataset, rows, seeds, args, seconds: float) -> str:
              f"{seeds}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, max ratio "
              f"{args.max_ratio}, reward `{args.reward}`"
              f"{'' if args.reference is None else f' relative to a reference head at ratio {args.reference:g}'}, "
-             f"{args.replicas} reward replica(s), `{args.wrapper}` agents. Bank: DDPM "
+             f"{args.replicas} reward replica(s), `{args.wrapper}` agents"
+             f"{'' if args.credit == 'shared' else f' trained on difference rewards (counterfactual: the class at ratio {args.credit_default:g}; no reference head)'}"
+             f". Bank: DDPM "
              f"`{args.preset}` preset, filtered, {args.per_class} per class. Learned agents: "
              f"{args.timesteps} timesteps, seed 0.", "",
              "| policy | test bal. acc. | macro-F1 | tail recall | mean ratio |", "|---|---|---|---|---|"]
@@ -112,6 +121,11 @@ def main(argv=None) -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--reference", type=float, default=None,
                         help="reward relative to a reference head trained at this ratio (e.g. 0)")
+    parser.add_argument("--credit", default="shared", choices=("shared", "difference"),
+                        help="how learned agents are credited: the shared reward, or per-class difference rewards "
+                             "(drops --reference for training; baselines are unaffected)")
+    parser.add_argument("--credit-default", type=float, default=0.0,
+                        help="ratio of a class in its counterfactual (--credit difference)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
@@ -130,7 +144,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         text = run_dataset(name, args)
-        suffix = "" if args.wrapper == "shared" else f"-{args.wrapper}"
+        suffix = ("" if args.wrapper == "shared" else f"-{args.wrapper}") + \
+            ("" if args.credit == "shared" else "-credit")
         path = out / f"{'digits-lt' if name == 'digits' else name}{suffix}.md"
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text)
