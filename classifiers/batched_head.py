@@ -7,11 +7,22 @@ prototype lost 7x to mini-batching, FINDINGS.md). ``K`` independent heads, one p
 in the same batched matrix products; a copy's numbers do not depend on the other copies.
 
 Padding: copies may have different numbers of rows. Rows carry a weight, and padding rows have weight 0.
+
+A step is launch-bound, not FLOP-bound (a 5-class head on 2,000 rows is ~50k multiply-adds), so the layout
+minimises the number of tensor ops per epoch:
+
+- every layer is stored as one ``(K, out, in + 1)`` matrix whose last column is the bias, and the inputs get
+  a row of ones, so one GEMM gives outputs plus bias and one GEMM gives the weight and bias gradients;
+- all layers of all copies live in one flat buffer (layer-major), so Adam is a handful of in-place ops on
+  one tensor, with per-element step sizes that carry each copy's own bias correction;
+- logit offsets (logit adjustment, balanced softmax) are added to the bias for the epochs and taken off
+  afterwards: biases have no weight decay, so Adam sees exactly the gradients of the offset logits.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 HEAD_LOSSES = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
@@ -57,100 +68,123 @@ class BatchedHead:
         num_classes: ``C``.
         hidden: 0 for a linear head, else the MLP hidden width.
         lr: Adam learning rate.
-        weight_decay: L2 penalty on weights (not biases).
+        weight_decay: L2 penalty on weights (not biases), added to the gradient as ``torch.optim.Adam`` does.
         device: Where the parameters live.
     """
 
     def __init__(self, num_copies: int, in_dim: int, num_classes: int, *, hidden: int = 0, lr: float = 0.05,
                  weight_decay: float = 1e-4, device: torch.device | str = "cpu") -> None:
-        if num_copies < 1 or in_dim < 1 or num_classes < 2:
-            raise ValueError(f"need num_copies >= 1, in_dim >= 1, num_classes >= 2; got {num_copies}, "
-                             f"{in_dim}, {num_classes}")
+        if num_copies < 1 or in_dim < 1 or num_classes < 2 or hidden < 0:
+            raise ValueError(f"need num_copies >= 1, in_dim >= 1, num_classes >= 2, hidden >= 0; got {num_copies}, "
+                             f"{in_dim}, {num_classes}, {hidden}")
         self.k, self.d, self.c, self.hidden = num_copies, in_dim, num_classes, hidden
         self.lr, self.weight_decay = lr, weight_decay
         self.device = torch.device(device)
-        shapes = [(in_dim, num_classes), (1, num_classes)] if hidden == 0 else \
-            [(in_dim, hidden), (1, hidden), (hidden, num_classes), (1, num_classes)]
-        self.params = [torch.zeros((num_copies, *s), device=self.device) for s in shapes]
-        self._m = [torch.zeros_like(p) for p in self.params]
-        self._v = [torch.zeros_like(p) for p in self.params]
-        self._t = torch.zeros(num_copies, device=self.device)
+        self.layers = [(num_classes, in_dim)] if hidden == 0 else [(hidden, in_dim), (num_classes, hidden)]
+        sizes = [num_copies * o * (i + 1) for o, i in self.layers]
+        self.flat = torch.zeros(sum(sizes), device=self.device)
+        self._m = torch.zeros_like(self.flat)
+        self._v = torch.zeros_like(self.flat)
+        self._grad = torch.zeros_like(self.flat)
+        starts = [sum(sizes[:j]) for j in range(len(sizes))]
+        # (K, out, in + 1) views of the flat buffers, one per layer
+        self._w = self._views(self.flat, starts, sizes)
+        self._gw = self._views(self._grad, starts, sizes)
+        self._mw = self._views(self._m, starts, sizes)
+        self._vw = self._views(self._v, starts, sizes)
+        copy_of = torch.cat([torch.arange(num_copies).repeat_interleave(o * (i + 1)) for o, i in self.layers])
+        self._copy_of = copy_of.numpy()
+        decay = torch.cat([torch.ones(num_copies, o, i + 1).index_fill_(2, torch.tensor([i]), 0.0).flatten()
+                           for o, i in self.layers])  # 1 on weights, 0 on biases
+        self._decay = (decay * weight_decay).to(self.device)
+        self._t = np.zeros(num_copies, np.int64)  # Adam steps per copy (host side: bias corrections are scalars)
+
+    def _views(self, buf: torch.Tensor, starts, sizes) -> list[torch.Tensor]:
+        return [buf[s:s + n].view(self.k, o, i + 1) for s, n, (o, i) in zip(starts, sizes, self.layers)]
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """Views in the conventional shapes: ``W1 (K, D, O)``, ``b1 (K, 1, O)`` (then ``W2``, ``b2`` for the MLP)."""
+        return self._split(self._w)
+
+    @staticmethod
+    def _split(mats: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = []
+        for w in mats:
+            out += [w[:, :, :-1].transpose(1, 2), w[:, :, -1:].transpose(1, 2)]
+        return out
 
     # -- state -------------------------------------------------------------------------------
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         """Re-initialise the heads of ``copies`` (default all), copy ``i`` from ``generators[i]``.
 
         Weights use PyTorch's default Linear init (uniform in +-1/sqrt(fan_in)), drawn on the CPU from
-        the copy's own generator so that a copy's start does not depend on ``K`` or the device.
+        the copy's own generator (weights ``(in, out)`` then bias, layer by layer) so that a copy's start does
+        not depend on ``K`` or the device.
         """
-        copies = list(range(self.k)) if copies is None else copies
+        copies = list(range(self.k)) if copies is None else list(copies)
         if len(generators) != len(copies):
             raise ValueError(f"need one generator per copy: {len(generators)} for {len(copies)} copies")
         for g, i in zip(generators, copies):
-            for p in self.params:
-                fan_in = self._fan_in(p)
+            for w, (o, fan_in) in zip(self._w, self.layers):
                 bound = 1.0 / math.sqrt(fan_in)
-                p[i] = (torch.rand(p.shape[1:], generator=g) * 2 - 1).mul_(bound).to(self.device)
-            for s in (*self._m, *self._v):
-                s[i] = 0
+                weight = (torch.rand(fan_in, o, generator=g) * 2 - 1).mul_(bound)
+                bias = (torch.rand(1, o, generator=g) * 2 - 1).mul_(bound)
+                w[i] = torch.cat([weight, bias], 0).t().to(self.device)
+            for mats in (self._mw, self._vw):
+                for w in mats:
+                    w[i] = 0
             self._t[i] = 0
 
-    def _fan_in(self, p: torch.Tensor) -> int:
-        idx = next(j for j, q in enumerate(self.params) if q is p)
-        return self.d if idx in (0, 1) else self.hidden
-
     def state_dict(self) -> dict:
-        return {"params": [p.clone() for p in self.params], "m": [m.clone() for m in self._m],
-                "v": [v.clone() for v in self._v], "t": self._t.clone()}
+        """Copies of the parameters and Adam state: ``params``, ``m``, ``v`` each a one-tensor list ``[(K, P)]``
+        (every copy's flattened layers), and ``t`` ``(K,)``."""
+        return {**{name: [torch.cat([w.reshape(self.k, -1) for w in views], 1)]
+                   for name, views in self._state_views().items()}, "t": torch.from_numpy(self._t.copy())}
 
     def load_state_dict(self, state: dict) -> None:
-        for dst, src in zip(self.params, state["params"]):
-            dst.copy_(src)
-        for dst, src in zip(self._m, state["m"]):
-            dst.copy_(src)
-        for dst, src in zip(self._v, state["v"]):
-            dst.copy_(src)
-        self._t.copy_(state["t"])
+        for name, views in self._state_views().items():
+            src, col = state[name][0], 0
+            for w in views:
+                n = w[0].numel()
+                w.copy_(src[:, col:col + n].reshape(w.shape))
+                col += n
+        self._t[:] = np.asarray(state["t"])
+
+    def _state_views(self) -> dict[str, list[torch.Tensor]]:
+        return {"params": self._w, "m": self._mw, "v": self._vw}
 
     # -- math --------------------------------------------------------------------------------
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs with a row of ones, ``(D + 1, N)`` for rows shared by every copy or ``(K, D + 1, N)``."""
+        if x.dim() == 2:
+            return torch.cat([x.t(), torch.ones(1, len(x), dtype=x.dtype, device=x.device)], 0)
+        return torch.cat([x.transpose(1, 2), torch.ones(x.shape[0], 1, x.shape[1], dtype=x.dtype,
+                                                          device=x.device)], 1)
+
+    def _affine(self, w: torch.Tensor, xa: torch.Tensor) -> torch.Tensor:
+        """``(K, O, N)`` outputs of layer ``w`` ``(K, O, I + 1)`` on augmented inputs ``xa``."""
+        if xa.dim() == 2:  # one GEMM for all copies: (K*O, I+1) @ (I+1, N)
+            k, o, _ = w.shape
+            return (w.view(k * o, -1) @ xa).view(k, o, -1)
+        return torch.bmm(w, xa)
+
+    def _forward(self, xa: torch.Tensor):
+        """Logits ``(K, C, N)``, and for the MLP the pre-activation and augmented hidden layer."""
+        if self.hidden == 0:
+            return self._affine(self._w[0], xa), None, None
+        pre = self._affine(self._w[0], xa)
+        ha = torch.ones(self.k, self.hidden + 1, pre.shape[2], device=pre.device)
+        torch.clamp_min(pre, 0, out=ha[:, :-1])
+        return torch.bmm(self._w[1], ha), pre, ha
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(K, N, D)`` (or ``(N, D)``, shared by all copies) -> logits ``(K, N, C)``."""
-        return self._logits_t(self._xt(x)).transpose(1, 2)
+        return self._forward(self._inputs(x))[0].transpose(1, 2)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted classes ``(K, N)`` for ``x`` ``(K, N, D)`` or ``(N, D)``."""
-        return self._logits_t(self._xt(x)).argmax(1)
-
-    def _xt(self, x: torch.Tensor) -> torch.Tensor:
-        return x.t() if x.dim() == 2 else x.transpose(1, 2)
-
-    @staticmethod
-    def _lin(w: torch.Tensor, b: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
-        """``(K, O, N)`` outputs of weights ``(K, D, O)`` and bias ``(K, 1, O)`` on ``xt``.
-
-        ``xt`` is ``(K, D, N)`` (rows per copy) or ``(D, N)`` (rows shared by every copy): then all copies run
-        as one GEMM of ``(K * O, D) @ (D, N)``, the fast case the env uses.
-        """
-        if xt.dim() == 2:  # explicit (K*O, D) GEMM: torch.matmul's broadcasting path was ~20x slower here
-            k, d, o = w.shape
-            return (w.transpose(1, 2).reshape(k * o, d) @ xt).view(k, o, -1).add_(b.transpose(1, 2))
-        return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), xt)
-
-    @staticmethod
-    def _wgrad(xt: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """dL/dW ``(K, D, O)`` from inputs ``xt`` and output gradients ``g`` ``(K, O, N)``."""
-        if xt.dim() == 2:
-            k, o, n = g.shape
-            return (xt @ g.reshape(k * o, n).t()).view(-1, k, o).permute(1, 0, 2)
-        return torch.bmm(xt, g.transpose(1, 2))
-
-    # Internally logits are laid out (K, C, N): a softmax over a short last axis is ~20x slower on the CPU
-    # than over the middle axis of a contiguous (K, C, N) tensor, and it is the hottest op of a step.
-    def _logits_t(self, xt: torch.Tensor) -> torch.Tensor:
-        if self.hidden == 0:
-            return self._lin(*self.params, xt)
-        w1, b1, w2, b2 = self.params
-        return torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), self._lin(w1, b1, xt).clamp_min_(0))
+        return self._forward(self._inputs(x))[0].argmax(1)
 
     def train_epochs(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, epochs: int, *,
                      offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None
@@ -166,18 +200,51 @@ class BatchedHead:
             offset: ``(K, C)`` logit offsets used only during training (logit adjustment).
             class_weight: ``(K, C)`` loss weight per class (class-balanced loss).
         """
-        xt, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
-        loss = torch.zeros(self.k, device=x.device)
-        for epoch in range(epochs):
-            # The loss value costs two passes over (K, C, N); only the last epoch's is reported.
-            loss, grads = self._loss_and_grads(xt, onehot, w_row, off, need_loss=epoch == epochs - 1)
-            self._adam(grads, 0.9, 0.999, 1e-8)
+        xa, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
+        # dL/dz = softmax * w - onehot * w; contiguous: a broadcast product can come out in a permuted layout
+        neg_target = (onehot * w_row.neg()).contiguous()
+        if off is not None:  # train the offset logits: shift the bias (no weight decay there), unshift after
+            self._w[-1][:, :, -1].add_(off)
+        # Adam bias corrections for every epoch at once, as per-element factors (copies can be at different t):
+        # p -= lr * sqrt(c2) / c1 * m / (sqrt(v) + eps * sqrt(c2)) is torch.optim.Adam's update rearranged.
+        # When every copy is at the same t (copies reset together, the usual case) the factors are scalars.
+        same_t = bool((self._t == self._t[0]).all())
+        t = (self._t[:1] if same_t else self._t)[None, :] + np.arange(1, epochs + 1)[:, None]
+        c2 = np.sqrt(1 - 0.999 ** t)
+        factors = np.stack([self.lr * c2 / (1 - 0.9 ** t), 1e-8 * c2], 1)  # (E, 2, K or 1)
+        if same_t:
+            factors = factors[:, :, 0].tolist()
+        else:
+            factors = torch.from_numpy(factors[:, :, self._copy_of].astype(np.float32)).to(self.device)
+        loss = torch.zeros(self.k, device=xa.device)
+        try:
+            for epoch in range(epochs):
+                if epoch == epochs - 1:  # the loss costs two passes over (K, C, N): only the last one's
+                    z = self._forward(xa)[0]
+                    loss = -(torch.log_softmax(z, dim=1) * onehot).sum(1).mul(w_row.squeeze(1)).sum(1)
+                self._grads(xa, w_row, neg_target)
+                self._adam(*factors[epoch])
+        finally:
+            self._t += epochs
+            if off is not None:
+                self._w[-1][:, :, -1].sub_(off)
         return loss
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, *,
                        offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None):
-        """The weighted mean cross-entropy per copy and its gradients (no update). For tests."""
-        return self._loss_and_grads(*self._prepare(x, y, row_weight, offset, class_weight))
+        """The weighted mean cross-entropy per copy and its gradients (no update), in the shapes of
+        :attr:`params`. For tests."""
+        xa, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
+        if off is not None:
+            self._w[-1][:, :, -1].add_(off)
+        try:
+            z = self._forward(xa)[0]
+            loss = -(torch.log_softmax(z, dim=1) * onehot).sum(1).mul(w_row.squeeze(1)).sum(1)
+            self._grads(xa, w_row, (onehot * w_row.neg()).contiguous())
+        finally:
+            if off is not None:
+                self._w[-1][:, :, -1].sub_(off)
+        return loss, [g.clone() for g in self._split(self._gw)]
 
     def _prepare(self, x, y, row_weight, offset, class_weight):
         if x.dim() == 2:  # rows shared by every copy
@@ -191,43 +258,39 @@ class BatchedHead:
             w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
         # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
         w_row = (w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)).unsqueeze(1)
-        off = None if offset is None else offset.unsqueeze(2)
-        return self._xt(x), onehot, w_row, off
+        return self._inputs(x), onehot, w_row, offset
 
-    def _loss_and_grads(self, xt, onehot, w_row, off, need_loss: bool = True):
+    def _grads(self, xa: torch.Tensor, w_row: torch.Tensor, neg_target: torch.Tensor) -> None:
+        """Gradients of the weighted cross-entropy into the flat gradient buffer."""
         if self.hidden == 0:
-            z = self._logits_t(xt)
+            z, pre, ha = self._affine(self._w[0], xa), None, None
         else:
-            w1, b1, w2, b2 = self.params
-            pre = self._lin(w1, b1, xt)
-            h = pre.clamp_min(0)
-            z = torch.baddbmm(b2.transpose(1, 2), w2.transpose(1, 2), h)
-        if off is not None:
-            z = z + off
-        loss = -(torch.log_softmax(z, dim=1) * onehot).sum(1).mul(w_row.squeeze(1)).sum(1) if need_loss else None
-        gz = torch.softmax(z, dim=1).sub_(onehot).mul_(w_row)  # dL/dz, (K, C, N)
+            z, pre, ha = self._forward(xa)
+        gz = torch.addcmul(neg_target, torch.softmax(z, dim=1), w_row)  # dL/dz, (K, C, N)
         if self.hidden == 0:
-            return loss, [self._wgrad(xt, gz), gz.sum(2).unsqueeze(1)]
-        gh = torch.bmm(w2, gz).mul_((pre > 0).to(gz.dtype))
-        return loss, [self._wgrad(xt, gh), gh.sum(2).unsqueeze(1),
-                      torch.bmm(h, gz.transpose(1, 2)), gz.sum(2).unsqueeze(1)]
+            self._wgrad(gz, xa, self._gw[0])
+            return
+        torch.bmm(gz, ha.transpose(1, 2), out=self._gw[1])
+        gh = torch.ops.aten.threshold_backward(torch.bmm(self._w[1][:, :, :-1].transpose(1, 2), gz), pre, 0)
+        self._wgrad(gh, xa, self._gw[0])
 
-    def _adam(self, grads: list[torch.Tensor], b1: float, b2: float, eps: float) -> None:
-        # foreach ops: one kernel launch per op for all parameters (a step is launch-bound, not FLOP-bound)
-        if self.weight_decay:  # L2 on weights, not biases
-            grads = [g.add(p, alpha=self.weight_decay) if j % 2 == 0 else g
-                     for j, (p, g) in enumerate(zip(self.params, grads))]
-        self._t += 1
-        t = self._t.view(-1, 1, 1)
-        c1 = 1 - b1 ** t
-        c2_sqrt = (1 - b2 ** t).sqrt_()
-        torch._foreach_mul_(self._m, b1)
-        torch._foreach_add_(self._m, grads, alpha=1 - b1)
-        torch._foreach_mul_(self._v, b2)
-        torch._foreach_addcmul_(self._v, grads, grads, value=1 - b2)
-        denom = torch._foreach_sqrt(self._v)
-        torch._foreach_div_(denom, [c2_sqrt] * len(denom))
-        torch._foreach_add_(denom, eps)
-        step = torch._foreach_div(self._m, denom)
-        torch._foreach_div_(step, [c1] * len(step))
-        torch._foreach_add_(self.params, step, alpha=-self.lr)
+    @staticmethod
+    def _wgrad(g: torch.Tensor, xa: torch.Tensor, out: torch.Tensor) -> None:
+        """dL/dW ``(K, O, I + 1)`` (bias column included) from output gradients ``g`` ``(K, O, N)``."""
+        if xa.dim() == 2:
+            k, o, n = g.shape
+            torch.mm(g.reshape(k * o, n), xa.t(), out=out.view(k * o, -1))
+        else:
+            torch.bmm(g, xa.transpose(1, 2), out=out)
+
+    def _adam(self, step_size, eps, b1: float = 0.9, b2: float = 0.999) -> None:
+        """One Adam update; ``step_size`` and ``eps`` are floats or per-element ``(P,)`` tensors."""
+        g = self._grad
+        if self.weight_decay:  # L2 on weights, not biases (as torch.optim.Adam's weight_decay)
+            g.addcmul_(self.flat, self._decay)
+        self._m.lerp_(g, 1 - b1)
+        self._v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        if isinstance(step_size, float):
+            self.flat.addcdiv_(self._m, self._v.sqrt().add_(eps), value=-step_size)
+        else:
+            self.flat.addcdiv_(self._m * step_size, self._v.sqrt().add_(eps), value=-1.0)

@@ -68,6 +68,7 @@ class PoolSampler:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self.offset = offset
         self.owner = np.repeat(np.arange(len(self.sizes)), self.sizes)  # class of each pooled row
+        self._owner_f = self.owner.astype(np.float64)
         self.rank = np.arange(len(self.owner)) - self.starts[self.owner]  # position within its class
 
     def draw(self, rng: np.random.Generator, n: np.ndarray) -> np.ndarray:
@@ -75,7 +76,8 @@ class PoolSampler:
         n = np.asarray(n, np.int64)
         if not n.any():
             return np.zeros(0, np.int64)
-        order = np.lexsort((rng.random(len(self.owner)), self.owner))  # per-class random permutations
+        # per-class random permutations: sort keys class + U[0, 1) (one float argsort is 5x faster than lexsort)
+        order = np.argsort(self._owner_f + rng.random(len(self.owner)))
         picked = order[self.rank < n[self.owner]]
         short = np.flatnonzero(n > self.sizes)
         if len(short):  # beyond the pool: the rest with replacement
@@ -119,6 +121,7 @@ class FeatureEngine:
                                 [np.full(n, k, np.int64) for k, n in enumerate(self.pool_sizes)])
         self.labels = torch.from_numpy(labels).to(self.device)
         self.labels_np = labels
+        self._onehot_np = np.eye(c, dtype=np.float32)[labels]
         self.real_idx = np.arange(len(real_features))
         self.real_counts = np.bincount(real_labels, minlength=c).astype(np.int64)
         self.val_x = torch.from_numpy(np.asarray(val_features, np.float32)).to(self.device)
@@ -140,15 +143,15 @@ class FeatureEngine:
         """Train every copy's head for ``epochs`` on its mix; return the last loss per copy."""
         # Every copy trains on the rows any copy uses, weighted by how often its own mix holds them: one shared
         # (U, D) matrix and one GEMM per layer for all copies, instead of gathering (K, N, D) mixes.
-        used, inverse = np.unique(np.concatenate(mixes), return_inverse=True)
-        owner = np.repeat(np.arange(self.k), [len(m) for m in mixes])
-        weight = np.bincount(owner * len(used) + inverse, minlength=self.k * len(used)).reshape(self.k, len(used))
+        # bincount over the table (not np.unique: sorting K mixes cost ~5 ms at K = 64)
+        rows = len(self.labels_np)
+        owner = np.repeat(np.arange(self.k) * rows, [len(m) for m in mixes])
+        weight = np.bincount(owner + np.concatenate(mixes), minlength=self.k * rows).reshape(self.k, rows)
+        used = np.flatnonzero(weight.any(0)) if self.k > 1 else np.flatnonzero(weight[0])
+        weight = weight[:, used]
         used_t = torch.from_numpy(used).to(self.device)
         x = self.table[used_t]
         y = self.labels[used_t]
-        lab = self.labels_np[used]
-        counts = torch.from_numpy(np.stack([np.bincount(lab, weights=w, minlength=self.num_classes)
-                                            for w in weight]).astype(np.float32)).to(self.device)
         if self.k > 1 and not torch.isfinite(x).all():
             # A broken row (NaN features) times a zero weight is still NaN in a shared GEMM: give each copy only
             # its own rows, so a fault stays in the copy that drew it (and is rolled back there).
@@ -156,9 +159,12 @@ class FeatureEngine:
             x = torch.where(mine.unsqueeze(-1), x.unsqueeze(0), torch.zeros((), device=self.device))
             y = y.unsqueeze(0).expand(self.k, -1)
         weight = weight.astype(np.float32)
-        offset, class_weight = self._loss_terms(self.loss, counts)
+        offset = class_weight = None
+        if self.loss != "ce":  # the loss terms need each copy's class counts: (K, U) @ (U, C)
+            counts = torch.from_numpy(weight @ self._onehot_np[used]).to(self.device)
+            offset, class_weight = self._loss_terms(self.loss, counts)
         loss = self.head.train_epochs(x, y, torch.from_numpy(weight).to(self.device), self.epochs,
-                                      offset=offset if self.loss != "ce" else None,
+                                      offset=offset if self.loss != "class_balanced" else None,
                                       class_weight=class_weight if self.loss == "class_balanced" else None)
         return loss.cpu().numpy()
 
