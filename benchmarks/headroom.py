@@ -200,9 +200,9 @@ def main(argv=None) -> None:
     if args.reference is not None and args.reference < 0:
         args.reference = None
     if args.full:
-        args.generations = max(args.generations, 25)
-        args.population = max(args.population, 32)
-        args.episodes = max(args.episodes, 8)
+        args.generations = max(args.generations, 16)
+        args.population = max(args.population, 24)
+        args.episodes = max(args.episodes, 6)
         args.val_seeds = max(args.val_seeds, 32)
     import torch
 
