@@ -13,8 +13,8 @@ minimises the number of tensor ops per epoch:
 
 - every layer is stored as one ``(K, out, in + 1)`` matrix whose last column is the bias, and the inputs get
   a row of ones, so one GEMM gives outputs plus bias and one GEMM gives the weight and bias gradients;
-- all layers of all copies live in one flat buffer (layer-major), so Adam is a handful of in-place ops on
-  one tensor, with per-element step sizes that carry each copy's own bias correction;
+- all layers of all copies live in one flat buffer (layer-major); Adam is PyTorch's fused kernel (one call
+  for every copy, each copy with its own step count), where the foreach version took a dozen ops;
 - logit offsets (logit adjustment, balanced softmax) are added to the bias for the epochs and taken off
   afterwards: biases have no weight decay, so Adam sees exactly the gradients of the offset logits.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 HEAD_LOSSES = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
@@ -92,12 +91,17 @@ class BatchedHead:
         self._gw = self._views(self._grad, starts, sizes)
         self._mw = self._views(self._m, starts, sizes)
         self._vw = self._views(self._v, starts, sizes)
-        copy_of = torch.cat([torch.arange(num_copies).repeat_interleave(o * (i + 1)) for o, i in self.layers])
-        self._copy_of = copy_of.numpy()
         decay = torch.cat([torch.ones(num_copies, o, i + 1).index_fill_(2, torch.tensor([i]), 0.0).flatten()
                            for o, i in self.layers])  # 1 on weights, 0 on biases
         self._decay = (decay * weight_decay).to(self.device)
-        self._t = np.zeros(num_copies, np.int64)  # Adam steps per copy (host side: bias corrections are scalars)
+        # Adam steps per copy. The fused Adam kernel takes one step tensor per parameter tensor, so every copy's
+        # layers are passed as tensors of their own: copies keep their own bias corrections (they may reset at
+        # different times) and the whole update is still one kernel call.
+        self._steps = torch.zeros(num_copies, device=self.device)
+        per_copy = [(i, j) for i in range(num_copies) for j in range(len(self.layers))]
+        self._adam_args = ([self._w[j][i] for i, j in per_copy], [self._gw[j][i] for i, j in per_copy],
+                           [self._mw[j][i] for i, j in per_copy], [self._vw[j][i] for i, j in per_copy], [],
+                           [self._steps[i] for i, _ in per_copy])
 
     def _views(self, buf: torch.Tensor, starts, sizes) -> list[torch.Tensor]:
         return [buf[s:s + n].view(self.k, o, i + 1) for s, n, (o, i) in zip(starts, sizes, self.layers)]
@@ -134,13 +138,13 @@ class BatchedHead:
             for mats in (self._mw, self._vw):
                 for w in mats:
                     w[i] = 0
-            self._t[i] = 0
+            self._steps[i] = 0
 
     def state_dict(self) -> dict:
         """Copies of the parameters and Adam state: ``params``, ``m``, ``v`` each a one-tensor list ``[(K, P)]``
         (every copy's flattened layers), and ``t`` ``(K,)``."""
         return {**{name: [torch.cat([w.reshape(self.k, -1) for w in views], 1)]
-                   for name, views in self._state_views().items()}, "t": torch.from_numpy(self._t.copy())}
+                   for name, views in self._state_views().items()}, "t": self._steps.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         for name, views in self._state_views().items():
@@ -149,13 +153,13 @@ class BatchedHead:
                 n = w[0].numel()
                 w.copy_(src[:, col:col + n].reshape(w.shape))
                 col += n
-        self._t[:] = np.asarray(state["t"])
+        self._steps.copy_(torch.as_tensor(state["t"], dtype=self._steps.dtype))
 
     def _state_views(self) -> dict[str, list[torch.Tensor]]:
         return {"params": self._w, "m": self._mw, "v": self._vw}
 
     # -- math --------------------------------------------------------------------------------
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs with a row of ones, ``(D + 1, N)`` for rows shared by every copy or ``(K, D + 1, N)``."""
         if x.dim() == 2:
             return torch.cat([x.t(), torch.ones(1, len(x), dtype=x.dtype, device=x.device)], 0)
@@ -180,11 +184,14 @@ class BatchedHead:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(K, N, D)`` (or ``(N, D)``, shared by all copies) -> logits ``(K, N, C)``."""
-        return self._forward(self._inputs(x))[0].transpose(1, 2)
+        return self._forward(self.inputs(x))[0].transpose(1, 2)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted classes ``(K, N)`` for ``x`` ``(K, N, D)`` or ``(N, D)``."""
-        return self._forward(self._inputs(x))[0].argmax(1)
+    def predict(self, x: torch.Tensor, *, augmented: bool = False) -> torch.Tensor:
+        """Predicted classes ``(K, N)`` for ``x`` ``(K, N, D)`` or ``(N, D)``.
+
+        ``augmented=True``: ``x`` is already :meth:`inputs` of the features (callers that predict on the same
+        split every step keep it, saving a copy per step)."""
+        return self._forward(x if augmented else self.inputs(x))[0].argmax(1)
 
     def train_epochs(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, epochs: int, *,
                      offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None
@@ -205,27 +212,14 @@ class BatchedHead:
         neg_target = (onehot * w_row.neg()).contiguous()
         if off is not None:  # train the offset logits: shift the bias (no weight decay there), unshift after
             self._w[-1][:, :, -1].add_(off)
-        # Adam bias corrections for every epoch at once, as per-element factors (copies can be at different t):
-        # p -= lr * sqrt(c2) / c1 * m / (sqrt(v) + eps * sqrt(c2)) is torch.optim.Adam's update rearranged.
-        # When every copy is at the same t (copies reset together, the usual case) the factors are scalars.
-        same_t = bool((self._t == self._t[0]).all())
-        t = (self._t[:1] if same_t else self._t)[None, :] + np.arange(1, epochs + 1)[:, None]
-        c2 = np.sqrt(1 - 0.999 ** t)
-        factors = np.stack([self.lr * c2 / (1 - 0.9 ** t), 1e-8 * c2], 1)  # (E, 2, K or 1)
-        if same_t:
-            factors = factors[:, :, 0].tolist()
-        else:
-            factors = torch.from_numpy(factors[:, :, self._copy_of].astype(np.float32)).to(self.device)
         loss = torch.zeros(self.k, device=xa.device)
         try:
             for epoch in range(epochs):
-                if epoch == epochs - 1:  # the loss costs two passes over (K, C, N): only the last one's
-                    z = self._forward(xa)[0]
-                    loss = -(torch.log_softmax(z, dim=1) * onehot).sum(1).mul(w_row.squeeze(1)).sum(1)
-                self._grads(xa, w_row, neg_target)
-                self._adam(*factors[epoch])
+                # the loss value costs a pass over (K, C, N): only the last epoch's is reported
+                last = self._grads(xa, w_row, neg_target, onehot if epoch == epochs - 1 else None)
+                loss = loss if last is None else last
+                self._adam()
         finally:
-            self._t += epochs
             if off is not None:
                 self._w[-1][:, :, -1].sub_(off)
         return loss
@@ -238,9 +232,7 @@ class BatchedHead:
         if off is not None:
             self._w[-1][:, :, -1].add_(off)
         try:
-            z = self._forward(xa)[0]
-            loss = -(torch.log_softmax(z, dim=1) * onehot).sum(1).mul(w_row.squeeze(1)).sum(1)
-            self._grads(xa, w_row, (onehot * w_row.neg()).contiguous())
+            loss = self._grads(xa, w_row, (onehot * w_row.neg()).contiguous(), onehot)
         finally:
             if off is not None:
                 self._w[-1][:, :, -1].sub_(off)
@@ -258,21 +250,27 @@ class BatchedHead:
             w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
         # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
         w_row = (w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)).unsqueeze(1)
-        return self._inputs(x), onehot, w_row, offset
+        return self.inputs(x), onehot, w_row, offset
 
-    def _grads(self, xa: torch.Tensor, w_row: torch.Tensor, neg_target: torch.Tensor) -> None:
-        """Gradients of the weighted cross-entropy into the flat gradient buffer."""
+    def _grads(self, xa: torch.Tensor, w_row: torch.Tensor, neg_target: torch.Tensor,
+               onehot: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Gradients of the weighted cross-entropy into the flat gradient buffer; the loss when ``onehot``."""
         if self.hidden == 0:
             z, pre, ha = self._affine(self._w[0], xa), None, None
         else:
             z, pre, ha = self._forward(xa)
-        gz = torch.addcmul(neg_target, torch.softmax(z, dim=1), w_row)  # dL/dz, (K, C, N)
+        p = torch.softmax(z, dim=1)
+        loss = None
+        if onehot is not None:  # from the softmax already computed; the floor keeps a sure mistake finite
+            loss = -(p * onehot).sum(1).clamp_min_(1e-30).log_().mul_(w_row.squeeze(1)).sum(1)
+        gz = torch.addcmul(neg_target, p, w_row)  # dL/dz, (K, C, N)
         if self.hidden == 0:
             self._wgrad(gz, xa, self._gw[0])
-            return
+            return loss
         torch.bmm(gz, ha.transpose(1, 2), out=self._gw[1])
         gh = torch.ops.aten.threshold_backward(torch.bmm(self._w[1][:, :, :-1].transpose(1, 2), gz), pre, 0)
         self._wgrad(gh, xa, self._gw[0])
+        return loss
 
     @staticmethod
     def _wgrad(g: torch.Tensor, xa: torch.Tensor, out: torch.Tensor) -> None:
@@ -283,14 +281,10 @@ class BatchedHead:
         else:
             torch.bmm(g, xa.transpose(1, 2), out=out)
 
-    def _adam(self, step_size, eps, b1: float = 0.9, b2: float = 0.999) -> None:
-        """One Adam update; ``step_size`` and ``eps`` are floats or per-element ``(P,)`` tensors."""
-        g = self._grad
-        if self.weight_decay:  # L2 on weights, not biases (as torch.optim.Adam's weight_decay)
-            g.addcmul_(self.flat, self._decay)
-        self._m.lerp_(g, 1 - b1)
-        self._v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        if isinstance(step_size, float):
-            self.flat.addcdiv_(self._m, self._v.sqrt().add_(eps), value=-step_size)
-        else:
-            self.flat.addcdiv_(self._m * step_size, self._v.sqrt().add_(eps), value=-1.0)
+    def _adam(self) -> None:
+        """One ``torch.optim.Adam`` update (fused kernel) of every copy, L2 on weights only."""
+        if self.weight_decay:  # as torch.optim.Adam's weight_decay, but not on biases
+            self._grad.addcmul_(self.flat, self._decay)
+        self._steps += 1
+        torch._fused_adam_(*self._adam_args, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+                           amsgrad=False, maximize=False)

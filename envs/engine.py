@@ -131,6 +131,7 @@ class FeatureEngine:
         self.head = BatchedHead(num_copies, self.table.shape[1], c, hidden=hidden, lr=lr,
                                 weight_decay=weight_decay, device=self.device)
         self.k = num_copies
+        self._inputs: dict[str, torch.Tensor] = {}
 
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         self.head.reset(generators, copies)
@@ -173,7 +174,9 @@ class FeatureEngine:
         x = self.val_x if split == "val" else self.test_x
         if x is None:
             raise ValueError("the env was built without test features; pass eval_split='test'")
-        return self.head.predict(x).cpu().numpy()
+        if split not in self._inputs:  # the split's features are frozen: augment them once
+            self._inputs[split] = self.head.inputs(x)
+        return self.head.predict(self._inputs[split], augmented=True).cpu().numpy()
 
     def labels_of(self, split: str) -> np.ndarray:
         return self.val_y if split == "val" else self.test_y

@@ -66,3 +66,31 @@ def test_learns_separable_data_and_resets():
 def test_unknown_loss_says_what_to_use():
     with pytest.raises(ValueError, match="pixel"):
         loss_terms("focal", torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("hidden", [0, 6])
+def test_training_equals_torch_adam_per_copy_even_when_copies_reset_at_different_times(hidden):
+    """Each copy follows torch.optim.Adam (L2 on weights only) on its own rows, with its own step count."""
+    x, y = _data(k=2, n=30, d=4, c=3)
+    wd, lr = 1e-2, 0.05
+    head = BatchedHead(2, 4, 3, hidden=hidden, lr=lr, weight_decay=wd)
+    head.reset([torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+    head.train_epochs(x, y, torch.ones(2, 30), 3)
+    head.reset([torch.Generator().manual_seed(7)], [0])  # copy 0 restarts: its Adam step count is 0 again
+    head.train_epochs(x, y, torch.ones(2, 30), 4)
+
+    for copy, seed, epochs in ((0, 7, [4]), (1, 1, [3, 4])):
+        ref = BatchedHead(1, 4, 3, hidden=hidden)
+        ref.reset([torch.Generator().manual_seed(seed)])
+        params = [p[0].clone().requires_grad_(True) for p in ref.params]  # W (D, O), b (1, O), ...
+        opt = torch.optim.Adam([{"params": params[0::2], "weight_decay": wd},
+                                {"params": params[1::2], "weight_decay": 0.0}], lr=lr)
+        for _ in range(sum(epochs)):
+            z = x[copy] @ params[0] + params[1]
+            if hidden:
+                z = z.clamp_min(0) @ params[2] + params[3]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(z, y[copy]).backward()
+            opt.step()
+        for got, want in zip(head.params, params):
+            assert torch.allclose(got[copy], want.detach(), atol=1e-5)
