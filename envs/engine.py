@@ -24,14 +24,12 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     tp = np.diagonal(cm, axis1=1, axis2=2)
     support = cm.sum(2)
     predicted = cm.sum(1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recall = np.where(support > 0, tp / support, 0.0)
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = support > 0
-    bal = (recall * present).sum(1) / np.maximum(present.sum(1), 1)
-    macro_f1 = f1.mean(1)
-    return {"recall": recall, "precision": precision, "f1": f1, "balanced_accuracy": bal, "macro_f1": macro_f1}
+    recall = tp / np.maximum(support, 1)  # tp is 0 wherever support or predicted is 0: those metrics are 0
+    precision = tp / np.maximum(predicted, 1)
+    both = precision + recall
+    f1 = 2 * precision * recall / np.where(both > 0, both, 1)
+    bal = recall.sum(1) / np.maximum((support > 0).sum(1), 1)  # absent classes add 0 to the sum
+    return {"recall": recall, "precision": precision, "f1": f1, "balanced_accuracy": bal, "macro_f1": f1.mean(1)}
 
 
 def batched_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
