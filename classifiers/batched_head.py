@@ -21,6 +21,7 @@ minimises the number of tensor ops per epoch:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -56,6 +57,17 @@ def loss_terms(loss: str, counts: torch.Tensor, *, tau: float = 1.0, beta: float
         return zeros, w * counts.shape[1] / w.sum(dim=1, keepdim=True)
     raise ValueError(f"unknown head loss {loss!r}; choose one of {HEAD_LOSSES} (focal and LDAM-DRW need "
                      "mode='pixel', which trains with classifiers.losses)")
+
+
+class _Batch(NamedTuple):
+    """One call's training data, prepared once for all its epochs."""
+
+    xa: torch.Tensor  # inputs with a row of ones, (D + 1, N) shared or (K, D + 1, N)
+    onehot: torch.Tensor  # (1 or K, C, N)
+    w_row: torch.Tensor  # (K, 1, N) row weights, normalised per copy
+    neg_target: torch.Tensor | None  # MLP: -onehot * w, (K, C, N)
+    wxa_t: torch.Tensor | None  # linear: (w * xa)^T, (K, N, D + 1)
+    target_grad: torch.Tensor | None  # linear: onehot @ (w * xa)^T, (K, C, D + 1)
 
 
 class BatchedHead:
@@ -191,7 +203,8 @@ class BatchedHead:
 
         ``augmented=True``: ``x`` is already :meth:`inputs` of the features (callers that predict on the same
         split every step keep it, saving a copy per step)."""
-        return self._forward(x if augmented else self.inputs(x))[0].argmax(1)
+        # max(1).indices, not argmax(1): the same first-maximum index, ~8x faster over the middle axis on the CPU
+        return self._forward(x if augmented else self.inputs(x))[0].max(1).indices
 
     def train_epochs(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, epochs: int, *,
                      offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None
@@ -207,38 +220,36 @@ class BatchedHead:
             offset: ``(K, C)`` logit offsets used only during training (logit adjustment).
             class_weight: ``(K, C)`` loss weight per class (class-balanced loss).
         """
-        xa, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
-        # dL/dz = softmax * w - onehot * w; contiguous: a broadcast product can come out in a permuted layout
-        neg_target = (onehot * w_row.neg()).contiguous()
-        if off is not None:  # train the offset logits: shift the bias (no weight decay there), unshift after
-            self._w[-1][:, :, -1].add_(off)
-        loss = torch.zeros(self.k, device=xa.device)
+        batch = self._prepare(x, y, row_weight, class_weight)
+        if offset is not None:  # train the offset logits: shift the bias (no weight decay there), unshift after
+            self._w[-1][:, :, -1].add_(offset)
+        loss = torch.zeros(self.k, device=batch.xa.device)
         try:
             for epoch in range(epochs):
                 # the loss value costs a pass over (K, C, N): only the last epoch's is reported
-                last = self._grads(xa, w_row, neg_target, onehot if epoch == epochs - 1 else None)
+                last = self._grads(batch, need_loss=epoch == epochs - 1)
                 loss = loss if last is None else last
                 self._adam()
         finally:
-            if off is not None:
-                self._w[-1][:, :, -1].sub_(off)
+            if offset is not None:
+                self._w[-1][:, :, -1].sub_(offset)
         return loss
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor, row_weight: torch.Tensor, *,
                        offset: torch.Tensor | None = None, class_weight: torch.Tensor | None = None):
         """The weighted mean cross-entropy per copy and its gradients (no update), in the shapes of
         :attr:`params`. For tests."""
-        xa, onehot, w_row, off = self._prepare(x, y, row_weight, offset, class_weight)
-        if off is not None:
-            self._w[-1][:, :, -1].add_(off)
+        batch = self._prepare(x, y, row_weight, class_weight)
+        if offset is not None:
+            self._w[-1][:, :, -1].add_(offset)
         try:
-            loss = self._grads(xa, w_row, (onehot * w_row.neg()).contiguous(), onehot)
+            loss = self._grads(batch, need_loss=True)
         finally:
-            if off is not None:
-                self._w[-1][:, :, -1].sub_(off)
+            if offset is not None:
+                self._w[-1][:, :, -1].sub_(offset)
         return loss, [g.clone() for g in self._split(self._gw)]
 
-    def _prepare(self, x, y, row_weight, offset, class_weight):
+    def _prepare(self, x, y, row_weight, class_weight) -> _Batch:
         if x.dim() == 2:  # rows shared by every copy
             onehot = torch.zeros(1, self.c, len(y), device=x.device)
             onehot.scatter_(1, y.view(1, 1, -1), 1.0)
@@ -249,27 +260,33 @@ class BatchedHead:
             onehot.scatter_(1, y.unsqueeze(1), 1.0)
             w_row = row_weight if class_weight is None else row_weight * torch.gather(class_weight, 1, y)
         # Normalise per copy so the gradient scale does not depend on how many rows the mix has.
-        w_row = (w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)).unsqueeze(1)
-        return self.inputs(x), onehot, w_row, offset
+        # (contiguous: a column-major row weight makes every product below take a slow strided path)
+        w_row = (w_row / w_row.sum(dim=1, keepdim=True).clamp_min(1e-12)).contiguous().unsqueeze(1)
+        xa = self.inputs(x)
+        if self.hidden:  # dL/dz = softmax * w - onehot * w (contiguous: a broadcast product can come out permuted)
+            return _Batch(xa, onehot, w_row, (onehot * w_row.neg()).contiguous(), None, None)
+        # Linear head: dL/dW = (softmax * w - onehot * w) @ xa^T = softmax @ (w * xa)^T - const. Weighting the
+        # inputs once per step (not the (K, C, N) gradient every epoch) takes the costliest op out of the epoch.
+        wxa_t = (w_row * xa).transpose(1, 2)  # (K, N, D + 1)
+        return _Batch(xa, onehot, w_row, None, wxa_t, torch.bmm(onehot.expand(self.k, -1, -1), wxa_t))
 
-    def _grads(self, xa: torch.Tensor, w_row: torch.Tensor, neg_target: torch.Tensor,
-               onehot: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Gradients of the weighted cross-entropy into the flat gradient buffer; the loss when ``onehot``."""
+    def _grads(self, batch: _Batch, need_loss: bool = False) -> torch.Tensor | None:
+        """Gradients of the weighted cross-entropy into the flat gradient buffer; the loss if ``need_loss``."""
         if self.hidden == 0:
-            z, pre, ha = self._affine(self._w[0], xa), None, None
+            z, pre, ha = self._affine(self._w[0], batch.xa), None, None
         else:
-            z, pre, ha = self._forward(xa)
+            z, pre, ha = self._forward(batch.xa)
         p = torch.softmax(z, dim=1)
         loss = None
-        if onehot is not None:  # from the softmax already computed; the floor keeps a sure mistake finite
-            loss = -(p * onehot).sum(1).clamp_min_(1e-30).log_().mul_(w_row.squeeze(1)).sum(1)
-        gz = torch.addcmul(neg_target, p, w_row)  # dL/dz, (K, C, N)
+        if need_loss:  # from the softmax already computed; the floor keeps a sure mistake finite
+            loss = -(p * batch.onehot).sum(1).clamp_min_(1e-30).log_().mul_(batch.w_row.squeeze(1)).sum(1)
         if self.hidden == 0:
-            self._wgrad(gz, xa, self._gw[0])
+            torch.bmm(p, batch.wxa_t, out=self._gw[0]).sub_(batch.target_grad)
             return loss
+        gz = torch.addcmul(batch.neg_target, p, batch.w_row)  # dL/dz, (K, C, N)
         torch.bmm(gz, ha.transpose(1, 2), out=self._gw[1])
         gh = torch.ops.aten.threshold_backward(torch.bmm(self._w[1][:, :, :-1].transpose(1, 2), gz), pre, 0)
-        self._wgrad(gh, xa, self._gw[0])
+        self._wgrad(gh, batch.xa, self._gw[0])
         return loss
 
     @staticmethod

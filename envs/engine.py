@@ -147,7 +147,7 @@ class FeatureEngine:
         owner = np.repeat(np.arange(self.k) * rows, [len(m) for m in mixes])
         weight = np.bincount(owner + np.concatenate(mixes), minlength=self.k * rows).reshape(self.k, rows)
         used = np.flatnonzero(weight.any(0)) if self.k > 1 else np.flatnonzero(weight[0])
-        weight = weight[:, used]
+        weight = np.ascontiguousarray(weight[:, used])  # fancy indexing can return a column-major array
         used_t = torch.from_numpy(used).to(self.device)
         x = self.table[used_t]
         y = self.labels[used_t]
