@@ -7,6 +7,7 @@ Modules (imported on use, so ``import agents`` stays light):
 - ``agents.baselines``: ``BASELINES``, ``make_baseline``, ``SB3Policy`` and the baseline classes
 - ``agents.callbacks``: ``TailmixMetricsCallback`` (TensorBoard scalars)
 - ``agents.evaluate``: ``run_episode``, ``evaluate``, ``summarize``, ``benchmark``
+- ``agents.cem``: ``cem_search``, ``CEMPolicy``, ``CEMResult`` (cross-entropy search over static per-class ratios)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ _EXPORTS = {
     "TailmixMetricsCallback": "agents.callbacks",
     "run_episode": "agents.evaluate", "evaluate": "agents.evaluate", "summarize": "agents.evaluate",
     "benchmark": "agents.evaluate",
+    "cem_search": "agents.cem", "CEMPolicy": "agents.cem", "CEMResult": "agents.cem",
 }
 __all__ = sorted(_EXPORTS)
 

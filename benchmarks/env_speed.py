@@ -12,7 +12,9 @@ Everything is measured in this one run, so the ratios compare like with like:
 - pixel mode: one env (a CNN epoch per step); batching does not apply.
 
 Peak memory is the process's max resident set size after each configuration, run in a fresh subprocess.
-Torch runs on one thread (as the env pins it) so numbers repeat.
+Torch runs on one thread (as the env pins it) so numbers repeat; ``--batched-threads 1 2`` also times the
+batched env on two threads. Rates are given by the wall clock and per CPU second of the process: on a
+shared machine the second is what a step costs on a core of its own.
 """
 from __future__ import annotations
 
@@ -49,12 +51,17 @@ ENV_KW = dict(encoder="crossfit", encoder_epochs=10, max_steps=10_000, max_ratio
 ACTION = 0.0  # ratio 1: every class doubles, a mid-sized mix
 
 
-def _time(fn, steps: int) -> float:
+def _time(fn, steps: int) -> tuple[float, float]:
+    """Seconds per call of ``fn``: wall clock and this process's CPU time.
+
+    On a shared machine the wall clock also counts time spent waiting for a core; the CPU time is what the
+    step costs on a core of its own (torch runs on one thread here, so the two agree on an idle machine).
+    """
     fn()  # warm-up
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
-    return (time.perf_counter() - t) / steps
+    return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
 
 def _floor(n_rows: int, dim: int, c: int, epochs: int, steps: int) -> float:
@@ -77,7 +84,7 @@ def _floor(n_rows: int, dim: int, c: int, epochs: int, steps: int) -> float:
 def _run(job: dict, out: mp.Queue) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(job.get("threads", 1))
     from envs.synthetic_ratio import SyntheticRatioEnv
     from envs.vector import SyntheticRatioVectorEnv
 
@@ -89,31 +96,30 @@ def _run(job: dict, out: mp.Queue) -> None:
         env = SyntheticRatioEnv(dataset=ds, source=src, mode="pixel", **ENV_KW)
         env.reset(seed=0)
         act = {a: np.array([ACTION], np.float32) for a in env.possible_agents}
-        res["sec_per_step"] = _time(lambda: env.step(act), steps)
-        res["env_steps_per_s"] = 1.0 / res["sec_per_step"]
+        res["sec_per_step"], res["cpu_per_step"] = _time(lambda: env.step(act), steps)
     elif job["kind"] == "single_and_floor":
         env = SyntheticRatioEnv(dataset=ds, source=src, **ENV_KW)
         env.reset(seed=0)
         act = {a: np.array([ACTION], np.float32) for a in env.possible_agents}
-        res["sec_per_step"] = _time(lambda: env.step(act), steps)
+        res["sec_per_step"], res["cpu_per_step"] = _time(lambda: env.step(act), steps)
         eng = env.core.engine
         n_rows = int(len(eng.real_idx) * (1 + env.action_to_ratio(ACTION)))
         res["rows"], res["dim"] = n_rows, int(eng.table.shape[1])
-        res["floor_sec"] = _floor(n_rows, res["dim"], ds.num_classes, env.config.epochs, steps)
-        res["env_steps_per_s"] = 1.0 / res["sec_per_step"]
+        res["floor_sec"], res["floor_cpu"] = _floor(n_rows, res["dim"], ds.num_classes, env.config.epochs, steps)
     elif job["kind"] == "sequential":
         envs = [SyntheticRatioEnv(dataset=ds, source=src, **ENV_KW) for _ in range(job["k"])]
         for i, e in enumerate(envs):
             e.reset(seed=i)
         act = {a: np.array([ACTION], np.float32) for a in envs[0].possible_agents}
-        res["sec_per_step"] = _time(lambda: [e.step(act) for e in envs], steps)
-        res["env_steps_per_s"] = job["k"] / res["sec_per_step"]
+        res["sec_per_step"], res["cpu_per_step"] = _time(lambda: [e.step(act) for e in envs], steps)
     else:
-        venv = SyntheticRatioVectorEnv(job["k"], dataset=ds, source=src, **ENV_KW)
+        venv = SyntheticRatioVectorEnv(job["k"], dataset=ds, source=src, num_threads=job.get("threads", 1), **ENV_KW)
         venv.reset(seed=0)
         acts = np.full((job["k"], ds.num_classes), ACTION, np.float32)
-        res["sec_per_step"] = _time(lambda: venv.step(acts), steps)
-        res["env_steps_per_s"] = job["k"] / res["sec_per_step"]
+        res["sec_per_step"], res["cpu_per_step"] = _time(lambda: venv.step(acts), steps)
+    k = job.get("k", 1)
+    res["env_steps_per_s"] = k / res["sec_per_step"]
+    res["env_steps_per_cpu_s"] = k / res["cpu_per_step"] if res["cpu_per_step"] > 0 else float("nan")
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.put(res)
 
@@ -135,29 +141,38 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--pixel-steps", type=int, default=5)
     parser.add_argument("--datasets", nargs="*", default=None)
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--batched-threads", type=int, nargs="*", default=[1],
+                        help="torch threads of the batched env (the sequential envs always use 1)")
     args = parser.parse_args(argv)
     datasets = args.datasets or (["digits-lt"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
-    # Build the cross-fitted encoders once so that the subprocesses do not each pay for them.
     rows = []
     for name in datasets:
         base = run_job({"dataset": name, "kind": "single_and_floor", "steps": args.steps})
         rows.append(base)
-        print(f"\n## {name}: {base['rows']} rows x {base['dim']} features per step, "
-              f"{1 / base['sec_per_step']:.0f} env steps/s, floor {base['floor_sec'] * 1e3:.3f} ms, "
-              f"step/floor = {base['sec_per_step'] / base['floor_sec']:.2f}, peak RSS {base['peak_rss_mb']:.0f} MB")
-        print("| mode | K | sequential steps/s | batched steps/s | batched / sequential | peak RSS MB (seq / batched) |")
-        print("|---|---|---|---|---|---|")
+        print(f"\n## {name}: {base['rows']} rows x {base['dim']} features per step, peak RSS {base['peak_rss_mb']:.0f} MB")
+        print(f"One env: {base['env_steps_per_s']:.0f} steps/s by the wall clock, {base['env_steps_per_cpu_s']:.0f} "
+              f"per CPU second; floor {base['floor_sec'] * 1e3:.3f} ms wall / {base['floor_cpu'] * 1e3:.3f} ms CPU; "
+              f"step/floor = {base['sec_per_step'] / base['floor_sec']:.2f} wall, "
+              f"{base['cpu_per_step'] / base['floor_cpu']:.2f} CPU\n")
+        print("| mode | K | threads (batched) | sequential steps/s (wall / CPU) | batched steps/s (wall / CPU) | "
+              "batched / sequential (wall / CPU) | peak RSS MB (seq / batched) |")
+        print("|---|---|---|---|---|---|---|")
         for k in args.ks:
             steps = max(5, args.steps // k)
             seq = run_job({"dataset": name, "kind": "sequential", "k": k, "steps": steps})
-            bat = run_job({"dataset": name, "kind": "batched", "k": k, "steps": steps})
-            rows += [seq, bat]
-            print(f"| feature | {k} | {seq['env_steps_per_s']:.0f} | {bat['env_steps_per_s']:.0f} | "
-                  f"{bat['env_steps_per_s'] / seq['env_steps_per_s']:.1f}x | "
-                  f"{seq['peak_rss_mb']:.0f} / {bat['peak_rss_mb']:.0f} |")
+            rows.append(seq)
+            for threads in args.batched_threads:
+                bat = run_job({"dataset": name, "kind": "batched", "k": k, "steps": steps, "threads": threads})
+                rows.append(bat)
+                print(f"| feature | {k} | {threads} | {seq['env_steps_per_s']:.0f} / {seq['env_steps_per_cpu_s']:.0f} | "
+                      f"{bat['env_steps_per_s']:.0f} / {bat['env_steps_per_cpu_s']:.0f} | "
+                      f"{bat['env_steps_per_s'] / seq['env_steps_per_s']:.1f}x / "
+                      f"{bat['env_steps_per_cpu_s'] / seq['env_steps_per_cpu_s']:.1f}x | "
+                      f"{seq['peak_rss_mb']:.0f} / {bat['peak_rss_mb']:.0f} |")
         pix = run_job({"dataset": name, "kind": "pixel", "steps": args.pixel_steps})
         rows.append(pix)
-        print(f"| pixel | 1 | {pix['env_steps_per_s']:.2f} | n/a | n/a | {pix['peak_rss_mb']:.0f} |")
+        print(f"| pixel | 1 | n/a | {pix['env_steps_per_s']:.2f} / {pix['env_steps_per_cpu_s']:.2f} | n/a | n/a | "
+              f"{pix['peak_rss_mb']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows
