@@ -71,17 +71,31 @@ class PoolSampler:
 
     def draw(self, rng: np.random.Generator, n: np.ndarray) -> np.ndarray:
         """Indices (plus ``offset``) of ``n[c]`` draws from each class ``c``'s pool."""
+        return self.draw_many([rng], np.asarray(n, np.int64)[None, :])[0]
+
+    def draw_many(self, rngs: list[np.random.Generator], n: np.ndarray) -> list[np.ndarray]:
+        """:meth:`draw` for ``K`` copies at once (``n``: ``(K, C)``), copy ``k`` from ``rngs[k]`` only.
+
+        A copy's draws do not depend on the other copies: its generator makes the same calls in the same order
+        as alone (none at all when it asks for nothing); the copies only share the sort.
+        """
         n = np.asarray(n, np.int64)
-        if not n.any():
-            return np.zeros(0, np.int64)
+        active = np.flatnonzero(n.any(1))
+        out = [np.zeros(0, np.int64) for _ in rngs]
+        if not len(active):
+            return out
         # per-class random permutations: sort keys class + U[0, 1) (one float argsort is 5x faster than lexsort)
-        order = np.argsort(self._owner_f + rng.random(len(self.owner)))
-        picked = order[self.rank < n[self.owner]]
-        short = np.flatnonzero(n > self.sizes)
-        if len(short):  # beyond the pool: the rest with replacement
-            extra = [self.starts[c] + rng.integers(0, self.sizes[c], n[c] - self.sizes[c]) for c in short]
-            picked = np.concatenate([picked, *extra])
-        return picked + self.offset
+        keys = np.stack([rngs[k].random(len(self.owner)) for k in active]) + self._owner_f
+        order = np.argsort(keys, axis=1)
+        taken = self.rank[None, :] < n[active][:, self.owner]
+        for row, k in enumerate(active):
+            picked = order[row][taken[row]]
+            short = np.flatnonzero(n[k] > self.sizes)
+            if len(short):  # beyond the pool: the rest with replacement
+                extra = [self.starts[c] + rngs[k].integers(0, self.sizes[c], n[k, c] - self.sizes[c]) for c in short]
+                picked = np.concatenate([picked, *extra])
+            out[k] = picked + self.offset
+        return out
 
 
 class FeatureEngine:
@@ -136,7 +150,7 @@ class FeatureEngine:
 
     def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
         """Row indices (into the feature table) of each copy's real + synthetic mix (``n_syn``: ``(K, C)``)."""
-        return [np.concatenate([self.real_idx, self._pools.draw(rng, n_syn[k])]) for k, rng in enumerate(rngs)]
+        return [np.concatenate([self.real_idx, syn]) for syn in self._pools.draw_many(rngs, n_syn)]
 
     def train(self, mixes: list[np.ndarray]) -> np.ndarray:
         """Train every copy's head for ``epochs`` on its mix; return the last loss per copy."""
