@@ -163,3 +163,15 @@ def test_pixel_json_is_reused_and_refused_when_settings_differ(tmp_path, monkeyp
     args.max_steps = 3
     with pytest.raises(ValueError, match="max_steps"):
         fid.score_pixel(ds, (src, src), [0], args, path)
+
+
+def test_resolved_pairs_count_only_orderings_pixel_mode_is_sure_of():
+    fid = _fidelity()
+    rng = np.random.default_rng(1)
+    # Policies 0 and 1 are a tie (same mean, seed noise); 2 is clearly better than both.
+    pixel = np.array([0.5, 0.5, 0.6])[:, None] + 0.01 * rng.standard_normal((3, 12))
+    good = np.array([[0.1], [0.2], [0.9]])  # orders the tie arbitrarily, gets the resolved pairs right
+    bad = np.array([[0.9], [0.8], [0.1]])
+    pairs, agree = fid.resolved_pairs(pixel, {"good": good, "bad": bad})
+    assert sorted((i, j) for i, j, _ in pairs) == [(0, 2), (1, 2)]
+    assert agree == {"good": 2, "bad": 0}
