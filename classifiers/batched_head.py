@@ -92,17 +92,13 @@ class BatchedHead:
         self.lr, self.weight_decay = lr, weight_decay
         self.device = torch.device(device)
         self.layers = [(num_classes, in_dim)] if hidden == 0 else [(hidden, in_dim), (num_classes, hidden)]
-        sizes = [num_copies * o * (i + 1) for o, i in self.layers]
-        self.flat = torch.zeros(sum(sizes), device=self.device)
+        self.flat = torch.zeros(sum(num_copies * o * (i + 1) for o, i in self.layers), device=self.device)
         self._m = torch.zeros_like(self.flat)
         self._v = torch.zeros_like(self.flat)
         self._grad = torch.zeros_like(self.flat)
-        starts = [sum(sizes[:j]) for j in range(len(sizes))]
         # (K, out, in + 1) views of the flat buffers, one per layer
-        self._w = self._views(self.flat, starts, sizes)
-        self._gw = self._views(self._grad, starts, sizes)
-        self._mw = self._views(self._m, starts, sizes)
-        self._vw = self._views(self._v, starts, sizes)
+        self._w, self._gw = self._views_of(self.flat), self._views_of(self._grad)
+        self._mw, self._vw = self._views_of(self._m), self._views_of(self._v)
         decay = torch.cat([torch.ones(num_copies, o, i + 1).index_fill_(2, torch.tensor([i]), 0.0).flatten()
                            for o, i in self.layers])  # 1 on weights, 0 on biases
         self._decay = (decay * weight_decay).to(self.device)
@@ -114,9 +110,6 @@ class BatchedHead:
         self._adam_args = ([self._w[j][i] for i, j in per_copy], [self._gw[j][i] for i, j in per_copy],
                            [self._mw[j][i] for i, j in per_copy], [self._vw[j][i] for i, j in per_copy], [],
                            [self._steps[i] for i, _ in per_copy])
-
-    def _views(self, buf: torch.Tensor, starts, sizes) -> list[torch.Tensor]:
-        return [buf[s:s + n].view(self.k, o, i + 1) for s, n, (o, i) in zip(starts, sizes, self.layers)]
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -166,6 +159,37 @@ class BatchedHead:
                 w.copy_(src[:, col:col + n].reshape(w.shape))
                 col += n
         self._steps.copy_(torch.as_tensor(state["t"], dtype=self._steps.dtype))
+
+    def snapshot(self) -> tuple[torch.Tensor, ...]:
+        """A cheap copy of everything training changes, for :meth:`restore` (four tensor copies)."""
+        return self.flat.clone(), self._m.clone(), self._v.clone(), self._steps.clone()
+
+    def restore(self, snapshot: tuple[torch.Tensor, ...], copies) -> None:
+        """Put ``copies`` back to their state in ``snapshot``; the other copies keep theirs."""
+        idx = torch.as_tensor(copies, dtype=torch.long, device=self.device)
+        for buf, old in zip((self.flat, self._m, self._v), snapshot[:3]):
+            for w, was in zip(self._views_of(buf), self._views_of(old)):
+                w[idx] = was[idx]
+        self._steps[idx] = snapshot[3][idx]
+
+    def finite(self) -> torch.Tensor:
+        """Per copy ``(K,)`` bool: are all its parameters and Adam moments finite?"""
+        if bool(torch.isfinite(torch.cat([self.flat, self._m, self._v])).all()):  # the usual case: one check
+            return torch.ones(self.k, dtype=torch.bool, device=self.device)
+        ok = torch.ones(self.k, dtype=torch.bool, device=self.device)
+        for buf in (self.flat, self._m, self._v):
+            for w in self._views_of(buf):
+                ok &= torch.isfinite(w).reshape(self.k, -1).all(1)
+        return ok
+
+    def _views_of(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        """``buf`` (the flat layout) as per-layer ``(K, out, in + 1)`` views."""
+        views, start = [], 0
+        for o, i in self.layers:
+            n = self.k * o * (i + 1)
+            views.append(buf[start:start + n].view(self.k, o, i + 1))
+            start += n
+        return views
 
     def _state_views(self) -> dict[str, list[torch.Tensor]]:
         return {"params": self._w, "m": self._mw, "v": self._vw}

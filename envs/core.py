@@ -322,13 +322,13 @@ class RatioCore:
         self.ratios = new_ratios
         with self._threads():
             mixes = self._mixes(n_syn)
-            snapshot = self.engine.state_dict()
+            snapshot = self.engine.snapshot()
             loss = self.engine.train(mixes)
             # The loss is the last epoch's, taken before its update: that update can still overflow the head
             # (Adam's second moment to inf at lr=1e30), so the state is checked too.
-            bad_heads = ~np.isfinite(loss) | ~self._heads_finite()
+            bad_heads = ~np.isfinite(loss) | ~self.engine.heads_finite()
             if bad_heads.any():  # a diverged step must not poison the next ones: roll the heads back
-                self._restore(snapshot, np.flatnonzero(bad_heads))
+                self.engine.restore(snapshot, np.flatnonzero(bad_heads))
             self._evaluate()
         bad = bad_heads.reshape(self.k, self.h).any(1)
         self.t += 1
@@ -351,29 +351,6 @@ class RatioCore:
         self.done = self.t >= self.config.max_steps
         return {"reward": reward.astype(np.float64), "agent_reward": agent_reward.astype(np.float64), "nan": bad,
                 "n_synthetic": n_syn, "loss": loss, "reward_std": self.reward_std.copy()}
-
-    def _heads_finite(self) -> np.ndarray:
-        """Per head: are all its parameters and optimiser moments finite?"""
-        state = self.engine.state_dict()
-        if isinstance(self.engine, FeatureEngine):
-            tensors = [*state["params"], *state["m"], *state["v"]]
-            n = len(tensors[0])
-            ok = torch.ones(n, dtype=torch.bool, device=tensors[0].device)
-            for t in tensors:
-                ok &= torch.isfinite(t).reshape(n, -1).all(1)
-            return ok.cpu().numpy()
-        return np.array([all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())])
-
-    def _restore(self, snapshot, copies: np.ndarray) -> None:
-        if isinstance(self.engine, FeatureEngine):
-            state = self.engine.state_dict()
-            for key in ("params", "m", "v"):
-                for cur, old in zip(state[key], snapshot[key]):
-                    cur[copies] = old[copies]
-            state["t"][copies] = snapshot["t"][copies]
-            self.engine.load_state_dict(state)
-        else:
-            self.engine.load_state_dict(snapshot)
 
     def _evaluate(self) -> None:
         pred = self.engine.predict("val")

@@ -196,6 +196,17 @@ class FeatureEngine:
     def state_dict(self) -> dict:
         return self.head.state_dict()
 
+    def snapshot(self):
+        """What :meth:`restore` needs to undo a step (cheaper than :meth:`state_dict`)."""
+        return self.head.snapshot()
+
+    def restore(self, snapshot, heads: np.ndarray) -> None:
+        self.head.restore(snapshot, heads)
+
+    def heads_finite(self) -> np.ndarray:
+        """Per head: are its parameters and optimiser moments finite?"""
+        return self.head.finite().cpu().numpy()
+
     def load_state_dict(self, state: dict) -> None:
         self.head.load_state_dict(state)
 
@@ -299,3 +310,13 @@ class PixelEngine:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
+
+    def snapshot(self) -> dict:
+        return self.state_dict()
+
+    def restore(self, snapshot: dict, heads: np.ndarray) -> None:
+        self.load_state_dict(snapshot)  # one model: the only head
+
+    def heads_finite(self) -> np.ndarray:
+        return np.array([all(bool(torch.isfinite(v).all()) for v in self.model.state_dict().values()
+                             if v.is_floating_point())])
