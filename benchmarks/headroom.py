@@ -30,19 +30,8 @@ OUT = Path(__file__).resolve().parent / "results"
 FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
 NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
 
-
-def build_env_kwargs(name: str, args) -> tuple[object, dict]:
-    """The dataset and env keyword arguments exactly as ``benchmarks/results.py`` builds them."""
-    import train_agents as ta
-
-    spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
-    cfg = ta.MainConfig(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
-                        per_class=args.per_class, cache_dir=args.cache_dir, max_steps=args.max_steps,
-                        max_ratio=args.max_ratio, reward="accuracy")
-    dataset = ta.load_data(cfg)
-    kw = ta.env_kwargs(cfg, dataset, progress=False)
-    kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
-    return dataset, kw
+# The dataset and env keyword arguments exactly as benchmarks/results.py builds them.
+from benchmarks.results import build_env_kwargs  # noqa: E402
 
 
 def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:

@@ -13,7 +13,13 @@ does), then every policy runs full episodes with a fresh classifier per seed and
   (logit adjustment, balanced softmax, class-balanced; LDAM-DRW needs pixel mode and is left out here);
 - every fixed-ratio baseline (constant 0.5 / 1 / 2, fill to the head count, inverse frequency);
 - PPO and SAC samplers (parameter sharing across class agents, or ``--wrapper central``), trained on the val reward with seed 0 and
-  evaluated over the same seeds as the baselines.
+  evaluated over the same seeds as the baselines;
+- with ``--algos ... cem``: a cross-entropy-method search (:mod:`agents.cem`) on the val reward, a derivative-free
+  policy-search learner that learns one static per-class ratio vector, played like a fixed baseline on test.
+
+``--loss`` sets the env's head loss for every row that trains with synthetic data (fixed ratios and learned agents,
+which are trained under it too), so fixed and learned are compared like with like; the no-synthetic rows always show
+cross-entropy and each long-tail loss.
 
 Tables (mean ± std over seeds of test balanced accuracy, macro-F1 and tail-class recall) are written to
 ``benchmarks/results/<dataset>.md`` with the command, seeds and versions.
@@ -30,24 +36,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 OUT = Path(__file__).resolve().parent / "results"
+NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
+HEAD_LOSSES = ("ce",) + NO_SYN_LOSSES
+#: File-name tags of the head losses (``--loss``): ``digits-lt-la.md`` etc.; cross-entropy keeps the plain names.
+LOSS_TAGS = {"ce": "", "logit_adjustment": "-la", "balanced_softmax": "-bs", "class_balanced": "-cb"}
 
 
+def build_env_kwargs(name: str, args) -> tuple[object, dict]:
+    """The dataset and env keyword arguments of the committed tables (cross-entropy head).
 
-
-def run_dataset(name: str, args) -> str:
+    ``args`` needs ``preset``, ``generator_steps``, ``per_class``, ``cache_dir``, ``max_steps``, ``max_ratio``,
+    ``replicas`` and ``reference``; ``reward`` when it has one (else ``"accuracy"``). Shared with
+    ``benchmarks/headroom.py`` so both build the same dataset, bank, encoder and reward reference.
+    """
     import train_agents as ta
-    from agents.baselines import SB3Policy, make_baseline
-    from agents.evaluate import evaluate, summarize
-    from agents.sb3 import train
 
     spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
     cfg = ta.MainConfig(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
                         per_class=args.per_class, cache_dir=args.cache_dir, max_steps=args.max_steps,
-                        max_ratio=args.max_ratio, reward=args.reward)
+                        max_ratio=args.max_ratio, reward=getattr(args, "reward", "accuracy"))
     dataset = ta.load_data(cfg)
-    t0 = time.time()
     kw = ta.env_kwargs(cfg, dataset, progress=False)
     kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
+    return dataset, kw
+
+
+def run_dataset(name: str, args) -> str:
+    from agents.baselines import SB3Policy, make_baseline
+    from agents.evaluate import evaluate, summarize
+    from agents.sb3 import train
+
+    t0 = time.time()
+    dataset, base_kw = build_env_kwargs(name, args)
+    # Every row that trains on synthetic data (fixed ratios, learned agents) uses the head loss under test.
+    kw = dict(base_kw, loss=args.loss)
     seeds = list(range(args.seeds))
     rows: list[tuple[str, dict]] = []
 
@@ -56,8 +78,8 @@ def run_dataset(name: str, args) -> str:
         print(f"  {label}: {rows[-1][1]['test_balanced_accuracy_mean']:.3f}", flush=True)
 
     print(f"## {dataset!r}", flush=True)
-    add("no synthetic, cross-entropy", make_baseline("none"), kw)
-    for loss in ("logit_adjustment", "balanced_softmax", "class_balanced"):
+    add("no synthetic, cross-entropy", make_baseline("none"), dict(kw, loss="ce"))
+    for loss in NO_SYN_LOSSES:
         add(f"no synthetic, {loss.replace('_', ' ')}", make_baseline("none"), dict(kw, loss=loss))
     for spec in ("constant:0.5", "constant:1", "constant:2", "fill", "inverse"):
         add(spec, make_baseline(spec), kw)
@@ -66,41 +88,85 @@ def run_dataset(name: str, args) -> str:
     train_kw = kw if args.credit == "shared" else dict(kw, credit=args.credit, credit_default=args.credit_default,
                                                        reward_reference=None)
     credit_tag = "" if args.credit == "shared" else f"-{args.credit}{args.credit_default:g}"
+    loss_tag = "" if args.loss == "ce" else f"-{args.loss}"
+    cem_notes: list[str] = []
     for algo in args.algos:
+        if algo == "cem":
+            add("learned: CEM (val)", _cem_policy(kw, args, cem_notes), kw)
+            continue
         run_dir = (Path(args.cache_dir) / "results-agents" /
                    f"{dataset.name}-{algo}-{args.wrapper}-{args.timesteps}-{args.reward}-{args.reference}-{args.replicas}"
-                   f"{credit_tag}")
+                   f"{credit_tag}{loss_tag}")
         t = time.time()
         model = train(algo, train_kw, wrapper=args.wrapper, total_timesteps=args.timesteps, seed=0,
                       log_dir=str(run_dir))
         print(f"  trained {algo} in {time.time() - t:.0f} s", flush=True)
         add(f"learned: {algo.upper()} ({args.wrapper})", SB3Policy(model, wrapper=args.wrapper), kw)
-    return _table(dataset, rows, seeds, args, time.time() - t0)
+    return _table(dataset, rows, seeds, args, time.time() - t0, cem_notes)
 
 
-def _table(dataset, rows, seeds, args, seconds: float) -> str:
+def _cem_policy(kw: dict, args, notes: list[str]):
+    """CEM on the val reward (``kw``'s head loss and reward reference; the search never reads test) -> its policy.
+
+    Credit does not apply: the fitness is the final (reference-relative) balanced val accuracy of the whole vector.
+    """
+    import numpy as np
+
+    from agents.cem import CEMPolicy, cem_search
+
+    t = time.time()
+    res = cem_search(kw, generations=args.cem_generations, population=args.cem_population,
+                     episodes_per_candidate=args.cem_episodes, seed=args.cem_seed,
+                     init_mean=None if args.cem_init == "middle" else args.cem_init, progress=False)
+    h0, h1 = res.history[0]["mean_fitness"], res.history[-1]["mean_fitness"]
+    secs = time.time() - t
+    print(f"  searched CEM in {secs:.0f} s: val fitness of the mean {h0:+.4f} -> {h1:+.4f}", flush=True)
+    notes.append(f"CEM vector played (final mean; class order as in the train counts): "
+                 f"`{np.round(res.mean_ratios, 2).tolist()}` (search {secs:.0f} s; val fitness of the "
+                 f"mean on the search's episode seeds {h0:+.4f} at generation 0 -> {h1:+.4f} at the last).")
+    return CEMPolicy.from_result(res, name="cem")
+
+
+def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) -> str:
     import train_agents as ta
 
     best_fixed = max((r for label, r in rows if label.startswith(("constant", "fill", "inverse"))),
                      key=lambda r: r["test_balanced_accuracy_mean"])
+    no_syn = max(((label, r) for label, r in rows if label.startswith("no synthetic")),
+                 key=lambda lr: lr[1]["test_balanced_accuracy_mean"])
+    sb3 = [a for a in args.algos if a != "cem"]
+    learned = []
+    if sb3:
+        learned.append(f"{', '.join(a.upper() for a in sb3)}: {args.timesteps} timesteps, seed 0")
+    if "cem" in args.algos:
+        minus = "" if args.reference is None else " minus the reference head's"
+        learned.append(
+            f"CEM (`agents.cem.cem_search`, a derivative-free policy search that learns a static per-class ratio "
+            f"vector, the same at every step): {args.cem_generations} generations x {args.cem_population} candidates "
+            f"x {args.cem_episodes} episode(s), init `{args.cem_init}`, seed {args.cem_seed}, fitness = final balanced "
+            f"val accuracy{minus}"
+            f" (val split only), the final CEM mean played; CEM is not affected by `--credit`")
     lines = [f"# {dataset.name}: fixed vs learned synthetic ratios", "",
              f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
              f"{len(dataset.test_labels)}. Test split, final classifier of each episode; mean ± std over seeds "
              f"{seeds}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, max ratio "
-             f"{args.max_ratio}, reward `{args.reward}`"
+             f"{args.max_ratio}, head loss `{args.loss}` for every row with synthetic data (fixed and learned), "
+             f"reward `{args.reward}`"
              f"{'' if args.reference is None else f' relative to a reference head at ratio {args.reference:g}'}, "
              f"{args.replicas} reward replica(s), `{args.wrapper}` agents"
              f"{'' if args.credit == 'shared' else f' trained on difference rewards (counterfactual: the class at ratio {args.credit_default:g}; no reference head)'}"
              f". Bank: DDPM "
              f"`{args.preset}` preset, filtered, {args.per_class} per class. Learned agents: "
-             f"{args.timesteps} timesteps, seed 0.", "",
+             f"{'; '.join(learned) or 'none'}.", "",
              "| policy | test bal. acc. | macro-F1 | tail recall | mean ratio |", "|---|---|---|---|---|"]
     for label, r in rows:
         def pm(m):
             return f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
         lines.append(f"| {label} | {pm('test_balanced_accuracy')} | {pm('test_macro_f1')} | "
                      f"{pm('test_tail_recall')} | {r['mean_ratio_mean']:.2f} |")
-    lines += ["", f"Best fixed ratio: {best_fixed['test_balanced_accuracy_mean']:.3f}. "
+    lines += [""] + [n + "\n" for n in notes]
+    lines += [f"Best fixed ratio: {best_fixed['test_balanced_accuracy_mean']:.3f}. Best no-synthetic row: "
+              f"{no_syn[0]} {no_syn[1]['test_balanced_accuracy_mean']:.3f}. "
               f"Wall time {seconds:.0f} s on this machine.", "",
               "Command: `python benchmarks/results.py " + " ".join(sys.argv[1:]) + "`", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
@@ -112,7 +178,9 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", nargs="*", default=None,
                         help="digits, retinamnist, breastmnist (MedMNIST ones need TAILMIX_DATA_DIR)")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--algos", nargs="*", default=["ppo", "sac"])
+    parser.add_argument("--algos", nargs="*", default=["ppo", "sac"],
+                        help="learned samplers: SB3 algorithms (agents.sb3.ALGORITHMS), and cem (a static per-class "
+                             "ratio vector searched on the val reward)")
     parser.add_argument("--timesteps", type=int, default=5000)
     parser.add_argument("--wrapper", default="shared", help="shared (parameter sharing) or central")
     parser.add_argument("--max-steps", type=int, default=10)
@@ -126,6 +194,14 @@ def main(argv=None) -> None:
                              "(drops --reference for training; baselines are unaffected)")
     parser.add_argument("--credit-default", type=float, default=0.0,
                         help="ratio of a class in its counterfactual (--credit difference)")
+    parser.add_argument("--loss", default="ce", choices=HEAD_LOSSES,
+                        help="env head loss for every row with synthetic data (fixed ratios and learned agents)")
+    parser.add_argument("--cem-generations", type=int, default=4)
+    parser.add_argument("--cem-population", type=int, default=8)
+    parser.add_argument("--cem-episodes", type=int, default=2, help="episodes (seeds) per CEM candidate")
+    parser.add_argument("--cem-init", default="inverse",
+                        help="CEM starting mean: a baseline spec (inverse, fill, constant:1) or 'middle'")
+    parser.add_argument("--cem-seed", type=int, default=0)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
@@ -135,6 +211,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.full:
         args.timesteps = max(args.timesteps, 30000)
+        args.cem_generations = max(args.cem_generations, 16)
+        args.cem_population = max(args.cem_population, 24)
+        args.cem_episodes = max(args.cem_episodes, 6)
     import torch
 
     torch.set_num_threads(1)
@@ -144,7 +223,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         text = run_dataset(name, args)
-        suffix = ("" if args.wrapper == "shared" else f"-{args.wrapper}") + \
+        suffix = ("" if args.wrapper == "shared" else f"-{args.wrapper}") + LOSS_TAGS[args.loss] + \
             ("" if args.credit == "shared" else "-credit")
         path = out / f"{'digits-lt' if name == 'digits' else name}{suffix}.md"
         tmp = path.with_suffix(".md.tmp")
