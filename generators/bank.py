@@ -106,8 +106,9 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> str:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> str:
-    """Write indented, key-sorted JSON atomically; returns its SHA-256."""
-    text = json.dumps(obj, indent=1, sort_keys=True).encode()
+    """Write indented, key-sorted, strict JSON (no NaN/inf, which other tools reject) atomically; returns its
+    SHA-256."""
+    text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode()
     return atomic_write_bytes(path, lambda fh: fh.write(text))
 
 

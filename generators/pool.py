@@ -408,7 +408,13 @@ def write_shard(folder: Path, shard: ShardResult, *, device: str, filtered: bool
             "conf_sha256": atomic_save_npy(folder / conf_name(c, s), conf),
             "count": int(len(shard.images)), "quota": shard.quota, "generator": shard.generator, "seed": shard.seed,
             "device": device, "tried": shard.tried, "accepted": shard.accepted, "tries": shard.tries,
-            "confidence_sum": float(conf.astype(np.float64).sum()) if filtered else None}
+            "confidence_sum": _finite_or_none(conf.astype(np.float64).sum()) if filtered else None}
+
+
+def _finite_or_none(x) -> float | None:
+    """JSON has no NaN: a filter without confidences (a near-copy filter alone) records null."""
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def record_shard(folder: Path, manifest: dict, class_id: int, entry: dict) -> None:

@@ -158,6 +158,10 @@ def test_pool_fill_rejects_identity_like_augmentations(tiny_dataset, tmp_path):
     kept = augment_bank(tiny_dataset, tmp_path, noise_std=0.01, filter=loose, per_class=4)
     assert kept.counts().tolist() == [4, 4, 4] and loose.near_copy_counts == {0: 0, 1: 0, 2: 0}
     assert kept.key != bank.key
+    # a near-copy filter alone gives no confidences: the manifest records null, and stays strict JSON
+    for path in tmp_path.rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path.name} holds {c}"))
+    assert np.isnan(kept.confidences(0)).all() and kept.manifest["classes"]["0"]["mean_confidence"] is None
 
 
 def test_filtered_bank_passes_the_report_at_the_same_threshold(tiny_dataset, tmp_path):
