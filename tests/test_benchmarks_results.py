@@ -1,0 +1,74 @@
+"""benchmarks/results.py: --loss reaches every synthetic row (fixed and learned), the CEM row, the file names."""
+from __future__ import annotations
+
+import pytest
+
+import agents.cem
+import agents.evaluate
+import benchmarks.results as results
+from tests.agents.helpers import tiny_env_kwargs
+
+
+@pytest.fixture
+def tiny_build(monkeypatch):
+    """results.build_env_kwargs on the tiny dataset (no DDPM, no bank): an env that steps in milliseconds."""
+    def build(name, args):
+        kw = tiny_env_kwargs(max_ratio=args.max_ratio)
+        kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
+        return kw["dataset"], kw
+
+    monkeypatch.setattr(results, "build_env_kwargs", build)
+
+
+def test_loss_reaches_fixed_and_cem_rows_and_names_the_file(tiny_build, monkeypatch, tmp_path):
+    seen, searched = [], []
+    real_evaluate, real_search = agents.evaluate.evaluate, agents.cem.cem_search
+
+    def evaluate(policy, env_kwargs, **kw):
+        seen.append((policy.name, env_kwargs["loss"]))
+        return real_evaluate(policy, env_kwargs, **kw)
+
+    def cem_search(env_kwargs, **kw):
+        searched.append((env_kwargs["loss"], kw["generations"], kw["population"], kw["episodes_per_candidate"]))
+        return real_search(env_kwargs, **kw)
+
+    monkeypatch.setattr(agents.evaluate, "evaluate", evaluate)
+    monkeypatch.setattr(agents.cem, "cem_search", cem_search)
+    results.main(["--datasets", "digits", "--algos", "cem", "--seeds", "2", "--loss", "logit_adjustment",
+                  "--cem-generations", "2", "--cem-population", "3", "--cem-episodes", "1", "--out", str(tmp_path)])
+
+    assert [p.name for p in tmp_path.iterdir()] == ["digits-lt-la.md"]
+    losses = dict(seen)
+    # No-synthetic rows keep their own losses; every row with synthetic data uses --loss.
+    assert [l for name, l in seen if name == "none"] == ["ce", "logit_adjustment", "balanced_softmax",
+                                                          "class_balanced"]
+    assert {losses[n] for n in losses if n != "none"} == {"logit_adjustment"}
+    assert "cem" in losses and "inverse" in losses
+    assert searched == [("logit_adjustment", 2, 3, 1)]
+    text = (tmp_path / "digits-lt-la.md").read_text()
+    assert "| learned: CEM (val) |" in text and "static per-class ratio vector" in text
+    assert "head loss `logit_adjustment`" in text and "CEM vector played" in text
+
+
+def test_default_loss_keeps_plain_names_and_credit_suffix(tiny_build, monkeypatch, tmp_path):
+    monkeypatch.setattr(agents.evaluate, "evaluate",
+                        lambda policy, env_kwargs, seeds: [dict(r, policy=policy.name) for r in _fake_rows(seeds)])
+    results.main(["--datasets", "digits", "--algos", "--seeds", "2", "--credit", "difference",
+                  "--out", str(tmp_path)])
+    results.main(["--datasets", "digits", "--algos", "--seeds", "2", "--loss", "class_balanced",
+                  "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-lt-cb.md", "digits-lt-credit.md"]
+
+
+def _fake_rows(seeds):
+    return [{m: 0.5 for m in agents.evaluate.METRICS} for _ in seeds]
+
+
+def test_full_raises_cem_budget_and_bad_loss_is_refused(tiny_build, monkeypatch, tmp_path):
+    with pytest.raises(SystemExit):
+        results.main(["--datasets", "digits", "--loss", "focal", "--out", str(tmp_path)])
+    got = {}
+    monkeypatch.setattr(results, "run_dataset", lambda name, args: got.update(vars(args)) or "table")
+    results.main(["--datasets", "digits", "--full", "--out", str(tmp_path)])
+    assert (got["cem_generations"], got["cem_population"], got["cem_episodes"]) == (16, 24, 6)
+    assert got["loss"] == "ce"
