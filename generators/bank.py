@@ -153,8 +153,13 @@ def summarize_class(entry: dict) -> None:
     count = sum(s["count"] for s in shards)
     tried = sum(s["tried"] for s in shards)
     accepted = sum(s["accepted"] for s in shards)
-    conf_sum = sum(s["confidence_sum"] for s in shards if s["confidence_sum"] is not None)
-    conf_n = sum(s["count"] for s in shards if s["confidence_sum"] is not None)
+    # (a NaN sum: a shard written before manifests were strict JSON, by a filter without confidences)
+    scored = [s for s in shards if s["confidence_sum"] is not None and math.isfinite(s["confidence_sum"])]
+    for s in shards:
+        if s not in scored:
+            s["confidence_sum"] = None
+    conf_sum = sum(s["confidence_sum"] for s in scored)
+    conf_n = sum(s["count"] for s in scored)
     entry.update(count=count, tried=tried, accepted=accepted,
                  acceptance=(accepted / tried) if tried else None,
                  mean_confidence=(conf_sum / conf_n) if conf_n else None)
