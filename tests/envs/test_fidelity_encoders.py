@@ -175,3 +175,21 @@ def test_resolved_pairs_count_only_orderings_pixel_mode_is_sure_of():
     pairs, agree = fid.resolved_pairs(pixel, {"good": good, "bad": bad})
     assert sorted((i, j) for i, j, _ in pairs) == [(0, 2), (1, 2)]
     assert agree == {"good": 2, "bad": 0}
+
+
+def test_fidelity_builds_feature_envs_with_the_joint_encoder(tiny_dataset):
+    from envs.sources import ArraySource
+    from envs.synthetic_ratio import SyntheticRatioEnv
+
+    fid = _fidelity()
+    ds = tiny_dataset
+    source = ArraySource(dict(enumerate(_pools(ds))), ds.num_classes)
+    kw = dict(dataset=ds, source=source, encoder="crossfit_joint", encoder_folds=2, encoder_epochs=1, max_steps=1)
+    with fid._synthetic_for_encoder(source):
+        env = SyntheticRatioEnv(**kw)
+    assert features.fit_encoder.__name__ == "fit_encoder"  # the wrapper is gone again
+    obs, _ = env.reset(seed=0)
+    _, rewards, *_ = env.step({a: np.ones(1, np.float32) for a in env.agents})
+    assert all(np.isfinite(r) for r in rewards.values())
+    key = next(k for k, e in features._MEMORY.items() if e.config.kind == "crossfit_joint")
+    assert features._MEMORY[key].seen  # fitted with the source's images
