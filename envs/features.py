@@ -18,6 +18,9 @@ synthetic data that pixel mode rewards. The encoders here avoid it:
   split into folds too, and every image a fold model trained on (real or synthetic) is encoded by the fold
   model that did not see it, recognised by its bytes. Needs ``synthetic=`` (the env's source) in
   :func:`fit_encoder`.
+- ``crossfit_augment``: like ``crossfit``, but the fold models train with random flips and small shifts
+  (``classifiers.training.random_flip_shift``), so their views depend less on the exact pixels of the
+  real images, which synthetic images never reproduce.
 - ``random``: a randomly initialised, never trained CNN (random features; no image is seen).
 - ``supervised``: one CNN trained on all real train images (the flawed baseline, kept to measure against).
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENCODERS = ("crossfit", "crossfit_aligned", "crossfit_joint", "random", "supervised")
+ENCODERS = ("crossfit", "crossfit_aligned", "crossfit_joint", "crossfit_augment", "random", "supervised")
 #: Encoders that train on the synthetic pools too, so :func:`fit_encoder` needs ``synthetic=``.
 NEEDS_SYNTHETIC = ("crossfit_joint",)
 
@@ -110,7 +113,7 @@ class FrozenEncoder:
 
     def fold_features(self, f: int, images: np.ndarray) -> np.ndarray:
         """Features of ``images`` by fold model ``f`` (in the common space of every fold)."""
-        if self.config.kind in ("crossfit", "crossfit_joint"):
+        if self.config.kind in ("crossfit", "crossfit_joint", "crossfit_augment"):
             return _log_probs(self.models[f], images)
         return self._post(_apply_map(_penultimate(self.models[f], images), self.maps[f]))
 
@@ -167,7 +170,8 @@ def _train_cnn(images, labels, num_classes, config: EncoderConfig, seed: int, *,
     if train:
         counts = np.bincount(labels, minlength=num_classes)
         train_classifier(model, images, labels, loss=config.loss, class_counts=np.maximum(counts, 1),
-                         epochs=config.epochs, batch_size=64, lr=2e-3, sampler="uniform", augment=False,
+                         epochs=config.epochs, batch_size=64, lr=2e-3, sampler="uniform",
+                         augment=config.kind == "crossfit_augment",
                          device="cpu", generator=g)
     model.eval()
     return model
@@ -261,7 +265,7 @@ def _fit(dataset, config: EncoderConfig, *, progress: bool, pools: list[np.ndarr
             models.append(m)
             if held.any():
                 feats[held] = _log_probs(m, x[held])
-        if config.kind == "crossfit":
+        if config.kind in ("crossfit", "crossfit_augment"):
             return FrozenEncoder(config, models, fold, feats, None)
         if config.kind == "crossfit_joint":
             return FrozenEncoder(config, models, fold, feats, None, seen=seen)

@@ -193,3 +193,19 @@ def test_fidelity_builds_feature_envs_with_the_joint_encoder(tiny_dataset):
     assert all(np.isfinite(r) for r in rewards.values())
     key = next(k for k, e in features._MEMORY.items() if e.config.kind == "crossfit_joint")
     assert features._MEMORY[key].seen  # fitted with the source's images
+
+
+def test_crossfit_augment_is_cross_fitted_deterministic_and_augmented(tiny_dataset, recorded):
+    ds = tiny_dataset
+    cfg = EncoderConfig(kind="crossfit_augment", folds=2, epochs=2, width=8, seed=3)
+    a = fit_encoder(ds, cfg)
+    for i, img in enumerate(ds.train_images):
+        assert features._digest(img) not in recorded[int(a.fold_of_train[i])]
+    features._MEMORY.clear()
+    b = fit_encoder(ds, cfg)
+    np.testing.assert_array_equal(a.train_features(), b.train_features())
+    np.testing.assert_array_equal(a.encode(ds.val_images, salt="val"), b.encode(ds.val_images, salt="val"))
+    assert a.train_features().shape == (len(ds.train_labels), ds.num_classes)
+    plain = fit_encoder(ds, EncoderConfig(**{**cfg.__dict__, "kind": "crossfit"}))
+    np.testing.assert_array_equal(a.fold_of_train, plain.fold_of_train)  # same folds, same init ...
+    assert not np.allclose(a.train_features(), plain.train_features())  # ... so the augmentation made the change
