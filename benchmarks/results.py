@@ -108,23 +108,39 @@ def run_dataset(name: str, args) -> str:
 def _cem_policy(kw: dict, args, notes: list[str]):
     """CEM on the val reward (``kw``'s head loss and reward reference; the search never reads test) -> its policy.
 
-    Credit does not apply: the fitness is the final (reference-relative) balanced val accuracy of the whole vector.
+    One search per ``--cem-init``; with several, the final means are scored on held-out episode seeds (val split
+    only, seeds the searches never drew) and the best one is played. Credit does not apply: the fitness is the
+    final (reference-relative) balanced val accuracy of the whole vector.
     """
     import numpy as np
 
-    from agents.cem import CEMPolicy, cem_search
+    from agents.cem import CEMPolicy, cem_search, val_fitness
 
-    t = time.time()
-    res = cem_search(kw, generations=args.cem_generations, population=args.cem_population,
-                     episodes_per_candidate=args.cem_episodes, seed=args.cem_seed,
-                     init_mean=None if args.cem_init == "middle" else args.cem_init, progress=False)
-    h0, h1 = res.history[0]["mean_fitness"], res.history[-1]["mean_fitness"]
-    secs = time.time() - t
-    print(f"  searched CEM in {secs:.0f} s: val fitness of the mean {h0:+.4f} -> {h1:+.4f}", flush=True)
-    notes.append(f"CEM vector played (final mean; class order as in the train counts): "
-                 f"`{np.round(res.mean_ratios, 2).tolist()}` (search {secs:.0f} s; val fitness of the "
-                 f"mean on the search's episode seeds {h0:+.4f} at generation 0 -> {h1:+.4f} at the last).")
-    return CEMPolicy.from_result(res, name="cem")
+    found = []
+    for init in args.cem_init:
+        t = time.time()
+        res = cem_search(kw, generations=args.cem_generations, population=args.cem_population,
+                         episodes_per_candidate=args.cem_episodes, seed=args.cem_seed,
+                         init_mean=None if init == "middle" else init, progress=False)
+        secs = time.time() - t
+        h0, h1 = res.history[0]["mean_fitness"], res.history[-1]["mean_fitness"]
+        print(f"  searched CEM from {init} in {secs:.0f} s: val fitness of the mean {h0:+.4f} -> {h1:+.4f}",
+              flush=True)
+        found.append((init, res, f"`{np.round(res.mean_ratios, 2).tolist()}` (search {secs:.0f} s; val fitness of "
+                                 f"the mean on the search's episode seeds {h0:+.4f} at generation 0 -> {h1:+.4f} "
+                                 f"at the last"))
+    pick = 0
+    if len(found) > 1:
+        seeds = list(range(args.cem_val_seed0, args.cem_val_seed0 + args.cem_val_seeds))
+        fit = val_fitness(np.stack([res.mean_action for _, res, _ in found]), kw, seeds)
+        pick = int(np.argmax(fit.mean(1)))
+        found = [(init, res, text + f"; held-out val fitness {fit[i].mean():+.4f} ± "
+                  f"{fit[i].std(ddof=1) / np.sqrt(len(seeds)):.4f} over episode seeds {seeds[0]}...{seeds[-1]}")
+                 for i, (init, res, text) in enumerate(found)]
+    for i, (init, _, text) in enumerate(found):
+        played = " **played**" if len(found) > 1 and i == pick else ""
+        notes.append(f"CEM from `{init}`{played}, final mean (class order as in the train counts): {text}).")
+    return CEMPolicy.from_result(found[pick][1], name="cem")
 
 
 def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) -> str:
@@ -140,12 +156,15 @@ def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) ->
         learned.append(f"{', '.join(a.upper() for a in sb3)}: {args.timesteps} timesteps, seed 0")
     if "cem" in args.algos:
         minus = "" if args.reference is None else " minus the reference head's"
+        pick = "" if len(args.cem_init) == 1 else (
+            f" (the search whose final mean has the best val fitness on held-out episode seeds "
+            f"{args.cem_val_seed0}...{args.cem_val_seed0 + args.cem_val_seeds - 1} is played)")
         learned.append(
             f"CEM (`agents.cem.cem_search`, a derivative-free policy search that learns a static per-class ratio "
             f"vector, the same at every step): {args.cem_generations} generations x {args.cem_population} candidates "
-            f"x {args.cem_episodes} episode(s), init `{args.cem_init}`, seed {args.cem_seed}, fitness = final balanced "
-            f"val accuracy{minus}"
-            f" (val split only), the final CEM mean played; CEM is not affected by `--credit`")
+            f"x {args.cem_episodes} episode(s), seed {args.cem_seed}, started from {', '.join(args.cem_init)}"
+            f"{pick}; fitness = final balanced val accuracy{minus} (val split only); the final CEM mean is played"
+            f"{'' if args.credit == 'shared' else '; CEM does not use the difference rewards'}")
     lines = [f"# {dataset.name}: fixed vs learned synthetic ratios", "",
              f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
              f"{len(dataset.test_labels)}. Test split, final classifier of each episode; mean ± std over seeds "
@@ -199,8 +218,13 @@ def main(argv=None) -> None:
     parser.add_argument("--cem-generations", type=int, default=4)
     parser.add_argument("--cem-population", type=int, default=8)
     parser.add_argument("--cem-episodes", type=int, default=2, help="episodes (seeds) per CEM candidate")
-    parser.add_argument("--cem-init", default="inverse",
-                        help="CEM starting mean: a baseline spec (inverse, fill, constant:1) or 'middle'")
+    parser.add_argument("--cem-init", nargs="+", default=["inverse"],
+                        help="CEM starting mean(s): baseline specs (inverse, fill, constant:1) or 'middle' (every ratio "
+                             "at max_ratio / 2); with several, one search each, and the final mean with the best val "
+                             "fitness on held-out episode seeds is played")
+    parser.add_argument("--cem-val-seeds", type=int, default=32,
+                        help="held-out episode seeds that pick among several --cem-init searches")
+    parser.add_argument("--cem-val-seed0", type=int, default=1000)
     parser.add_argument("--cem-seed", type=int, default=0)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)

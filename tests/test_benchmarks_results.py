@@ -47,7 +47,7 @@ def test_loss_reaches_fixed_and_cem_rows_and_names_the_file(tiny_build, monkeypa
     assert searched == [("logit_adjustment", 2, 3, 1)]
     text = (tmp_path / "digits-lt-la.md").read_text()
     assert "| learned: CEM (val) |" in text and "static per-class ratio vector" in text
-    assert "head loss `logit_adjustment`" in text and "CEM vector played" in text
+    assert "head loss `logit_adjustment`" in text and "CEM from `inverse`, final mean" in text
 
 
 def test_default_loss_keeps_plain_names_and_credit_suffix(tiny_build, monkeypatch, tmp_path):
@@ -58,6 +58,38 @@ def test_default_loss_keeps_plain_names_and_credit_suffix(tiny_build, monkeypatc
     results.main(["--datasets", "digits", "--algos", "--seeds", "2", "--loss", "class_balanced",
                   "--out", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-lt-cb.md", "digits-lt-credit.md"]
+
+
+def test_several_cem_starts_play_the_best_on_held_out_val(tiny_build, monkeypatch, tmp_path):
+    import numpy as np
+
+    played, scored = [], []
+    real_search = agents.cem.cem_search
+
+    def val_fitness(actions, env_kwargs, seeds):
+        scored.append((len(actions), list(seeds)))
+        return np.array([[0.1] * len(seeds), [0.3] * len(seeds)])  # the second start wins
+
+    def cem_search(env_kwargs, *, init_mean, **kw):
+        res = real_search(env_kwargs, init_mean=init_mean, **kw)
+        res.mean_action = np.full_like(res.mean_action, -1.0 if init_mean == "inverse" else 0.5)
+        return res
+
+    def evaluate(policy, env_kwargs, seeds):
+        if policy.name == "cem":
+            played.append(policy.action.copy())
+        return [dict(r, policy=policy.name) for r in _fake_rows(seeds)]
+
+    monkeypatch.setattr(agents.cem, "val_fitness", val_fitness)
+    monkeypatch.setattr(agents.cem, "cem_search", cem_search)
+    monkeypatch.setattr(agents.evaluate, "evaluate", evaluate)
+    results.main(["--datasets", "digits", "--algos", "cem", "--seeds", "2", "--cem-init", "inverse", "middle",
+                  "--cem-generations", "1", "--cem-population", "2", "--cem-episodes", "1", "--cem-val-seeds", "3",
+                  "--out", str(tmp_path)])
+    assert scored == [(2, [1000, 1001, 1002])]
+    assert len(played) == 1 and np.allclose(played[0], 0.5)
+    text = (tmp_path / "digits-lt.md").read_text()
+    assert "CEM from `middle` **played**" in text and "CEM from `inverse`," in text
 
 
 def _fake_rows(seeds):
