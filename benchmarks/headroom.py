@@ -26,12 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from envs.atomic import atomic_write_text  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "results"
 FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
 NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
 
 # The dataset and env keyword arguments exactly as benchmarks/results.py builds them.
-from benchmarks.results import build_env_kwargs  # noqa: E402
+from benchmarks.results import add_common_arguments, build_env_kwargs  # noqa: E402
 
 
 def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
@@ -179,12 +181,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reference", type=float, default=0.0,
                         help="reward relative to a reference head at this ratio (the committed results used 0); "
                              "a negative value turns it off")
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--generator-steps", type=int, default=None)
-    parser.add_argument("--per-class", type=int, default=128)
-    parser.add_argument("--cache-dir", default=".tailmix_cache")
-    parser.add_argument("--full", action="store_true", help="the settings of the committed tables")
-    parser.add_argument("--out", default=None, help="folder for the markdown tables (default benchmarks/results)")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.reference is not None and args.reference < 0:
         args.reference = None
@@ -202,9 +199,7 @@ def main(argv=None) -> None:
     for name in names:
         text = run_dataset(name, args)
         path = out / f"headroom-{'digits-lt' if name == 'digits' else name}.md"
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
         print(text, flush=True)
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from envs.atomic import atomic_write_text  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "results"
 NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
 HEAD_LOSSES = ("ce",) + NO_SYN_LOSSES
@@ -192,6 +194,16 @@ def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) ->
     return "\n".join(lines)
 
 
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Bank, cache and output options shared with ``benchmarks/headroom.py`` (``build_env_kwargs`` reads them)."""
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--generator-steps", type=int, default=None)
+    parser.add_argument("--per-class", type=int, default=128)
+    parser.add_argument("--cache-dir", default=".tailmix_cache")
+    parser.add_argument("--full", action="store_true", help="the settings of the committed tables")
+    parser.add_argument("--out", default=None, help="folder for the markdown tables (default benchmarks/results)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="*", default=None,
@@ -226,12 +238,7 @@ def main(argv=None) -> None:
                         help="held-out episode seeds that pick among several --cem-init searches")
     parser.add_argument("--cem-val-seed0", type=int, default=1000)
     parser.add_argument("--cem-seed", type=int, default=0)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--generator-steps", type=int, default=None)
-    parser.add_argument("--per-class", type=int, default=128)
-    parser.add_argument("--cache-dir", default=".tailmix_cache")
-    parser.add_argument("--full", action="store_true", help="the settings of the committed tables")
-    parser.add_argument("--out", default=None, help="folder for the markdown tables (default benchmarks/results)")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.full:
         args.timesteps = max(args.timesteps, 30000)
@@ -250,9 +257,7 @@ def main(argv=None) -> None:
         suffix = ("" if args.wrapper == "shared" else f"-{args.wrapper}") + LOSS_TAGS[args.loss] + \
             ("" if args.credit == "shared" else "-credit")
         path = out / f"{'digits-lt' if name == 'digits' else name}{suffix}.md"
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
         print(text, flush=True)
 
 

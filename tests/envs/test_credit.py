@@ -12,6 +12,7 @@ from envs.sources import ArraySource
 from envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
 from envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
+from tests.envs.helpers import whole_episode
 from tests.envs.test_synthetic_ratio import TINY
 
 DIFF = dict(TINY, credit="difference")
@@ -41,17 +42,9 @@ def test_official_checkers_pass_with_difference_credit():
 
 
 def test_same_seed_same_actions_same_whole_trajectory():
-    def run(seed):
-        e = parallel_env(**hard_kwargs())
-        rng = np.random.default_rng(5)
-        traj = [e.reset(seed=seed)]
-        while e.agents:
-            traj.append(e.step({a: rng.uniform(-1, 1, 1).astype(np.float32) for a in e.agents}))
-        return traj
-
     from gymnasium.utils.env_checker import data_equivalence
 
-    a, b, c = run(3), run(3), run(4)
+    a, b, c = (whole_episode(lambda: parallel_env(**hard_kwargs()), seed, 5) for seed in (3, 3, 4))
     assert data_equivalence(a, b)
     assert not data_equivalence(a, c)
 

@@ -15,6 +15,7 @@ from envs.central import SyntheticRatioCentralEnv
 from envs.sources import ArraySource
 from envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
 from tests.conftest import make_tiny_dataset
+from tests.envs.helpers import whole_episode
 
 TINY = dict(encoder="random", pool_size=16, max_steps=3)
 
@@ -144,15 +145,8 @@ def test_synthetic_data_changes_learning():
 @pytest.mark.parametrize("mode", ["feature", "pixel"])
 def test_same_seed_same_actions_same_whole_trajectory(mode):
     """PettingZoo's parallel seed test looks at one step; we compare every step of an episode."""
-    def run(seed):
-        e = parallel_env(**tiny_kwargs(mode=mode, max_steps=4))
-        rng = np.random.default_rng(123)
-        traj = [e.reset(seed=seed)]
-        while e.agents:
-            traj.append(e.step({a: rng.uniform(-1, 1, 1).astype(np.float32) for a in e.agents}))
-        return traj
-
-    a, b, c = run(7), run(7), run(8)
+    a, b, c = (whole_episode(lambda: parallel_env(**tiny_kwargs(mode=mode, max_steps=4)), seed, 123)
+               for seed in (7, 7, 8))
     from gymnasium.utils.env_checker import data_equivalence
 
     assert data_equivalence(a, b)
