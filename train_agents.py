@@ -625,7 +625,8 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
     with phase("encoder"), fixed_threads(config.num_threads):
         fit_encoder(kw["dataset"], EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                                  epochs=config.encoder_epochs, seed=config.source_seed),
-                    cache_dir=config.cache_dir, progress=progress)
+                    cache_dir=config.cache_dir, progress=progress,
+                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"))
 
 
 def prepared_env_kwargs(cfg, dataset) -> dict:

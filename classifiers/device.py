@@ -76,13 +76,15 @@ def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
-def fixed_threads(n: int | None) -> Iterator[None]:
+def fixed_threads(n: int | None, *, blas: bool = True) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)``, restoring the previous count afterwards.
 
     Torch CPU results change with the thread count (FINDINGS.md), so reproducible runs pin it.
 
     Args:
         n: Intra-op thread count, or ``None`` to leave it unchanged.
+        blas: Also limit numpy's BLAS (through threadpoolctl, ~40 us per block). Hot paths that do no numpy
+            linear algebra (an env step) pass ``False``.
     """
     if n is None:
         yield
@@ -90,14 +92,16 @@ def fixed_threads(n: int | None) -> Iterator[None]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"thread count must be a positive int or None, got {n!r}")
     previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    blas = _blas_controller()
-    limiter = blas.limit(limits=n) if blas is not None else contextlib.nullcontext()
+    if previous != n:
+        torch.set_num_threads(n)
+    controller = _blas_controller() if blas else None
+    limiter = controller.limit(limits=n) if controller is not None else contextlib.nullcontext()
     try:
-        with limiter:  # numpy's BLAS too: the env does numpy maths (Gaussian source, metrics) in the same block
+        with limiter:  # numpy's BLAS too: e.g. the Gaussian source does numpy maths in the same block
             yield
     finally:
-        torch.set_num_threads(previous)
+        if previous != n:
+            torch.set_num_threads(previous)
 
 
 _BLAS = []

@@ -98,7 +98,8 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
 
     enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                              epochs=config.encoder_epochs, seed=config.source_seed),
-                      cache_dir=config.cache_dir)
+                      cache_dir=config.cache_dir,
+                      synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
     real = enc.train_features()
     if source == "gaussian":
         from generators.gaussian import GaussianFeatureGenerator
@@ -155,6 +156,8 @@ class RatioCore:
         from classifiers.device import fixed_threads
 
         self._threads = lambda: fixed_threads(config.num_threads)
+        # a step does no numpy linear algebra (mixes, metrics and counts are sorts and bincounts): torch only
+        self._step_threads = lambda: fixed_threads(config.num_threads, blas=False)
         with self._threads():
             # R replicas per copy (reward_replicas): independent heads on independent synthetic draws,
             # trained side by side in the same batched ops; rewards and observations average over them.
@@ -320,7 +323,7 @@ class RatioCore:
             raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but the "
                              "source has none for it; fill the bank for every class or keep its ratio at 0")
         self.ratios = new_ratios
-        with self._threads():
+        with self._step_threads():
             mixes = self._mixes(n_syn)
             snapshot = self.engine.snapshot()
             loss = self.engine.train(mixes)

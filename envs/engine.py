@@ -133,7 +133,6 @@ class FeatureEngine:
                                 [np.full(n, k, np.int64) for k, n in enumerate(self.pool_sizes)])
         self.labels = torch.from_numpy(labels).to(self.device)
         self.labels_np = labels
-        self._onehot_np = np.eye(c, dtype=np.float32)[labels]
         self.real_idx = np.arange(len(real_features))
         self.real_counts = np.bincount(real_labels, minlength=c).astype(np.int64)
         self.val_x = torch.from_numpy(np.asarray(val_features, np.float32)).to(self.device)
@@ -173,8 +172,10 @@ class FeatureEngine:
             y = y.unsqueeze(0).expand(self.k, -1)
         weight = weight.astype(np.float32)
         offset = class_weight = None
-        if self.loss != "ce":  # the loss terms need each copy's class counts: (K, U) @ (U, C)
-            counts = torch.from_numpy(weight @ self._onehot_np[used]).to(self.device)
+        if self.loss != "ce":  # the loss terms need each copy's class counts (a bincount: no BLAS, exact)
+            lab = np.arange(self.k)[:, None] * self.num_classes + self.labels_np[used][None, :]
+            counts = np.bincount(lab.ravel(), weights=weight.ravel(), minlength=self.k * self.num_classes)
+            counts = torch.from_numpy(counts.reshape(self.k, self.num_classes).astype(np.float32)).to(self.device)
             offset, class_weight = self._loss_terms(self.loss, counts)
         loss = self.head.train_epochs(x, y, torch.from_numpy(weight).to(self.device), self.epochs,
                                       offset=offset if self.loss != "class_balanced" else None,
