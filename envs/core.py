@@ -359,8 +359,11 @@ class RatioCore:
         pred = self.engine.predict("val")
         y = self.engine.labels_of("val")
         per_head = metrics_from_confusion(batched_confusion(y, pred, self.c))
-        self.metrics = {key: v.reshape(self.k, self.h, *v.shape[1:])[:, :self.r].mean(1)
-                        for key, v in per_head.items()}
+        if self.h == 1:  # one head per copy: its metrics as they are
+            self.metrics = per_head
+        else:
+            self.metrics = {key: v.reshape(self.k, self.h, *v.shape[1:])[:, :self.r].mean(1)
+                            for key, v in per_head.items()}
         if self.ref:
             self.reference_bal = per_head["balanced_accuracy"].reshape(self.k, self.h)[:, self.r].copy()
         if self.diff:

@@ -143,6 +143,7 @@ class FeatureEngine:
                                 weight_decay=weight_decay, device=self.device)
         self.k = num_copies
         self._inputs: dict[str, torch.Tensor] = {}
+        self._table_check = (-1, True)  # (table version checked, finite?)
 
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         self.head.reset(generators, copies)
@@ -160,11 +161,18 @@ class FeatureEngine:
         owner = np.repeat(np.arange(self.k) * rows, [len(m) for m in mixes])
         weight = np.bincount(owner + np.concatenate(mixes), minlength=self.k * rows).reshape(self.k, rows)
         used = np.flatnonzero(weight.any(0)) if self.k > 1 else np.flatnonzero(weight[0])
-        weight = np.ascontiguousarray(weight[:, used])  # fancy indexing can return a column-major array
-        used_t = torch.from_numpy(used).to(self.device)
-        x = self.table[used_t]
-        y = self.labels[used_t]
-        if self.k > 1 and not torch.isfinite(x).all():
+        # Most of the table in use: train on all of it (zero weights elsewhere), whose augmented inputs the head
+        # then builds once, instead of gathering rows every step.
+        dense = 2 * len(used) >= rows
+        if dense:
+            used = slice(None)
+            x, y = self.table, self.labels
+        else:
+            weight = np.ascontiguousarray(weight[:, used])  # fancy indexing can return a column-major array
+            used_t = torch.from_numpy(used).to(self.device)
+            x = self.table[used_t]
+            y = self.labels[used_t]
+        if (dense or self.k > 1) and not self._finite(x, dense):
             # A broken row (NaN features) times a zero weight is still NaN in a shared GEMM: give each copy only
             # its own rows, so a fault stays in the copy that drew it (and is rolled back there).
             mine = torch.from_numpy(weight > 0).to(self.device)
@@ -181,6 +189,15 @@ class FeatureEngine:
                                       offset=offset if self.loss != "class_balanced" else None,
                                       class_weight=class_weight if self.loss == "class_balanced" else None)
         return loss.cpu().numpy()
+
+    def _finite(self, x: torch.Tensor, whole_table: bool) -> bool:
+        """Is ``x`` free of NaN/inf? For the whole table the answer is kept until the table is written to
+        (torch counts in-place writes in ``_version``)."""
+        if not whole_table:
+            return bool(torch.isfinite(x).all())
+        if self._table_check[0] != self.table._version:
+            self._table_check = (self.table._version, bool(torch.isfinite(self.table).all()))
+        return self._table_check[1]
 
     def predict(self, split: str = "val") -> np.ndarray:
         """Predicted labels ``(K, M)`` on ``val`` or ``test``."""
