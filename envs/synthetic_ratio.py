@@ -71,7 +71,9 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
 
     ## Version History
     * v0: initial release. Later additions that leave the default behaviour unchanged: ``reward_reference``,
-      ``credit="difference"`` / ``credit_default`` (per-agent difference rewards; off by default).
+      ``credit="difference"`` / ``credit_default`` (per-agent difference rewards; off by default), encoders
+      ``crossfit_joint`` and ``crossfit_augment``. The feature-step rewrite for speed (fused Adam, bias-augmented
+      GEMMs) computes the same quantities; floating-point results differ at rounding level only.
     """
 
     metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}
