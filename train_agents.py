@@ -530,14 +530,20 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
             print(f"cached generator at {path} is unreadable ({err}); retraining")
             shutil.rmtree(path, ignore_errors=True)
     gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
+    _save_folder(path, gen.save)
+    return gen
+
+
+def _save_folder(path: Path, save) -> None:
+    """``save(folder)`` into a temp folder beside ``path``, then swap it in: a crash never leaves a half-saved
+    model under the real cache key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     shutil.rmtree(tmp)
-    gen.save(tmp)
+    save(tmp)
     if path.exists():
         shutil.rmtree(path)
-    os.replace(tmp, path)  # a crash never leaves a half-saved generator under the real key
-    return gen
+    os.replace(tmp, path)
 
 
 def reference_filter(cfg, dataset, *, progress: bool = True):
@@ -557,13 +563,7 @@ def reference_filter(cfg, dataset, *, progress: bool = True):
             shutil.rmtree(path, ignore_errors=True)
     flt = ClassifierFilter.train_reference(dataset, tau=cfg.tau, augment=augment, epochs=cfg.filter_epochs,
                                            generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    shutil.rmtree(tmp)
-    flt.save(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    _save_folder(path, flt.save)
     return flt
 
 
