@@ -52,7 +52,7 @@ def draw_pool_indices(rng: np.random.Generator, n: int, pool_size: int) -> np.nd
 
 
 class PoolSampler:
-    """Draws synthetic rows for every class of one copy in a handful of numpy calls.
+    """Draws synthetic rows for every class of every copy in a handful of numpy calls.
 
     Every class's pool is one segment of a concatenated index range. One vector of random keys, sorted within
     each segment, is a random permutation of every pool at once; class ``c`` takes the first ``n_c`` of its
@@ -69,12 +69,9 @@ class PoolSampler:
         self._owner_f = self.owner.astype(np.float64)
         self.rank = np.arange(len(self.owner)) - self.starts[self.owner]  # position within its class
 
-    def draw(self, rng: np.random.Generator, n: np.ndarray) -> np.ndarray:
-        """Indices (plus ``offset``) of ``n[c]`` draws from each class ``c``'s pool."""
-        return self.draw_many([rng], np.asarray(n, np.int64)[None, :])[0]
-
     def draw_many(self, rngs: list[np.random.Generator], n: np.ndarray) -> list[np.ndarray]:
-        """:meth:`draw` for ``K`` copies at once (``n``: ``(K, C)``), copy ``k`` from ``rngs[k]`` only.
+        """Indices (plus ``offset``) of ``n[k, c]`` draws from each class ``c``'s pool for each of ``K`` copies,
+        copy ``k`` from ``rngs[k]`` only.
 
         A copy's draws do not depend on the other copies: its generator makes the same calls in the same order
         as alone (none at all when it asks for nothing); the copies only share the sort.
