@@ -16,7 +16,9 @@ import dataclasses
 import hashlib
 import math
 import os
+import sys
 import threading
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -451,18 +453,32 @@ def _on_device(dev: torch.device):
 
 
 @contextlib.contextmanager
-def _fill_lock(folder: Path):
-    """Refuse two processes filling the same bank at once (POSIX advisory lock; no-op elsewhere)."""
+def _fill_lock(folder: Path, *, wait_s: float = 3600.0, poll_s: float = 0.5):
+    """Hold the bank's fill lock (POSIX advisory lock; no-op elsewhere), waiting while another process has it.
+
+    Two processes that need the same bank (two benchmark runs started together) must not both write it;
+    the second waits, then resumes from the first one's manifest and finds the bank complete. A holder that
+    keeps it past ``wait_s`` seconds is reported instead of waited on forever.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     with open(folder / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BankError(f"another process is filling {folder}; wait for it, or remove that process") from None
+        deadline, told = time.monotonic() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BankError(f"another process has been filling {folder} for over {wait_s:.0f} s; wait "
+                                    "for it, or stop that process and run again (the fill resumes)") from None
+                if not told:
+                    print(f"waiting for another process filling {folder}", file=sys.stderr, flush=True)
+                    told = True
+                time.sleep(poll_s)
         try:
             yield
         finally:

@@ -212,3 +212,24 @@ def test_ddpm_bank_refills_byte_identical_after_save_and_load(tiny_dataset, tmp_
     with pytest.warns(UserWarning, match="refilling 1 bad shard"):
         again = reloaded.fill_bank(tiny_dataset, tmp_path / "banks", **kwargs)
     assert again.key == bank.key and (again.path / "class_2_1.npy").read_bytes() == before
+
+
+def test_fill_lock_waits_for_another_holder_then_reports_a_stuck_one(tmp_path):
+    """A second filler of the same bank waits for the first (two runs started together) instead of failing."""
+    import fcntl
+    import threading
+
+    from generators.bank import BankError
+    from generators.pool import _fill_lock
+
+    holder = open(tmp_path / ".lock", "w")
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file description: conflicts like a process
+    with pytest.raises(BankError, match="for over"):
+        with _fill_lock(tmp_path, wait_s=0.2, poll_s=0.05):
+            pass
+    threading.Timer(0.2, lambda: fcntl.flock(holder, fcntl.LOCK_UN)).start()
+    entered = []
+    with _fill_lock(tmp_path, wait_s=10.0, poll_s=0.05):
+        entered.append(True)
+    holder.close()
+    assert entered
