@@ -139,12 +139,13 @@ def random_flip_shift(x: torch.Tensor, generator: torch.Generator, max_shift: in
 def _fit(logits_of: Callable[[torch.Tensor, int], torch.Tensor], params: list[torch.Tensor], labels: np.ndarray,
          loss_fn: nn.Module, *, epochs: int, batch_size: int, lr: float, weight_decay: float, sampler: str,
          device: torch.device, generator: torch.Generator, progress: bool, before_epoch: Callable[[], None],
-         after_epoch: Callable[[dict], None], use_amp: bool) -> dict:
-    """Mini-batch AdamW over ``params``; ``logits_of(idx, epoch)`` maps a CPU index batch to logits."""
+         after_epoch: Callable[[dict], None], use_amp: bool, opt: torch.optim.Optimizer | None = None) -> dict:
+    """Mini-batch AdamW over ``params`` (or ``opt``); ``logits_of(idx, epoch)`` maps a CPU index batch to logits."""
     history: dict = {"loss": []}
     if not params:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if opt is None:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     # fp16 autocast needs loss scaling against underflow; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type) if use_amp and autocast_dtype(device) == torch.float16 else None
     y_cpu = torch.from_numpy(labels)
@@ -203,7 +204,8 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, *
                      class_counts=None, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                      weight_decay: float = 5e-4, sampler: str = "uniform", augment: bool = False,
                      device: str | torch.device = "cpu", generator: torch.Generator | None = None,
-                     progress: bool = False, val: tuple | None = None) -> dict:
+                     progress: bool = False, val: tuple | None = None,
+                     optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Train ``model`` (in place) on uint8 images with mini-batch AdamW, mixed precision on CUDA.
 
     Args:
@@ -222,6 +224,9 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, *
         generator: Source of all randomness; ``None`` seeds one from torch's global RNG.
         progress: Show a tqdm bar over epochs.
         val: Optional ``(images, labels)``; adds ``val_balanced_accuracy`` per epoch.
+        optimizer: Continue with this optimiser over ``model``'s parameters, its moments and learning rate
+            included (``lr`` and ``weight_decay`` are then ignored; the caller owns the schedule). Default: a
+            fresh AdamW, as for a model trained in one call.
 
     Returns:
         ``{"loss": [mean training loss per epoch], "val_balanced_accuracy": [...] (with val)}``.
@@ -234,6 +239,12 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, *
     loss_fn = _resolve_loss(loss, class_counts, y, num_classes).to(dev)
     gen = _default_generator(generator)
     model.to(dev)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if optimizer is not None:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if any(id(p) not in held for p in trainable):
+            raise ValueError("optimizer does not hold every trainable parameter of model; build it from "
+                             "model.parameters() after moving the model to its device")
     hook = _val_hook(model, val, num_classes, dev, batch_size)
 
     def logits_of(idx: torch.Tensor, epoch: int) -> torch.Tensor:
@@ -243,9 +254,10 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, *
         with autocast(dev):
             return model(x)
 
-    history = _fit(logits_of, [p for p in model.parameters() if p.requires_grad], y, loss_fn, epochs=epochs,
+    history = _fit(logits_of, trainable, y, loss_fn, epochs=epochs,
                    batch_size=batch_size, lr=lr, weight_decay=weight_decay, sampler=sampler, device=dev,
-                   generator=gen, progress=progress, before_epoch=model.train, after_epoch=hook, use_amp=True)
+                   generator=gen, progress=progress, before_epoch=model.train, after_epoch=hook, use_amp=True,
+                   opt=optimizer)
     model.eval()
     return history
 

@@ -17,7 +17,8 @@ class RatioEnvConfig:
 
     Attributes:
         mode: ``"feature"``: a linear/MLP head on frozen encoder features (milliseconds per step);
-            ``"pixel"``: a CNN fine-tuned on pixels (about a second per step on this CPU).
+            ``"pixel"``: a CNN trained on the pixels, the episode being one training run (one AdamW
+            over the episode, cosine learning-rate decay; about a second per step on this CPU).
         max_steps: Rounds of classifier training per episode; all agents are truncated after it.
         max_ratio: Action ``a`` in [-1, 1] maps to ratio ``(a + 1) / 2 * max_ratio``.
         initial_ratio: Ratio of every class at reset (shown in the first observation).
@@ -29,7 +30,7 @@ class RatioEnvConfig:
         epochs_per_step: Training epochs per step (feature mode: full-batch Adam steps; pixel: epochs).
         head: ``"linear"`` or ``"mlp"`` (feature mode).
         hidden: MLP hidden width.
-        lr: Learning rate of the head (feature) or CNN (pixel).
+        lr: Learning rate of the head (feature) or the CNN's peak rate (pixel, decayed over the episode).
         loss: Training loss: ``ce``, ``logit_adjustment``, ``balanced_softmax``, ``class_balanced`` (both
             modes); ``focal`` and ``ldam_drw`` in pixel mode.
         encoder: Feature-mode encoder kind (``envs.features.ENCODERS``).

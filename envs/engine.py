@@ -10,6 +10,9 @@ copy's trajectory is the single env's (up to floating-point summation order).
 """
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import torch
 
@@ -246,7 +249,13 @@ class _EpisodeEpochs(torch.nn.Module):
 
 
 class PixelEngine:
-    """One CNN fine-tuned on pixels each step (``K = 1``).
+    """One CNN trained on pixels, a few epochs per step (``K = 1``).
+
+    The episode is one training run: the AdamW optimiser (its moments included) lives from ``reset`` to the
+    episode's end, and its learning rate follows a cosine decay over the episode's ``max_steps * epochs``
+    epochs, from ``lr`` down to near 0 in the last step. Ending on a small learning rate makes the
+    episode-end classifier, and so the reward and the test score, depend far less on the last few
+    mini-batches than a constant rate or an optimiser rebuilt every step would.
 
     Args:
         dataset: the :class:`envs.datasets.LongTailDataset`.
@@ -254,8 +263,9 @@ class PixelEngine:
         backbone: ``classifiers.backbones`` name.
         loss: ``classifiers.losses`` name.
         epochs: mini-batch epochs per step.
-        batch_size, lr: optimiser settings.
+        batch_size, lr: optimiser settings (``lr`` is the peak, at the first step).
         eval_test: keep the test split for episode-end evaluation.
+        max_steps: the episode length, over which the learning rate decays.
     """
 
     def __init__(self, dataset, pools, *, backbone: str = "small_cnn", loss: str = "ce", epochs: int = 1,
@@ -272,8 +282,9 @@ class PixelEngine:
         self.val_y = dataset.val_labels
         self.test_y = dataset.test_labels if eval_test else None
         self.model = None
+        self.optimizer = None
         self._gen = None
-        self.total_epochs = max_steps * epochs  # the episode's schedule, for deferred re-weighting (LDAM-DRW)
+        self.total_epochs = max_steps * epochs  # the episode's schedule (cosine decay; LDAM-DRW's deferral)
         self._epoch = 0
 
     def reset(self, generators: list[torch.Generator], copies=None) -> None:
@@ -286,6 +297,12 @@ class PixelEngine:
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # module init uses the global RNG
         self.model = make_backbone(self.backbone, self.dataset.image_shape[-1], self.num_classes).to(self.device)
         torch.random.set_rng_state(state)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=5e-4)
+
+    def learning_rate(self) -> float:
+        """The rate of the next step: cosine decay over the episode's epochs, ``lr`` at epoch 0."""
+        frac = min(self._epoch / max(self.total_epochs, 1), 1.0)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
 
     def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[tuple]:
         n_syn = n_syn[0]
@@ -304,9 +321,12 @@ class PixelEngine:
 
         loss = _EpisodeEpochs(make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1)),
                               self._epoch, self.total_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self._epoch += self.epochs
         hist = train_classifier(self.model, np.concatenate(imgs), y, loss=loss, epochs=self.epochs,
-                                batch_size=self.batch_size, lr=self.lr, device=self.device, generator=self._gen)
+                                batch_size=self.batch_size, device=self.device, generator=self._gen,
+                                optimizer=self.optimizer)
         losses = hist.get("loss", [np.nan]) if isinstance(hist, dict) else [np.nan]
         return np.array([float(losses[-1]) if len(losses) else np.nan])
 
@@ -327,11 +347,13 @@ class PixelEngine:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
 
-    def snapshot(self) -> dict:
-        return self.state_dict()
+    def snapshot(self) -> tuple[dict, dict]:
+        return self.state_dict(), copy.deepcopy(self.optimizer.state_dict())
 
-    def restore(self, snapshot: dict, heads: np.ndarray) -> None:
-        self.load_state_dict(snapshot)  # one model: the only head
+    def restore(self, snapshot: tuple[dict, dict], heads: np.ndarray) -> None:
+        model, optimizer = snapshot  # one model: the only head; its Adam moments roll back with it
+        self.load_state_dict(model)
+        self.optimizer.load_state_dict(optimizer)
 
     def heads_finite(self) -> np.ndarray:
         return np.array([all(bool(torch.isfinite(v).all()) for v in self.model.state_dict().values()

@@ -74,6 +74,10 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       ``credit="difference"`` / ``credit_default`` (per-agent difference rewards; off by default), encoders
       ``crossfit_joint`` and ``crossfit_augment``. The feature-step rewrite for speed (fused Adam, bias-augmented
       GEMMs) computes the same quantities; floating-point results differ at rounding level only.
+      Pixel mode (not the default) changed before any release: an episode is now one training run (one AdamW
+      kept over the episode, cosine learning-rate decay to near 0 by the last step) instead of a new AdamW at
+      a constant rate every step; its scores vary about 3x less across seeds. Pixel results made before
+      this change are not comparable with later ones.
     """
 
     metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}

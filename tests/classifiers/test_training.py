@@ -188,3 +188,23 @@ def test_small_cnn_learns_breastmnist(data_dir):
     hist = train_classifier(model, x, y, epochs=3, lr=3e-3, generator=_gen(), val=(xv, yv))
     assert hist["loss"][-1] < hist["loss"][0]
     assert hist["val_balanced_accuracy"][-1] > 0.55  # chance is 0.5
+
+
+def test_a_carried_optimizer_continues_training_exactly(tiny_dataset):
+    """Two 1-epoch calls sharing an optimiser (and generator) equal one 2-epoch call: moments carry over."""
+    d = tiny_dataset
+    one = _model()
+    train_classifier(one, d.train_images, d.train_labels, epochs=2, batch_size=8, lr=3e-3, generator=_gen())
+    two, g = _model(), _gen()
+    opt = torch.optim.AdamW(two.parameters(), lr=3e-3, weight_decay=5e-4)
+    for _ in range(2):
+        train_classifier(two, d.train_images, d.train_labels, epochs=1, batch_size=8, lr=1.0, generator=g,
+                         optimizer=opt)  # lr ignored: the optimiser's own rate applies
+    for k, v in one.state_dict().items():
+        assert torch.equal(v, two.state_dict()[k]), k
+    fresh, g = _model(), _gen()  # the same two calls, each with a new AdamW: the moments restart, the run differs
+    for _ in range(2):
+        train_classifier(fresh, d.train_images, d.train_labels, epochs=1, batch_size=8, lr=3e-3, generator=g)
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in one.state_dict().items())
+    with pytest.raises(ValueError, match="every trainable parameter"):
+        train_classifier(_model(), d.train_images, d.train_labels, epochs=1, optimizer=opt)

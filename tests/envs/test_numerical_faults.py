@@ -7,6 +7,8 @@ step, and keep later steps finite; in the batched env only the copy that diverge
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -168,11 +170,17 @@ def test_pixel_mode_blow_up_is_rolled_back(monkeypatch, reported_loss):
             next(model.parameters()).fill_(float("nan"))
         return {"loss": [reported_loss]}
 
+    opt_before = copy.deepcopy(env.core.engine.optimizer.state_dict()["state"])
     monkeypatch.setattr(training, "train_classifier", blow_up)
     obs, rew, _, _, bad_infos = env.step(NO_SYNTHETIC)
     assert bad_infos["class_0"]["nan_loss"] is True
     for k, v in env.core.engine.model.state_dict().items():
         assert torch.equal(v, before[k]), k
+    opt_after = env.core.engine.optimizer.state_dict()["state"]  # Adam's moments and step counts roll back too
+    assert opt_before.keys() == opt_after.keys() and opt_before
+    for i in opt_before:
+        for k, v in opt_before[i].items():
+            assert torch.equal(v, opt_after[i][k]), (i, k)
     assert bad_infos["class_0"]["balanced_accuracy"] == infos["class_0"]["balanced_accuracy"]
     assert_obs_ok(env, obs)
     monkeypatch.setattr(training, "train_classifier", real)

@@ -336,3 +336,23 @@ def test_reward_reference_head_shares_the_init_so_equal_actions_score_zero():
     assert heads.shape[0] == 2 and not torch.equal(heads[0], heads[1])
     with pytest.raises(ValueError, match="reward_reference"):
         parallel_env(**tiny_kwargs(mode="pixel", reward_reference=0.0))
+
+
+def test_pixel_mode_is_one_training_run_with_a_cosine_schedule_over_the_episode():
+    """One AdamW lives through the episode (its step count grows) and its rate decays from lr to near 0."""
+    e = parallel_env(**tiny_kwargs(mode="pixel", max_steps=4))
+    e.reset(seed=0)
+    engine = e.core.engine
+    lrs, steps = [], []
+    while e.agents:
+        lrs.append(engine.learning_rate())
+        e.step({a: np.zeros(1, np.float32) for a in e.agents})
+        assert engine.optimizer.param_groups[0]["lr"] == lrs[-1]
+        steps.append(int(next(iter(engine.optimizer.state.values()))["step"]))
+    base = engine.lr
+    assert lrs == pytest.approx([base * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(4)])
+    assert lrs[0] == base and lrs[-1] < 0.2 * base
+    assert steps[0] > 0 and all(b - a == steps[0] for a, b in zip(steps, steps[1:]))  # moments carried over
+    first = e.core.engine.optimizer
+    e.reset(seed=0)
+    assert e.core.engine.optimizer is not first and not e.core.engine.optimizer.state  # a new run per episode
