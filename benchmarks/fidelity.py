@@ -36,6 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 POLICIES = ("ratio 0", "ratio 0.5", "ratio 1", "ratio 2", "fill", "fill, filtered")
+# How pixel mode trains (envs.engine.PixelEngine); pixel files made by an earlier pixel mode are refused.
+PIXEL_TRAINING = "one AdamW per episode, cosine decay, epochs of n_real mix samples"
 
 
 def _policy(name: str):
@@ -108,7 +110,7 @@ def pixel_settings(dataset, sources, args) -> dict:
     """What the pixel results depend on; a saved file made with other settings is refused."""
     return {"dataset": dataset.fingerprint(), "banks": [s.fingerprint() for s in sources],
             "max_steps": args.max_steps, "max_ratio": args.max_ratio, "pixel_epochs": args.pixel_epochs,
-            "threads": 1}
+            "threads": 1, "pixel_training": PIXEL_TRAINING}
 
 
 def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]:
@@ -137,11 +139,32 @@ def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, l
             if str(seed) in saved[name]:
                 continue
             t = time.time()
-            saved[name][str(seed)] = _episode(envs, kwargs, sources, name, seed)
-            print(f"  pixel seed {seed} {name}: {saved[name][str(seed)]:.3f} ({time.time() - t:.0f} s)", flush=True)
-            if path is not None:
+            score = _episode(envs, kwargs, sources, name, seed)
+            print(f"  pixel seed {seed} {name}: {score:.3f} ({time.time() - t:.0f} s)", flush=True)
+            if path is None:
+                saved[name][str(seed)] = score
+                continue
+            with _locked(path):  # other processes may be filling other seeds of the same file: merge, then write
+                saved = load_pixel(path, settings)
+                saved[name][str(seed)] = score
                 atomic_write_text(path, json.dumps({"settings": settings, "scores": saved}, indent=1))
     return {p: [saved[p][str(s)] for s in seeds] for p in POLICIES}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an advisory lock beside ``path`` (POSIX; a no-op elsewhere) for a read-merge-write."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def score_feature(dataset, sources, variant: str, seeds, args) -> dict[str, list[float]]:
@@ -246,6 +269,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed ... first-seed + seeds - 1; with --pixel-only, processes given "
+                             "disjoint seed ranges can fill one --pixel-json together")
     parser.add_argument("--variants", nargs="*", default=None,
                         help="feature encoders to compare (default: every envs.features.ENCODERS name)")
     parser.add_argument("--max-steps", type=int, default=10)
@@ -270,13 +296,13 @@ def main(argv=None) -> dict:
     for v in variants:
         if v not in ENCODERS:
             raise SystemExit(f"--variants: unknown encoder {v!r}; choose from {ENCODERS}")
-    if args.seeds < 1:
-        raise SystemExit("--seeds must be >= 1")
+    if args.seeds < 1 or args.first_seed < 0:
+        raise SystemExit("--seeds must be >= 1 and --first-seed >= 0")
     torch.set_num_threads(1)
     t0 = time.time()
     dataset = ta.load_data(ta.Common(dataset=args.dataset))
     sources = banks(args, dataset)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     results = {}
     t = time.time()
     results["pixel"] = score_pixel(dataset, sources, seeds, args, Path(args.pixel_json) if args.pixel_json else None)

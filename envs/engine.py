@@ -257,12 +257,17 @@ class PixelEngine:
     episode-end classifier, and so the reward and the test score, depend far less on the last few
     mini-batches than a constant rate or an optimiser rebuilt every step would.
 
+    Compute is matched across actions: an epoch is as many samples as the real training split, drawn from
+    the mix without replacement (all of it when the mix is no larger). With whole-mix epochs a ratio of 2
+    would get three times the gradient steps of ratio 0, and the env would reward synthetic data for the
+    extra training rather than for its images.
+
     Args:
         dataset: the :class:`envs.datasets.LongTailDataset`.
         pools: per class, uint8 synthetic images.
         backbone: ``classifiers.backbones`` name.
         loss: ``classifiers.losses`` name.
-        epochs: mini-batch epochs per step.
+        epochs: epochs per step, each of ``len(train split)`` samples of the mix.
         batch_size, lr: optimiser settings (``lr`` is the peak, at the first step).
         eval_test: keep the test split for episode-end evaluation.
         max_steps: the episode length, over which the learning rate decays.
@@ -313,22 +318,29 @@ class PixelEngine:
     def train(self, mixes: list[tuple]) -> np.ndarray:
         from classifiers.training import train_classifier
 
+        from classifiers.losses import make_loss
+
         picks = mixes[0]
         imgs = [self.dataset.train_images] + [self.pools[c][p] for c, p in enumerate(picks) if len(p)]
         labels = [self.dataset.train_labels] + [np.full(len(p), c, np.int64) for c, p in enumerate(picks) if len(p)]
-        y = np.concatenate(labels)
-        from classifiers.losses import make_loss
-
-        loss = _EpisodeEpochs(make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1)),
-                              self._epoch, self.total_epochs)
+        x, y = np.concatenate(imgs), np.concatenate(labels)
+        inner = make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1))  # the mix's prior
+        n_real = len(self.dataset.train_labels)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
-        self._epoch += self.epochs
-        hist = train_classifier(self.model, np.concatenate(imgs), y, loss=loss, epochs=self.epochs,
-                                batch_size=self.batch_size, device=self.device, generator=self._gen,
-                                optimizer=self.optimizer)
-        losses = hist.get("loss", [np.nan]) if isinstance(hist, dict) else [np.nan]
-        return np.array([float(losses[-1]) if len(losses) else np.nan])
+        last = np.nan
+        for _ in range(self.epochs):
+            # An epoch is n_real samples of the mix, drawn without replacement: the same number of mini-batches
+            # whatever the action, so a larger mix is rewarded for what its images teach, not for extra
+            # gradient steps (feature mode, likewise, trains a fixed number of full-batch steps).
+            take = torch.randperm(len(y), generator=self._gen)[:n_real].numpy() if len(y) > n_real else slice(None)
+            loss = _EpisodeEpochs(inner, self._epoch, self.total_epochs)
+            self._epoch += 1
+            hist = train_classifier(self.model, x[take], y[take], loss=loss, epochs=1, batch_size=self.batch_size,
+                                    device=self.device, generator=self._gen, optimizer=self.optimizer)
+            losses = hist.get("loss", [np.nan]) if isinstance(hist, dict) else [np.nan]
+            last = float(losses[-1]) if len(losses) else np.nan
+        return np.array([last])
 
     def predict(self, split: str = "val") -> np.ndarray:
         from classifiers.training import predict_logits

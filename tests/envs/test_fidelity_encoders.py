@@ -165,6 +165,30 @@ def test_pixel_json_is_reused_and_refused_when_settings_differ(tmp_path, monkeyp
         fid.score_pixel(ds, (src, src), [0], args, path)
 
 
+def test_pixel_json_merges_seeds_another_process_wrote_meanwhile(tmp_path, monkeypatch):
+    """Two processes on disjoint seed ranges (--first-seed) fill one file; neither overwrites the other's seeds."""
+    fid = _fidelity()
+    src = SimpleNamespace(fingerprint=lambda: "bank")
+    ds = SimpleNamespace(fingerprint=lambda: "data")
+    args = SimpleNamespace(max_steps=2, max_ratio=20.0, pixel_epochs=1, cache_dir=str(tmp_path))
+    path = tmp_path / "pixel.json"
+    monkeypatch.setattr(fid, "_env_kwargs", lambda *a: {})
+    other = []
+
+    def episode(envs, kw, src_, name, seed):
+        if not other:  # while this process computes seed 0, "another process" finishes seed 7
+            other.append(True)
+            monkeypatch.setattr(fid, "_episode", lambda *a: 0.7)
+            fid.score_pixel(ds, (src, src), [7], args, path)
+            monkeypatch.setattr(fid, "_episode", episode)
+        return 0.5
+
+    monkeypatch.setattr(fid, "_episode", episode)
+    fid.score_pixel(ds, (src, src), [0], args, path)
+    scores = json.loads(path.read_text())["scores"]
+    assert all(scores[p] == {"0": 0.5, "7": 0.7} for p in fid.POLICIES)
+
+
 def test_resolved_pairs_count_only_orderings_pixel_mode_is_sure_of():
     fid = _fidelity()
     rng = np.random.default_rng(1)

@@ -356,3 +356,17 @@ def test_pixel_mode_is_one_training_run_with_a_cosine_schedule_over_the_episode(
     first = e.core.engine.optimizer
     e.reset(seed=0)
     assert e.core.engine.optimizer is not first and not e.core.engine.optimizer.state  # a new run per episode
+
+
+def test_pixel_mode_matches_compute_across_actions():
+    """A step trains as many mini-batches at the largest ratio as at ratio 0: an epoch is n_real samples of the mix."""
+    counts = {}
+    for action in (-1.0, 1.0):
+        e = parallel_env(**tiny_kwargs(mode="pixel", max_steps=2, epochs_per_step=2))
+        e.reset(seed=0)
+        _, _, _, _, infos = e.step({a: np.full(1, action, np.float32) for a in e.agents})
+        counts[action] = int(next(iter(e.core.engine.optimizer.state.values()))["step"])
+        assert (sum(i["n_synthetic"] for i in infos.values()) > 0) == (action > 0)
+    n_real, batch = len(e.core.dataset.train_labels), e.core.engine.batch_size
+    per_epoch = -(-n_real // batch) - (n_real % batch == 1)  # a trailing batch of one joins the one before
+    assert counts[-1.0] == counts[1.0] == 2 * per_epoch
