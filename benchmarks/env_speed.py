@@ -9,7 +9,7 @@ Everything is measured in this one run, so the ratios compare like with like:
   a plain ``nn.Linear`` + ``torch.optim.Adam`` (autograd) on tensors of the step's size, nothing else.
 - ``single``: one ``SyntheticRatioEnv`` (sampling the mix, training, val metrics, observations, infos).
 - ``sequential K``: K such envs stepped one after the other; ``batched K``: ``SyntheticRatioVectorEnv(K)``.
-- pixel mode: one env (a CNN epoch per step); batching does not apply.
+- pixel mode: one env (a CNN epoch of n_real mix samples per step); batching does not apply.
 
 Peak memory is the process's max resident set size after each configuration, run in a fresh subprocess.
 Torch runs on one thread (as the env pins it) so numbers repeat; ``--batched-threads 1 2`` also times the

@@ -76,8 +76,9 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       GEMMs) computes the same quantities; floating-point results differ at rounding level only.
       Pixel mode (not the default) changed before any release: an episode is now one training run (one AdamW
       kept over the episode, cosine learning-rate decay to near 0 by the last step) instead of a new AdamW at
-      a constant rate every step; its scores vary about 3x less across seeds. Pixel results made before
-      this change are not comparable with later ones.
+      a constant rate every step, and an epoch is ``n_real`` samples of the mix whatever the action (compute
+      matched: a larger mix no longer buys extra gradient steps). Pixel results made before this change are
+      not comparable with later ones.
     """
 
     metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}
