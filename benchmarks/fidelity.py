@@ -51,9 +51,16 @@ def _policy(name: str):
 
 
 def banks(args, dataset):
-    """(unfiltered, filtered) sources from the CLI's cached generator, filter and bank."""
+    """(unfiltered, filtered) sources from the CLI's cached generator, filter and bank.
+
+    With ``--source augment``: one source, classic augmentations of the real train images (flips, shifts;
+    ``envs.sources.augmentation_source``), a stand-in for a generator whose samples are as real as can be.
+    """
     import train_agents as ta
-    from envs.sources import BankSource
+    from envs.sources import BankSource, augmentation_source
+
+    if getattr(args, "source", "ddpm") == "augment":
+        return (augmentation_source(dataset, per_class=args.per_class, seed=0),)
 
     cfg = ta.GenerateConfig(dataset=args.dataset, seed=0, preset=args.preset, generator_steps=args.generator_steps,
                             per_class=args.per_class, cache_dir=args.cache_dir, filter=False)
@@ -95,15 +102,43 @@ def _synthetic_for_encoder(source):
         features.fit_encoder = original
 
 
-def _episode(envs: dict, kwargs: dict, sources, name: str, seed: int) -> float:
-    """Test balanced accuracy of policy ``name`` from ``seed``; one env per source, built once and reused."""
+def _run(envs: dict, kwargs: dict, sources, name: str, seed: int) -> dict:
+    """The episode record (``agents.evaluate``) of policy ``name`` from ``seed``; one env per source, reused."""
     from agents.evaluate import evaluate, make_eval_env
 
     which = 1 if name == "fill, filtered" else 0
     if which not in envs:
         with _synthetic_for_encoder(sources[which]):
             envs[which] = make_eval_env(dict(kwargs, source=sources[which]))
-    return float(evaluate(_policy(name), {}, seeds=[seed], env=envs[which])[0]["test_balanced_accuracy"])
+    return evaluate(_policy(name), {}, seeds=[seed], env=envs[which])[0]
+
+
+def _episode(envs: dict, kwargs: dict, sources, name: str, seed: int) -> float:
+    """Test balanced accuracy of policy ``name`` from ``seed``."""
+    return float(_run(envs, kwargs, sources, name, seed)["test_balanced_accuracy"])
+
+
+def per_class_recall(dataset, sources, variants, seeds, args) -> dict[str, dict[str, list[float]]]:
+    """Mean test recall per class of every policy, in pixel mode and each encoder in ``variants``, printed.
+
+    Where the modes disagree on a policy, this shows which classes carry the disagreement. Recomputed (the
+    pixel file keeps balanced accuracies only), so use a few seeds.
+    """
+    out: dict = {}
+    print(f"\n### Test recall per class, mean over seeds {seeds[0]}-{seeds[-1]} "
+          f"(train counts {', '.join(map(str, dataset.train_counts))})\n")
+    print("| mode | policy | balanced accuracy | " + " | ".join(dataset.class_names) + " |")
+    print("|---|---|---|" + "---|" * dataset.num_classes)
+    for variant in ["pixel", *variants]:
+        envs: dict = {}
+        kwargs = _env_kwargs(dataset, args, variant)
+        for name in args.policies:
+            runs = [_run(envs, kwargs, sources, name, s) for s in seeds]
+            recall = np.mean([np.asarray(r["test_recall"], float) for r in runs], 0)
+            bal = float(np.mean([r["test_balanced_accuracy"] for r in runs]))
+            out.setdefault(variant, {})[name] = recall.tolist()
+            print(f"| {variant} | {name} | {bal:.3f} | " + " | ".join(f"{v:.3f}" for v in recall) + " |", flush=True)
+    return out
 
 
 def pixel_settings(dataset, sources, args) -> dict:
@@ -135,7 +170,7 @@ def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, l
     envs: dict = {}
     kwargs = _env_kwargs(dataset, args, "pixel")
     for seed in seeds:
-        for name in POLICIES:
+        for name in getattr(args, "policies", POLICIES):
             if str(seed) in saved[name]:
                 continue
             t = time.time()
@@ -148,7 +183,7 @@ def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, l
                 saved = load_pixel(path, settings)
                 saved[name][str(seed)] = score
                 atomic_write_text(path, json.dumps({"settings": settings, "scores": saved}, indent=1))
-    return {p: [saved[p][str(s)] for s in seeds] for p in POLICIES}
+    return {p: [saved[p][str(s)] for s in seeds] for p in getattr(args, "policies", POLICIES)}
 
 
 @contextlib.contextmanager
@@ -171,7 +206,8 @@ def score_feature(dataset, sources, variant: str, seeds, args) -> dict[str, list
     """Feature-mode scores of every policy with encoder ``variant``."""
     envs: dict = {}
     kwargs = _env_kwargs(dataset, args, variant)
-    return {name: [_episode(envs, kwargs, sources, name, s) for s in seeds] for name in POLICIES}
+    policies = getattr(args, "policies", POLICIES)
+    return {name: [_episode(envs, kwargs, sources, name, s) for s in seeds] for name in policies}
 
 
 def _rho(a: np.ndarray, b: np.ndarray) -> float:
@@ -281,11 +317,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
     parser.add_argument("--cache-dir", default=".tailmix_cache")
+    parser.add_argument("--source", choices=("ddpm", "augment"), default="ddpm",
+                        help="synthetic images: the cached DDPM bank (and its filtered version), or augmentations "
+                             "of the real train images (no filtered policy)")
     parser.add_argument("--pixel-json", default=None,
                         help="per-seed pixel results: reused when present, extended and saved after each episode")
     parser.add_argument("--pixel-only", action="store_true", help="compute/extend --pixel-json and stop")
+    parser.add_argument("--recall-seeds", type=int, default=0,
+                        help="also print test recall per class for each policy and mode over this many seeds "
+                             "(recomputed; where do the modes disagree?)")
     parser.add_argument("--json", default=None, help="write every per-seed score and statistic here")
     args = parser.parse_args(argv)
+    args.policies = POLICIES if args.source == "ddpm" else POLICIES[:-1]
 
     import torch
 
@@ -296,8 +339,8 @@ def main(argv=None) -> dict:
     for v in variants:
         if v not in ENCODERS:
             raise SystemExit(f"--variants: unknown encoder {v!r}; choose from {ENCODERS}")
-    if args.seeds < 1 or args.first_seed < 0:
-        raise SystemExit("--seeds must be >= 1 and --first-seed >= 0")
+    if args.seeds < 1 or args.first_seed < 0 or args.recall_seeds < 0:
+        raise SystemExit("--seeds must be >= 1, --first-seed and --recall-seeds >= 0")
     torch.set_num_threads(1)
     t0 = time.time()
     dataset = ta.load_data(ta.Common(dataset=args.dataset))
@@ -313,13 +356,14 @@ def main(argv=None) -> dict:
         t = time.time()
         results[variant] = score_feature(dataset, sources, variant, seeds, args)
         print(f"[{variant}] {time.time() - t:.0f} s", flush=True)
-    arr = {v: np.array([results[v][p] for p in POLICIES]) for v in results}  # (policies, seeds)
+    arr = {v: np.array([results[v][p] for p in args.policies]) for v in results}  # (policies, seeds)
     means = {v: a.mean(1) for v, a in arr.items()}
     print(f"\n## {dataset.name}: test balanced accuracy, mean ± std over {len(seeds)} seeds "
-          f"(max_steps={args.max_steps}, bank per class {args.per_class}, generator {args.preset})\n")
+          f"(max_steps={args.max_steps}, bank per class {args.per_class}, "
+          f"{'generator ' + args.preset if args.source == 'ddpm' else 'source augment'})\n")
     print("| policy | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
-    for i, p in enumerate(POLICIES):
+    for i, p in enumerate(args.policies):
         cells = [f"{means[v][i]:.3f} ± {arr[v][i].std(ddof=1) if len(seeds) > 1 else 0:.3f}" for v in results]
         print(f"| {p} | " + " | ".join(cells) + " |")
     rho = {v: _rho(means["pixel"], means[v]) for v in variants}
@@ -349,15 +393,20 @@ def main(argv=None) -> dict:
               f"for the {len(seeds)}-seed mean: {brown:+.2f}. Even a feature mode that ranked policies exactly by "
               f"pixel mode's true (infinite-seed) means would, in expectation, reach only about sqrt(reliability): "
               f"{ceiling['ceiling_half']:.2f} against a {h}-seed half and {ceiling['ceiling_full']:.2f} against the "
-              f"{len(seeds)}-seed mean (classical test theory; approximate for ranks of 6 policies). That is the "
-              "ceiling; a feature encoder can beat pixel-vs-pixel because its own means are less noisy.")
+              f"{len(seeds)}-seed mean (classical test theory; approximate for ranks of {len(args.policies)} "
+              "policies). That is the ceiling; a feature encoder can beat pixel-vs-pixel because its own means are "
+              "less noisy.")
     if pairs:
         print(f"\nResolved pixel pairs (95% t interval of the paired per-seed difference excludes 0): "
-              + "; ".join(f"{POLICIES[i]} {'>' if d > 0 else '<'} {POLICIES[j]} ({d:+.3f})" for i, j, d in pairs) + ".")
-    print(f"\ntotal {time.time() - t0:.0f} s; command: python benchmarks/fidelity.py {' '.join(argv or sys.argv[1:])}")
-    out = {"dataset": dataset.name, "policies": POLICIES, "seeds": seeds, "scores": results, "spearman": rho,
+              + "; ".join(f"{args.policies[i]} {'>' if d > 0 else '<'} {args.policies[j]} ({d:+.3f})"
+                          for i, j, d in pairs) + ".")
+    out = {"dataset": dataset.name, "source": args.source, "policies": args.policies, "seeds": seeds,
+           "scores": results, "spearman": rho,
            "spearman_ci95": ci, "delta_vs_crossfit_ci95": delta, "split_half": halves, "ceiling": ceiling,
-           "resolved_pairs": [[POLICIES[i], POLICIES[j], d] for i, j, d in pairs], "pairs_agreed": agree}
+           "resolved_pairs": [[args.policies[i], args.policies[j], d] for i, j, d in pairs], "pairs_agreed": agree}
+    if args.recall_seeds > 0:
+        out["recall"] = per_class_recall(dataset, sources, variants, seeds[:args.recall_seeds], args)
+    print(f"\ntotal {time.time() - t0:.0f} s; command: python benchmarks/fidelity.py {' '.join(argv or sys.argv[1:])}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -233,3 +233,17 @@ def test_crossfit_augment_is_cross_fitted_deterministic_and_augmented(tiny_datas
     plain = fit_encoder(ds, EncoderConfig(**{**cfg.__dict__, "kind": "crossfit"}))
     np.testing.assert_array_equal(a.fold_of_train, plain.fold_of_train)  # same folds, same init ...
     assert not np.allclose(a.train_features(), plain.train_features())  # ... so the augmentation made the change
+
+
+@pytest.mark.slow
+def test_fidelity_runs_end_to_end_on_augmentations_with_per_class_recall(tmp_path, capsys):
+    """The whole script on the embedded digits data with the augmentation source (no generator to train)."""
+    fid = _fidelity()
+    out = fid.main(["--source", "augment", "--seeds", "2", "--variants", "random", "--max-steps", "2",
+                    "--recall-seeds", "1", "--cache-dir", str(tmp_path), "--pixel-json", str(tmp_path / "p.json")])
+    assert out["policies"] == fid.POLICIES[:-1] and set(out["scores"]) == {"pixel", "random"}
+    assert all(len(v) == 2 for v in out["scores"]["pixel"].values())
+    recall = out["recall"]["pixel"]["fill"]
+    assert len(recall) == 10 and all(0.0 <= r <= 1.0 for r in recall)
+    text = capsys.readouterr().out
+    assert "| pixel | ratio 0 |" in text and "Spearman rho" in text
