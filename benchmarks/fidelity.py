@@ -76,7 +76,7 @@ def _env_kwargs(dataset, args, variant: str) -> dict:
     if variant == "pixel":
         base.update(mode="pixel", epochs_per_step=args.pixel_epochs)
     else:
-        base.update(mode="feature", encoder=variant)
+        base.update(mode="feature", encoder=variant, head=getattr(args, "head", "linear"))
     return base
 
 
@@ -323,6 +323,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--pixel-json", default=None,
                         help="per-seed pixel results: reused when present, extended and saved after each episode")
     parser.add_argument("--pixel-only", action="store_true", help="compute/extend --pixel-json and stop")
+    parser.add_argument("--head", choices=("linear", "mlp"), default="linear", help="feature mode's head")
     parser.add_argument("--recall-seeds", type=int, default=0,
                         help="also print test recall per class for each policy and mode over this many seeds "
                              "(recomputed; where do the modes disagree?)")
