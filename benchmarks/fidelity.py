@@ -118,6 +118,42 @@ def _episode(envs: dict, kwargs: dict, sources, name: str, seed: int) -> float:
     return float(_run(envs, kwargs, sources, name, seed)["test_balanced_accuracy"])
 
 
+def pool_report(dataset, sources, args) -> dict[str, list[dict]]:
+    """Per source and class: pool size, and how the default encoder's fold models classify the pool, printed.
+
+    A fill policy repeats a small pool many times, and a frozen encoder places synthetic images where its
+    fold models see them; both shape what feature mode makes of a bank. The fold models' class probabilities
+    are averaged over folds (the encoder's features are their standardised log-probabilities).
+    """
+    import torch
+
+    from classifiers.training import predict_logits
+    from envs.config import RatioEnvConfig
+    from envs.features import EncoderConfig, fit_encoder
+
+    cfg = RatioEnvConfig()
+    enc = fit_encoder(dataset, EncoderConfig(kind="crossfit", folds=cfg.encoder_folds, epochs=cfg.encoder_epochs,
+                                             seed=cfg.source_seed), cache_dir=str(Path(args.cache_dir) / "encoders"))
+    c = dataset.num_classes
+    names = ["unfiltered", "filtered"] if len(sources) == 2 else ["augment"]
+    pools = {name: [src.pool(k) for k in range(c)] for name, src in zip(names, sources)}
+    pools["real val"] = [dataset.val_images[dataset.val_labels == k] for k in range(c)]
+    print("\n### Synthetic pools as the crossfit fold models see them (share of each pool per predicted class)\n")
+    print("| pool | class | images | " + " | ".join(f"read as {k}" for k in range(c)) + " |")
+    print("|---|---|---|" + "---|" * c)
+    out: dict = {}
+    for name, per_class in pools.items():
+        for k, imgs in enumerate(per_class):
+            share = np.zeros(c)
+            if len(imgs):
+                prob = np.mean([torch.softmax(torch.from_numpy(predict_logits(m, imgs)), 1).numpy()
+                                for m in enc.models], 0)
+                share = np.bincount(prob.argmax(1), minlength=c) / len(imgs)
+            out.setdefault(name, []).append({"images": len(imgs), "read_as": share.tolist()})
+            print(f"| {name} | {k} | {len(imgs)} | " + " | ".join(f"{v:.2f}" for v in share) + " |")
+    return out
+
+
 def per_class_recall(dataset, sources, variants, seeds, args) -> dict[str, dict[str, list[float]]]:
     """Mean test recall per class of every policy, in pixel mode and each encoder in ``variants``, printed.
 
@@ -327,6 +363,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--recall-seeds", type=int, default=0,
                         help="also print test recall per class for each policy and mode over this many seeds "
                              "(recomputed; where do the modes disagree?)")
+    parser.add_argument("--pools", action="store_true",
+                        help="also print each synthetic pool's size per class and how the crossfit fold models "
+                             "classify it")
     parser.add_argument("--json", default=None, help="write every per-seed score and statistic here")
     args = parser.parse_args(argv)
     args.policies = POLICIES if args.source == "ddpm" else POLICIES[:-1]
@@ -407,6 +446,8 @@ def main(argv=None) -> dict:
            "resolved_pairs": [[args.policies[i], args.policies[j], d] for i, j, d in pairs], "pairs_agreed": agree}
     if args.recall_seeds > 0:
         out["recall"] = per_class_recall(dataset, sources, variants, seeds[:args.recall_seeds], args)
+    if args.pools:
+        out["pools"] = pool_report(dataset, sources, args)
     print(f"\ntotal {time.time() - t0:.0f} s; command: python benchmarks/fidelity.py {' '.join(argv or sys.argv[1:])}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

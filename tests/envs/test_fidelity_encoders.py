@@ -247,3 +247,20 @@ def test_fidelity_runs_end_to_end_on_augmentations_with_per_class_recall(tmp_pat
     assert len(recall) == 10 and all(0.0 <= r <= 1.0 for r in recall)
     text = capsys.readouterr().out
     assert "| pixel | ratio 0 |" in text and "Spearman rho" in text
+
+
+def test_pool_report_counts_each_pool_and_how_the_fold_models_read_it(tiny_dataset, tmp_path, capsys):
+    from envs.sources import ArraySource
+
+    fid = _fidelity()
+    d = tiny_dataset
+    pools = {0: d.train_images[d.train_labels == 0][:5], 2: d.train_images[d.train_labels == 2][:1]}
+    out = fid.pool_report(d, (ArraySource(pools, 3), ArraySource({0: pools[0]}, 3)),
+                          SimpleNamespace(cache_dir=str(tmp_path)))
+    assert [r["images"] for r in out["unfiltered"]] == [5, 0, 1]
+    assert [r["images"] for r in out["filtered"]] == [5, 0, 0]
+    assert [r["images"] for r in out["real val"]] == list(d.counts("val"))
+    for rows in out.values():
+        for r in rows:
+            assert sum(r["read_as"]) == pytest.approx(1.0 if r["images"] else 0.0)
+    assert "| unfiltered | 2 | 1 |" in capsys.readouterr().out
