@@ -581,12 +581,32 @@ def ensure_bank(cfg, dataset, *, progress: bool = True):
         pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
         bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
                               seed=cfg.seed, progress=progress)
-    counts = bank.counts()
-    if (counts == 0).any():
-        empty = [dataset.class_names[c] for c in range(dataset.num_classes) if counts[c] == 0]
-        print(f"warning: the filter kept no sample of class(es) {empty}; their ratios will be served nothing "
-              "(lower --tau or train the generator longer)")
+    for line in bank_warnings(bank.counts(), dataset, cfg.per_class):
+        print(line)
     return bank
+
+
+def bank_warnings(counts, dataset, per_class: int) -> list[str]:
+    """Warnings about classes whose (filtered) pool is empty or a small fraction of the quota.
+
+    An empty pool serves nothing; a tiny one is drawn with replacement, so a fill policy repeats its few images
+    hundreds of times (RetinaMNIST's filtered bank kept one image of its rarest class: fill repeated it ~420
+    times, and feature and pixel mode disagreed about what that is worth).
+    """
+    import numpy as np
+
+    counts = np.asarray(counts)
+    names = dataset.class_names
+    out = []
+    empty = [names[c] for c in range(len(counts)) if counts[c] == 0]
+    if empty:
+        out.append(f"warning: the filter kept no sample of class(es) {empty}; their ratios will be served nothing "
+                   "(lower --tau or train the generator longer)")
+    tiny = [f"{names[c]}: {int(counts[c])}" for c in range(len(counts)) if 0 < counts[c] < 0.1 * per_class]
+    if tiny:
+        out.append(f"warning: the bank holds under 10% of its quota of {per_class} for {', '.join(tiny)}; ratios "
+                   "above the pool size repeat those images (lower --tau or train the generator longer)")
+    return out
 
 
 def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:

@@ -406,3 +406,13 @@ def test_load_policy_reads_agent_json_then_run_json_then_the_spec(trained, tmp_p
     assert type(policy.model).__name__ == "PPO" and policy.wrapper == "shared"
     with pytest.raises(ValueError, match="cannot load .* as a sac model"):
         train_agents.load_policy(f"sac:{folder / 'model.zip'}")
+
+
+def test_bank_warnings_name_empty_and_tiny_pools(tiny_dataset):
+    import train_agents as ta
+
+    names = tiny_dataset.class_names
+    assert ta.bank_warnings([128, 64, 13], tiny_dataset, 128) == []
+    empty, tiny = ta.bank_warnings([128, 0, 1], tiny_dataset, 128)
+    assert "no sample" in empty and names[1] in empty and names[2] not in empty
+    assert f"{names[2]}: 1" in tiny and names[0] not in tiny and "repeat" in tiny
