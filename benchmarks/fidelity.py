@@ -199,7 +199,7 @@ def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]
 
 def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, list[float]]:
     """Pixel-mode scores, reusing and extending ``path``; seeds outermost so an interruption keeps whole seeds."""
-    from envs.atomic import atomic_write_text
+    from envs.atomic import atomic_write_text, file_lock
 
     settings = pixel_settings(dataset, sources, args)
     saved = load_pixel(path, settings)
@@ -215,27 +215,12 @@ def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, l
             if path is None:
                 saved[name][str(seed)] = score
                 continue
-            with _locked(path):  # other processes may be filling other seeds of the same file: merge, then write
+            # Other processes may be filling other seeds of the same file: merge, then write.
+            with file_lock(path.with_name(path.name + ".lock"), what="writing this pixel file"):
                 saved = load_pixel(path, settings)
                 saved[name][str(seed)] = score
                 atomic_write_text(path, json.dumps({"settings": settings, "scores": saved}, indent=1))
     return {p: [saved[p][str(s)] for s in seeds] for p in getattr(args, "policies", POLICIES)}
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Hold an advisory lock beside ``path`` (POSIX; a no-op elsewhere) for a read-merge-write."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def score_feature(dataset, sources, variant: str, seeds, args) -> dict[str, list[float]]:
@@ -437,7 +422,7 @@ def main(argv=None) -> dict:
               "policies). That is the ceiling; a feature encoder can beat pixel-vs-pixel because its own means are "
               "less noisy.")
     if pairs:
-        print(f"\nResolved pixel pairs (95% t interval of the paired per-seed difference excludes 0): "
+        print("\nResolved pixel pairs (95% t interval of the paired per-seed difference excludes 0): "
               + "; ".join(f"{args.policies[i]} {'>' if d > 0 else '<'} {args.policies[j]} ({d:+.3f})"
                           for i, j, d in pairs) + ".")
     out = {"dataset": dataset.name, "source": args.source, "policies": args.policies, "seeds": seeds,

@@ -2,13 +2,17 @@
 
 Every writer of the package (bank shards and manifests, run folders, results tables, caches) goes through
 :func:`atomic_write_bytes`: a temporary sibling (``os.replace`` is atomic only within one file system),
-fsynced before the rename, the folder fsynced after it.
+fsynced before the rename, the folder fsynced after it. :func:`file_lock` serialises processes that
+read-modify-write the same files (a bank being filled, a results file several runs extend).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -62,3 +66,37 @@ def atomic_write_text(path: str | Path, text: str) -> str:
     """Write UTF-8 text atomically; returns the file's SHA-256."""
     data = text.encode("utf-8")
     return atomic_write_bytes(path, lambda fh: fh.write(data))
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: str | Path, *, wait_s: float | None = None, poll_s: float = 0.5, what: str = ""):
+    """Hold an exclusive advisory lock on ``lock_path`` (POSIX ``flock``; a no-op elsewhere).
+
+    Waits while another process holds it, saying so once on stderr (``what`` names the work it waits for).
+
+    Raises:
+        TimeoutError: the lock was still held after ``wait_s`` seconds (``None``: wait as long as it takes).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "w") as fh:
+        deadline, told = None if wait_s is None else time.monotonic() + wait_s, False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{lock_path} was still locked after {wait_s:.0f} s") from None
+                if not told:
+                    print(f"waiting for another process{' ' + what if what else ''} ({lock_path})", file=sys.stderr,
+                          flush=True)
+                    told = True
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

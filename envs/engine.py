@@ -316,9 +316,8 @@ class PixelEngine:
         return [tuple(picks)]
 
     def train(self, mixes: list[tuple]) -> np.ndarray:
-        from classifiers.training import train_classifier
-
         from classifiers.losses import make_loss
+        from classifiers.training import train_classifier
 
         picks = mixes[0]
         imgs = [self.dataset.train_images] + [self.pools[c][p] for c, p in enumerate(picks) if len(p)]

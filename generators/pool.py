@@ -16,9 +16,7 @@ import dataclasses
 import hashlib
 import math
 import os
-import sys
 import threading
-import time
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envs.atomic import file_lock
 from generators.bank import (BANK_FORMAT, MANIFEST_FILE, SHARD_RE, BankError, SyntheticBank, atomic_save_npy,
                              atomic_write_json, bank_key, canonical_json, conf_name, library_versions,
                              normalize_per_class, shard_name, summarize_class)
@@ -454,32 +453,17 @@ def _on_device(dev: torch.device):
 
 @contextlib.contextmanager
 def _fill_lock(folder: Path, *, wait_s: float = 3600.0, poll_s: float = 0.5):
-    """Hold the bank's fill lock (POSIX advisory lock; no-op elsewhere), waiting while another process has it.
+    """Hold the bank's fill lock, waiting while another process has it.
 
     Two processes that need the same bank (two benchmark runs started together) must not both write it;
     the second waits, then resumes from the first one's manifest and finds the bank complete. A holder that
     keeps it past ``wait_s`` seconds is reported instead of waited on forever.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    held = contextlib.ExitStack()
+    try:  # only the wait is translated: a TimeoutError from the fill itself must pass through as it is
+        held.enter_context(file_lock(folder / ".lock", wait_s=wait_s, poll_s=poll_s, what="filling this bank"))
+    except TimeoutError:
+        raise BankError(f"another process has been filling {folder} for over {wait_s:.0f} s; wait for it, or "
+                        "stop that process and run again (the fill resumes)") from None
+    with held:
         yield
-        return
-    with open(folder / ".lock", "w") as fh:
-        deadline, told = time.monotonic() + wait_s, False
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise BankError(f"another process has been filling {folder} for over {wait_s:.0f} s; wait "
-                                    "for it, or stop that process and run again (the fill resumes)") from None
-                if not told:
-                    print(f"waiting for another process filling {folder}", file=sys.stderr, flush=True)
-                    told = True
-                time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
