@@ -201,12 +201,13 @@ def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, l
     """Pixel-mode scores, reusing and extending ``path``; seeds outermost so an interruption keeps whole seeds."""
     from envs.atomic import atomic_write_text, file_lock
 
+    policies = getattr(args, "policies", POLICIES)
     settings = pixel_settings(dataset, sources, args)
     saved = load_pixel(path, settings)
     envs: dict = {}
     kwargs = _env_kwargs(dataset, args, "pixel")
     for seed in seeds:
-        for name in getattr(args, "policies", POLICIES):
+        for name in policies:
             if str(seed) in saved[name]:
                 continue
             t = time.time()
@@ -220,7 +221,7 @@ def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, l
                 saved = load_pixel(path, settings)
                 saved[name][str(seed)] = score
                 atomic_write_text(path, json.dumps({"settings": settings, "scores": saved}, indent=1))
-    return {p: [saved[p][str(s)] for s in seeds] for p in getattr(args, "policies", POLICIES)}
+    return {p: [saved[p][str(s)] for s in seeds] for p in policies}
 
 
 def score_feature(dataset, sources, variant: str, seeds, args) -> dict[str, list[float]]:
