@@ -1,12 +1,20 @@
 """tailmix: learn how much diffusion-generated data to mix into each class of a long-tailed dataset."""
 from setuptools import find_packages, setup
 
+# The repository keeps the design card's layout (envs/, agents/, generators/, classifiers/ at the top, so a reader
+# finds a concept by its folder), but installed they live under one name, tailmix, so that a user's own envs/ or
+# agents/ package never shadows them: package_dir maps each folder under tailmix.
+SUBPACKAGES = ("envs", "agents", "generators", "classifiers")
+PACKAGES = ["tailmix"] + [f"tailmix.{name}" for name in SUBPACKAGES] + [
+    f"tailmix.{name}.{sub}" for name in SUBPACKAGES for sub in find_packages(where=name)]
+PACKAGE_DIR = {"tailmix": "tailmix", **{f"tailmix.{name}": name for name in SUBPACKAGES}}
+
 with open("README.md", encoding="utf-8") as fh:
     long_description = fh.read()
 
 setup(
     name="tailmix",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "A PettingZoo/gymnasium RL environment in which per-class agents choose how many "
         "synthetic (diffusion-generated) images to mix into a long-tailed training set."
@@ -14,9 +22,8 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["envs", "envs.*", "agents", "agents.*", "generators",
-                                    "generators.*", "classifiers", "classifiers.*"]),
-    py_modules=["train_agents"],
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     install_requires=[
         "numpy>=1.24",
         "gymnasium>=1.0",
@@ -39,5 +46,5 @@ setup(
         "medmnist": ["medmnist>=3.0"],
         "ray": ["ray[rllib]>=2.60,<3"],
     },
-    entry_points={"console_scripts": ["train_agents=train_agents:cli", "tailmix=train_agents:cli"]},
+    entry_points={"console_scripts": ["train_agents=tailmix.train_agents:cli", "tailmix=tailmix.train_agents:cli"]},
 )

@@ -14,14 +14,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "SharedPolicyVecEnv": "agents.wrappers", "make_central_vec_env": "agents.wrappers",
-    "make_shared_vec_env": "agents.wrappers", "make_vec_env": "agents.wrappers",
-    "ALGORITHMS": "agents.sb3", "train": "agents.sb3", "load_model": "agents.sb3",
-    "BASELINES": "agents.baselines", "make_baseline": "agents.baselines", "SB3Policy": "agents.baselines",
-    "TailmixMetricsCallback": "agents.callbacks",
-    "run_episode": "agents.evaluate", "evaluate": "agents.evaluate", "summarize": "agents.evaluate",
-    "benchmark": "agents.evaluate",
-    "cem_search": "agents.cem", "CEMPolicy": "agents.cem", "CEMResult": "agents.cem",
+    "SharedPolicyVecEnv": "tailmix.agents.wrappers", "make_central_vec_env": "tailmix.agents.wrappers",
+    "make_shared_vec_env": "tailmix.agents.wrappers", "make_vec_env": "tailmix.agents.wrappers",
+    "ALGORITHMS": "tailmix.agents.sb3", "train": "tailmix.agents.sb3", "load_model": "tailmix.agents.sb3",
+    "BASELINES": "tailmix.agents.baselines", "make_baseline": "tailmix.agents.baselines", "SB3Policy": "tailmix.agents.baselines",
+    "TailmixMetricsCallback": "tailmix.agents.callbacks",
+    "run_episode": "tailmix.agents.evaluate", "evaluate": "tailmix.agents.evaluate", "summarize": "tailmix.agents.evaluate",
+    "benchmark": "tailmix.agents.evaluate",
+    "cem_search": "tailmix.agents.cem", "CEMPolicy": "tailmix.agents.cem", "CEMResult": "tailmix.agents.cem",
 }
 __all__ = sorted(_EXPORTS)
 

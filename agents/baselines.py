@@ -152,7 +152,7 @@ class SB3Policy(Policy):
     """
 
     def __init__(self, model, wrapper: str = "shared", deterministic: bool = True, name: str | None = None) -> None:
-        from agents.wrappers import WRAPPERS
+        from tailmix.agents.wrappers import WRAPPERS
 
         if wrapper not in WRAPPERS:
             raise ValueError(f"wrapper={wrapper!r} is not known; choose one of {WRAPPERS} (the one it was trained with)")

@@ -18,7 +18,7 @@ the vector found can fit val noise; judge it on the test split with :mod:`agents
 
 Example::
 
-    from agents.cem import cem_search, CEMPolicy
+    from tailmix.agents.cem import cem_search, CEMPolicy
     result = cem_search(env_kwargs, generations=10, population=16, seed=0, init_mean="inverse")
     rows = agents.evaluate.evaluate(CEMPolicy.from_result(result, env_kwargs), env_kwargs)
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.baselines import Policy, RatioBaseline
+from tailmix.agents.baselines import Policy, RatioBaseline
 
 #: Seeds of search episodes are drawn below this bound (gymnasium seeds are Python ints).
 _SEED_BOUND = 2**31 - 1
@@ -107,7 +107,7 @@ def _check_real(name: str, value, low: float, high: float, *, low_open: bool = F
 def resolve_init_mean(init_mean, venv) -> np.ndarray:
     """The starting mean as an action vector: ``None`` (all ratios at ``max_ratio / 2``), an action array, a
     baseline spec string (``"inverse"``, ``"fill"``, ``"constant:1"``, ...) or a :class:`RatioBaseline`."""
-    from agents.baselines import make_baseline
+    from tailmix.agents.baselines import make_baseline
 
     core = venv.core
     c = core.c
@@ -166,7 +166,7 @@ def evaluate_actions(venv, actions: np.ndarray, seeds: list[int]) -> np.ndarray:
 
 def make_search_env(num_envs: int, env_kwargs: dict, dataset=None, source=None):
     """A batched env for the search: ``env_kwargs`` with ``reward="accuracy"`` and no test split."""
-    from envs.vector import SyntheticRatioVectorEnv
+    from tailmix.envs.vector import SyntheticRatioVectorEnv
 
     kw, dataset, source = _split_kwargs(env_kwargs, dataset, source)
     return SyntheticRatioVectorEnv(num_envs, dataset, source, **kw)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.atomic import atomic_write_bytes, atomic_write_text
+from tailmix.envs.atomic import atomic_write_bytes, atomic_write_text
 
 #: Per-seed scalars summarised as mean and std (``summarize``), in table order.
 METRICS = ("test_balanced_accuracy", "test_macro_f1", "test_accuracy", "test_many_shot", "test_medium_shot",
@@ -28,7 +28,7 @@ _LABELS = {"test_balanced_accuracy": "test bal. acc.", "test_macro_f1": "test ma
 
 def make_eval_env(env_kwargs: dict):
     """``SyntheticRatioEnv(**env_kwargs)`` with ``eval_split="test"`` (the only place the test split is read)."""
-    from envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     return SyntheticRatioEnv(**{**env_kwargs, "eval_split": "test"})
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.baselines import Policy
+from tailmix.agents.baselines import Policy
 
 RLLIB_ENV_ID = "tailmix/SyntheticRatio-v0"
 POLICY_ID = "shared"
@@ -64,7 +64,7 @@ def make_rllib_env(env_config: dict | None = None):
     """RLlib env creator: ``ParallelPettingZooEnv(SyntheticRatioEnv(**env_config))`` with a fixed agent order."""
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
-    from envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     env = ParallelPettingZooEnv(SyntheticRatioEnv(**dict(env_config or {})))
     # the wrapper lists agents from a set (arbitrary order per process); keep the env's class order
@@ -347,8 +347,8 @@ def _resolve_env_kwargs(env_kwargs: dict) -> tuple[dict, int]:
     """Check the env arguments in the driver (a clear error here, not a traceback from a remote actor), load a
     dataset spec once (env runners get the arrays, not a path they may not see) and make the encoder cache path
     absolute (env runners find the encoder the driver fitted instead of fitting their own)."""
-    from envs.config import RatioEnvConfig
-    from envs.core import resolve_dataset
+    from tailmix.envs.config import RatioEnvConfig
+    from tailmix.envs.core import resolve_dataset
 
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"env_kwargs must be a dict of SyntheticRatioEnv arguments; got {type(env_kwargs).__name__}")
@@ -371,7 +371,7 @@ def _remove_empty_logdir(algo) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    from envs.atomic import atomic_write_text
+    from tailmix.envs.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2))
 

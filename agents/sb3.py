@@ -126,8 +126,8 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
     from stable_baselines3.common.utils import set_random_seed
 
-    from agents.callbacks import TailmixMetricsCallback
-    from agents.wrappers import make_vec_env
+    from tailmix.agents.callbacks import TailmixMetricsCallback
+    from tailmix.agents.wrappers import make_vec_env
 
     cls = algorithm_class(algo)
     algo = algo.lower()
@@ -208,6 +208,6 @@ def load_model(algo: str | None, path: str | os.PathLike, env=None):
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    from envs.atomic import atomic_write_text
+    from tailmix.envs.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2))

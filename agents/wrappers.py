@@ -321,7 +321,7 @@ def _union_box(boxes: list, what: str) -> spaces.Box:
 # -- factories ------------------------------------------------------------------------------------
 def _shared_env_fn(env_kwargs: dict) -> Callable[[], Any]:
     def make():
-        from envs.synthetic_ratio import SyntheticRatioEnv
+        from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
         return SyntheticRatioEnv(**env_kwargs)
     return make
@@ -331,7 +331,7 @@ def _central_env_fn(env_kwargs: dict) -> Callable[[], Any]:
     def make():
         from stable_baselines3.common.monitor import Monitor
 
-        from envs.central import SyntheticRatioCentralEnv
+        from tailmix.envs.central import SyntheticRatioCentralEnv
 
         return Monitor(SyntheticRatioCentralEnv(**env_kwargs))
     return make

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _dataset(name: str):
-    from envs.datasets import load_digits_lt, load_medmnist
+    from tailmix.envs.datasets import load_digits_lt, load_medmnist
 
     if name == "digits-lt":
         return load_digits_lt()
@@ -42,7 +42,7 @@ def _dataset(name: str):
 
 def _source(ds):
     """Real train images as the synthetic pool: the speed of a step does not depend on where pixels came from."""
-    from envs.sources import ArraySource
+    from tailmix.envs.sources import ArraySource
 
     return ArraySource({c: ds.train_images[ds.train_labels == c] for c in range(ds.num_classes)}, ds.num_classes)
 
@@ -85,8 +85,8 @@ def _run(job: dict, out: mp.Queue) -> None:
     import torch
 
     torch.set_num_threads(job.get("threads", 1))
-    from envs.synthetic_ratio import SyntheticRatioEnv
-    from envs.vector import SyntheticRatioVectorEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.vector import SyntheticRatioVectorEnv
 
     ds = _dataset(job["dataset"])
     src = _source(ds)

@@ -41,7 +41,7 @@ PIXEL_TRAINING = "one AdamW per episode, cosine decay, epochs of n_real mix samp
 
 
 def _policy(name: str):
-    from agents.baselines import ConstantRatio, FillToHead, NoSynthetic
+    from tailmix.agents.baselines import ConstantRatio, FillToHead, NoSynthetic
 
     if name == "ratio 0":
         return NoSynthetic()
@@ -56,8 +56,8 @@ def banks(args, dataset):
     With ``--source augment``: one source, classic augmentations of the real train images (flips, shifts;
     ``envs.sources.augmentation_source``), a stand-in for a generator whose samples are as real as can be.
     """
-    import train_agents as ta
-    from envs.sources import BankSource, augmentation_source
+    import tailmix.train_agents as ta
+    from tailmix.envs.sources import BankSource, augmentation_source
 
     if getattr(args, "source", "ddpm") == "augment":
         return (augmentation_source(dataset, per_class=args.per_class, seed=0),)
@@ -87,7 +87,7 @@ def _synthetic_for_encoder(source):
     ``envs.core.build_engine`` calls ``fit_encoder`` without ``synthetic=``; this wrapper supplies it while an
     env is built, and stands aside when the caller passes it itself.
     """
-    import envs.features as features
+    import tailmix.envs.features as features
 
     original = features.fit_encoder
 
@@ -104,7 +104,7 @@ def _synthetic_for_encoder(source):
 
 def _run(envs: dict, kwargs: dict, sources, name: str, seed: int) -> dict:
     """The episode record (``agents.evaluate``) of policy ``name`` from ``seed``; one env per source, reused."""
-    from agents.evaluate import evaluate, make_eval_env
+    from tailmix.agents.evaluate import evaluate, make_eval_env
 
     which = 1 if name == "fill, filtered" else 0
     if which not in envs:
@@ -127,9 +127,9 @@ def pool_report(dataset, sources, args) -> dict[str, list[dict]]:
     """
     import torch
 
-    from classifiers.training import predict_logits
-    from envs.config import RatioEnvConfig
-    from envs.features import EncoderConfig, fit_encoder
+    from tailmix.classifiers.training import predict_logits
+    from tailmix.envs.config import RatioEnvConfig
+    from tailmix.envs.features import EncoderConfig, fit_encoder
 
     cfg = RatioEnvConfig()
     enc = fit_encoder(dataset, EncoderConfig(kind="crossfit", folds=cfg.encoder_folds, epochs=cfg.encoder_epochs,
@@ -199,7 +199,7 @@ def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]
 
 def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, list[float]]:
     """Pixel-mode scores, reusing and extending ``path``; seeds outermost so an interruption keeps whole seeds."""
-    from envs.atomic import atomic_write_text, file_lock
+    from tailmix.envs.atomic import atomic_write_text, file_lock
 
     policies = getattr(args, "policies", POLICIES)
     settings = pixel_settings(dataset, sources, args)
@@ -358,8 +358,8 @@ def main(argv=None) -> dict:
 
     import torch
 
-    import train_agents as ta
-    from envs.features import ENCODERS
+    import tailmix.train_agents as ta
+    from tailmix.envs.features import ENCODERS
 
     variants = list(ENCODERS) if args.variants is None else args.variants
     for v in variants:

@@ -34,7 +34,7 @@ from generator_speed import class_label, cli_config, device_description, tail_cl
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from generators.filter import CALIBRATIONS
+    from tailmix.generators.filter import CALIBRATIONS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -69,8 +69,8 @@ def calibrated_filter(dataset, calibration: str, *, tau: float, epochs: int, see
     """A reference filter trained with ``calibration`` (cached under ``cache_dir/filters``)."""
     import torch
 
-    import train_agents
-    from generators.filter import ClassifierFilter
+    from tailmix import train_agents
+    from tailmix.generators.filter import ClassifierFilter
 
     augment = min(dataset.image_shape[:2]) >= 16  # as the CLI's filter: random shifts of 8x8 digits destroy them
     key = train_agents._cache_key(dataset.fingerprint(), tau, seed, augment, calibration, epochs, str(device))
@@ -139,11 +139,11 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    import train_agents
-    from classifiers.device import select_device
-    from envs.datasets import load_dataset
-    from generators.pool import derive_seed
-    from generators.quality import quality_report
+    from tailmix import train_agents
+    from tailmix.classifiers.device import select_device
+    from tailmix.envs.datasets import load_dataset
+    from tailmix.generators.pool import derive_seed
+    from tailmix.generators.quality import quality_report
 
     progress = sys.stderr.isatty()
     dataset = load_dataset(args.dataset, root=args.data_root)

@@ -93,7 +93,7 @@ def device_description(device) -> str:
 
 def cli_config(args):
     """The CLI config whose generator and filter caches this run shares."""
-    import train_agents
+    from tailmix import train_agents
 
     return train_agents.GenerateConfig(dataset=args.dataset, data_root=args.data_root, seed=args.seed,
                                        preset=args.preset, generator_steps=args.train_steps, tau=args.tau,
@@ -104,9 +104,9 @@ def fitted_ddpm(args, dataset, *, progress: bool):
     """The trained DDPM: from the CLI's cache at the default diffusion length, else trained here."""
     import torch
 
-    import train_agents
-    from classifiers.device import select_device
-    from generators.ddpm import ClassConditionalDDPM
+    from tailmix import train_agents
+    from tailmix.classifiers.device import select_device
+    from tailmix.generators.ddpm import ClassConditionalDDPM
 
     if args.timesteps == DDPM_TIMESTEPS:
         return train_agents.fitted_generator(cli_config(args), dataset, progress=progress)
@@ -131,7 +131,7 @@ def measure(gen, flt, classes: list[int], n: int, sampler: str, steps: int, seed
     """Time ``gen.sample`` for ``n`` images of each class; score them with ``flt``."""
     import torch
 
-    from generators.pool import derive_seed
+    from tailmix.generators.pool import derive_seed
 
     seconds, accepted = 0.0, {}
     with sampler_settings(gen, sampler, steps), torch.no_grad():
@@ -184,9 +184,9 @@ def main(argv=None) -> list[dict]:
     import torch
 
     torch.set_num_threads(args.threads)
-    import train_agents
-    from classifiers.device import select_device
-    from envs.datasets import load_dataset
+    from tailmix import train_agents
+    from tailmix.classifiers.device import select_device
+    from tailmix.envs.datasets import load_dataset
 
     progress = sys.stderr.isatty()
     dataset = load_dataset(args.dataset, root=args.data_root)

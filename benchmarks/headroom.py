@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.envs.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
@@ -40,9 +40,9 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
     """CEM on the val reward with head loss ``loss``, then every policy on test; returns rows and vectors."""
     import numpy as np
 
-    from agents.baselines import make_baseline
-    from agents.cem import CEMPolicy, cem_search, val_fitness
-    from agents.evaluate import evaluate, summarize
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.agents.cem import CEMPolicy, cem_search, val_fitness
+    from tailmix.agents.evaluate import evaluate, summarize
 
     kw = dict(kw, loss=loss)
     rows: list[tuple[str, dict, np.ndarray]] = []  # label, test summary, action vector (None: not a vector)
@@ -67,7 +67,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
 
     # Val fitness on episode seeds the search never drew (it draws seeds below 2**31 - 1 from its own RNG; these
     # are chosen apart from the test seeds too), for every vector policy, on the same footing.
-    from agents.cem import action_to_ratio, make_search_env, resolve_init_mean
+    from tailmix.agents.cem import action_to_ratio, make_search_env, resolve_init_mean
 
     venv1 = make_search_env(1, kw)
     vectors = {}
@@ -92,7 +92,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
 def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) -> str:
     import numpy as np
 
-    import train_agents as ta
+    import tailmix.train_agents as ta
 
     ref = "none" if args.reference is None else f"a reference head at ratio {args.reference:g}"
     fit_name = "balanced val accuracy" if args.reference is None else f"balanced val accuracy minus {ref}'s"

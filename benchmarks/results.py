@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.envs.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
@@ -51,7 +51,7 @@ def build_env_kwargs(name: str, args) -> tuple[object, dict]:
     ``replicas`` and ``reference``; ``reward`` when it has one (else ``"accuracy"``). Shared with
     ``benchmarks/headroom.py`` so both build the same dataset, bank, encoder and reward reference.
     """
-    import train_agents as ta
+    import tailmix.train_agents as ta
 
     spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
     cfg = ta.MainConfig(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
@@ -64,9 +64,9 @@ def build_env_kwargs(name: str, args) -> tuple[object, dict]:
 
 
 def run_dataset(name: str, args) -> str:
-    from agents.baselines import SB3Policy, make_baseline
-    from agents.evaluate import evaluate, summarize
-    from agents.sb3 import train
+    from tailmix.agents.baselines import SB3Policy, make_baseline
+    from tailmix.agents.evaluate import evaluate, summarize
+    from tailmix.agents.sb3 import train
 
     t0 = time.time()
     dataset, base_kw = build_env_kwargs(name, args)
@@ -116,7 +116,7 @@ def _cem_policy(kw: dict, args, notes: list[str]):
     """
     import numpy as np
 
-    from agents.cem import CEMPolicy, cem_search, val_fitness
+    from tailmix.agents.cem import CEMPolicy, cem_search, val_fitness
 
     found = []
     for init in args.cem_init:
@@ -146,7 +146,7 @@ def _cem_policy(kw: dict, args, notes: list[str]):
 
 
 def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) -> str:
-    import train_agents as ta
+    import tailmix.train_agents as ta
 
     best_fixed = max((r for label, r in rows if label.startswith(("constant", "fill", "inverse"))),
                      key=lambda r: r["test_balanced_accuracy_mean"])

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classifiers.data import images_to_tensor
-from classifiers.device import autocast, autocast_dtype, select_device
+from tailmix.classifiers.data import images_to_tensor
+from tailmix.classifiers.device import autocast, autocast_dtype, select_device
 
 SAMPLERS = ("uniform", "class_balanced")
 
@@ -77,7 +77,7 @@ def _resolve_loss(loss, class_counts, labels: np.ndarray, num_classes: int | Non
     if isinstance(loss, nn.Module):
         return loss
     if isinstance(loss, str):
-        from classifiers.losses import make_loss
+        from tailmix.classifiers.losses import make_loss
 
         return make_loss(loss, class_counts)
     raise ValueError(f"loss must be a classifiers.losses name or an nn.Module, got {type(loss).__name__}")
@@ -192,7 +192,7 @@ def _val_hook(model: nn.Module, val, num_classes: int | None, device: torch.devi
     c = num_classes if num_classes is not None else int(val_labels.max()) + 1
 
     def hook(history: dict) -> None:
-        from classifiers.metrics import balanced_accuracy, confusion_matrix
+        from tailmix.classifiers.metrics import balanced_accuracy, confusion_matrix
 
         pred = predict_logits(model, val_images, device=device, batch_size=max(batch_size, 256)).argmax(1)
         history.setdefault("val_balanced_accuracy", []).append(

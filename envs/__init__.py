@@ -17,28 +17,28 @@ def register_envs() -> None:
     import gymnasium
 
     if CENTRAL_ID not in gymnasium.registry:
-        gymnasium.register(id=CENTRAL_ID, entry_point="envs.central:SyntheticRatioCentralEnv")
+        gymnasium.register(id=CENTRAL_ID, entry_point="tailmix.envs.central:SyntheticRatioCentralEnv")
     try:
         import pettingzoo
     except ImportError:  # pragma: no cover - pettingzoo is a hard dependency; keep gymnasium usable anyway
         return
     if hasattr(pettingzoo, "register"):  # PettingZoo >= 1.27 has a registry
         if PARALLEL_ID not in pettingzoo.parallel_registry:
-            pettingzoo.register("parallel", PARALLEL_ID, entry_point="envs.synthetic_ratio:parallel_env")
+            pettingzoo.register("parallel", PARALLEL_ID, entry_point="tailmix.envs.synthetic_ratio:parallel_env")
         if PARALLEL_ID not in pettingzoo.aec_registry:
-            pettingzoo.register("aec", PARALLEL_ID, entry_point="envs.synthetic_ratio:env")
+            pettingzoo.register("aec", PARALLEL_ID, entry_point="tailmix.envs.synthetic_ratio:env")
 
 
 def __getattr__(name: str):
     if name in ("SyntheticRatioEnv", "parallel_env", "env", "raw_env"):
-        from envs import synthetic_ratio
+        from tailmix.envs import synthetic_ratio
 
         return getattr(synthetic_ratio, name)
     if name == "SyntheticRatioCentralEnv":
-        from envs.central import SyntheticRatioCentralEnv
+        from tailmix.envs.central import SyntheticRatioCentralEnv
 
         return SyntheticRatioCentralEnv
-    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+    raise AttributeError(f"module 'tailmix.envs' has no attribute {name!r}")
 
 
 register_envs()

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import SingleCopyViews, as_action_array
+from tailmix.envs.core import SingleCopyViews, as_action_array
 
 
 class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):

@@ -136,11 +136,11 @@ class RatioEnvConfig:
         if not is_int(self.source_seed) or self.source_seed < 0:
             bad("source_seed", self.source_seed, "use an integer >= 0")
         if self.mode == "pixel":
-            from classifiers.losses import LOSSES
+            from tailmix.classifiers.losses import LOSSES
 
             if self.loss not in LOSSES:  # feature mode checks its own (shorter) list when the head is built
                 bad("loss", self.loss, f"choose one of {LOSSES}")
-        from classifiers.device import select_device
+        from tailmix.classifiers.device import select_device
 
         select_device(self.device)  # ValueError naming the visible devices when it does not exist here
         if self.mode == "feature" and self.loss in ("focal", "ldam_drw"):

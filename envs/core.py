@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
-from envs.config import RatioEnvConfig
-from envs.engine import FeatureEngine, PixelEngine, batched_confusion, metrics_from_confusion, synthetic_counts
+from tailmix.envs.config import RatioEnvConfig
+from tailmix.envs.engine import FeatureEngine, PixelEngine, batched_confusion, metrics_from_confusion, synthetic_counts
 
 #: Per-class observation columns before the one-hot class id.
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
@@ -38,7 +38,7 @@ def as_action_array(value, what: str) -> np.ndarray:
 
 def resolve_dataset(dataset):
     """A :class:`LongTailDataset` from a dataset object or a ``load_dataset`` spec string."""
-    from envs.datasets import LongTailDataset, load_dataset
+    from tailmix.envs.datasets import LongTailDataset, load_dataset
 
     if dataset is None:
         dataset = "digits"
@@ -46,7 +46,7 @@ def resolve_dataset(dataset):
         return load_dataset(dataset)
     if not isinstance(dataset, LongTailDataset):
         raise ValueError(f"dataset must be a LongTailDataset or a spec string like 'digits'; got "
-                         f"{type(dataset).__name__}. Wrap arrays with envs.datasets.from_arrays.")
+                         f"{type(dataset).__name__}. Wrap arrays with tailmix.envs.datasets.from_arrays.")
     return dataset
 
 
@@ -63,17 +63,17 @@ def _validate_source(source, dataset) -> None:
 
 def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     """Build the feature or pixel engine and the per-class pool quality for ``dataset`` and ``source``."""
-    from envs.sources import augmentation_source
+    from tailmix.envs.sources import augmentation_source
 
     c = dataset.num_classes
     if isinstance(source, str) and source != "gaussian":
         raise ValueError(f"source={source!r} is not known; pass a source object (envs.sources), a "
-                         "generators.bank.SyntheticBank, 'gaussian' (feature mode), or None for augmentations")
+                         "tailmix.generators.bank.SyntheticBank, 'gaussian' (feature mode), or None for augmentations")
     if source == "gaussian" and config.mode != "feature":
         raise ValueError("source='gaussian' draws virtual features and needs mode='feature'")
     if source is not None and not isinstance(source, str) and not hasattr(source, "pool"):
         if hasattr(source, "images") and hasattr(source, "manifest"):
-            from envs.sources import BankSource
+            from tailmix.envs.sources import BankSource
             source = BankSource(source)
         else:
             raise ValueError("source must have pool(class_id) and quality(class_id) (see envs.sources)")
@@ -85,7 +85,7 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     else:
         quality = np.ones(c, np.float32)
     eval_test = config.eval_split == "test"
-    from classifiers.device import select_device
+    from tailmix.classifiers.device import select_device
 
     device = select_device(config.device)  # resolves "auto"; torch.device("auto") would not parse
     if config.mode == "pixel":
@@ -94,7 +94,7 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
                              lr=config.learning_rate, device=device, eval_test=eval_test,
                              max_steps=config.max_steps)
         return engine, quality
-    from envs.features import EncoderConfig, fit_encoder
+    from tailmix.envs.features import EncoderConfig, fit_encoder
 
     enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                              epochs=config.encoder_epochs, seed=config.source_seed),
@@ -102,7 +102,7 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
                       synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
     real = enc.train_features()
     if source == "gaussian":
-        from generators.gaussian import GaussianFeatureGenerator
+        from tailmix.generators.gaussian import GaussianFeatureGenerator
 
         gen = GaussianFeatureGenerator()
         gen.fit_features(real, dataset.train_labels, c)
@@ -153,7 +153,7 @@ class RatioCore:
         if config.max_ratio * counts.max() >= 2**31:
             raise ValueError(f"max_ratio={config.max_ratio:g} would ask for up to {config.max_ratio * counts.max():.3g} "
                              "synthetic samples of one class, more than fit in memory; lower max_ratio")
-        from classifiers.device import fixed_threads
+        from tailmix.classifiers.device import fixed_threads
 
         self._threads = lambda: fixed_threads(config.num_threads)
         # a step does no numpy linear algebra (mixes, metrics and counts are sorts and bincounts): torch only
@@ -396,7 +396,7 @@ class RatioCore:
 
     def test_report(self, k: int) -> dict:
         """Test-split metrics of copy ``k`` (``classifiers.metrics.classification_report``)."""
-        from classifiers.metrics import classification_report
+        from tailmix.classifiers.metrics import classification_report
 
         with self._threads():
             preds = self.engine.predict("test")[k * self.h:k * self.h + self.r]

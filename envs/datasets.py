@@ -57,7 +57,7 @@ class LongTailDataset:
                 raise ValueError(
                     f"{split}_images must be a uint8 array shaped (N, H, W, C) with C in (1, 3); got "
                     f"{getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}. Convert with "
-                    "envs.datasets.from_arrays, which rescales and reshapes."
+                    "tailmix.envs.datasets.from_arrays, which rescales and reshapes."
                 )
             if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype != np.int64:
                 raise ValueError(f"{split}_labels must be an int64 array shaped (N,); got {y.dtype} {y.shape}")
@@ -308,7 +308,7 @@ def load_digits_lt(*, imbalance_ratio: float = 20.0, n_max: int = 100, val_per_c
     """
     from sklearn.datasets import load_digits
 
-    from envs.longtail import make_long_tail
+    from tailmix.envs.longtail import make_long_tail
 
     for value, what in ((val_per_class, "val_per_class"), (test_per_class, "test_per_class")):
         if int(value) != value or value < 0 or (what == "val_per_class" and value < 1):
@@ -579,4 +579,4 @@ def load_dataset(spec: str | Path, *, root: str | Path | None = None, **kwargs) 
     raise ValueError(
         f"cannot load dataset {text!r}: it is neither an embedded dataset ({', '.join(DATASETS)}), an existing .npz "
         f"file or folder, nor a MedMNIST flag ({', '.join(MEDMNIST_FLAGS)}). Pass one of those, or wrap arrays with "
-        "envs.datasets.from_arrays")
+        "tailmix.envs.datasets.from_arrays")

@@ -116,7 +116,7 @@ class FeatureEngine:
     def __init__(self, real_features, real_labels, pools, val_features, val_labels, test_features=None,
                  test_labels=None, *, num_copies: int = 1, hidden: int = 0, lr: float = 0.05,
                  weight_decay: float = 1e-4, loss: str = "ce", epochs: int = 10, device="cpu") -> None:
-        from classifiers.batched_head import BatchedHead, loss_terms
+        from tailmix.classifiers.batched_head import BatchedHead, loss_terms
 
         self._loss_terms = loss_terms
         self.device = torch.device(device)
@@ -293,7 +293,7 @@ class PixelEngine:
         self._epoch = 0
 
     def reset(self, generators: list[torch.Generator], copies=None) -> None:
-        from classifiers.backbones import make_backbone
+        from tailmix.classifiers.backbones import make_backbone
 
         g = generators[0]
         self._gen = g
@@ -316,8 +316,8 @@ class PixelEngine:
         return [tuple(picks)]
 
     def train(self, mixes: list[tuple]) -> np.ndarray:
-        from classifiers.losses import make_loss
-        from classifiers.training import train_classifier
+        from tailmix.classifiers.losses import make_loss
+        from tailmix.classifiers.training import train_classifier
 
         picks = mixes[0]
         imgs = [self.dataset.train_images] + [self.pools[c][p] for c, p in enumerate(picks) if len(p)]
@@ -342,7 +342,7 @@ class PixelEngine:
         return np.array([last])
 
     def predict(self, split: str = "val") -> np.ndarray:
-        from classifiers.training import predict_logits
+        from tailmix.classifiers.training import predict_logits
 
         if split == "test" and self.test_y is None:
             raise ValueError("the env was built without the test split; pass eval_split='test'")

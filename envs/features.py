@@ -146,21 +146,21 @@ def synthetic_pools(synthetic, num_classes: int) -> list[np.ndarray]:
 
 
 def _log_probs(model, images: np.ndarray) -> np.ndarray:
-    from classifiers.training import predict_logits
+    from tailmix.classifiers.training import predict_logits
 
     logits = torch.from_numpy(predict_logits(model, images, device="cpu"))
     return torch.log_softmax(logits, dim=1).numpy().astype(np.float32)
 
 
 def _penultimate(model, images: np.ndarray) -> np.ndarray:
-    from classifiers.training import encode
+    from tailmix.classifiers.training import encode
 
     return encode(model, images, device="cpu").astype(np.float32)
 
 
 def _train_cnn(images, labels, num_classes, config: EncoderConfig, seed: int, *, train: bool = True):
-    from classifiers.backbones import SmallCNN
-    from classifiers.training import train_classifier
+    from tailmix.classifiers.backbones import SmallCNN
+    from tailmix.classifiers.training import train_classifier
 
     g = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
@@ -325,13 +325,13 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
             "fold": enc.fold_of_train, "train_features": enc.train_features(),
             "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen}
-    from envs.atomic import atomic_write_bytes
+    from tailmix.envs.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
 
 
 def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
-    from classifiers.backbones import SmallCNN
+    from tailmix.classifiers.backbones import SmallCNN
 
     blob = torch.load(path, weights_only=False)
     if blob["config"] != asdict(config):

@@ -12,7 +12,7 @@ from itertools import combinations
 
 import numpy as np
 
-from envs.datasets import SPLITS, LongTailDataset
+from tailmix.envs.datasets import SPLITS, LongTailDataset
 
 #: Example index pairs kept per finding; the counts are always complete.
 MAX_EXAMPLES = 5

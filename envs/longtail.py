@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from envs.datasets import LongTailDataset
+from tailmix.envs.datasets import LongTailDataset
 
 # floor(n_max * rho ** (-r/(C-1))) is evaluated in floating point; a value that is exactly an integer
 # (100 * 20 ** -1 == 5) can come out as 4.999999999999999 and floor would drop an image. Nudge by a tolerance
@@ -149,7 +149,7 @@ def make_long_tail(dataset: LongTailDataset, imbalance_ratio: float, *, n_max: i
     """
     if not isinstance(dataset, LongTailDataset):
         raise ValueError(f"make_long_tail needs a LongTailDataset; got {type(dataset).__name__}. Build one with "
-                         "envs.datasets.from_arrays or a loader")
+                         "tailmix.envs.datasets.from_arrays or a loader")
     num_classes = dataset.num_classes
     order = _validate_class_order(class_order, num_classes)
     available = dataset.train_counts

@@ -85,6 +85,6 @@ def generator_source(generator, dataset, *, per_class: int | np.ndarray = 256, s
 
 def augmentation_source(dataset, *, per_class: int = 256, seed: int = 0) -> ArraySource:
     """The default source: classic augmentations (flips, small affine moves, jitter) of real images."""
-    from generators.augment import AugmentationGenerator
+    from tailmix.generators.augment import AugmentationGenerator
 
     return generator_source(AugmentationGenerator(), dataset, per_class=per_class, seed=seed)

@@ -9,7 +9,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from envs.core import OBS_COLUMNS, SingleCopyViews, as_action_array
+from tailmix.envs.core import OBS_COLUMNS, SingleCopyViews, as_action_array
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):

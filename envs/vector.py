@@ -26,8 +26,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.config import RatioEnvConfig
-from envs.core import RatioCore, as_action_array
+from tailmix.envs.config import RatioEnvConfig
+from tailmix.envs.core import RatioCore, as_action_array
 
 
 class SyntheticRatioVectorEnv(VectorEnv):

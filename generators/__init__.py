@@ -7,7 +7,7 @@ that needs them is first used, so ``import generators`` stays fast.
 """
 from __future__ import annotations
 
-from generators.base import GENERATOR_KINDS, Generator, load_generator, register_generator
+from tailmix.generators.base import GENERATOR_KINDS, Generator, load_generator, register_generator
 
 __all__ = ["GENERATOR_KINDS", "Generator", "load_generator", "register_generator", "ClassConditionalDDPM",
            "LoRAClassAdapters", "SketchConditionedDDPM", "AugmentationGenerator", "GaussianFeatureGenerator"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generators.base import Generator, rand, randint, randn, read_config, write_config
+from tailmix.generators.base import Generator, rand, randint, randn, read_config, write_config
 
 OPS = ("flip", "vflip", "affine", "jitter", "noise")
 IMAGES_FILE = "images.npz"

@@ -25,11 +25,11 @@ FORMAT_VERSION = 1
 
 # kind -> "module:Class". Classes import lazily, so `import generators` never pulls in diffusers or peft.
 _BUILTIN_KINDS: dict[str, str] = {
-    "ddpm": "generators.ddpm:ClassConditionalDDPM",
-    "lora": "generators.lora:LoRAClassAdapters",
-    "sketch": "generators.sketch:SketchConditionedDDPM",
-    "augment": "generators.augment:AugmentationGenerator",
-    "gaussian": "generators.gaussian:GaussianFeatureGenerator",
+    "ddpm": "tailmix.generators.ddpm:ClassConditionalDDPM",
+    "lora": "tailmix.generators.lora:LoRAClassAdapters",
+    "sketch": "tailmix.generators.sketch:SketchConditionedDDPM",
+    "augment": "tailmix.generators.augment:AugmentationGenerator",
+    "gaussian": "tailmix.generators.gaussian:GaussianFeatureGenerator",
 }
 
 

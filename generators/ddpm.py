@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generators.base import Generator, check_torch_generator, rand, randint, randn, read_config, write_config
+from tailmix.generators.base import Generator, check_torch_generator, rand, randint, randn, read_config, write_config
 
 # Architectures per preset. `tiny` is for tests (8x8 in seconds), `small` for a CPU (FINDINGS.md: 0.64M
 # parameters, ~0.55 s per step at 16x16, batch 64), `base` for a GPU.
@@ -236,7 +236,7 @@ class ClassConditionalDDPM(Generator):
         return x[..., top:top + h, left:left + w]
 
     def _images_to_padded(self, images: np.ndarray) -> torch.Tensor:
-        from classifiers.data import images_to_tensor
+        from tailmix.classifiers.data import images_to_tensor
 
         return self._pad(images_to_tensor(images, self.device))
 
@@ -417,7 +417,7 @@ class ClassConditionalDDPM(Generator):
     def _sample_with(self, unet, class_id: int, n: int, generator: torch.Generator,
                      cond: torch.Tensor | None = None) -> np.ndarray:
         """Sample with a given network (the LoRA variant passes the adapted UNet)."""
-        from classifiers.data import tensor_to_images
+        from tailmix.classifiers.data import tensor_to_images
 
         if n == 0:
             return self._empty()

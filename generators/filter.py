@@ -265,7 +265,7 @@ class ClassifierFilter:
             raise ValueError("only a filter with a trained reference (ClassifierFilter.train_reference) can be "
                              "saved; a custom scorer is code, so rebuild it with ClassifierFilter(scorer, ...)")
         folder = self.scorer.save(path)
-        from generators.bank import atomic_write_json
+        from tailmix.generators.bank import atomic_write_json
 
         atomic_write_json(folder / FILTER_CONFIG, {"tau": self.tau, "max_tries": self.max_tries, "name": self.name})
         return folder
@@ -307,7 +307,7 @@ class ReferenceScorer:
 
     @staticmethod
     def _build(settings: dict) -> torch.nn.Module:
-        from classifiers.backbones import SmallCNN
+        from tailmix.classifiers.backbones import SmallCNN
 
         return SmallCNN(settings["in_channels"], settings["num_classes"], width=settings["width"])
 
@@ -316,8 +316,8 @@ class ReferenceScorer:
               lr: float = 1e-3, width: int = 32, augment: bool = True, device: str | torch.device = "cpu",
               generator: torch.Generator | None = None, progress: bool = False) -> ReferenceScorer:
         """Train on ``dataset``'s train split (see :meth:`ClassifierFilter.train_reference`)."""
-        from classifiers.device import select_device
-        from classifiers.training import train_classifier
+        from tailmix.classifiers.device import select_device
+        from tailmix.classifiers.training import train_classifier
 
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}; got {calibration!r}. Use "
@@ -352,7 +352,7 @@ class ReferenceScorer:
         return cls(model, settings, device=dev)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from classifiers.training import predict_logits
+        from tailmix.classifiers.training import predict_logits
 
         logits = predict_logits(self.model, images, device=self.device, batch_size=self.batch_size)
         logits = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
@@ -362,14 +362,14 @@ class ReferenceScorer:
     def config(self) -> dict:
         """Settings plus a digest of the weights: two references with equal configs score alike."""
         if self._digest is None:
-            from generators.base import state_digest
+            from tailmix.generators.base import state_digest
 
             self._digest = state_digest(self.model.state_dict())
         return {**{k: v for k, v in self.settings.items() if k != "final_loss"}, "state_digest": self._digest}
 
     def save(self, path: str | Path) -> Path:
         """Write ``reference.pt`` (state dict) and ``reference.json`` (settings) into folder ``path``."""
-        from generators.bank import atomic_write_bytes, atomic_write_json
+        from tailmix.generators.bank import atomic_write_bytes, atomic_write_json
 
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
@@ -381,8 +381,8 @@ class ReferenceScorer:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ReferenceScorer:
         """Read a folder written by :meth:`save`; checks the weights against the recorded digest."""
-        from classifiers.device import select_device
-        from generators.base import state_digest
+        from tailmix.classifiers.device import select_device
+        from tailmix.generators.base import state_digest
 
         folder = Path(path)
         cfg_file, weights = folder / REFERENCE_CONFIG, folder / REFERENCE_WEIGHTS

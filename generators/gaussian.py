@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from generators.base import Generator, check_torch_generator, randn, read_config, write_config
+from tailmix.generators.base import Generator, check_torch_generator, randn, read_config, write_config
 
 STATS_FILE = "gaussian.npz"
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from generators.base import Generator, check_torch_generator, read_config, write_config
-from generators.ddpm import ClassConditionalDDPM, _jsonable, seeded
+from tailmix.generators.base import Generator, check_torch_generator, read_config, write_config
+from tailmix.generators.ddpm import ClassConditionalDDPM, _jsonable, seeded
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "time_emb_proj")
 BASE_FOLDER = "base"
@@ -225,7 +225,7 @@ class LoRAClassAdapters(Generator):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> LoRAClassAdapters:
         """Load a folder written by :meth:`save` (adapters in peft's ``save_pretrained`` layout)."""
-        from generators.base import load_generator
+        from tailmix.generators.base import load_generator
 
         peft = _require_peft()
         folder = Path(path)

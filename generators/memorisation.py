@@ -21,8 +21,8 @@ import threading
 import numpy as np
 import torch
 
-from envs.leakage import leakage_report, nearest_real
-from generators.filter import FilterResult, NoFilter, SampleFn, fill_loop
+from tailmix.envs.leakage import leakage_report, nearest_real
+from tailmix.generators.filter import FilterResult, NoFilter, SampleFn, fill_loop
 
 SPLITS = ("train", "val", "test")
 DEFAULT_MAX_TRIES = 10  # the try limit when no inner filter brings one (ClassifierFilter's default)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.atomic import file_lock
-from generators.bank import (BANK_FORMAT, MANIFEST_FILE, SHARD_RE, BankError, SyntheticBank, atomic_save_npy,
+from tailmix.envs.atomic import file_lock
+from tailmix.generators.bank import (BANK_FORMAT, MANIFEST_FILE, SHARD_RE, BankError, SyntheticBank, atomic_save_npy,
                              atomic_write_json, bank_key, canonical_json, conf_name, library_versions,
                              normalize_per_class, shard_name, summarize_class)
-from generators.filter import NoFilter
+from tailmix.generators.filter import NoFilter
 
 SEED_SCHEME = 1  # bump if derive_seed changes: it is hashed into bank keys
 
@@ -53,7 +53,7 @@ def resolve_devices(devices: str | torch.device | Sequence[str | torch.device] =
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
         if hidden is not None and hidden.strip() in ("", "-1"):
             return [torch.device("cpu")]
-        from classifiers.device import visible_devices
+        from tailmix.classifiers.device import visible_devices
 
         gpus = [d for d in visible_devices() if d.type == "cuda"]
         return gpus or [torch.device("cpu")]
@@ -352,7 +352,7 @@ class GeneratorPool:
     def load(cls, folders: Mapping[str, str | Path], *, assignment: Mapping[int, Sequence[str]] | None = None,
              devices: str | torch.device | Sequence[str | torch.device] = "auto") -> GeneratorPool:
         """Load saved generators ``{id: folder}`` (``generators.load_generator``) onto the pool's devices."""
-        from generators.base import load_generator
+        from tailmix.generators.base import load_generator
 
         devs = resolve_devices(devices)
         gens = {name: load_generator(path, device=devs[i % len(devs)])
@@ -431,7 +431,7 @@ def record_shard(folder: Path, manifest: dict, class_id: int, entry: dict) -> No
 
 def _sampler(gen, class_id: int):
     """``sample_fn(n, generator)`` for a filter: no gradients, mixed precision on CUDA."""
-    from classifiers.device import autocast
+    from tailmix.classifiers.device import autocast
 
     dev = torch.device(getattr(gen, "device", "cpu"))
     # a device list may name GPUs this process cannot see (placement only); autocast only real ones

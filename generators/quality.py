@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.atomic import atomic_write_bytes
+from tailmix.envs.atomic import atomic_write_bytes
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 

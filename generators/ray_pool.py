@@ -42,7 +42,7 @@ class _ShardWorker:
     def __init__(self, generators: dict, filt, threads: int, use_gpu: bool) -> None:
         import ray
 
-        from generators.filter import ReferenceScorer
+        from tailmix.generators.filter import ReferenceScorer
 
         torch.set_num_threads(threads)
         if use_gpu and torch.cuda.is_available():
@@ -62,7 +62,7 @@ class _ShardWorker:
             scorer.model.to(self.device)
 
     def make(self, item: tuple, seed: int, shape: tuple, batch_size: int):
-        from generators.pool import _on_device, make_shard
+        from tailmix.generators.pool import _on_device, make_shard
 
         c, s, quota, name = item
         with _on_device(self.device):
@@ -78,7 +78,7 @@ def _on_cpu_for_pickling(generators: Mapping, filt):
     Workers may have no GPU (or other ones); each moves its copy to its own device. The caller's objects
     go back to where they were afterwards.
     """
-    from generators.filter import ReferenceScorer
+    from tailmix.generators.filter import ReferenceScorer
 
     moved = []
     for gen in generators.values():
@@ -153,7 +153,7 @@ def fill_bank_ray(pool_or_generators, dataset, root: str | Path, *, per_class: i
     Returns:
         The complete :class:`~generators.bank.SyntheticBank`.
     """
-    from generators.pool import GeneratorPool
+    from tailmix.generators.pool import GeneratorPool
 
     ray = import_ray()
     if isinstance(pool_or_generators, GeneratorPool):
@@ -194,7 +194,7 @@ def _run_on_actors(ray, pool, folder: Path, manifest: dict, items: list, filt, s
     """Make ``items`` (``(class, shard, quota, generator id)``) on actors; the driver writes each result."""
     from tqdm.auto import tqdm
 
-    from generators.pool import record_shard, write_shard
+    from tailmix.generators.pool import record_shard, write_shard
 
     used = sorted({item[3] for item in items})
     gens = {name: pool.generators[name] for name in used}

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generators.base import randint
-from generators.ddpm import ClassConditionalDDPM
+from tailmix.generators.base import randint
+from tailmix.generators.ddpm import ClassConditionalDDPM
 
 CONDITION_FILE = "condition_images.npz"
 

@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 def make_tiny_dataset(num_classes: int = 3, size: int = 8, channels: int = 1, counts=(24, 10, 4),
                       n_val: int = 6, n_test: int = 6, seed: int = 0):
     """A learnable long-tailed toy dataset: each class is a noisy bright bar at its own position."""
-    from envs.datasets import LongTailDataset
+    from tailmix.envs.datasets import LongTailDataset
 
     rng = np.random.default_rng(seed)
 

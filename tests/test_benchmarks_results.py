@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-import agents.cem
-import agents.evaluate
+import tailmix.agents.cem
+import tailmix.agents.evaluate
 import benchmarks.results as results
 from tests.agents.helpers import tiny_env_kwargs
 
@@ -22,7 +22,7 @@ def tiny_build(monkeypatch):
 
 def test_loss_reaches_fixed_and_cem_rows_and_names_the_file(tiny_build, monkeypatch, tmp_path):
     seen, searched = [], []
-    real_evaluate, real_search = agents.evaluate.evaluate, agents.cem.cem_search
+    real_evaluate, real_search = tailmix.agents.evaluate.evaluate, tailmix.agents.cem.cem_search
 
     def evaluate(policy, env_kwargs, **kw):
         seen.append((policy.name, env_kwargs["loss"]))
@@ -32,8 +32,8 @@ def test_loss_reaches_fixed_and_cem_rows_and_names_the_file(tiny_build, monkeypa
         searched.append((env_kwargs["loss"], kw["generations"], kw["population"], kw["episodes_per_candidate"]))
         return real_search(env_kwargs, **kw)
 
-    monkeypatch.setattr(agents.evaluate, "evaluate", evaluate)
-    monkeypatch.setattr(agents.cem, "cem_search", cem_search)
+    monkeypatch.setattr(tailmix.agents.evaluate, "evaluate", evaluate)
+    monkeypatch.setattr(tailmix.agents.cem, "cem_search", cem_search)
     results.main(["--datasets", "digits", "--algos", "cem", "--seeds", "2", "--loss", "logit_adjustment",
                   "--cem-generations", "2", "--cem-population", "3", "--cem-episodes", "1", "--out", str(tmp_path)])
 
@@ -51,7 +51,7 @@ def test_loss_reaches_fixed_and_cem_rows_and_names_the_file(tiny_build, monkeypa
 
 
 def test_default_loss_keeps_plain_names_and_credit_suffix(tiny_build, monkeypatch, tmp_path):
-    monkeypatch.setattr(agents.evaluate, "evaluate",
+    monkeypatch.setattr(tailmix.agents.evaluate, "evaluate",
                         lambda policy, env_kwargs, seeds: [dict(r, policy=policy.name) for r in _fake_rows(seeds)])
     results.main(["--datasets", "digits", "--algos", "--seeds", "2", "--credit", "difference",
                   "--out", str(tmp_path)])
@@ -64,7 +64,7 @@ def test_several_cem_starts_play_the_best_on_held_out_val(tiny_build, monkeypatc
     import numpy as np
 
     played, scored = [], []
-    real_search = agents.cem.cem_search
+    real_search = tailmix.agents.cem.cem_search
 
     def val_fitness(actions, env_kwargs, seeds):
         scored.append((len(actions), list(seeds)))
@@ -80,9 +80,9 @@ def test_several_cem_starts_play_the_best_on_held_out_val(tiny_build, monkeypatc
             played.append(policy.action.copy())
         return [dict(r, policy=policy.name) for r in _fake_rows(seeds)]
 
-    monkeypatch.setattr(agents.cem, "val_fitness", val_fitness)
-    monkeypatch.setattr(agents.cem, "cem_search", cem_search)
-    monkeypatch.setattr(agents.evaluate, "evaluate", evaluate)
+    monkeypatch.setattr(tailmix.agents.cem, "val_fitness", val_fitness)
+    monkeypatch.setattr(tailmix.agents.cem, "cem_search", cem_search)
+    monkeypatch.setattr(tailmix.agents.evaluate, "evaluate", evaluate)
     results.main(["--datasets", "digits", "--algos", "cem", "--seeds", "2", "--cem-init", "inverse", "middle",
                   "--cem-generations", "1", "--cem-population", "2", "--cem-episodes", "1", "--cem-val-seeds", "3",
                   "--out", str(tmp_path)])
@@ -93,7 +93,7 @@ def test_several_cem_starts_play_the_best_on_held_out_val(tiny_build, monkeypatc
 
 
 def _fake_rows(seeds):
-    return [{m: 0.5 for m in agents.evaluate.METRICS} for _ in seeds]
+    return [{m: 0.5 for m in tailmix.agents.evaluate.METRICS} for _ in seeds]
 
 
 def test_full_raises_cem_budget_and_bad_loss_is_refused(tiny_build, monkeypatch, tmp_path):

@@ -275,7 +275,7 @@ def test_dataset_from_an_image_folder(cache_dir, tmp_path):
 # subprocess tests below check that a real process exits non-zero with one line and no traceback.
 def run_main(argv, capsys) -> tuple[int, str]:
     """``train_agents.main(argv)`` in-process: ``(exit status, stderr)``."""
-    import train_agents
+    from tailmix import train_agents
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
@@ -377,7 +377,7 @@ def test_a_model_from_another_dataset_is_refused(trained, tmp_path, capsys):
 
 
 def test_quick_leaves_the_flags_you_give():
-    import train_agents
+    from tailmix import train_agents
 
     command, cfg, explicit = train_agents.parse_args(["--quick", "train", "--timesteps", "1000", "--preset", "small"])
     cfg, fixed = train_agents.resolve_config(command, cfg, explicit)
@@ -386,7 +386,7 @@ def test_quick_leaves_the_flags_you_give():
 
 
 def test_load_policy_reads_agent_json_then_run_json_then_the_spec(trained, tmp_path):
-    import train_agents
+    from tailmix import train_agents
 
     folder = tmp_path / "copied"
     folder.mkdir()
@@ -409,7 +409,7 @@ def test_load_policy_reads_agent_json_then_run_json_then_the_spec(trained, tmp_p
 
 
 def test_bank_warnings_name_empty_and_tiny_pools(tiny_dataset):
-    import train_agents as ta
+    import tailmix.train_agents as ta
 
     names = tiny_dataset.class_names
     assert ta.bank_warnings([128, 64, 13], tiny_dataset, 128) == []

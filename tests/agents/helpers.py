@@ -10,7 +10,7 @@ def tiny_env_kwargs(**over) -> dict:
     The synthetic pools are the real train images (an ``ArraySource``): fast, deterministic, and independent of
     the generators package.
     """
-    from envs.sources import ArraySource
+    from tailmix.envs.sources import ArraySource
 
     ds = make_tiny_dataset()
     source = ArraySource({c: ds.train_images[ds.train_labels == c] for c in range(ds.num_classes)}, ds.num_classes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.baselines import (BASELINES, ConstantRatio, FillToHead, InverseFrequency, NoSynthetic, RandomRatio,
+from tailmix.agents.baselines import (BASELINES, ConstantRatio, FillToHead, InverseFrequency, NoSynthetic, RandomRatio,
                               SB3Policy, make_baseline)
 from tests.agents.fake_env import FakeRatioEnv
 

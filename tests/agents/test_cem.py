@@ -6,10 +6,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-import agents.cem as cem
-from agents.baselines import InverseFrequency
-from agents.cem import CEMPolicy, cem_search, val_fitness
-from agents.evaluate import evaluate
+import tailmix.agents.cem as cem
+from tailmix.agents.baselines import InverseFrequency
+from tailmix.agents.cem import CEMPolicy, cem_search, val_fitness
+from tailmix.agents.evaluate import evaluate
 from tests.agents.helpers import tiny_env_kwargs
 
 SMALL = dict(generations=2, population=4, episodes_per_candidate=2)
@@ -33,7 +33,7 @@ def test_fitness_reads_val_never_test(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the search read the test split")
 
-    monkeypatch.setattr("envs.core.RatioCore.test_report", boom)
+    monkeypatch.setattr("tailmix.envs.core.RatioCore.test_report", boom)
     kw = tiny_env_kwargs(eval_split="test", synthetic_cost=0.01)
     venv = cem.make_search_env(2, kw)
     assert venv.config.eval_split is None and venv.core.engine.labels_of("val") is not None

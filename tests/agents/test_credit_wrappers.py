@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.wrappers import make_shared_vec_env, make_vec_env
+from tailmix.agents.wrappers import make_shared_vec_env, make_vec_env
 from tests.agents.helpers import tiny_env_kwargs
 from tests.conftest import make_tiny_dataset
 
 
 def harmful_kwargs(**over) -> dict:
     """Class 2's pool holds class-0 images (mislabeled synthesis), so its difference reward is non-zero."""
-    from envs.sources import ArraySource
+    from tailmix.envs.sources import ArraySource
 
     ds = make_tiny_dataset(num_classes=3, counts=(20, 10, 6), n_val=8, seed=2)
     pools = {c: ds.train_images[ds.train_labels == c] for c in range(3)}
@@ -47,7 +47,7 @@ def test_central_wrapper_refuses_difference_credit():
 
 
 def test_ppo_trains_on_difference_rewards():
-    from agents.sb3 import train
+    from tailmix.agents.sb3 import train
 
     model = train("ppo", harmful_kwargs(), wrapper="shared", total_timesteps=36, seed=0, n_envs=1,
                   algo_kwargs={"n_steps": 6, "batch_size": 18, "n_epochs": 1})

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from agents.baselines import BASELINES, ConstantRatio, FillToHead, NoSynthetic, make_baseline
-from agents.evaluate import METRICS, benchmark, evaluate, make_eval_env, run_episode, summarize
+from tailmix.agents.baselines import BASELINES, ConstantRatio, FillToHead, NoSynthetic, make_baseline
+from tailmix.agents.evaluate import METRICS, benchmark, evaluate, make_eval_env, run_episode, summarize
 from tests.agents.fake_env import FakeRatioEnv
 from tests.agents.helpers import tiny_env_kwargs
 
@@ -30,7 +30,7 @@ def test_run_episode_on_the_fake_env_reports_final_test_metrics():
 def test_run_episode_needs_the_test_split():
     with pytest.raises(ValueError, match="eval_split"):
         run_episode(FakeRatioEnv(eval_split=None), NoSynthetic(), seed=0)
-    from envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     with pytest.raises(ValueError, match="eval_split"):
         run_episode(SyntheticRatioEnv(**tiny_env_kwargs()), NoSynthetic(), seed=0)

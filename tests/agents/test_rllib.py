@@ -10,7 +10,7 @@ import pytest
 ray = pytest.importorskip("ray", reason='the ray extra is not installed (pip install -e ".[ray]")')
 pytest.importorskip("ray.rllib", reason='RLlib is not installed (pip install -e ".[ray]")')
 
-from agents.rllib import (POLICY_ID, RLlibPolicy, _policy_mapping_fn, build_ppo_config,  # noqa: E402
+from tailmix.agents.rllib import (POLICY_ID, RLlibPolicy, _policy_mapping_fn, build_ppo_config,  # noqa: E402
                           default_ppo_settings, load_rllib_policy, make_rllib_env, tensorboard_scalars, train_rllib)
 from tests.agents.helpers import tiny_env_kwargs  # noqa: E402
 
@@ -134,7 +134,7 @@ def test_tiny_run_with_two_env_runners_logs_like_sb3_and_its_policy_plays(local_
     assert 0.0 <= tb["tailmix/balanced_accuracy"][-1][1] <= 1.0 and 0.0 <= tb["tailmix/mean_ratio"][-1][1] <= 8.0
 
     # the policy plays a full episode through the baselines interface, without a Ray cluster
-    from envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     policy = load_rllib_policy(checkpoint)
     assert isinstance(policy, RLlibPolicy)

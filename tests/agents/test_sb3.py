@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import stable_baselines3 as sb3
 
-from agents.baselines import SB3Policy
-from agents.sb3 import ALGORITHMS, default_algo_kwargs, latest_checkpoint, load_model, train
+from tailmix.agents.baselines import SB3Policy
+from tailmix.agents.sb3 import ALGORITHMS, default_algo_kwargs, latest_checkpoint, load_model, train
 from tests.agents.helpers import tiny_env_kwargs
 
 PROBE = np.random.default_rng(0).uniform(0, 1, (5, 11)).astype(np.float32)
@@ -112,7 +112,7 @@ def test_tensorboard_has_tailmix_scalars(tmp_path):
 
 
 def test_sb3_policy_from_a_trained_model_drives_the_env():
-    from envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     model = train("td3", tiny_env_kwargs(), wrapper="central", total_timesteps=32, seed=0)
     model.get_env().close()

@@ -9,7 +9,7 @@ from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecCheckNan
 
-from agents.wrappers import SharedPolicyVecEnv, make_central_vec_env, make_shared_vec_env, make_vec_env
+from tailmix.agents.wrappers import SharedPolicyVecEnv, make_central_vec_env, make_shared_vec_env, make_vec_env
 from tests.agents.fake_env import FakeRatioEnv
 from tests.agents.helpers import tiny_env_kwargs
 
@@ -141,7 +141,7 @@ def test_shared_wrapper_on_real_env():
 
 
 def test_central_env_passes_sb3_check_env():
-    from envs.central import SyntheticRatioCentralEnv
+    from tailmix.envs.central import SyntheticRatioCentralEnv
 
     check_env(SyntheticRatioCentralEnv(**tiny_env_kwargs()), warn=True)
 

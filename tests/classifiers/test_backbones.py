@@ -3,14 +3,14 @@ import sys
 import pytest
 import torch
 
-from classifiers.backbones import BACKBONES, ResNet18Small, SmallCNN, make_backbone
-from classifiers.heads import LinearHead, MLPHead
+from tailmix.classifiers.backbones import BACKBONES, ResNet18Small, SmallCNN, make_backbone
+from tailmix.classifiers.heads import LinearHead, MLPHead
 
 
 def test_import_classifiers_does_not_import_torchvision():
     import subprocess
 
-    code = "import classifiers, classifiers.losses, classifiers.metrics, classifiers.training, sys; " \
+    code = "import tailmix.classifiers, tailmix.classifiers.losses, tailmix.classifiers.metrics, tailmix.classifiers.training, sys; " \
            "print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

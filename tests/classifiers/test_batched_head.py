@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from classifiers.batched_head import HEAD_LOSSES, BatchedHead, loss_terms
+from tailmix.classifiers.batched_head import HEAD_LOSSES, BatchedHead, loss_terms
 
 
 def _data(k=2, n=40, d=5, c=3, seed=0):

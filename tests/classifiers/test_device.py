@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from classifiers.device import autocast, autocast_dtype, fixed_threads, select_device, visible_devices
+from tailmix.classifiers.device import autocast, autocast_dtype, fixed_threads, select_device, visible_devices
 
 
 def test_auto_and_cpu():

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classifiers.losses import LOSSES, class_balanced_weights, make_loss, posthoc_logit_adjustment
+from tailmix.classifiers.losses import LOSSES, class_balanced_weights, make_loss, posthoc_logit_adjustment
 
 COUNTS = np.array([100, 20, 5])
 

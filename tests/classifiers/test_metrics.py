@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import (balanced_accuracy_score, f1_score, precision_recall_fscore_support)
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from classifiers.metrics import (balanced_accuracy, classification_report, confusion_matrix, macro_f1,
+from tailmix.classifiers.metrics import (balanced_accuracy, classification_report, confusion_matrix, macro_f1,
                                  per_class_metrics, shot_groups)
 
 # Hand-checked example: class 2 is never predicted.

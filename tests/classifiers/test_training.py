@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classifiers.backbones import ResNet18Small, SmallCNN
-from classifiers.losses import make_loss
-from classifiers.training import (_epoch_order, encode, predict_logits, random_flip_shift, retrain_head,
+from tailmix.classifiers.backbones import ResNet18Small, SmallCNN
+from tailmix.classifiers.losses import make_loss
+from tailmix.classifiers.training import (_epoch_order, encode, predict_logits, random_flip_shift, retrain_head,
                                   train_classifier)
 
 

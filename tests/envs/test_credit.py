@@ -6,11 +6,11 @@ import pytest
 import torch
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
 
-from envs.central import SyntheticRatioCentralEnv
-from envs.config import RatioEnvConfig
-from envs.sources import ArraySource
-from envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
-from envs.vector import SyntheticRatioVectorEnv
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.config import RatioEnvConfig
+from tailmix.envs.sources import ArraySource
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
+from tailmix.envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
 from tests.envs.helpers import whole_episode
 from tests.envs.test_synthetic_ratio import TINY

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.datasets import (DATASETS, MEDMNIST_FLAGS, LongTailDataset, from_arrays, load_dataset, load_digits_lt,
+from tailmix.envs.datasets import (DATASETS, MEDMNIST_FLAGS, LongTailDataset, from_arrays, load_dataset, load_digits_lt,
                            load_image_folder, load_medmnist)
-from envs.longtail import long_tail_counts
+from tailmix.envs.longtail import long_tail_counts
 
 
 # -- helpers ---------------------------------------------------------------------------------------

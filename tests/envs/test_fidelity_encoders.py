@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import envs.features as features
-from envs.features import EncoderConfig, fit_encoder
+import tailmix.envs.features as features
+from tailmix.envs.features import EncoderConfig, fit_encoder
 
 CFG = EncoderConfig(kind="crossfit_joint", folds=2, epochs=1, width=8, seed=3)
 
@@ -202,8 +202,8 @@ def test_resolved_pairs_count_only_orderings_pixel_mode_is_sure_of():
 
 
 def test_fidelity_builds_feature_envs_with_the_joint_encoder(tiny_dataset):
-    from envs.sources import ArraySource
-    from envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.sources import ArraySource
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     fid = _fidelity()
     ds = tiny_dataset
@@ -250,7 +250,7 @@ def test_fidelity_runs_end_to_end_on_augmentations_with_per_class_recall(tmp_pat
 
 
 def test_pool_report_counts_each_pool_and_how_the_fold_models_read_it(tiny_dataset, tmp_path, capsys):
-    from envs.sources import ArraySource
+    from tailmix.envs.sources import ArraySource
 
     fid = _fidelity()
     d = tiny_dataset

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.datasets import LongTailDataset, from_arrays
-from envs.longtail import make_long_tail
-from envs.sources import ArraySource
-from envs.synthetic_ratio import SyntheticRatioEnv
+from tailmix.envs.datasets import LongTailDataset, from_arrays
+from tailmix.envs.longtail import make_long_tail
+from tailmix.envs.sources import ArraySource
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
 from tests.envs.fuzzing import fuzz_settings, one_blas_thread, report  # noqa: F401 (autouse fixture)
 

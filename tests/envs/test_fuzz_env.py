@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from envs.central import SyntheticRatioCentralEnv
-from envs.sources import ArraySource
-from envs.synthetic_ratio import SyntheticRatioEnv
-from envs.vector import SyntheticRatioVectorEnv
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.sources import ArraySource
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+from tailmix.envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
 
 C = 3
@@ -573,7 +573,7 @@ def test_empty_pool_error_leaves_state_unchanged(dataset):
 
 def test_aec_env_recovers_from_a_bad_action(dataset):
     """In the AEC form the bad action surfaces when the last agent acts; that agent may then act again."""
-    from envs.synthetic_ratio import env as aec_env
+    from tailmix.envs.synthetic_ratio import env as aec_env
 
     e = aec_env(dataset=dataset, source=_source(dataset), **FAST)
     e.reset(seed=0)

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from envs.datasets import from_arrays
-from envs.longtail import long_tail_counts, long_tail_indices, make_long_tail
+from tailmix.envs.datasets import from_arrays
+from tailmix.envs.longtail import long_tail_counts, long_tail_indices, make_long_tail
 
 
 def _balanced(n_per_class: int, num_classes: int, seed: int = 0):

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.device import autocast, autocast_dtype, select_device
-from envs.central import SyntheticRatioCentralEnv
-from envs.synthetic_ratio import SyntheticRatioEnv
-from envs.vector import SyntheticRatioVectorEnv
+from tailmix.classifiers.device import autocast, autocast_dtype, select_device
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+from tailmix.envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,12 +29,12 @@ NO_GPU_SCRIPT = textwrap.dedent("""
     import numpy as np, torch
     torch.set_num_threads(1)
     assert not torch.cuda.is_available(), "CUDA_VISIBLE_DEVICES='' should hide every GPU"
-    from classifiers.device import select_device, visible_devices
+    from tailmix.classifiers.device import select_device, visible_devices
     assert select_device("auto") == torch.device("cpu")
     assert visible_devices() == [torch.device("cpu")]
     from tests.conftest import make_tiny_dataset
-    from envs.synthetic_ratio import SyntheticRatioEnv
-    from envs.vector import SyntheticRatioVectorEnv
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+    from tailmix.envs.vector import SyntheticRatioVectorEnv
     fast = dict(encoder="random", pool_size=8, max_steps=2, epochs_per_step=1)
     for mode in ("feature", "pixel"):
         env = SyntheticRatioEnv(dataset=make_tiny_dataset(), mode=mode, device="auto", **fast)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.central import SyntheticRatioCentralEnv
-from envs.synthetic_ratio import SyntheticRatioEnv
-from envs.vector import SyntheticRatioVectorEnv
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+from tailmix.envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
 
 FAST = dict(encoder="random", pool_size=16, max_steps=5)
@@ -155,7 +155,7 @@ def test_vector_env_rolls_back_only_the_copy_that_diverged():
 @pytest.mark.parametrize("reported_loss", [float("nan"), 0.5])
 def test_pixel_mode_blow_up_is_rolled_back(monkeypatch, reported_loss):
     """A CNN step that leaves NaN weights is undone, whether or not its reported loss was finite."""
-    import classifiers.training as training
+    import tailmix.classifiers.training as training
 
     env = SyntheticRatioEnv(dataset=make_tiny_dataset(), mode="pixel", epochs_per_step=1, **FAST)
     env.reset(seed=0)

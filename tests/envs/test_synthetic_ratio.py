@@ -10,10 +10,10 @@ import pettingzoo
 import pytest
 from pettingzoo.test import api_test, max_cycles_test, parallel_api_test, parallel_seed_test, seed_test
 
-import envs
-from envs.central import SyntheticRatioCentralEnv
-from envs.sources import ArraySource
-from envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
+from tailmix import envs
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.sources import ArraySource
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv, env as aec_env, parallel_env
 from tests.conftest import make_tiny_dataset
 from tests.envs.helpers import whole_episode
 
@@ -228,7 +228,7 @@ def test_one_class_dataset_is_refused():
 
 def test_crossfit_encoder_features_are_out_of_fold():
     """Every real train feature comes from a fold model that did not train on that image."""
-    from envs.features import EncoderConfig, fit_encoder
+    from tailmix.envs.features import EncoderConfig, fit_encoder
 
     ds = make_tiny_dataset()
     enc = fit_encoder(ds, EncoderConfig(kind="crossfit", folds=2, epochs=15, seed=0))
@@ -236,7 +236,7 @@ def test_crossfit_encoder_features_are_out_of_fold():
     assert feats.shape == (len(ds.train_labels), 3)
     for f, model in enumerate(enc.models):
         held = enc.fold_of_train == f
-        from envs.features import _log_probs
+        from tailmix.envs.features import _log_probs
         assert np.allclose(feats[held], _log_probs(model, ds.train_images[held]), atol=1e-5)
     # val features come from single fold models too, and the stacked head can learn from them
     e = parallel_env(dataset=ds, encoder="crossfit", encoder_folds=2, encoder_epochs=15, pool_size=16, max_steps=5)
@@ -264,7 +264,7 @@ def test_reward_replicas_average_independent_heads_and_bootstrap_reports_noise()
     heads = e.core.engine.head.params[0]
     assert heads.shape[0] == 3 and not torch.allclose(heads[0], heads[1])  # independent replicas
     pred = e.core.engine.predict("val")
-    from envs.engine import batched_confusion, metrics_from_confusion
+    from tailmix.envs.engine import batched_confusion, metrics_from_confusion
     per = metrics_from_confusion(batched_confusion(e.core.engine.labels_of("val"), pred, 3))["balanced_accuracy"]
     assert rew["class_0"] == pytest.approx(per.mean())
     std = infos["class_0"]["reward_std"]
@@ -285,7 +285,7 @@ def test_reward_std_is_nan_without_bootstrap_and_replicas_need_feature_mode():
 
 
 def test_crossfit_aligned_maps_every_fold_into_fold_zero_space():
-    from envs.features import EncoderConfig, fit_encoder
+    from tailmix.envs.features import EncoderConfig, fit_encoder
 
     ds = make_tiny_dataset()
     enc = fit_encoder(ds, EncoderConfig(kind="crossfit_aligned", folds=3, epochs=10, seed=0))
@@ -305,7 +305,7 @@ def test_pixel_mode_ldam_drw_sees_the_episode_schedule():
     e = parallel_env(**tiny_kwargs(mode="pixel", loss="ldam_drw", max_steps=5))
     e.reset(seed=0)
     seen = []
-    from envs import engine as eng
+    from tailmix.envs import engine as eng
 
     orig = eng._EpisodeEpochs.set_epoch
 

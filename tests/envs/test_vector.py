@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.central import SyntheticRatioCentralEnv
-from envs.vector import SyntheticRatioVectorEnv
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
 from tests.envs.test_synthetic_ratio import TINY
 

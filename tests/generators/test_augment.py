@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from generators import load_generator
-from generators.augment import OPS, AugmentationGenerator
+from tailmix.generators import load_generator
+from tailmix.generators.augment import OPS, AugmentationGenerator
 from tests.conftest import make_tiny_dataset
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from generators.bank import BankError, SyntheticBank, bank_key
-from generators.filter import ClassifierFilter
-from generators.pool import GeneratorPool, derive_seed
+from tailmix.generators.bank import BankError, SyntheticBank, bank_key
+from tailmix.generators.filter import ClassifierFilter
+from tailmix.generators.pool import GeneratorPool, derive_seed
 from tests.generators.fakes import FakeGenerator, code_scorer
 
 QUOTAS = [7, 5, 3]

@@ -1,4 +1,4 @@
-"""generators.base: light import, the lazy kind registry, load_generator dispatch and its errors."""
+"""tailmix.generators.base: light import, the lazy kind registry, load_generator dispatch and its errors."""
 import json
 import subprocess
 import sys
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from generators.base import (GENERATOR_KINDS, Generator, config_digest, load_generator, register_generator,
+from tailmix.generators.base import (GENERATOR_KINDS, Generator, config_digest, load_generator, register_generator,
                              state_digest, write_config)
 from tests.conftest import make_tiny_dataset
 
 
 def test_import_generators_does_not_import_diffusers_or_peft():
-    code = ("import generators, generators.base, sys; "
+    code = ("import tailmix.generators, tailmix.generators.base, sys; "
             "print(any(m.split('.')[0] in ('diffusers', 'peft') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -24,7 +24,7 @@ def test_registry_resolves_every_builtin_kind():
     for kind in GENERATOR_KINDS:
         cls = GENERATOR_KINDS[kind]
         assert issubclass(cls, Generator) and cls.kind == kind
-    import generators
+    from tailmix import generators
 
     assert generators.AugmentationGenerator is GENERATOR_KINDS["augment"]
     with pytest.raises(AttributeError):
@@ -56,7 +56,7 @@ class Constant(Generator):
 
     @classmethod
     def load(cls, path, device="cpu"):
-        from generators.base import read_config
+        from tailmix.generators.base import read_config
 
         cfg = read_config(path)
         gen = cls(level=cfg["level"], device=device)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classifiers.data import images_to_tensor
-from generators import load_generator
-from generators.ddpm import ClassConditionalDDPM
+from tailmix.classifiers.data import images_to_tensor
+from tailmix.generators import load_generator
+from tailmix.generators.ddpm import ClassConditionalDDPM
 from tests.conftest import make_tiny_dataset
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from generators.filter import CALIBRATIONS, ClassifierFilter, FilterResult, NoFilter, ReferenceScorer
+from tailmix.generators.filter import CALIBRATIONS, ClassifierFilter, FilterResult, NoFilter, ReferenceScorer
 from tests.generators.fakes import FakeGenerator, code_scorer
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from generators import load_generator
-from generators.gaussian import GaussianFeatureGenerator
+from tailmix.generators import load_generator
+from tailmix.generators.gaussian import GaussianFeatureGenerator
 from tests.conftest import make_tiny_dataset
 
 

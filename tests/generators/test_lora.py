@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from generators import load_generator
-from generators.ddpm import ClassConditionalDDPM
-from generators.lora import LoRAClassAdapters, available_targets, tail_classes
-from generators.sketch import SketchConditionedDDPM
+from tailmix.generators import load_generator
+from tailmix.generators.ddpm import ClassConditionalDDPM
+from tailmix.generators.lora import LoRAClassAdapters, available_targets, tail_classes
+from tailmix.generators.sketch import SketchConditionedDDPM
 from tests.conftest import make_tiny_dataset
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from generators.augment import AugmentationGenerator
-from generators.filter import ClassifierFilter, NoFilter
-from generators.memorisation import (NearCopyFilter, NearCopyFilterResult, bank_leakage_report,
+from tailmix.generators.augment import AugmentationGenerator
+from tailmix.generators.filter import ClassifierFilter, NoFilter
+from tailmix.generators.memorisation import (NearCopyFilter, NearCopyFilterResult, bank_leakage_report,
                                      format_bank_leakage)
-from generators.pool import GeneratorPool
+from tailmix.generators.pool import GeneratorPool
 from tests.generators.fakes import FakeGenerator, code_scorer
 
 

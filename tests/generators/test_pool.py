@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from generators.bank import SyntheticBank
-from generators.pool import GeneratorPool, derive_seed, resolve_devices
+from tailmix.generators.bank import SyntheticBank
+from tailmix.generators.pool import GeneratorPool, derive_seed, resolve_devices
 from tests.conftest import make_tiny_dataset
 from tests.generators.fakes import FakeGenerator
 
@@ -167,7 +167,7 @@ def test_progress_bar_runs(tiny_dataset, tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_real_gpu_fill_with_autocast(tiny_dataset, tmp_path):
-    from generators.augment import AugmentationGenerator
+    from tailmix.generators.augment import AugmentationGenerator
 
     pool = GeneratorPool({"aug": AugmentationGenerator()}, devices="auto").fit(tiny_dataset)
     assert pool.placement["aug"].startswith("cuda")
@@ -177,8 +177,8 @@ def test_real_gpu_fill_with_autocast(tiny_dataset, tmp_path):
 
 def test_real_generator_with_a_trained_filter_end_to_end(tiny_dataset, tmp_path):
     """A real Generator subclass (augmentations) through fit, a reference filter, the bank and a reload."""
-    from generators.augment import AugmentationGenerator
-    from generators.filter import ClassifierFilter
+    from tailmix.generators.augment import AugmentationGenerator
+    from tailmix.generators.filter import ClassifierFilter
 
     filt = ClassifierFilter.train_reference(tiny_dataset, epochs=30, generator=torch.Generator().manual_seed(0))
     pool = GeneratorPool({"aug": AugmentationGenerator()}, devices="auto").fit(tiny_dataset, seed=0)
@@ -198,8 +198,8 @@ def test_real_generator_with_a_trained_filter_end_to_end(tiny_dataset, tmp_path)
 @pytest.mark.slow  # imports diffusers (several seconds on a cold start)
 def test_ddpm_bank_refills_byte_identical_after_save_and_load(tiny_dataset, tmp_path):
     """A diffusion generator reloaded from disk regenerates a lost shard with exactly its old bytes."""
-    from generators import load_generator
-    from generators.ddpm import ClassConditionalDDPM
+    from tailmix.generators import load_generator
+    from tailmix.generators.ddpm import ClassConditionalDDPM
 
     model = ClassConditionalDDPM(tiny_dataset.image_shape, tiny_dataset.num_classes, preset="tiny", batch_size=16)
     pool = GeneratorPool({"ddpm": model}, devices="auto").fit(tiny_dataset, seed=0)
@@ -219,8 +219,8 @@ def test_fill_lock_waits_for_another_holder_then_reports_a_stuck_one(tmp_path):
     import fcntl
     import threading
 
-    from generators.bank import BankError
-    from generators.pool import _fill_lock
+    from tailmix.generators.bank import BankError
+    from tailmix.generators.pool import _fill_lock
 
     holder = open(tmp_path / ".lock", "w")
     fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file description: conflicts like a process

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from generators.filter import ClassifierFilter
-from generators.pool import GeneratorPool
-from generators.quality import (format_quality_report, frechet_distance, quality_report, random_projection_features,
+from tailmix.generators.filter import ClassifierFilter
+from tailmix.generators.pool import GeneratorPool
+from tailmix.generators.quality import (format_quality_report, frechet_distance, quality_report, random_projection_features,
                                 save_sample_grid)
 from tests.generators.fakes import FakeGenerator, code_scorer
 

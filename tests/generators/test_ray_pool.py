@@ -10,10 +10,10 @@ import torch
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed (pip install -e ".[ray]")')
 
-from generators.bank import SyntheticBank  # noqa: E402
-from generators.filter import ClassifierFilter  # noqa: E402
-from generators.pool import GeneratorPool  # noqa: E402
-from generators.ray_pool import _ShardWorker, fill_bank_ray  # noqa: E402
+from tailmix.generators.bank import SyntheticBank  # noqa: E402
+from tailmix.generators.filter import ClassifierFilter  # noqa: E402
+from tailmix.generators.pool import GeneratorPool  # noqa: E402
+from tailmix.generators.ray_pool import _ShardWorker, fill_bank_ray  # noqa: E402
 from tests.generators.fakes import FakeGenerator, code_scorer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_ray_fill_is_byte_identical_to_a_single_process_fill(local_ray, tiny_dat
 @pytest.mark.slow  # imports diffusers in every actor
 def test_a_diffusion_generator_gives_the_same_bytes_on_actors(local_ray, tiny_dataset, tmp_path):
     """A real model (tiny DDPM, DDIM sampling on the CPU) from a dict of generators, default worker count."""
-    from generators.ddpm import ClassConditionalDDPM
+    from tailmix.generators.ddpm import ClassConditionalDDPM
 
     model = ClassConditionalDDPM(tiny_dataset.image_shape, tiny_dataset.num_classes, preset="tiny", batch_size=16)
     pool = GeneratorPool({"ddpm": model}, devices="cpu").fit(tiny_dataset, seed=0)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.data import tensor_to_images
-from generators import load_generator
-from generators.sketch import SketchConditionedDDPM, sobel_edges
+from tailmix.classifiers.data import tensor_to_images
+from tailmix.generators import load_generator
+from tailmix.generators.sketch import SketchConditionedDDPM, sobel_edges
 from tests.conftest import make_tiny_dataset
 
 

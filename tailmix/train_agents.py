@@ -1,0 +1,931 @@
+"""tailmix command line: fill a synthetic bank, train sampler policies, evaluate and benchmark them.
+
+    python train_agents.py                 # the main job on the embedded digits-LT dataset (a few minutes on 2 CPUs)
+    python train_agents.py --quick         # a smoke version (~1 min)
+    python train_agents.py generate --help
+    python train_agents.py train --algo sac --timesteps 20000
+    python train_agents.py train --run-dir runs/sac --resume        # continue an interrupted run
+    python train_agents.py evaluate --policy runs/<run>/model.zip
+    python train_agents.py benchmark --learned runs/<run>/model.zip
+    python train_agents.py --dataset retinamnist                    # or a .npz path, or an image folder
+
+Every command writes into a run folder (``--run-dir``, default ``runs/<command>-<time>``) that it refuses
+to overwrite unless ``--overwrite`` (or ``--resume`` for ``train`` and the main job) is given; ``--overwrite``
+only ever deletes a folder holding a ``run.json`` (a tailmix run). Trained generators, filters, encoders and
+banks are cached under ``--cache-dir`` by a hash of their config and the dataset, and reused by later runs.
+
+A saved model is evaluated in the env it was trained in: ``evaluate`` and ``benchmark`` take the env settings
+(dataset, mode, generator, ...) from the ``run.json`` beside the model, unless flags override them; ``--resume``
+takes every setting from the run folder's ``run.json``.
+
+Mistakes (an unknown algorithm, a missing file, ...) end with a one-line ``error: ...`` and exit status 2;
+set ``TAILMIX_DEBUG=1`` to see the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GENERATORS = ("ddpm", "lora", "sketch", "augment")
+SOURCES = ("bank", "augment", "gaussian")
+#: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
+#: with unless flags override them; a resumed run may not change them.
+ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
+              "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick")
+#: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
+PLACE_FIELDS = ("data_root", "cache_dir", "device")
+#: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
+MODEL_FIELDS = ("algo", "wrapper", "n_envs")
+
+
+# -- configs: one dataclass per command; the attribute docstrings are the --help text ----------
+@dataclass
+class Common:
+    dataset: str = "digits"
+    """'digits' (embedded, no download), a MedMNIST flag looked up in --data-root, an .npz path, or an image
+    folder (one sub-folder per class)."""
+    data_root: str | None = None
+    """Folder holding MedMNIST .npz files (default: $TAILMIX_DATA_DIR, then ~/.medmnist)."""
+    run_dir: str | None = None
+    """Output folder (default: runs/<command>-<time>)."""
+    overwrite: bool = False
+    """Replace an existing run folder (only one holding a run.json)."""
+    seed: int = 0
+    """Master seed (generators, filter, bank, encoder, training)."""
+    mode: str = "feature"
+    """Env classifier mode: 'feature' (head on frozen encoder features) or 'pixel' (CNN on pixels)."""
+    max_steps: int = 10
+    """Env steps (classifier training rounds) per episode."""
+    max_ratio: float = 8.0
+    """Largest synthetic-to-real ratio an action can ask for."""
+    reward: str = "accuracy"
+    """Env reward: 'accuracy', 'delta' or 'final'."""
+    loss: str = "ce"
+    """Classifier training loss inside the env (ce, logit_adjustment, balanced_softmax, class_balanced; focal
+    and ldam_drw in pixel mode)."""
+    source: str = "bank"
+    """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
+    generator: str = "ddpm"
+    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment."""
+    preset: str = "small"
+    """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
+    generator_steps: int | None = None
+    """DDPM training steps (default: the preset's)."""
+    per_class: int = 128
+    """Synthetic candidates kept per class in the bank."""
+    filter: bool = True
+    """Keep only samples a long-tail-calibrated reference classifier assigns to their class."""
+    filter_epochs: int = 30
+    """Training epochs of the filter's reference classifier."""
+    tau: float = 0.5
+    """Filter confidence threshold."""
+    device: str = "auto"
+    """Generator device ('auto', 'cpu', 'cuda:0', ...). The env's classifier runs on the CPU."""
+    threads: int = 1
+    """Torch CPU threads for generator, filter and agent training (the env pins its own). Results depend on it;
+    more than 1 only pays on idle machines with spare cores (2 threads on a busy 2-core box ran 10-60x slower)."""
+    cache_dir: str = ".tailmix_cache"
+    """Cache of trained generators, filters, banks and encoders (reused across runs)."""
+    quick: bool = False
+    """Tiny settings everywhere: a smoke test of the whole pipeline in about a minute."""
+
+
+@dataclass
+class GenerateConfig(Common):
+    """Fill the synthetic bank (train the generator if needed) and print its quality report."""
+
+
+@dataclass
+class TrainConfig(Common):
+    """Train an SB3 sampler policy on the env."""
+
+    algo: str = "ppo"
+    """SB3 algorithm: ppo, sac, a2c, td3."""
+    wrapper: str = "shared"
+    """'shared' (one policy for every class agent) or 'central' (one agent sets every ratio)."""
+    timesteps: int = 20000
+    """Total SB3 timesteps (with 'shared', each class agent's step counts)."""
+    n_envs: int = 1
+    """Env copies, each with its own seed."""
+    checkpoint_every: int = 5000
+    """Save a checkpoint every this many timesteps."""
+    resume: bool = False
+    """Continue from the latest checkpoint in --run-dir (its settings are read from the run.json there)."""
+    backend: str = "sb3"
+    """'sb3' (Stable-Baselines3 in this process) or 'rllib' (Ray RLlib PPO, one shared policy, several env runners; needs the ray extra; train command only)."""
+    env_runners: int = 2
+    """--backend rllib: Ray actors stepping env copies, one CPU each."""
+
+
+@dataclass
+class EvaluateConfig(Common):
+    """Evaluate one policy (a saved SB3 model.zip or a baseline spec) on the test split over seeds."""
+
+    policy: str = "none"
+    """A saved model (path to model.zip; its algo and wrapper are read from agent.json beside it, or give
+    ALGO:path) or a baseline: none, constant:R, fill, inverse[:B], random[:S]."""
+    seeds: int = 5
+    """Number of evaluation seeds (episodes with a fresh classifier each)."""
+
+
+@dataclass
+class BenchmarkConfig(Common):
+    """Every baseline plus learned policies, mean and std over seeds: CSV, markdown and PNG."""
+
+    seeds: int = 5
+    """Number of evaluation seeds."""
+    learned: list[str] = field(default_factory=list)
+    """Saved models (model.zip paths) to include."""
+    baselines: list[str] = field(default_factory=lambda: ["none", "constant:0.5", "constant:1", "constant:2",
+                                                          "fill", "inverse", "random"])
+    """Baseline specs to include."""
+
+
+@dataclass
+class MainConfig(TrainConfig):
+    """The main job: fill the bank, train a PPO sampler, benchmark it against every baseline."""
+
+    seeds: int = 5
+    """Number of benchmark seeds."""
+
+
+COMMANDS = {"generate": GenerateConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
+            "benchmark": BenchmarkConfig}
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings (the string literal right after each field) of ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        tree = ast.parse(inspect.getsource(klass))
+        body = tree.body[0].body
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = str(b.value.value)
+    return docs
+
+
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    # Defaults are SUPPRESSed: a flag the user did not give is absent from the namespace, so we know which
+    # settings were chosen (they override inherited ones) and `--quick train` keeps the top-level --quick.
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f"{docs.get(f.name, '')} (default: {_default(f)})"
+        kw = dict(default=argparse.SUPPRESS, help=help_)
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif str(f.type).startswith("list"):
+            parser.add_argument(flag, nargs="*", metavar=f.name.upper().rstrip("S"), **kw)
+        else:
+            typ = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(f.type), str)
+            parser.add_argument(flag, type=typ, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train_agents", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser, MainConfig)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    for name, cls in COMMANDS.items():
+        p = sub.add_parser(name, help=cls.__doc__, description=cls.__doc__)
+        _add_arguments(p, cls)
+    return parser
+
+
+def parse_args(argv=None) -> tuple[str, Common, frozenset[str]]:
+    """``(command, config, names of the fields given on the command line)``."""
+    ns = vars(build_parser().parse_args(argv))
+    command = ns.pop("command", None) or "main"
+    cls = COMMANDS.get(command, MainConfig)
+    names = {f.name for f in dataclasses.fields(cls)}
+    stray = sorted(set(ns) - names)
+    if stray:
+        flags = ", ".join("--" + s.replace("_", "-") for s in stray)
+        raise ValueError(f"{flags} do(es) not apply to `{command}`; see `python train_agents.py {command} --help`")
+    return command, cls(**ns), frozenset(ns)
+
+
+# -- small helpers ----------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temp file in the same folder, then ``os.replace``: never a half-written file."""
+    from tailmix.envs.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def _write_json(path: Path, obj) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path} ({err}); fix or delete it") from None
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "diffusers", "peft", "gymnasium", "pettingzoo", "stable-baselines3", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _cache_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class phase:
+    """Prints how long a phase of a command took (users of a 10-minute job want to know where it goes).
+
+    Wall and CPU seconds (this process, all threads): on a shared machine the gap shows time lost waiting.
+    """
+
+    timings: list[tuple[str, float, float]] = []  # (name, wall, cpu) of every phase, for the summary at the end
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self):
+        self.t0, self.c0 = time.time(), time.process_time()
+        print(f"[{self.name}] ...", flush=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            wall, cpu = time.time() - self.t0, time.process_time() - self.c0
+            phase.timings.append((self.name, wall, cpu))
+            print(f"[{self.name}] done in {wall:.1f} s (cpu {cpu:.1f} s)", flush=True)
+
+
+# -- checking a config before anything is written -----------------------------------------------
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _choice(cfg, name: str, choices) -> None:
+    value = getattr(cfg, name)
+    _require(value in choices, f"unknown --{name.replace('_', '-')} {value!r}; choose one of {', '.join(choices)}")
+
+
+def check_config(cfg) -> None:
+    """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
+    _choice(cfg, "generator", GENERATORS)
+    _choice(cfg, "source", SOURCES)
+    from tailmix.envs.config import MODES, REWARDS
+
+    _choice(cfg, "mode", MODES)
+    _choice(cfg, "reward", REWARDS)
+    for name in ("max_steps", "per_class", "filter_epochs", "timesteps", "n_envs", "checkpoint_every", "seeds",
+                 "threads"):
+        value = getattr(cfg, name, 1)
+        _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
+    _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
+             f"--generator-steps must be >= 1; got {cfg.generator_steps}")
+    _require(cfg.seed >= 0, f"--seed must be >= 0; got {cfg.seed}")
+    _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
+    _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
+             f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
+    if hasattr(cfg, "algo"):
+        from tailmix.agents.sb3 import ALGORITHMS
+
+        _choice(cfg, "algo", ALGORITHMS)
+        _choice(cfg, "wrapper", ("shared", "central"))
+        _require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one")
+        _require(not cfg.resume or cfg.run_dir, "--resume needs --run-dir: the run folder to continue")
+        _choice(cfg, "backend", ("sb3", "rllib"))
+        if cfg.backend == "rllib":
+            _require(type(cfg) is TrainConfig, "--backend rllib is for the train command; the main job uses sb3")
+            _require(cfg.algo == "ppo" and cfg.wrapper == "shared" and cfg.n_envs == 1 and not cfg.resume,
+                     "--backend rllib trains PPO with one policy shared by the class agents: use --algo ppo "
+                     "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
+    if isinstance(cfg, BenchmarkConfig):
+        _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
+    from tailmix.classifiers.losses import LOSSES
+
+    feature_losses = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
+    _choice(cfg, "loss", feature_losses if cfg.mode == "feature" else LOSSES)
+    if cfg.generator != "augment":
+        from tailmix.generators.ddpm import PRESETS
+
+        _choice(cfg, "preset", tuple(PRESETS))
+    from tailmix.classifiers.device import select_device
+
+    select_device(cfg.device)  # names the visible devices when this one does not exist
+
+
+# -- settings inherited from an earlier run -------------------------------------------------------
+def _stored_config(folder: Path) -> dict | None:
+    """The ``config`` of the ``run.json`` in ``folder``, or ``None`` when it holds none."""
+    meta = _read_json(folder / "run.json")
+    return None if meta is None else meta.get("config")
+
+
+def _inherit(cfg, fixed: set[str], stored: dict, names) -> list[str]:
+    """Copy ``stored`` values of ``names`` that are not ``fixed`` (given by the user) into ``cfg``, adding them to
+    ``fixed``; return the fixed ones whose value differs from the stored one."""
+    clashes = []
+    for name in names:
+        if name not in stored or not hasattr(cfg, name):
+            continue
+        if name in fixed:
+            if stored[name] != getattr(cfg, name):
+                clashes.append(name)
+        else:
+            setattr(cfg, name, stored[name])
+            fixed.add(name)
+    return clashes
+
+
+def resolve_config(command: str, cfg, explicit: frozenset[str]):
+    """Fill settings the user did not give from an earlier run: the run folder's ``run.json`` for ``--resume``,
+    the trained model's ``run.json`` for ``evaluate`` and ``benchmark --learned``.
+
+    Returns:
+        ``(cfg, fixed)``: the config and the names of the fields given or inherited (``--quick`` leaves them).
+    """
+    fixed = set(explicit)
+    if getattr(cfg, "resume", False) and cfg.run_dir:
+        folder = Path(cfg.run_dir)
+        if not folder.is_dir():
+            raise ValueError(f"--resume: run folder {folder} does not exist; train without --resume first")
+        stored = _stored_config(folder)
+        if stored is not None:
+            clashes = _inherit(cfg, fixed, stored, ENV_FIELDS + MODEL_FIELDS)
+            if clashes:
+                shown = ", ".join(f"--{n.replace('_', '-')} (run: {stored[n]!r}, now: {getattr(cfg, n)!r})"
+                                  for n in clashes)
+                raise ValueError(f"cannot change {shown} when resuming {folder}; drop those flags, or start a new "
+                                 "run with another --run-dir")
+            _inherit(cfg, fixed, stored, PLACE_FIELDS + ("timesteps", "checkpoint_every"))  # these may change
+        return cfg, fixed
+    if isinstance(cfg, EvaluateConfig):
+        models = [_model_path(cfg.policy)]
+    else:
+        models = [Path(_split_algo(spec)[1]).expanduser() for spec in getattr(cfg, "learned", [])]
+    origin = None
+    for path in models:
+        if path is None or not path.is_file():
+            continue
+        stored = _stored_config(path.parent)
+        if stored is None:
+            continue
+        if origin is None:
+            origin = path
+            _inherit(cfg, fixed, stored, ENV_FIELDS + PLACE_FIELDS)
+        else:
+            differ = [n for n in ENV_FIELDS if n in stored and n not in explicit and stored[n] != getattr(cfg, n)]
+            if differ:
+                raise ValueError(f"{path} was trained with other env settings than {origin} ({', '.join(differ)}); "
+                                 "benchmark them separately, or pass those flags to evaluate both in one env")
+    return cfg, fixed
+
+
+# -- run folders ------------------------------------------------------------------------------------
+def _run_path(cfg, command: str) -> Path:
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
+    base = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 2
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+def check_run_dir(cfg, command: str) -> Path:
+    """The run folder this command will write, refusing (before anything is written) one that would clobber
+    earlier results: an existing non-empty folder needs ``--overwrite`` (and must be a tailmix run) or
+    ``--resume`` (and must hold a checkpoint)."""
+    path = _run_path(cfg, command)
+    resume = getattr(cfg, "resume", False)
+    can_resume = command in ("train", "main")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--run-dir {path} is a file; choose a folder")
+    if resume:
+        from tailmix.agents.sb3 import latest_checkpoint
+
+        if latest_checkpoint(path, cfg.algo) is None:
+            raise ValueError(f"--resume: {path / 'checkpoints'} holds no {cfg.algo} checkpoint to continue from; "
+                             "train without --resume (checkpoints are saved every --checkpoint-every timesteps)")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if not cfg.overwrite:
+            raise ValueError(f"run folder {path} exists; pass --overwrite to replace it"
+                             + (" or --resume to continue it" if can_resume else "") + ", or choose another --run-dir")
+        if not (path / "run.json").is_file():
+            raise ValueError(f"--overwrite refuses to delete {path}: it holds no run.json, so it is not a tailmix run "
+                             "folder. Remove it yourself or choose another --run-dir")
+    cfg.run_dir = str(path)  # recorded in run.json, and named in the resume hint after an interrupt
+    return path
+
+
+def prepare_run_dir(cfg, command: str) -> Path:
+    """Create the run folder (once every check passed) and write ``run.json``.
+
+    It is checked again (:func:`check_run_dir`): another process may have made it since the first check.
+    ``--overwrite`` empties the folder first; ``--resume`` keeps it and appends this invocation to the history.
+    """
+    path = check_run_dir(cfg, command)
+    resume = getattr(cfg, "resume", False)
+    meta = _read_json(path / "run.json") if resume else None
+    if not resume and cfg.overwrite and path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    call = {"argv": sys.argv[1:], "time": time.strftime("%Y-%m-%d %H:%M:%S"), "resume": bool(resume)}
+    meta = meta or {"command": command, "history": []}
+    meta.update(config=dataclasses.asdict(cfg), versions=_versions())
+    meta.setdefault("history", []).append(call)
+    _write_json(path / "run.json", meta)
+    return path
+
+
+# -- data, generator, filter, bank, encoder -------------------------------------------------------
+def load_data(cfg):
+    """The dataset of ``--dataset`` (``ValueError`` saying what is accepted when it cannot be loaded)."""
+    from tailmix.envs.datasets import load_dataset
+
+    return load_dataset(cfg.dataset, root=cfg.data_root)
+
+
+#: What ``--quick`` sets, unless the user gave the field (or it was inherited from an earlier run).
+QUICK = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 4, "filter_epochs": 10,
+         "timesteps": 256, "checkpoint_every": 128, "seeds": 2}
+
+
+def _quick(cfg, fixed: set[str] | frozenset[str] = frozenset()) -> None:
+    """Shrink every budget (``--quick``) in place, leaving the ``fixed`` fields as they are.
+
+    The env's encoder is shrunk too (:func:`env_kwargs`, keyed on ``cfg.quick``).
+    """
+    for name, value in QUICK.items():
+        if hasattr(cfg, name) and name not in fixed:
+            setattr(cfg, name, value)
+
+
+def _generator_for(cfg, dataset):
+    from tailmix.classifiers.device import select_device
+
+    device = select_device(cfg.device)
+    if cfg.generator == "augment":
+        from tailmix.generators.augment import AugmentationGenerator
+
+        return AugmentationGenerator()
+    kw = dict(preset=cfg.preset, device=device)
+    if cfg.generator_steps:
+        kw["train_steps"] = cfg.generator_steps
+    if cfg.generator == "sketch":
+        from tailmix.generators.sketch import SketchConditionedDDPM
+
+        return SketchConditionedDDPM(dataset.image_shape, dataset.num_classes, **kw)
+    from tailmix.generators.ddpm import ClassConditionalDDPM
+
+    base = ClassConditionalDDPM(dataset.image_shape, dataset.num_classes, **kw)
+    if cfg.generator == "lora":
+        from tailmix.generators.lora import LoRAClassAdapters
+
+        return LoRAClassAdapters(base)
+    return base
+
+
+def fitted_generator(cfg, dataset, *, progress: bool = True):
+    """Train the configured generator, or load it from the cache when this exact one was trained before."""
+    import torch
+
+    from tailmix.generators.base import load_generator
+
+    gen = _generator_for(cfg, dataset)
+    key = _cache_key(dataset.fingerprint(), gen.config(), cfg.seed)
+    path = Path(cfg.cache_dir) / "generators" / f"{cfg.generator}-{key}"
+    if (path / "config.json").exists():
+        try:
+            return load_generator(path, device=gen.device)
+        except Exception as err:  # a broken cache entry is retrained, never trusted
+            print(f"cached generator at {path} is unreadable ({err}); retraining")
+            shutil.rmtree(path, ignore_errors=True)
+    gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
+    _save_folder(path, gen.save)
+    return gen
+
+
+def _save_folder(path: Path, save) -> None:
+    """``save(folder)`` into a temp folder beside ``path``, then swap it in: a crash never leaves a half-saved
+    model under the real cache key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    shutil.rmtree(tmp)
+    save(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def reference_filter(cfg, dataset, *, progress: bool = True):
+    """The long-tail-calibrated reference filter (trained once per dataset, tau, epochs and seed, then cached)."""
+    import torch
+
+    from tailmix.generators.filter import ClassifierFilter
+
+    augment = min(dataset.image_shape[:2]) >= 16  # random shifts of 8x8 digits destroy them
+    path = Path(cfg.cache_dir) / "filters" / _cache_key(dataset.fingerprint(), cfg.tau, cfg.seed, augment,
+                                                        cfg.filter_epochs)
+    if path.exists():
+        try:
+            return ClassifierFilter.load(path)
+        except (ValueError, OSError) as err:
+            print(f"cached filter at {path} is unreadable ({err}); retraining")
+            shutil.rmtree(path, ignore_errors=True)
+    flt = ClassifierFilter.train_reference(dataset, tau=cfg.tau, augment=augment, epochs=cfg.filter_epochs,
+                                           generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
+    _save_folder(path, flt.save)
+    return flt
+
+
+def ensure_bank(cfg, dataset, *, progress: bool = True):
+    """The synthetic bank for this dataset and generator config (filled on demand, cached, resumable)."""
+    from tailmix.generators.pool import GeneratorPool
+
+    with phase(f"generator {cfg.generator}" + ("" if cfg.generator == "augment" else f" ({cfg.preset})")):
+        gen = fitted_generator(cfg, dataset, progress=progress)
+    flt = None
+    if cfg.filter:
+        with phase("reference filter"):
+            flt = reference_filter(cfg, dataset, progress=progress)
+    with phase("synthetic bank"):
+        pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
+        bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
+                              seed=cfg.seed, progress=progress)
+    for line in bank_warnings(bank.counts(), dataset, cfg.per_class):
+        print(line)
+    return bank
+
+
+def bank_warnings(counts, dataset, per_class: int) -> list[str]:
+    """Warnings about classes whose (filtered) pool is empty or a small fraction of the quota.
+
+    An empty pool serves nothing; a tiny one is drawn with replacement, so a fill policy repeats its few images
+    hundreds of times (RetinaMNIST's filtered bank kept one image of its rarest class: fill repeated it ~420
+    times, and feature and pixel mode disagreed about what that is worth).
+    """
+    import numpy as np
+
+    counts = np.asarray(counts)
+    names = dataset.class_names
+    out = []
+    empty = [names[c] for c in range(len(counts)) if counts[c] == 0]
+    if empty:
+        out.append(f"warning: the filter kept no sample of class(es) {empty}; their ratios will be served nothing "
+                   "(lower --tau or train the generator longer)")
+    tiny = [f"{names[c]}: {int(counts[c])}" for c in range(len(counts)) if 0 < counts[c] < 0.1 * per_class]
+    if tiny:
+        out.append(f"warning: the bank holds under 10% of its quota of {per_class} for {', '.join(tiny)}; ratios "
+                   "above the pool size repeat those images (lower --tau or train the generator longer)")
+    return out
+
+
+def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
+    """Keyword arguments of the env for this config (the bank is filled first when the source needs it)."""
+    _choice(cfg, "source", SOURCES)
+    source = None
+    if cfg.source == "bank":
+        from tailmix.envs.sources import BankSource
+
+        source = BankSource(ensure_bank(cfg, dataset, progress=progress))
+    elif cfg.source == "gaussian":
+        source = "gaussian"
+    kw = dict(dataset=dataset, source=source, mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio,
+              reward=cfg.reward, loss=cfg.loss, cache_dir=str(Path(cfg.cache_dir) / "encoders"),
+              source_seed=cfg.seed, empty_pool="zero")
+    if cfg.quick:
+        kw.update(encoder_epochs=5, encoder_folds=3)
+    return kw
+
+
+def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
+    """Fit (or load) the env's frozen encoder in a phase of its own, with a progress bar.
+
+    The env would fit it silently when built. This builds the same ``EncoderConfig`` as ``envs.core`` does, under
+    the same pinned thread count, so the env then finds it in the in-memory and on-disk caches. Should the two
+    ever drift apart, the env fits its own encoder: slower, never wrong.
+    """
+    from tailmix.envs.config import RatioEnvConfig
+
+    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source")})
+    if config.mode != "feature":
+        return
+    from tailmix.classifiers.device import fixed_threads
+    from tailmix.envs.features import EncoderConfig, fit_encoder
+
+    with phase("encoder"), fixed_threads(config.num_threads):
+        fit_encoder(kw["dataset"], EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
+                                                 epochs=config.encoder_epochs, seed=config.source_seed),
+                    cache_dir=config.cache_dir, progress=progress,
+                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"))
+
+
+def prepared_env_kwargs(cfg, dataset) -> dict:
+    """:func:`env_kwargs` with the bank filled and the encoder fitted, each in its own timed phase."""
+    kw = env_kwargs(cfg, dataset)
+    ensure_encoder(kw)
+    return kw
+
+
+# -- policies -----------------------------------------------------------------------------------
+def _split_algo(spec: str) -> tuple[str | None, str]:
+    """``"sac:path/model.zip"`` -> ``("sac", "path/model.zip")``; anything else -> ``(None, spec)``."""
+    from tailmix.agents.sb3 import ALGORITHMS
+
+    head, sep, rest = spec.partition(":")
+    if sep and head.lower() in ALGORITHMS:
+        return head.lower(), rest
+    return None, spec
+
+
+def _model_path(spec: str) -> Path | None:
+    """The model file a policy spec names, or ``None`` for a baseline spec."""
+    algo, rest = _split_algo(spec)
+    path = Path(rest).expanduser()
+    if algo is not None or rest.endswith(".zip") or path.exists() or os.sep in rest:
+        return path
+    return None
+
+
+def model_info(path: Path) -> dict:
+    """``algo`` and ``wrapper`` of a saved model: from ``agent.json`` beside it (written by ``agents.sb3.train``),
+    else from the ``run.json`` there (its config); keys it cannot tell are missing."""
+    meta = _read_json(path.parent / "agent.json")
+    if meta is None:
+        meta = _stored_config(path.parent) or {}
+    return {k: meta[k] for k in ("algo", "wrapper") if meta.get(k) is not None}
+
+
+def load_policy(spec: str, *, wrapper: str | None = None):
+    """A baseline spec, or a saved SB3 model behind the baseline interface (see :func:`load_model_policy`)."""
+    from tailmix.agents.baselines import make_baseline
+
+    if (Path(spec).expanduser() / "rllib_checkpoint.json").is_file():
+        from tailmix.agents.rllib import load_rllib_policy
+
+        return load_rllib_policy(Path(spec).expanduser())
+    path = _model_path(spec)
+    return make_baseline(spec) if path is None else load_model_policy(spec, wrapper=wrapper)
+
+
+def load_model_policy(spec: str, *, wrapper: str | None = None):
+    """A saved SB3 model (``path`` or ``ALGO:path``) as a policy with the baseline interface.
+
+    Its algo comes from the ``ALGO:`` prefix, else ``agent.json`` beside it, else the ``run.json`` there. Its
+    wrapper comes from ``wrapper``, else those files, else its observation space (a matrix means ``central``).
+    """
+    from tailmix.agents.baselines import SB3Policy
+
+    prefix, rest = _split_algo(spec)
+    path = Path(rest).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no saved model at {path}; train one with `python train_agents.py train` (it writes "
+                         "<run-dir>/model.zip)")
+    info = model_info(path)
+    algo = prefix or info.get("algo")
+    if algo is None:
+        raise ValueError(f"cannot tell which algorithm saved {path} (no agent.json or run.json beside it); "
+                         "write the spec as ALGO:path, e.g. ppo:" + str(path))
+    from tailmix.agents.sb3 import load_model
+
+    try:
+        model = load_model(algo, path)
+    except ValueError:
+        raise
+    except Exception as err:  # a truncated zip, another algo's file, a pickle from an incompatible SB3
+        raise ValueError(f"cannot load {path} as a {algo} model ({type(err).__name__}: {err}); is it a model.zip "
+                         "saved by SB3 with that algorithm?") from None
+    wrapper = wrapper or info.get("wrapper") or ("central" if len(model.observation_space.shape) == 2 else "shared")
+    return SB3Policy(model, wrapper=wrapper)
+
+
+def _check_policy_fits(policy, dataset, label: str) -> None:
+    """A learned policy's observation shape must match the env of ``dataset`` (checked before any work)."""
+    model = getattr(policy, "model", None)
+    if model is None:
+        return
+    c = dataset.num_classes
+    want = (8 + c,) if policy.wrapper == "shared" else (c, 8 + c)
+    got = tuple(model.observation_space.shape)
+    if got != want:
+        raise ValueError(f"{label} observes {got}, but {dataset.name!r} ({c} classes) gives {want}: it was trained "
+                         "on another dataset; pass the --dataset it was trained on")
+
+
+def load_policies(specs: list[str], *, learned: list[str] = ()) -> dict:
+    """``{label: policy}`` for baseline specs and saved models (labelled ``learned:<run folder>``)."""
+    policies = {spec: load_policy(spec) for spec in specs}
+    for spec in learned:
+        label, k = _learned_label(spec), 2
+        while label in policies:
+            label, k = f"{_learned_label(spec)}-{k}", k + 1
+        policies[label] = load_model_policy(spec)
+    return policies
+
+
+def _learned_label(spec: str) -> str:
+    """``learned:<the model's run folder>``: how tables name a saved model."""
+    return "learned:" + Path(_split_algo(spec)[1]).expanduser().resolve().parent.name
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_generate(cfg: GenerateConfig) -> Path:
+    from tailmix.generators.quality import format_quality_report, quality_report, save_sample_grid
+
+    dataset = load_data(cfg)
+    run = prepare_run_dir(cfg, "generate")
+    bank = ensure_bank(cfg, dataset)
+    report = quality_report(bank, dataset)
+    text = format_quality_report(report, dataset.class_names)
+    print(text)
+    _atomic_write_text(run / "quality.txt", text + "\n")
+    _write_json(run / "quality.json", report)
+    save_sample_grid(bank, run / "samples.png", class_names=dataset.class_names)
+    from tailmix.generators.memorisation import bank_leakage_report, format_bank_leakage
+
+    leak = bank_leakage_report(bank, dataset, threshold=0.05)  # exact copies of any split, near-copies of train
+    leak_text = format_bank_leakage(leak, dataset.class_names)
+    print(leak_text)
+    _atomic_write_text(run / "leakage.txt", leak_text + "\n")
+    _write_json(run / "leakage.json", leak)
+    _write_json(run / "bank.json", {"path": str(bank.path), "counts": bank.counts().tolist()})
+    return run
+
+
+def _train_model(cfg, run: Path, kw: dict):
+    from tailmix.agents.sb3 import train
+
+    what = "training"
+    if cfg.resume:
+        from tailmix.agents.sb3 import latest_checkpoint, load_model
+
+        final = (_read_json(run / "agent.json") or {}).get("num_timesteps", -1)
+        if (run / "model.zip").is_file() and final >= cfg.timesteps:
+            # Training finished before; retraining from an older checkpoint would replace the final model.
+            print(f"{run / 'model.zip'} is already trained to {final} >= --timesteps {cfg.timesteps} timesteps; "
+                  "nothing left to train (pass a larger --timesteps to train on)")
+            return load_model(cfg.algo, run / "model.zip")
+        what = f"resuming from timestep {latest_checkpoint(run, cfg.algo)[1]}:"
+    print(f"{what} {cfg.algo} ({cfg.wrapper}) to {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir {run}",
+          flush=True)
+    with phase(f"train {cfg.algo}"):
+        return train(cfg.algo, kw, wrapper=cfg.wrapper, n_envs=cfg.n_envs, total_timesteps=cfg.timesteps,
+                     seed=cfg.seed, log_dir=str(run), checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
+                     progress_bar=True)
+
+
+def _close(model) -> None:
+    """Close a trained model's env (a model loaded from disk has none)."""
+    env = model.get_env()
+    if env is not None:
+        env.close()
+
+
+def cmd_train(cfg: TrainConfig) -> Path:
+    dataset = load_data(cfg)
+    kw = prepared_env_kwargs(cfg, dataset)
+    run = prepare_run_dir(cfg, "train")
+    if cfg.backend == "rllib":
+        from tailmix.agents.rllib import train_rllib
+
+        with phase("train rllib ppo"):
+            ckpt = train_rllib(kw, log_dir=run, total_timesteps=cfg.timesteps, seed=cfg.seed,
+                               num_env_runners=cfg.env_runners, checkpoint_every=cfg.checkpoint_every, verbose=1)
+        print(f"checkpoint: {ckpt} (evaluate it with `python train_agents.py evaluate --policy {ckpt}`)")
+        return run
+    _close(_train_model(cfg, run, kw))
+    print(f"model: {run / 'model.zip'} (evaluate it with `python train_agents.py evaluate --policy "
+          f"{run / 'model.zip'}`)")
+    return run
+
+
+def cmd_evaluate(cfg: EvaluateConfig) -> Path:
+    from tailmix.agents.evaluate import benchmark
+
+    policy = load_policy(cfg.policy)
+    dataset = load_data(cfg)
+    _check_policy_fits(policy, dataset, cfg.policy)
+    kw = prepared_env_kwargs(cfg, dataset)
+    run = prepare_run_dir(cfg, "evaluate")
+    label = cfg.policy if _model_path(cfg.policy) is None else _learned_label(cfg.policy)
+    with phase(f"evaluate {label} x {cfg.seeds} seeds on the test split"):
+        benchmark({label: policy}, kw, seeds=list(range(cfg.seeds)), out_dir=run)
+    print((run / "results.md").read_text())
+    return run
+
+
+def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | None = None,
+                  kw: dict | None = None) -> Path:
+    from tailmix.agents.evaluate import benchmark
+
+    policies = load_policies(cfg.baselines, learned=cfg.learned)
+    policies.update(extra or {})
+    if run is None:
+        dataset = load_data(cfg)
+        for label, policy in policies.items():
+            _check_policy_fits(policy, dataset, label)
+        kw = prepared_env_kwargs(cfg, dataset)
+        run = prepare_run_dir(cfg, "benchmark")
+    with phase(f"benchmark: {len(policies)} policies x {cfg.seeds} seeds on the test split"):
+        benchmark(policies, kw, seeds=list(range(cfg.seeds)), out_dir=run)
+    print((run / "results.md").read_text())
+    return run
+
+
+def cmd_main(cfg: MainConfig) -> Path:
+    """Bank -> PPO sampler -> benchmark against every baseline, all in one run folder."""
+    from tailmix.agents.baselines import SB3Policy
+
+    dataset = load_data(cfg)
+    print(f"dataset: {dataset!r}", flush=True)
+    kw = prepared_env_kwargs(cfg, dataset)
+    run = prepare_run_dir(cfg, "main")
+    model = _train_model(cfg, run, kw)
+    _close(model)
+    bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
+                               if hasattr(cfg, f.name)})
+    cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": SB3Policy(model, wrapper=cfg.wrapper)}, run=run, kw=kw)
+    return run
+
+
+def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Path:
+    """Resolve, check and run one command; returns its run folder (errors are ``ValueError``)."""
+    cfg, fixed = resolve_config(command, cfg, explicit)
+    if cfg.quick:
+        _quick(cfg, fixed)
+    check_config(cfg)
+    check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    phase.timings = []
+    try:
+        run = {"main": cmd_main, "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
+               "benchmark": cmd_benchmark}[command](cfg)
+    except KeyboardInterrupt:
+        if command in ("train", "main") and cfg.run_dir:
+            again = "train " if command == "train" else ""
+            print(f"\ninterrupted; continue with: python train_agents.py {again}--run-dir {cfg.run_dir} --resume",
+                  file=sys.stderr)
+        raise
+    total = time.time() - t0
+    if phase.timings:
+        print("phase timings: " + ", ".join(f"{name} {w:.0f} s" for name, w, _ in phase.timings))
+        _write_json(run / "timings.json", {
+            "phases": [{"phase": n, "seconds": round(w, 2), "cpu_seconds": round(c, 2)} for n, w, c in phase.timings],
+            "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
+    print(f"done in {total:.0f} s; outputs in {run}")
+    return run
+
+
+def main(argv=None) -> Path:
+    """Parse ``argv`` and run the command. User mistakes end with ``error: ...`` and exit status 2."""
+    try:
+        command, cfg, explicit = parse_args(argv)
+        return run_command(command, cfg, explicit)
+    except ValueError as err:
+        if os.environ.get("TAILMIX_DEBUG"):
+            raise
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def cli() -> None:
+    """Console entry point."""
+    main()
+
+
+if __name__ == "__main__":
+    main()
