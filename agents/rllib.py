@@ -358,7 +358,7 @@ def _resolve_env_kwargs(env_kwargs: dict) -> tuple[dict, int]:
     if kwargs.get("max_cycles") is not None:
         rest["max_steps"] = kwargs["max_cycles"]
     RatioEnvConfig(**rest)  # raises on unknown or invalid settings
-    if kwargs.get("cache_dir") is not None:  # env runners on other nodes may start in another folder
+    if isinstance(kwargs.get("cache_dir"), (str, os.PathLike)):  # env runners on other nodes may start in another folder
         kwargs["cache_dir"] = str(Path(kwargs["cache_dir"]).expanduser().resolve())
     return kwargs, int(kwargs["dataset"].num_classes)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 
 MODES = ("feature", "pixel")
@@ -42,7 +43,10 @@ class RatioEnvConfig:
         source_seed: Seed of the default source's pools and of the encoder.
         num_threads: Torch threads while stepping (results depend on it; pinned so they repeat).
         device: Torch device of the classifier (``"cpu"``, ``"cuda:1"``, ``"auto"``).
-        cache_dir: Where encoders are cached on disk (``None``: memory only).
+        cache_dir: Where fitted encoders are cached on disk. ``None`` (default): the per-user cache folder
+            (``$TAILMIX_CACHE_DIR``, else ``$XDG_CACHE_HOME/tailmix``, else ``~/.cache/tailmix``; see
+            ``envs.cache``), so a new process loads an encoder in about a second instead of refitting it;
+            ``False``: memory only (nothing written); a path: that folder.
         reward_replicas: Heads trained per env copy on independent synthetic draws and initialisations
             (feature mode); reward and observations average over them, which lowers reward noise.
         reward_reference: ``None``, or a ratio (e.g. 0.0) for a reference head per copy: it starts from the same
@@ -86,7 +90,7 @@ class RatioEnvConfig:
     source_seed: int = 0
     num_threads: int | None = 1
     device: str = "cpu"
-    cache_dir: str | None = None
+    cache_dir: str | bool | None = None
     empty_pool: str = "error"
     reward_replicas: int = 1
     reward_bootstrap: int = 0
@@ -170,6 +174,8 @@ class RatioEnvConfig:
             if self.reward_reference is not None:
                 bad("reward_reference", self.reward_reference, "credit='difference' already scores every agent "
                     "against a counterfactual head with common random numbers; drop reward_reference (None)")
+        if not (self.cache_dir is None or self.cache_dir is False or isinstance(self.cache_dir, (str, os.PathLike))):
+            bad("cache_dir", self.cache_dir, "use None (the per-user cache folder), False (memory only) or a folder path")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
 

@@ -94,11 +94,12 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
                              lr=config.learning_rate, device=device, eval_test=eval_test,
                              max_steps=config.max_steps)
         return engine, quality
+    from tailmix.envs.cache import encoder_cache_dir
     from tailmix.envs.features import EncoderConfig, fit_encoder
 
     enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                              epochs=config.encoder_epochs, seed=config.source_seed),
-                      cache_dir=config.cache_dir,
+                      cache_dir=encoder_cache_dir(config.cache_dir),
                       synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
     real = enc.train_features()
     if source == "gaussian":
@@ -153,11 +154,6 @@ class RatioCore:
         if config.max_ratio * counts.max() >= 2**31:
             raise ValueError(f"max_ratio={config.max_ratio:g} would ask for up to {config.max_ratio * counts.max():.3g} "
                              "synthetic samples of one class, more than fit in memory; lower max_ratio")
-        from tailmix.classifiers.device import fixed_threads
-
-        self._threads = lambda: fixed_threads(config.num_threads)
-        # a step does no numpy linear algebra (mixes, metrics and counts are sorts and bincounts): torch only
-        self._step_threads = lambda: fixed_threads(config.num_threads, blas=False)
         with self._threads():
             # R replicas per copy (reward_replicas): independent heads on independent synthetic draws,
             # trained side by side in the same batched ops; rewards and observations average over them.
@@ -196,6 +192,18 @@ class RatioCore:
         self.started = np.zeros(num_copies, bool)
         self.done = np.zeros(num_copies, bool)
         self.prev_bal = np.zeros(num_copies, np.float64)
+
+    # Methods, not lambdas kept on the instance: the env must pickle (spawn-started workers, deepcopy).
+    def _threads(self):
+        from tailmix.classifiers.device import fixed_threads
+
+        return fixed_threads(self.config.num_threads)
+
+    def _step_threads(self):
+        """A step does no numpy linear algebra (mixes, metrics and counts are sorts and bincounts): torch only."""
+        from tailmix.classifiers.device import fixed_threads
+
+        return fixed_threads(self.config.num_threads, blas=False)
 
     # -- action mapping ----------------------------------------------------------------------
     def action_to_ratio(self, action):
@@ -464,6 +472,27 @@ class RatioCore:
         return info
 
 
+#: Render modes every view implements: ``render()`` returns ``None`` or the ``"ansi"`` text.
+RENDER_MODES = ("ansi",)
+
+
+def accepted_render_mode(render_mode, owner: str, stacklevel: int = 4) -> str | None:
+    """``render_mode`` if the envs implement it, else ``None`` after a warning (gymnasium's convention).
+
+    Frameworks ask for modes by default (SB3's ``make_vec_env`` and ``PPO("MlpPolicy", id)`` pass
+    ``"rgb_array"``, PettingZoo's ``render_test`` ``"human"``) and expect the env to be built anyway; ``gym.make``
+    itself only warns about a mode missing from ``metadata["render_modes"]``. The mode is then dropped (not
+    kept as asked), so ``render()`` returns ``None`` and wrappers that need frames (``RecordVideo``) say so.
+    """
+    if render_mode is None or render_mode in RENDER_MODES:
+        return render_mode
+    import warnings
+
+    warnings.warn(f"{owner}: render_mode={render_mode!r} is not supported (modes: None, 'ansi'); rendering is off "
+                  "and render() returns None", stacklevel=stacklevel)
+    return None
+
+
 class SingleCopyViews:
     """Read-only conveniences shared by the single-copy env views (PettingZoo and gymnasium).
 
@@ -471,9 +500,7 @@ class SingleCopyViews:
     """
 
     def _build(self, dataset, source, render_mode, kwargs: dict) -> None:
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use None or 'ansi'")
-        self.render_mode = render_mode
+        self.render_mode = accepted_render_mode(render_mode, type(self).__name__)
         self.config = RatioEnvConfig(**kwargs)
         self.core = RatioCore(dataset, source, self.config, num_copies=1)
 

@@ -186,7 +186,8 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=N
         config: Which encoder and how to train it.
         synthetic: The env's synthetic images: a source (``pool(class_id)``), ``{class: images}`` or one uint8
             array per class. Used (and required) only by :data:`NEEDS_SYNTHETIC` encoders; ignored otherwise.
-        cache_dir: Where fitted encoders are cached on disk (``None``: memory only).
+        cache_dir: Where fitted encoders are cached on disk (``None``: memory only; the env's default is a
+            per-user folder, ``envs.cache``).
         progress: Show a bar over the fold models.
     """
     pools = None
@@ -202,18 +203,31 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=N
     if key in _MEMORY:
         return _MEMORY[key]
     path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        try:
-            enc = _load(path, dataset, config)
-            _MEMORY[key] = enc
-            return enc
-        except Exception:  # a corrupt cache is rebuilt, never trusted
-            path.unlink(missing_ok=True)
-    enc = _fit(dataset, config, progress=progress, pools=pools)
-    if path is not None:
-        _save(enc, path)
+    with _fit_lock(path):  # concurrent processes: one fits, the others wait and load its file
+        if path is not None and path.exists():
+            try:
+                enc = _load(path, dataset, config)
+                _MEMORY[key] = enc
+                return enc
+            except Exception:  # a corrupt cache is rebuilt, never trusted
+                path.unlink(missing_ok=True)
+        enc = _fit(dataset, config, progress=progress, pools=pools)
+        if path is not None:
+            _save(enc, path)
     _MEMORY[key] = enc
     return enc
+
+
+def _fit_lock(path: Path | None):
+    """An exclusive lock on ``path``'s encoder (``envs.atomic.file_lock``); nothing for a memory-only cache."""
+    import contextlib
+
+    if path is None:
+        return contextlib.nullcontext()
+    from tailmix.envs.atomic import file_lock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return file_lock(path.parent / f".{path.stem}.lock", what="fitting the same encoder")
 
 
 _MEMORY: dict[str, FrozenEncoder] = {}

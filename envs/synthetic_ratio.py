@@ -1,8 +1,6 @@
 """``tailmix/SyntheticRatio-v0``: one agent per class sets how much synthetic data its class gets."""
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -100,11 +98,11 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         self._last_infos: dict = {}
 
     # -- spaces ------------------------------------------------------------------------------
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one env, fixed agents
+    # Built once per env in __init__ (PettingZoo wants the same object on every call); no lru_cache on the
+    # methods, whose class-level cache would keep every env ever built alive.
     def observation_space(self, agent: str) -> spaces.Box:
         return self._obs_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
     def action_space(self, agent: str) -> spaces.Box:
         return self._act_spaces[agent]
 

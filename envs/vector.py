@@ -27,7 +27,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.core import RatioCore, as_action_array
+from tailmix.envs.core import RatioCore, accepted_render_mode, as_action_array
 
 
 class SyntheticRatioVectorEnv(VectorEnv):
@@ -40,11 +40,13 @@ class SyntheticRatioVectorEnv(VectorEnv):
         **kwargs: :class:`envs.config.RatioEnvConfig` fields (``mode`` must be ``"feature"``).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["ansi"]}
 
-    def __init__(self, num_envs: int, dataset=None, source=None, **kwargs) -> None:
+    def __init__(self, num_envs: int, dataset=None, source=None, *, render_mode: str | None = None,
+                 **kwargs) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer; got {num_envs!r}")
+        self.render_mode = accepted_render_mode(render_mode, type(self).__name__, stacklevel=3)
         self.config = RatioEnvConfig(**kwargs)
         if self.config.mode != "feature":
             raise ValueError("the batched env trains heads on features; use mode='feature', or step pixel-mode "
@@ -109,6 +111,14 @@ class SyntheticRatioVectorEnv(VectorEnv):
         return {"ratios": self.core.ratios.copy(), "balanced_accuracy": self.core.metrics["balanced_accuracy"].copy(),
                 "macro_f1": self.core.metrics["macro_f1"].copy(), "recall": self.core.metrics["recall"].copy(),
                 "n_synthetic": np.zeros((self.num_envs, self.core.c), np.int64) if n_syn is None else n_syn}
+
+    def render(self):
+        """``None``, or with ``render_mode="ansi"`` one line per copy (a tuple, as ``SyncVectorEnv`` returns)."""
+        if self.render_mode != "ansi" or not self.core.metrics:
+            return None
+        bal = self.core.metrics["balanced_accuracy"]
+        return tuple(f"step {int(self.core.t[k])}/{self.config.max_steps} balanced val acc {bal[k]:.3f} "
+                     f"ratios {np.round(self.core.ratios[k], 2)}" for k in range(self.num_envs))
 
     def as_sb3(self, *, shared: bool = True, seed: int | None = None):
         """This env as a Stable-Baselines3 ``VecEnv``; ``shared=True`` gives one slot per class agent."""

@@ -1,7 +1,10 @@
 """Shared fixtures: tiny datasets made in memory, and the real MedMNIST folder from TAILMIX_DATA_DIR."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,12 @@ import torch
 
 # Torch results depend on the thread count; tests pin it so that repeated runs compare equal.
 torch.set_num_threads(1)
+
+# Envs cache fitted encoders in a per-user folder by default (envs.cache): the suite uses a temporary one, set
+# here at import so that subprocesses (spawn-started workers) inherit it, and never writes into ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="tailmix-test-cache-")
+os.environ["TAILMIX_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def make_tiny_dataset(num_classes: int = 3, size: int = 8, channels: int = 1, counts=(24, 10, 4),
