@@ -1,0 +1,87 @@
+"""The env ids under other libraries' own entry points, used the way their docs show (README: "Using tailmix
+from other RL libraries"): SB3's make_vec_env and PPO(policy, id), gymnasium's AsyncVectorEnv (spawn)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import gymnasium
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+from tailmix.envs import CENTRAL_ID
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tests.conftest import make_tiny_dataset
+
+TINY = dict(encoder="random", pool_size=16, max_steps=3)
+#: Plain values only (no tailmix object to unpickle), as a user's script would pass: a worker must import tailmix
+#: through the id's "tailmix:" module prefix (gymnasium's "module:id" form) to find the id.
+DIGITS = dict(dataset="digits", **TINY)
+PPO_TINY = dict(n_steps=32, batch_size=32, n_epochs=1, seed=0)
+
+
+def _learn(venv) -> PPO:
+    model = PPO("MlpPolicy", venv, **PPO_TINY).learn(64)
+    obs = venv.reset()
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (venv.num_envs, *venv.action_space.shape) and np.isfinite(actions).all()
+    return model
+
+
+def test_make_vec_env_dummy_with_vecnormalize_and_ppo():
+    """SB3's make_vec_env asks for render_mode='rgb_array'; the env warns and builds."""
+    with pytest.warns(UserWarning, match="render_mode='rgb_array'"):
+        venv = make_vec_env(CENTRAL_ID, n_envs=2, seed=0, env_kwargs={"dataset": make_tiny_dataset(), **TINY})
+    assert isinstance(venv, DummyVecEnv)
+    venv = VecNormalize(venv)
+    try:
+        model = _learn(venv)
+        assert model.num_timesteps >= 64
+    finally:
+        venv.close()
+
+
+@pytest.mark.slow
+def test_make_vec_env_subproc_spawn_with_vecnormalize_and_ppo():
+    venv = make_vec_env("tailmix:" + CENTRAL_ID, n_envs=2, seed=0, env_kwargs=DIGITS, vec_env_cls=SubprocVecEnv,
+                        vec_env_kwargs={"start_method": "spawn"})
+    venv = VecNormalize(venv)
+    try:
+        _learn(venv)
+    finally:
+        venv.close()
+
+
+def test_ppo_with_the_id_string(monkeypatch):
+    """``PPO("MlpPolicy", id)`` makes the env itself (render_mode='rgb_array', no kwargs): the registered id with
+    tiny defaults in its spec, so the path is SB3's own."""
+    spec = gymnasium.spec(CENTRAL_ID)
+    monkeypatch.setitem(gymnasium.registry, CENTRAL_ID, dataclasses.replace(spec, kwargs=DIGITS))
+    model = PPO("MlpPolicy", CENTRAL_ID, **PPO_TINY).learn(64)
+    assert model.num_timesteps >= 64
+    model.get_env().close()
+
+
+@pytest.mark.slow
+def test_ppo_with_the_id_string_and_the_default_env():
+    """The README's one-liner itself: the default env (digits, cross-fitted encoder, fitted once and cached)."""
+    model = PPO("MlpPolicy", CENTRAL_ID, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(16)
+    assert model.observation_space.shape == (10, 18)
+    model.get_env().close()
+
+
+@pytest.mark.slow
+def test_gymnasium_async_vector_env_spawn():
+    fns = [functools.partial(SyntheticRatioCentralEnv, **DIGITS)] * 2
+    venv = gymnasium.vector.AsyncVectorEnv(fns, context="spawn")
+    try:
+        obs, _ = venv.reset(seed=0)
+        assert obs.shape == (2, 10, 18)
+        for _ in range(3):
+            obs, reward, terminated, truncated, _ = venv.step(venv.action_space.sample())
+        assert np.isfinite(reward).all() and truncated.all() and not terminated.any()  # max_steps=3
+    finally:
+        venv.close()
