@@ -43,7 +43,7 @@ SOURCES = ("bank", "augment", "gaussian")
 #: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
 #: with unless flags override them; a resumed run may not change them.
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
-              "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick")
+              "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -100,6 +100,11 @@ class Common:
     """Cache of trained generators, filters, banks and encoders (reused across runs)."""
     quick: bool = False
     """Tiny settings everywhere: a smoke test of the whole pipeline in about a minute."""
+    image_size: int | None = None
+    """Image folders only: side of the square images after resizing (default 28). The bank, generator, filter
+    and encoder caches are keyed by the resized pixels, so each size gets its own."""
+    channels: int | None = None
+    """Image folders only: 1 (grey) or 3 (RGB; the default, whatever the files hold)."""
 
 
 @dataclass
@@ -471,7 +476,16 @@ def load_data(cfg):
     """The dataset of ``--dataset`` (``ValueError`` saying what is accepted when it cannot be loaded)."""
     from tailmix.envs.datasets import load_dataset
 
-    return load_dataset(cfg.dataset, root=cfg.data_root)
+    size, channels = getattr(cfg, "image_size", None), getattr(cfg, "channels", None)
+    if size is None and channels is None:
+        return load_dataset(cfg.dataset, root=cfg.data_root)
+    _require(size is None or (isinstance(size, int) and size >= 1), f"--image-size must be >= 1; got {size}")
+    _require(channels in (None, 1, 3), f"--channels must be 1 (grey) or 3 (RGB); got {channels}")
+    _require(Path(str(cfg.dataset)).expanduser().is_dir(),
+             f"--image-size and --channels apply to image folders; --dataset {cfg.dataset!r} is not a folder (MedMNIST "
+             "sizes are flags such as retinamnist_64; arrays keep the size they have)")
+    return load_dataset(cfg.dataset, root=cfg.data_root, image_size=28 if size is None else size,
+                        grey=channels == 1)
 
 
 #: What ``--quick`` sets, unless the user gave the field (or it was inherited from an earlier run).

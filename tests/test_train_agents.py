@@ -416,3 +416,46 @@ def test_bank_warnings_name_empty_and_tiny_pools(tiny_dataset):
     empty, tiny = ta.bank_warnings([128, 0, 1], tiny_dataset, 128)
     assert "no sample" in empty and names[1] in empty and names[2] not in empty
     assert f"{names[2]}: 1" in tiny and names[0] not in tiny and "repeat" in tiny
+
+
+def _grey_folder(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c, (name, n) in enumerate((("cat", 24), ("dog", 12), ("owl", 8))):
+        (root / name).mkdir(parents=True)
+        for i, img in enumerate(_bars(rng, n, c)):
+            Image.fromarray(img, mode="L").save(root / name / f"{i:03d}.png")
+    return root
+
+
+def test_image_folder_size_and_channels_from_the_cli(tmp_path):
+    """--image-size / --channels reach the loader, run.json and (through the pixels) every cache key."""
+    from tailmix import train_agents
+
+    root = _grey_folder(tmp_path / "my_images")
+    _, default, _ = train_agents.parse_args(["evaluate", "--dataset", str(root)])
+    _, small, _ = train_agents.parse_args(["evaluate", "--dataset", str(root), "--image-size", "12", "--channels", "1"])
+    a, b = train_agents.load_data(default), train_agents.load_data(small)
+    assert a.image_shape == (28, 28, 3) and b.image_shape == (12, 12, 1)  # the default is today's: 28 px, RGB
+    assert a.fingerprint() != b.fingerprint()  # the key of banks, generators, filters and encoders
+    run = tmp_path / "run"
+    run_cli("evaluate", "--policy", "none", "--dataset", root, *TINY_AUGMENT, "--cache-dir", tmp_path / "cache",
+            "--run-dir", run, "--image-size", 12, "--channels", 1)
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["image_size"] == 12 and config["channels"] == 1
+    assert_results(run, ["none"], seeds=1)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--dataset", "digits", "--image-size", "16"], ("--image-size", "image folders")),
+    (["--channels", "2"], ("--channels", "1", "3")),
+    (["--image-size", "0"], ("--image-size", ">= 1")),
+])
+def test_image_folder_options_refuse_bad_values(argv, words, capsys, tmp_path):
+    root = _grey_folder(tmp_path / "imgs")
+    argv = ["evaluate", "--policy", "none", "--run-dir", tmp_path / "run", *argv]
+    if "--dataset" not in argv:
+        argv += ["--dataset", root]
+    assert_main_error(argv, capsys, *words)
+    assert not (tmp_path / "run").exists()
