@@ -11,8 +11,8 @@ Defaults (:func:`default_algo_kwargs`, overridden by ``algo_kwargs``):
 
 - PPO and A2C: ``policy_kwargs={"log_std_init": -1.0}``. A Gaussian policy's actions are clipped to
   ``[-1, 1]``; with SB3's default ``log_std_init=0`` (std 1) much of the mass lands beyond the bound and the
-  clipped mean is biased inwards, and PPO drifted to high ratios when the optimum sat at the action bound
-  (``FINDINGS.md``). A smaller initial std keeps the clipped mean near the policy mean.
+  clipped mean is biased inwards, and PPO drifted to high ratios when the optimum sat at the action bound.
+  A smaller initial std keeps the clipped mean near the policy mean.
 - PPO: ``n_steps`` small enough that tiny runs still update (``clip(total_timesteps // slots, 8, 128)`` per
   slot), ``batch_size`` the largest divisor of the rollout size up to 64.
 - SAC and TD3: ``learning_starts = min(100, total_timesteps // 4)`` and a replay buffer no larger than the run

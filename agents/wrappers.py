@@ -1,7 +1,7 @@
 """Vectorised views of the env for Stable-Baselines3: parameter sharing (one slot per class agent) and central.
 
-Our own thin wrappers instead of SuperSuit: SuperSuit's vector copies share one RNG and ``PPO(..., seed=...)``
-breaks on them (``FINDINGS.md``). Here every env copy keeps its own seed and RNG streams.
+Our own thin wrappers instead of SuperSuit: SuperSuit's vector copies share one RNG, and in a prototype
+SuperSuit 3.11 worked with SB3's PPO only without ``seed=``. Here every env copy keeps its own seed and RNG streams.
 
 - :class:`SharedPolicyVecEnv`: ``K`` copies of a PettingZoo parallel env; each class agent of each copy is one
   slot of an SB3 ``VecEnv`` (``num_envs = K * C``), so one policy is shared by all agents (the one-hot class id

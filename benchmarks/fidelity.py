@@ -5,7 +5,7 @@
         --seeds 10 --pixel-json pixel-retina.json
 
 The env's feature mode trains a head on frozen features so that RL is cheap; it is only useful if it rewards
-the same actions as training a CNN on the pixels. This script evaluates the fixed policies of FINDINGS.md
+the same actions as training a CNN on the pixels. This script evaluates fixed policies
 (ratio 0, 0.5, 1, 2, fill every class to the head count with unfiltered and with classifier-filtered
 diffusion samples) by test balanced accuracy, in pixel mode and in feature mode with each encoder
 (``envs.features.ENCODERS``), over seeds, and prints:

@@ -8,7 +8,7 @@ A reference classifier is trained on the real train split with each calibration 
 
 (a) the held-out REAL val images of that class the filter keeps (assigned to the class with confidence >=
     ``--tau``): the filter's recall at ``tau``. A real tail image is a perfect sample, so a filter that
-    rejects those filters the tail away, whatever the generator does (FINDINGS.md's warning);
+    rejects those filters the tail away, whatever the generator does;
 (b) ``--n`` samples per class of the DDPM (``train_agents.fitted_generator``, shared with the CLI's and
     generator_speed.py's cache) that it keeps,
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from tailmix.generators.base import Generator, check_torch_generator, rand, randint, randn, read_config, write_config
 
-# Architectures per preset. `tiny` is for tests (8x8 in seconds), `small` for a CPU (FINDINGS.md: 0.64M
-# parameters, ~0.55 s per step at 16x16, batch 64), `base` for a GPU.
+# Architectures per preset. `tiny` is for tests (8x8 in seconds), `small` for a CPU (0.64M parameters; a
+# prototype of it trained at ~0.55 s per step at 16x16 grey, batch 64, on a 2-core CPU), `base` for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(unet=dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("DownBlock2D",) * 2,
                            up_block_types=("UpBlock2D",) * 2, norm_num_groups=4, add_attention=False),

@@ -4,7 +4,7 @@
 with peft's ``get_peft_model`` and each class gets its own named adapter ``class_{c}``, trained on that
 class's real images only while the base weights stay frozen. Sampling a class with an adapter switches
 to it; other classes use the base with adapters disabled. Seeds: SD+LoRA self-validation; LoRA on a
-handful of images pulls samples towards them (FINDINGS.md), so keep ``steps_per_class`` modest.
+handful of images pulls samples towards them (a prototype's 5-image class did), so keep ``steps_per_class`` modest.
 """
 from __future__ import annotations
 

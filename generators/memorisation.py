@@ -1,7 +1,7 @@
 """Memorisation and leakage of a synthetic bank: near-copies of real train images, filtered out or reported.
 
 A generator fitted on a few images of a tail class can return those images almost unchanged (LoRA on a
-5-image class pulls samples toward them, FINDINGS.md). Such samples add no new information, and a copy of
+5-image class pulled a prototype's samples toward those five images). Such samples add no new information, and a copy of
 an image that also sits in val or test inflates the reward or the test score. Two tools:
 
 - :class:`NearCopyFilter` plugs into :meth:`generators.pool.GeneratorPool.fill_bank` like a
