@@ -172,6 +172,7 @@ def test_default_cache_is_the_per_user_folder(monkeypatch, tmp_path):
         SyntheticRatioEnv(**tiny_kwargs(cache_dir=True))
 
 
+@pytest.mark.slow
 def test_a_new_process_loads_the_encoder_from_disk_with_the_same_numbers(tmp_path):
     features._MEMORY.clear()
     fits, first_s, obs = _run_child(tmp_path)
