@@ -94,11 +94,9 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
                              lr=config.learning_rate, device=device, eval_test=eval_test,
                              max_steps=config.max_steps)
         return engine, quality
-    from tailmix.envs.features import EncoderConfig, fit_encoder
+    from tailmix.envs.features import encoder_config, fit_encoder
 
-    enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
-                                             epochs=config.encoder_epochs, seed=config.source_seed),
-                      cache_dir=config.cache_dir,
+    enc = fit_encoder(dataset, encoder_config(config), cache_dir=config.cache_dir,
                       synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
     real = enc.train_features()
     if source == "gaussian":

@@ -344,3 +344,14 @@ def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
         models.append(m)
     return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"],
                          blob.get("maps"), seen=blob.get("seen"))
+
+
+def encoder_config(config) -> EncoderConfig:
+    """The :class:`EncoderConfig` of an env config (``envs.config.RatioEnvConfig``).
+
+    The one place where env settings become encoder settings: the env (``envs.core.build_engine``), the
+    application layer (``tailmix.pipeline.ensure_encoder``, which fits the encoder ahead of the env) and the
+    benchmarks all build it here, so they find one another's encoders in the cache.
+    """
+    return EncoderConfig(kind=config.encoder, folds=config.encoder_folds, epochs=config.encoder_epochs,
+                         seed=config.source_seed)
