@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
+from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.engine import FeatureEngine, PixelEngine, batched_confusion, metrics_from_confusion, synthetic_counts
+from tailmix.envs.engine import FeatureEngine, PixelEngine, synthetic_counts
 
 #: Per-class observation columns before the one-hot class id.
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
