@@ -174,7 +174,7 @@ def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]
 
 def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, list[float]]:
     """Pixel-mode scores, reusing and extending ``path``; seeds outermost so an interruption keeps whole seeds."""
-    from tailmix.envs.atomic import atomic_write_text, file_lock
+    from tailmix.io.atomic import atomic_write_text, file_lock
 
     policies = getattr(args, "policies", POLICIES)
     settings = pixel_settings(dataset, sources, args)

@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tailmix.classifiers.batched_head import HEAD_LOSSES  # noqa: E402  the feature-mode losses
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 NO_SYN_LOSSES = tuple(loss for loss in HEAD_LOSSES if loss != "ce")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MODES = ("feature", "pixel")
 REWARDS = ("accuracy", "delta", "final")
@@ -93,7 +93,6 @@ class RatioEnvConfig:
     reward_reference: float | None = None
     credit: str = "shared"
     credit_default: float = 0.0
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):

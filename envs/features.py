@@ -325,7 +325,7 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
             "fold": enc.fold_of_train, "train_features": enc.train_features(),
             "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen}
-    from tailmix.envs.atomic import atomic_write_bytes
+    from tailmix.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
 

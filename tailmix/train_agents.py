@@ -191,7 +191,7 @@ def parse_args(argv=None) -> tuple[str, Common, frozenset[str]]:
 # -- small helpers ----------------------------------------------------------------------------
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write through a temp file in the same folder, then ``os.replace``: never a half-written file."""
-    from tailmix.envs.atomic import atomic_write_text
+    from tailmix.io.atomic import atomic_write_text
 
     atomic_write_text(path, text)
 
