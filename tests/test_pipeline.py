@@ -19,16 +19,18 @@ def test_every_bank_generator_is_a_registry_kind():
     assert set(GENERATORS) <= set(GENERATOR_KINDS)
 
 
-@pytest.mark.parametrize("kind", ["ddpm", "sketch", "augment"])
+@pytest.mark.parametrize("kind", ["ddpm", "sketch", "lora", "augment"])
 def test_new_generator_is_the_registry_class_with_the_settings(kind, digits):
     from tailmix.generators.base import GENERATOR_KINDS
     from tailmix.pipeline import Settings, new_generator
 
     gen = new_generator(Settings(generator=kind, preset="tiny", generator_steps=7, device="cpu"), digits)
     assert type(gen) is GENERATOR_KINDS[kind] and not gen.fitted
-    if kind != "augment":
+    if kind in ("ddpm", "sketch"):
         assert gen.image_shape == digits.image_shape and gen.preset == "tiny" and gen.train_steps == 7
         assert gen.config()["preset"] == "tiny"
+    if kind == "lora":  # adapters with their defaults on a new base DDPM that takes the settings
+        assert gen.base.preset == "tiny" and gen.base.train_steps == 7
 
 
 def test_make_generator_refuses_an_unknown_kind(digits):
