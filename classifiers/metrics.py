@@ -121,8 +121,8 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     precision = tp / np.maximum(predicted, 1)
     both = precision + recall
     f1 = 2 * precision * recall / np.where(both > 0, both, 1)
-    return {"recall": recall, "precision": precision, "f1": f1, "balanced_accuracy": _balanced_accuracy(recall, support),
-            "macro_f1": _macro_f1(f1, cm)}
+    return {"recall": recall, "precision": precision, "f1": f1,
+            "balanced_accuracy": _balanced_accuracy(recall, support), "macro_f1": _macro_f1(f1, cm)}
 
 
 def shot_groups(train_counts, thresholds: tuple[int, int] | None = None) -> dict[str, np.ndarray]:

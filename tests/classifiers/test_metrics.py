@@ -149,7 +149,8 @@ def test_val_and_test_paths_agree_to_the_bit_with_absent_classes(seed):
         # the definitions: sklearn's balanced accuracy, and macro-F1 over the classes in y_true or y_pred
         assert rep["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, preds[k]))
         assert rep["macro_f1"] == pytest.approx(f1_score(y, preds[k], average="macro", zero_division=0))
-    assert val["macro_f1"][0] == 1.0 and val["balanced_accuracy"][0] == 1.0  # absent classes cost a perfect head nothing
+    # absent classes cost a perfect head nothing
+    assert val["macro_f1"][0] == 1.0 and val["balanced_accuracy"][0] == 1.0
 
 
 def test_macro_f1_skips_a_class_absent_from_labels_and_predictions():
