@@ -5,7 +5,9 @@ from setuptools import find_packages, setup
 # finds a concept by its folder), but installed they live under one name, tailmix, so that a user's own envs/ or
 # agents/ package never shadows them: package_dir maps each folder under tailmix.
 SUBPACKAGES = ("envs", "agents", "generators", "classifiers")
-PACKAGES = ["tailmix"] + [f"tailmix.{name}" for name in SUBPACKAGES] + [
+# Sub-packages inside tailmix/ itself (tailmix.io, the bottom layer) need no mapping, only listing.
+PACKAGES = ["tailmix"] + [f"tailmix.{sub}" for sub in find_packages(where="tailmix")] + [
+    f"tailmix.{name}" for name in SUBPACKAGES] + [
     f"tailmix.{name}.{sub}" for name in SUBPACKAGES for sub in find_packages(where=name)]
 PACKAGE_DIR = {"tailmix": "tailmix", **{f"tailmix.{name}": name for name in SUBPACKAGES}}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tailmix.envs.atomic import atomic_write_bytes, atomic_write_text
+from tailmix.io.atomic import atomic_write_bytes, atomic_write_text
 
 #: Per-seed scalars summarised as mean and std (``summarize``), in table order.
 METRICS = ("test_balanced_accuracy", "test_macro_f1", "test_accuracy", "test_many_shot", "test_medium_shot",

@@ -208,6 +208,6 @@ def load_model(algo: str | None, path: str | os.PathLike, env=None):
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    from tailmix.envs.atomic import atomic_write_text
+    from tailmix.io.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2))

@@ -56,17 +56,17 @@ def banks(args, dataset):
     With ``--source augment``: one source, classic augmentations of the real train images (flips, shifts;
     ``envs.sources.augmentation_source``), a stand-in for a generator whose samples are as real as can be.
     """
-    import tailmix.train_agents as ta
+    from tailmix import pipeline
     from tailmix.envs.sources import BankSource, augmentation_source
 
     if getattr(args, "source", "ddpm") == "augment":
         return (augmentation_source(dataset, per_class=args.per_class, seed=0),)
 
-    cfg = ta.GenerateConfig(dataset=args.dataset, seed=0, preset=args.preset, generator_steps=args.generator_steps,
+    cfg = pipeline.Settings(dataset=args.dataset, seed=0, preset=args.preset, generator_steps=args.generator_steps,
                             per_class=args.per_class, cache_dir=args.cache_dir, filter=False)
-    raw = BankSource(ta.ensure_bank(cfg, dataset, progress=False))
+    raw = BankSource(pipeline.ensure_bank(cfg, dataset, progress=False))
     cfg.filter = True
-    filtered = BankSource(ta.ensure_bank(cfg, dataset, progress=False))
+    filtered = BankSource(pipeline.ensure_bank(cfg, dataset, progress=False))
     return raw, filtered
 
 
@@ -80,36 +80,13 @@ def _env_kwargs(dataset, args, variant: str) -> dict:
     return base
 
 
-@contextlib.contextmanager
-def _synthetic_for_encoder(source):
-    """Hand the env's source to ``fit_encoder`` when the env does not (encoders that train on synthetic images).
-
-    ``envs.core.build_engine`` calls ``fit_encoder`` without ``synthetic=``; this wrapper supplies it while an
-    env is built, and stands aside when the caller passes it itself.
-    """
-    import tailmix.envs.features as features
-
-    original = features.fit_encoder
-
-    def fit_with_source(dataset, config=features.EncoderConfig(), **kw):
-        kw.setdefault("synthetic", source)
-        return original(dataset, config, **kw)
-
-    features.fit_encoder = fit_with_source
-    try:
-        yield
-    finally:
-        features.fit_encoder = original
-
-
 def _run(envs: dict, kwargs: dict, sources, name: str, seed: int) -> dict:
     """The episode record (``agents.evaluate``) of policy ``name`` from ``seed``; one env per source, reused."""
     from tailmix.agents.evaluate import evaluate, make_eval_env
 
     which = 1 if name == "fill, filtered" else 0
     if which not in envs:
-        with _synthetic_for_encoder(sources[which]):
-            envs[which] = make_eval_env(dict(kwargs, source=sources[which]))
+        envs[which] = make_eval_env(dict(kwargs, source=sources[which]))  # the env hands its source to the encoder
     return evaluate(_policy(name), {}, seeds=[seed], env=envs[which])[0]
 
 
@@ -129,11 +106,9 @@ def pool_report(dataset, sources, args) -> dict[str, list[dict]]:
 
     from tailmix.classifiers.training import predict_logits
     from tailmix.envs.config import RatioEnvConfig
-    from tailmix.envs.features import EncoderConfig, fit_encoder
+    from tailmix.envs.features import encoder_config, fit_encoder
 
-    cfg = RatioEnvConfig()
-    enc = fit_encoder(dataset, EncoderConfig(kind="crossfit", folds=cfg.encoder_folds, epochs=cfg.encoder_epochs,
-                                             seed=cfg.source_seed), cache_dir=str(Path(args.cache_dir) / "encoders"))
+    enc = fit_encoder(dataset, encoder_config(RatioEnvConfig()), cache_dir=str(Path(args.cache_dir) / "encoders"))
     c = dataset.num_classes
     names = ["unfiltered", "filtered"] if len(sources) == 2 else ["augment"]
     pools = {name: [src.pool(k) for k in range(c)] for name, src in zip(names, sources)}
@@ -199,7 +174,7 @@ def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]
 
 def score_pixel(dataset, sources, seeds, args, path: Path | None) -> dict[str, list[float]]:
     """Pixel-mode scores, reusing and extending ``path``; seeds outermost so an interruption keeps whole seeds."""
-    from tailmix.envs.atomic import atomic_write_text, file_lock
+    from tailmix.io.atomic import atomic_write_text, file_lock
 
     policies = getattr(args, "policies", POLICIES)
     settings = pixel_settings(dataset, sources, args)
@@ -358,7 +333,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    import tailmix.train_agents as ta
+    from tailmix import pipeline
     from tailmix.envs.features import ENCODERS
 
     variants = list(ENCODERS) if args.variants is None else args.variants
@@ -369,7 +344,7 @@ def main(argv=None) -> dict:
         raise SystemExit("--seeds must be >= 1, --first-seed and --recall-seeds >= 0")
     torch.set_num_threads(1)
     t0 = time.time()
-    dataset = ta.load_data(ta.Common(dataset=args.dataset))
+    dataset = pipeline.load_data(pipeline.Settings(dataset=args.dataset))
     sources = banks(args, dataset)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     results = {}

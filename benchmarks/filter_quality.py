@@ -9,7 +9,7 @@ A reference classifier is trained on the real train split with each calibration 
 (a) the held-out REAL val images of that class the filter keeps (assigned to the class with confidence >=
     ``--tau``): the filter's recall at ``tau``. A real tail image is a perfect sample, so a filter that
     rejects those filters the tail away, whatever the generator does;
-(b) ``--n`` samples per class of the DDPM (``train_agents.fitted_generator``, shared with the CLI's and
+(b) ``--n`` samples per class of the DDPM (``tailmix.pipeline.fitted_generator``, shared with the CLI's and
     generator_speed.py's cache) that it keeps,
 
 and the per-class Frechet distance (``generators.quality``, random-projection features) of the samples to
@@ -69,11 +69,11 @@ def calibrated_filter(dataset, calibration: str, *, tau: float, epochs: int, see
     """A reference filter trained with ``calibration`` (cached under ``cache_dir/filters``)."""
     import torch
 
-    from tailmix import train_agents
     from tailmix.generators.filter import ClassifierFilter
+    from tailmix.pipeline import cache_key
 
     augment = min(dataset.image_shape[:2]) >= 16  # as the CLI's filter: random shifts of 8x8 digits destroy them
-    key = train_agents._cache_key(dataset.fingerprint(), tau, seed, augment, calibration, epochs, str(device))
+    key = cache_key(dataset.fingerprint(), tau, seed, augment, calibration, epochs, str(device))
     path = Path(cache_dir) / "filters" / f"{calibration}-{key}"
     if path.exists():
         try:
@@ -139,7 +139,7 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tailmix import train_agents
+    from tailmix import pipeline
     from tailmix.classifiers.device import select_device
     from tailmix.envs.datasets import load_dataset
     from tailmix.generators.pool import derive_seed
@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
     filters = {cal: calibrated_filter(dataset, cal, tau=args.tau, epochs=args.filter_epochs, seed=args.seed,
                                       device=device, cache_dir=args.cache_dir) for cal in args.calibrations}
     t1 = time.perf_counter()
-    gen = train_agents.fitted_generator(cli_config(args), dataset, progress=progress)
+    gen = pipeline.fitted_generator(cli_config(args), dataset, progress=progress)
     t2 = time.perf_counter()
     generated = {}
     with torch.no_grad():

@@ -4,14 +4,14 @@
     python benchmarks/generator_speed.py --dataset retinamnist --data-root $TAILMIX_DATA_DIR \\
         --train-steps 1000 --n 16 --threads 2
 
-One class-conditional DDPM is trained (or loaded from ``--cache-dir``: ``train_agents.fitted_generator``,
+One class-conditional DDPM is trained (or loaded from ``--cache-dir``: ``tailmix.pipeline.fitted_generator``,
 the CLI's cache) and then sampled, in this one run, with DDIM at each ``--ks`` step count and with the
 ancestral DDPM sampler over all ``--timesteps`` steps. Every sampler draws ``--n`` images of every class
 from the same seeds, in one batch per class, so the speed ratios compare like with like. Only the
 ``sample`` calls are timed (not training, filter training or scoring); one untimed call warms up first.
 
 Acceptance is what the bank's filter would keep: the CLI's long-tail-calibrated (logit-adjusted) reference
-classifier (``train_agents.reference_filter``) assigns the image to its class with confidence >= ``--tau``.
+classifier (``tailmix.pipeline.reference_filter``) assigns the image to its class with confidence >= ``--tau``.
 The table reports its mean over classes (each class weighs the same), over the tail half of the classes
 (the rarer half by train count), and the difference to the DDPM sampler in percentage points.
 """
@@ -92,24 +92,23 @@ def device_description(device) -> str:
 
 
 def cli_config(args):
-    """The CLI config whose generator and filter caches this run shares."""
-    from tailmix import train_agents
+    """The pipeline settings whose generator and filter caches this run shares with the CLI."""
+    from tailmix.pipeline import Settings
 
-    return train_agents.GenerateConfig(dataset=args.dataset, data_root=args.data_root, seed=args.seed,
-                                       preset=args.preset, generator_steps=args.train_steps, tau=args.tau,
-                                       device=args.device, cache_dir=args.cache_dir)
+    return Settings(dataset=args.dataset, data_root=args.data_root, seed=args.seed, preset=args.preset,
+                    generator_steps=args.train_steps, tau=args.tau, device=args.device, cache_dir=args.cache_dir)
 
 
 def fitted_ddpm(args, dataset, *, progress: bool):
     """The trained DDPM: from the CLI's cache at the default diffusion length, else trained here."""
     import torch
 
-    from tailmix import train_agents
+    from tailmix import pipeline
     from tailmix.classifiers.device import select_device
     from tailmix.generators.ddpm import ClassConditionalDDPM
 
     if args.timesteps == DDPM_TIMESTEPS:
-        return train_agents.fitted_generator(cli_config(args), dataset, progress=progress)
+        return pipeline.fitted_generator(cli_config(args), dataset, progress=progress)
     gen = ClassConditionalDDPM(dataset.image_shape, dataset.num_classes, preset=args.preset,
                                train_steps=args.train_steps, num_train_timesteps=args.timesteps,
                                device=select_device(args.device))
@@ -184,7 +183,7 @@ def main(argv=None) -> list[dict]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tailmix import train_agents
+    from tailmix import pipeline
     from tailmix.classifiers.device import select_device
     from tailmix.envs.datasets import load_dataset
 
@@ -204,7 +203,7 @@ def main(argv=None) -> list[dict]:
 
     t0 = time.perf_counter()
     gen = fitted_ddpm(args, dataset, progress=progress)
-    flt = train_agents.reference_filter(cli_config(args), dataset)
+    flt = pipeline.reference_filter(cli_config(args), dataset)
     print(f"generator: ddpm preset {args.preset}, {gen.num_parameters() / 1e6:.2f}M parameters, "
           f"{gen.pretrain_steps} + {gen.train_steps} training steps, T = {gen.num_train_timesteps}, guidance "
           f"{gen.guidance_scale}; filter: logit-adjusted reference, tau {flt.tau} "

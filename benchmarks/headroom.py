@@ -26,14 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
-NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
 
-# The dataset and env keyword arguments exactly as benchmarks/results.py builds them.
-from benchmarks.results import add_common_arguments, build_env_kwargs  # noqa: E402
+# The dataset and env keyword arguments exactly as benchmarks/results.py builds them (and its loss list).
+from benchmarks.results import NO_SYN_LOSSES, add_common_arguments, build_env_kwargs  # noqa: E402
 
 
 def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
@@ -92,7 +91,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
 def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) -> str:
     import numpy as np
 
-    import tailmix.train_agents as ta
+    from tailmix.pipeline import versions
 
     ref = "none" if args.reference is None else f"a reference head at ratio {args.reference:g}"
     fit_name = "balanced val accuracy" if args.reference is None else f"balanced val accuracy minus {ref}'s"
@@ -146,7 +145,7 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
                       f"({100 * (test[val_pick] - no_syn[best_ns]):+.1f} points).", ""]
     lines += [f"Wall time {seconds:.0f} s on this machine (2 shared CPU cores, 1 torch thread).", "",
               "Command: `python benchmarks/headroom.py " + " ".join(sys.argv[1:]) + "`", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
     return "\n".join(lines)
 
 

@@ -35,11 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.classifiers.batched_head import HEAD_LOSSES  # noqa: E402  the feature-mode losses
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
-NO_SYN_LOSSES = ("logit_adjustment", "balanced_softmax", "class_balanced")
-HEAD_LOSSES = ("ce",) + NO_SYN_LOSSES
+NO_SYN_LOSSES = tuple(loss for loss in HEAD_LOSSES if loss != "ce")
 #: File-name tags of the head losses (``--loss``): ``digits-lt-la.md`` etc.; cross-entropy keeps the plain names.
 LOSS_TAGS = {"ce": "", "logit_adjustment": "-la", "balanced_softmax": "-bs", "class_balanced": "-cb"}
 
@@ -51,14 +51,14 @@ def build_env_kwargs(name: str, args) -> tuple[object, dict]:
     ``replicas`` and ``reference``; ``reward`` when it has one (else ``"accuracy"``). Shared with
     ``benchmarks/headroom.py`` so both build the same dataset, bank, encoder and reward reference.
     """
-    import tailmix.train_agents as ta
+    from tailmix import pipeline
 
     spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
-    cfg = ta.MainConfig(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
-                        per_class=args.per_class, cache_dir=args.cache_dir, max_steps=args.max_steps,
-                        max_ratio=args.max_ratio, reward=getattr(args, "reward", "accuracy"))
-    dataset = ta.load_data(cfg)
-    kw = ta.env_kwargs(cfg, dataset, progress=False)
+    cfg = pipeline.Settings(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
+                            per_class=args.per_class, cache_dir=args.cache_dir, max_steps=args.max_steps,
+                            max_ratio=args.max_ratio, reward=getattr(args, "reward", "accuracy"))
+    dataset = pipeline.load_data(cfg)
+    kw = pipeline.env_kwargs(cfg, dataset, progress=False)
     kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
     return dataset, kw
 
@@ -146,7 +146,7 @@ def _cem_policy(kw: dict, args, notes: list[str]):
 
 
 def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) -> str:
-    import tailmix.train_agents as ta
+    from tailmix.pipeline import versions
 
     best_fixed = max((r for label, r in rows if label.startswith(("constant", "fill", "inverse"))),
                      key=lambda r: r["test_balanced_accuracy_mean"])
@@ -190,7 +190,7 @@ def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) ->
               f"{no_syn[0]} {no_syn[1]['test_balanced_accuracy_mean']:.3f}. "
               f"Wall time {seconds:.0f} s on this machine.", "",
               "Command: `python benchmarks/results.py " + " ".join(sys.argv[1:]) + "`", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
     return "\n".join(lines)
 
 

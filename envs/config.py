@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MODES = ("feature", "pixel")
 REWARDS = ("accuracy", "delta", "final")
@@ -97,7 +97,6 @@ class RatioEnvConfig:
     reward_reference: float | None = None
     credit: str = "shared"
     credit_default: float = 0.0
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -147,9 +146,13 @@ class RatioEnvConfig:
         from tailmix.classifiers.device import select_device
 
         select_device(self.device)  # ValueError naming the visible devices when it does not exist here
-        if self.mode == "feature" and self.loss in ("focal", "ldam_drw"):
-            bad("loss", self.loss, "focal and ldam_drw need mode='pixel'; feature mode supports ce, "
-                "logit_adjustment, balanced_softmax, class_balanced")
+        from tailmix.classifiers.batched_head import HEAD_LOSSES  # the feature-mode losses
+        from tailmix.classifiers.losses import LOSSES
+
+        pixel_only = [name for name in LOSSES if name not in HEAD_LOSSES]
+        if self.mode == "feature" and self.loss in pixel_only:
+            bad("loss", self.loss, f"{' and '.join(pixel_only)} need mode='pixel'; feature mode supports "
+                f"{', '.join(HEAD_LOSSES)}")
         if self.empty_pool not in ("error", "zero"):
             bad("empty_pool", self.empty_pool, "use 'error' or 'zero'")
         if not is_int(self.reward_replicas) or self.reward_replicas < 1:

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
+from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.engine import FeatureEngine, PixelEngine, batched_confusion, metrics_from_confusion, synthetic_counts
+from tailmix.envs.engine import FeatureEngine, PixelEngine, synthetic_counts
 
 #: Per-class observation columns before the one-hot class id.
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
@@ -95,11 +96,9 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
                              max_steps=config.max_steps)
         return engine, quality
     from tailmix.envs.cache import encoder_cache_dir
-    from tailmix.envs.features import EncoderConfig, fit_encoder
+    from tailmix.envs.features import encoder_config, fit_encoder
 
-    enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
-                                             epochs=config.encoder_epochs, seed=config.source_seed),
-                      cache_dir=encoder_cache_dir(config.cache_dir),
+    enc = fit_encoder(dataset, encoder_config(config), cache_dir=encoder_cache_dir(config.cache_dir),
                       synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
     real = enc.train_features()
     if source == "gaussian":

@@ -16,30 +16,9 @@ import math
 import numpy as np
 import torch
 
-
-def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class recall/precision/F1 and balanced accuracy from confusion matrices ``(K, C, C)``.
-
-    Vectorised over ``K`` because the env calls it every step (sklearn costs ~10 ms, this ~20 us).
-    Balanced accuracy averages recall over the classes present in the evaluated split.
-    """
-    cm = cm.astype(np.float64)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    support = cm.sum(2)
-    predicted = cm.sum(1)
-    recall = tp / np.maximum(support, 1)  # tp is 0 wherever support or predicted is 0: those metrics are 0
-    precision = tp / np.maximum(predicted, 1)
-    both = precision + recall
-    f1 = 2 * precision * recall / np.where(both > 0, both, 1)
-    bal = recall.sum(1) / np.maximum((support > 0).sum(1), 1)  # absent classes add 0 to the sum
-    return {"recall": recall, "precision": precision, "f1": f1, "balanced_accuracy": bal, "macro_f1": f1.mean(1)}
-
-
-def batched_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``y_true`` ``(M,)``, ``y_pred`` ``(K, M)`` -> confusion matrices ``(K, C, C)`` (rows = true)."""
-    k = y_pred.shape[0]
-    flat = (np.arange(k)[:, None] * num_classes + y_true[None, :]) * num_classes + y_pred
-    return np.bincount(flat.ravel(), minlength=k * num_classes * num_classes).reshape(k, num_classes, num_classes)
+# The metrics live in classifiers.metrics (one definition for observations, rewards and benchmark tables); they
+# stay importable from here for code written against earlier versions.
+from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion  # noqa: F401
 
 
 def synthetic_counts(ratios: np.ndarray, real_counts: np.ndarray) -> np.ndarray:

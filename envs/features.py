@@ -342,7 +342,7 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
             "fold": enc.fold_of_train, "train_features": enc.train_features(),
             "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen}
-    from tailmix.envs.atomic import atomic_write_bytes
+    from tailmix.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
 
@@ -361,3 +361,14 @@ def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
         models.append(m)
     return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"],
                          blob.get("maps"), seen=blob.get("seen"))
+
+
+def encoder_config(config) -> EncoderConfig:
+    """The :class:`EncoderConfig` of an env config (``envs.config.RatioEnvConfig``).
+
+    The one place where env settings become encoder settings: the env (``envs.core.build_engine``), the
+    application layer (``tailmix.pipeline.ensure_encoder``, which fits the encoder ahead of the env) and the
+    benchmarks all build it here, so they find one another's encoders in the cache.
+    """
+    return EncoderConfig(kind=config.encoder, folds=config.encoder_folds, epochs=config.encoder_epochs,
+                         seed=config.source_seed)

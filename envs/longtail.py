@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tailmix.envs.datasets import LongTailDataset
+if TYPE_CHECKING:  # annotations only: envs.datasets imports this module (its digits loader is long-tailed)
+    from tailmix.envs.datasets import LongTailDataset
 
 # floor(n_max * rho ** (-r/(C-1))) is evaluated in floating point; a value that is exactly an integer
 # (100 * 20 ** -1 == 5) can come out as 4.999999999999999 and floor would drop an image. Nudge by a tolerance
@@ -147,7 +148,7 @@ def make_long_tail(dataset: LongTailDataset, imbalance_ratio: float, *, n_max: i
         ValueError: when a class has fewer images than its target (the message names the class, the images
             available and the images needed), or when the profile rounds a class down to 0 images.
     """
-    if not isinstance(dataset, LongTailDataset):
+    if not (dataclasses.is_dataclass(dataset) and hasattr(dataset, "train_labels") and hasattr(dataset, "meta")):
         raise ValueError(f"make_long_tail needs a LongTailDataset; got {type(dataset).__name__}. Build one with "
                          "tailmix.envs.datasets.from_arrays or a loader")
     num_classes = dataset.num_classes

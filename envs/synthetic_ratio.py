@@ -92,7 +92,6 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._obs_spaces = {a: spaces.Box(self.core.obs_low[i], self.core.obs_high[i], dtype=np.float32)
                             for i, a in enumerate(self.possible_agents)}
-        self._act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self._act_spaces = {a: spaces.Box(-1.0, 1.0, (1,), np.float32) for a in self.possible_agents}
         self.state_space = spaces.Box(self.core.obs_low.ravel(), self.core.obs_high.ravel(), dtype=np.float32)
         self._last_infos: dict = {}

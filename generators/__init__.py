@@ -7,10 +7,11 @@ that needs them is first used, so ``import generators`` stays fast.
 """
 from __future__ import annotations
 
-from tailmix.generators.base import GENERATOR_KINDS, Generator, load_generator, register_generator
+from tailmix.generators.base import GENERATOR_KINDS, Generator, load_generator, make_generator, register_generator
 
-__all__ = ["GENERATOR_KINDS", "Generator", "load_generator", "register_generator", "ClassConditionalDDPM",
-           "LoRAClassAdapters", "SketchConditionedDDPM", "AugmentationGenerator", "GaussianFeatureGenerator"]
+__all__ = ["GENERATOR_KINDS", "Generator", "load_generator", "make_generator", "register_generator",
+           "ClassConditionalDDPM", "LoRAClassAdapters", "SketchConditionedDDPM", "AugmentationGenerator",
+           "GaussianFeatureGenerator"]
 
 _LAZY = {"ClassConditionalDDPM": "ddpm", "LoRAClassAdapters": "lora", "SketchConditionedDDPM": "sketch",
          "AugmentationGenerator": "augment", "GaussianFeatureGenerator": "gaussian"}

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tailmix.envs.atomic import atomic_write_bytes
+from tailmix.io.atomic import atomic_write_bytes
 
 BANK_FORMAT = 1
 MANIFEST_FILE = "manifest.json"

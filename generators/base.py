@@ -69,6 +69,21 @@ def register_generator(kind: str, target: str | type) -> None:
     GENERATOR_KINDS._targets[kind] = target  # type: ignore[attr-defined]
 
 
+def make_generator(kind: str, dataset, **hparams) -> Generator:
+    """A new, unfitted generator of a registered ``kind``, shaped for ``dataset``.
+
+    Args:
+        kind: A key of :data:`GENERATOR_KINDS` (``ddpm``, ``lora``, ``sketch``, ``augment``, ... or one added
+            with :func:`register_generator`).
+        dataset: What it will be fitted on (its ``image_shape`` and ``num_classes`` size the model).
+        **hparams: Constructor settings of that kind (``preset``, ``train_steps``, ``device`` for the DDPMs).
+    """
+    if kind not in GENERATOR_KINDS:
+        raise ValueError(f"unknown generator kind {kind!r}; choose one of {sorted(GENERATOR_KINDS)} or register it "
+                         "with generators.base.register_generator")
+    return GENERATOR_KINDS[kind].for_dataset(dataset, **hparams)
+
+
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> Generator:
     """Load any saved generator: reads ``path/config.json`` and dispatches on its ``"kind"``."""
     cfg = read_config(path)
@@ -190,6 +205,15 @@ class Generator(abc.ABC):
         return self._fit_info is not None
 
     # -- the interface ----------------------------------------------------------------------------
+    @classmethod
+    def for_dataset(cls, dataset, **hparams) -> Generator:
+        """A new, unfitted generator for ``dataset`` (what :func:`make_generator` calls).
+
+        The default passes ``hparams`` to the constructor: right for kinds whose model does not depend on the
+        image shape or class count (augmentations, feature-space generators); the others override it.
+        """
+        return cls(**hparams)
+
     @abc.abstractmethod
     def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False) -> Generator:
         """Fit on ``dataset``'s train split (random draws from ``generator``); returns ``self``."""

@@ -207,6 +207,11 @@ class ClassConditionalDDPM(Generator):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
+    @classmethod
+    def for_dataset(cls, dataset, **hparams) -> ClassConditionalDDPM:
+        """A new model sized for ``dataset``'s images and classes; ``hparams`` go to the constructor."""
+        return cls(tuple(dataset.image_shape), int(dataset.num_classes), **hparams)
+
     def hparams(self) -> dict:
         return {"preset": self.preset, "train_steps": self.train_steps, "pretrain_steps": self.pretrain_steps,
                 "batch_size": self.batch_size, "lr": self.lr, "cfg_dropout": self.cfg_dropout,

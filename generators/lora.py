@@ -118,6 +118,11 @@ class LoRAClassAdapters(Generator):
         """Classes that have a trained adapter (empty before fit)."""
         return list(self.classes or []) if self.model is not None else []
 
+    @classmethod
+    def for_dataset(cls, dataset, **hparams) -> LoRAClassAdapters:
+        """Adapters (default settings) on a new base DDPM for ``dataset``; ``hparams`` go to the base."""
+        return cls(ClassConditionalDDPM.for_dataset(dataset, **hparams))
+
     def hparams(self) -> dict:
         return {"classes": self.classes, "rank": self.rank, "alpha": self.alpha,
                 "steps_per_class": self.steps_per_class, "lr": self.lr, "target_modules": self.target_modules,

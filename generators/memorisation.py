@@ -6,10 +6,10 @@ an image that also sits in val or test inflates the reward or the test score. Tw
 
 - :class:`NearCopyFilter` plugs into :meth:`generators.pool.GeneratorPool.fill_bank` like a
   :class:`~generators.filter.ClassifierFilter`: it rejects candidates whose nearest real train image is
-  closer than a threshold (RMS pixel distance in [0, 1] units, :func:`envs.leakage.nearest_real`), passes
+  closer than a threshold (RMS pixel distance in [0, 1] units, :func:`tailmix.io.leakage.nearest_real`), passes
   the rest to an optional inner filter, and counts the rejections per class.
 - :func:`bank_leakage_report` checks a filled bank after the fact: exact pixel copies of train / val / test
-  images (:func:`envs.leakage.leakage_report`) and near-copies of train images, per class.
+  images (:func:`tailmix.io.leakage.leakage_report`) and near-copies of train images, per class.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import threading
 import numpy as np
 import torch
 
-from tailmix.envs.leakage import leakage_report, nearest_real
+from tailmix.io.leakage import leakage_report, nearest_real
 from tailmix.generators.filter import FilterResult, NoFilter, SampleFn, fill_loop
 
 SPLITS = ("train", "val", "test")
@@ -303,7 +303,7 @@ def bank_leakage_report(bank, dataset, *, threshold: float = 0.05, same_class_on
           labelled otherwise; 0 under ``same_class_only``) and ``examples`` ``[synthetic index, train index,
           distance]``;
         - ``"totals"``: ``n``, ``exact`` per split, ``near``;
-        - ``"real_splits"``: ``within`` / ``across`` of :func:`envs.leakage.leakage_report` (copies among the
+        - ``"real_splits"``: ``within`` / ``across`` of :func:`tailmix.io.leakage.leakage_report` (copies among the
           real splits themselves, which explain a synthetic "copy" of a val or test image);
         - ``"clean"``: True when no synthetic image copies or nearly copies a real one.
     """

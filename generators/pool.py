@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tailmix.envs.atomic import file_lock
+from tailmix.io.atomic import file_lock
 from tailmix.generators.bank import (BANK_FORMAT, MANIFEST_FILE, SHARD_RE, BankError, SyntheticBank, atomic_save_npy,
                              atomic_write_json, bank_key, canonical_json, conf_name, library_versions,
                              normalize_per_class, shard_name, summarize_class)

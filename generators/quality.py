@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tailmix.envs.atomic import atomic_write_bytes
+from tailmix.io.atomic import atomic_write_bytes
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 

@@ -1,10 +1,11 @@
 """tailmix: learn how much diffusion-generated data to mix into each class of a long-tailed dataset.
 
 Installed, this is the package's only top-level name: ``tailmix.envs``, ``tailmix.agents``,
-``tailmix.generators``, ``tailmix.classifiers`` and the CLI ``tailmix.train_agents``. In the repository those
-sub-packages are the top-level folders ``envs/``, ``agents/``, ... (the design card's layout); ``setup.py``
-maps them under ``tailmix`` (``package_dir``), so a user's own ``envs/`` or ``agents/`` package never shadows
-them. Importing ``tailmix`` registers the env ids with gymnasium and PettingZoo.
+``tailmix.generators``, ``tailmix.classifiers``, ``tailmix.io`` (atomic writes, leakage checks), the application
+layer ``tailmix.pipeline`` and the CLI ``tailmix.train_agents``. In the repository the first four are the
+top-level folders ``envs/``, ``agents/``, ... (the design card's layout); ``setup.py`` maps them under ``tailmix``
+(``package_dir``), so a user's own ``envs/`` or ``agents/`` package never shadows them. Importing ``tailmix``
+registers the env ids with gymnasium and PettingZoo.
 """
 from __future__ import annotations
 

@@ -20,26 +20,28 @@ takes every setting from the run folder's ``run.json``.
 
 Mistakes (an unknown algorithm, a missing file, ...) end with a one-line ``error: ...`` and exit status 2;
 set ``TAILMIX_DEBUG=1`` to see the traceback instead.
+
+This module parses arguments, handles run folders and dispatches; the work (data, generator, filter, bank,
+encoder, env settings, with their caches) is done by ``tailmix.pipeline``, which the benchmarks call too.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import dataclasses
-import hashlib
 import inspect
 import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GENERATORS = ("ddpm", "lora", "sketch", "augment")
-SOURCES = ("bank", "augment", "gaussian")
+from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, load_data, phase, prepared_env_kwargs,
+                              versions)
+
 #: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
 #: with unless flags override them; a resumed run may not change them.
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
@@ -52,59 +54,16 @@ MODEL_FIELDS = ("algo", "wrapper", "n_envs")
 
 # -- configs: one dataclass per command; the attribute docstrings are the --help text ----------
 @dataclass
-class Common:
-    dataset: str = "digits"
-    """'digits' (embedded, no download), a MedMNIST flag looked up in --data-root, an .npz path, or an image
-    folder (one sub-folder per class)."""
-    data_root: str | None = None
-    """Folder holding MedMNIST .npz files (default: $TAILMIX_DATA_DIR, then ~/.medmnist)."""
+class Common(Settings):
+    """Settings every command shares: the pipeline's (``tailmix.pipeline.Settings``) and the run folder's."""
+
     run_dir: str | None = None
     """Output folder (default: runs/<command>-<time>)."""
     overwrite: bool = False
     """Replace an existing run folder (only one holding a run.json)."""
-    seed: int = 0
-    """Master seed (generators, filter, bank, encoder, training)."""
-    mode: str = "feature"
-    """Env classifier mode: 'feature' (head on frozen encoder features) or 'pixel' (CNN on pixels)."""
-    max_steps: int = 10
-    """Env steps (classifier training rounds) per episode."""
-    max_ratio: float = 8.0
-    """Largest synthetic-to-real ratio an action can ask for."""
-    reward: str = "accuracy"
-    """Env reward: 'accuracy', 'delta' or 'final'."""
-    loss: str = "ce"
-    """Classifier training loss inside the env (ce, logit_adjustment, balanced_softmax, class_balanced; focal
-    and ldam_drw in pixel mode)."""
-    source: str = "bank"
-    """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
-    generator: str = "ddpm"
-    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment."""
-    preset: str = "small"
-    """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
-    generator_steps: int | None = None
-    """DDPM training steps (default: the preset's)."""
-    per_class: int = 128
-    """Synthetic candidates kept per class in the bank."""
-    filter: bool = True
-    """Keep only samples a long-tail-calibrated reference classifier assigns to their class."""
-    filter_epochs: int = 30
-    """Training epochs of the filter's reference classifier."""
-    tau: float = 0.5
-    """Filter confidence threshold."""
-    device: str = "auto"
-    """Generator device ('auto', 'cpu', 'cuda:0', ...). The env's classifier runs on the CPU."""
     threads: int = 1
     """Torch CPU threads for generator, filter and agent training (the env pins its own). Results depend on it;
     more than 1 only pays on idle machines with spare cores (2 threads on a busy 2-core box ran 10-60x slower)."""
-    cache_dir: str = ".tailmix_cache"
-    """Cache of trained generators, filters, banks and encoders (reused across runs)."""
-    quick: bool = False
-    """Tiny settings everywhere: a smoke test of the whole pipeline in about a minute."""
-    image_size: int | None = None
-    """Image folders only: side of the square images after resizing (default 28). The bank, generator, filter
-    and encoder caches are keyed by the resized pixels, so each size gets its own."""
-    channels: int | None = None
-    """Image folders only: 1 (grey) or 3 (RGB; the default, whatever the files hold)."""
 
 
 @dataclass
@@ -232,7 +191,7 @@ def parse_args(argv=None) -> tuple[str, Common, frozenset[str]]:
 # -- small helpers ----------------------------------------------------------------------------
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write through a temp file in the same folder, then ``os.replace``: never a half-written file."""
-    from tailmix.envs.atomic import atomic_write_text
+    from tailmix.io.atomic import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -248,45 +207,6 @@ def _read_json(path: Path) -> dict | None:
         return None
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read {path} ({err}); fix or delete it") from None
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("torch", "diffusers", "peft", "gymnasium", "pettingzoo", "stable-baselines3", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _cache_key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class phase:
-    """Prints how long a phase of a command took (users of a 10-minute job want to know where it goes).
-
-    Wall and CPU seconds (this process, all threads): on a shared machine the gap shows time lost waiting.
-    """
-
-    timings: list[tuple[str, float, float]] = []  # (name, wall, cpu) of every phase, for the summary at the end
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self):
-        self.t0, self.c0 = time.time(), time.process_time()
-        print(f"[{self.name}] ...", flush=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            wall, cpu = time.time() - self.t0, time.process_time() - self.c0
-            phase.timings.append((self.name, wall, cpu))
-            print(f"[{self.name}] done in {wall:.1f} s (cpu {cpu:.1f} s)", flush=True)
 
 
 # -- checking a config before anything is written -----------------------------------------------
@@ -333,10 +253,10 @@ def check_config(cfg) -> None:
                      "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
     if isinstance(cfg, BenchmarkConfig):
         _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
+    from tailmix.classifiers.batched_head import HEAD_LOSSES
     from tailmix.classifiers.losses import LOSSES
 
-    feature_losses = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
-    _choice(cfg, "loss", feature_losses if cfg.mode == "feature" else LOSSES)
+    _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
     if cfg.generator != "augment":
         from tailmix.generators.ddpm import PRESETS
 
@@ -465,29 +385,13 @@ def prepare_run_dir(cfg, command: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     call = {"argv": sys.argv[1:], "time": time.strftime("%Y-%m-%d %H:%M:%S"), "resume": bool(resume)}
     meta = meta or {"command": command, "history": []}
-    meta.update(config=dataclasses.asdict(cfg), versions=_versions())
+    meta.update(config=dataclasses.asdict(cfg), versions=versions())
     meta.setdefault("history", []).append(call)
     _write_json(path / "run.json", meta)
     return path
 
 
-# -- data, generator, filter, bank, encoder -------------------------------------------------------
-def load_data(cfg):
-    """The dataset of ``--dataset`` (``ValueError`` saying what is accepted when it cannot be loaded)."""
-    from tailmix.envs.datasets import load_dataset
-
-    size, channels = getattr(cfg, "image_size", None), getattr(cfg, "channels", None)
-    if size is None and channels is None:
-        return load_dataset(cfg.dataset, root=cfg.data_root)
-    _require(size is None or (isinstance(size, int) and size >= 1), f"--image-size must be >= 1; got {size}")
-    _require(channels in (None, 1, 3), f"--channels must be 1 (grey) or 3 (RGB); got {channels}")
-    _require(Path(str(cfg.dataset)).expanduser().is_dir(),
-             f"--image-size and --channels apply to image folders; --dataset {cfg.dataset!r} is not a folder (MedMNIST "
-             "sizes are flags such as retinamnist_64; arrays keep the size they have)")
-    return load_dataset(cfg.dataset, root=cfg.data_root, image_size=28 if size is None else size,
-                        grey=channels == 1)
-
-
+# -- --quick ----------------------------------------------------------------------------------------
 #: What ``--quick`` sets, unless the user gave the field (or it was inherited from an earlier run).
 QUICK = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 4, "filter_epochs": 10,
          "timesteps": 256, "checkpoint_every": 128, "seeds": 2}
@@ -496,178 +400,11 @@ QUICK = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 
 def _quick(cfg, fixed: set[str] | frozenset[str] = frozenset()) -> None:
     """Shrink every budget (``--quick``) in place, leaving the ``fixed`` fields as they are.
 
-    The env's encoder is shrunk too (:func:`env_kwargs`, keyed on ``cfg.quick``).
+    The env's encoder is shrunk too (``tailmix.pipeline.env_kwargs``, keyed on ``cfg.quick``).
     """
     for name, value in QUICK.items():
         if hasattr(cfg, name) and name not in fixed:
             setattr(cfg, name, value)
-
-
-def _generator_for(cfg, dataset):
-    from tailmix.classifiers.device import select_device
-
-    device = select_device(cfg.device)
-    if cfg.generator == "augment":
-        from tailmix.generators.augment import AugmentationGenerator
-
-        return AugmentationGenerator()
-    kw = dict(preset=cfg.preset, device=device)
-    if cfg.generator_steps:
-        kw["train_steps"] = cfg.generator_steps
-    if cfg.generator == "sketch":
-        from tailmix.generators.sketch import SketchConditionedDDPM
-
-        return SketchConditionedDDPM(dataset.image_shape, dataset.num_classes, **kw)
-    from tailmix.generators.ddpm import ClassConditionalDDPM
-
-    base = ClassConditionalDDPM(dataset.image_shape, dataset.num_classes, **kw)
-    if cfg.generator == "lora":
-        from tailmix.generators.lora import LoRAClassAdapters
-
-        return LoRAClassAdapters(base)
-    return base
-
-
-def fitted_generator(cfg, dataset, *, progress: bool = True):
-    """Train the configured generator, or load it from the cache when this exact one was trained before."""
-    import torch
-
-    from tailmix.generators.base import load_generator
-
-    gen = _generator_for(cfg, dataset)
-    key = _cache_key(dataset.fingerprint(), gen.config(), cfg.seed)
-    path = Path(cfg.cache_dir) / "generators" / f"{cfg.generator}-{key}"
-    if (path / "config.json").exists():
-        try:
-            return load_generator(path, device=gen.device)
-        except Exception as err:  # a broken cache entry is retrained, never trusted
-            print(f"cached generator at {path} is unreadable ({err}); retraining")
-            shutil.rmtree(path, ignore_errors=True)
-    gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
-    _save_folder(path, gen.save)
-    return gen
-
-
-def _save_folder(path: Path, save) -> None:
-    """``save(folder)`` into a temp folder beside ``path``, then swap it in: a crash never leaves a half-saved
-    model under the real cache key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    shutil.rmtree(tmp)
-    save(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def reference_filter(cfg, dataset, *, progress: bool = True):
-    """The long-tail-calibrated reference filter (trained once per dataset, tau, epochs and seed, then cached)."""
-    import torch
-
-    from tailmix.generators.filter import ClassifierFilter
-
-    augment = min(dataset.image_shape[:2]) >= 16  # random shifts of 8x8 digits destroy them
-    path = Path(cfg.cache_dir) / "filters" / _cache_key(dataset.fingerprint(), cfg.tau, cfg.seed, augment,
-                                                        cfg.filter_epochs)
-    if path.exists():
-        try:
-            return ClassifierFilter.load(path)
-        except (ValueError, OSError) as err:
-            print(f"cached filter at {path} is unreadable ({err}); retraining")
-            shutil.rmtree(path, ignore_errors=True)
-    flt = ClassifierFilter.train_reference(dataset, tau=cfg.tau, augment=augment, epochs=cfg.filter_epochs,
-                                           generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
-    _save_folder(path, flt.save)
-    return flt
-
-
-def ensure_bank(cfg, dataset, *, progress: bool = True):
-    """The synthetic bank for this dataset and generator config (filled on demand, cached, resumable)."""
-    from tailmix.generators.pool import GeneratorPool
-
-    with phase(f"generator {cfg.generator}" + ("" if cfg.generator == "augment" else f" ({cfg.preset})")):
-        gen = fitted_generator(cfg, dataset, progress=progress)
-    flt = None
-    if cfg.filter:
-        with phase("reference filter"):
-            flt = reference_filter(cfg, dataset, progress=progress)
-    with phase("synthetic bank"):
-        pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
-        bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
-                              seed=cfg.seed, progress=progress)
-    for line in bank_warnings(bank.counts(), dataset, cfg.per_class):
-        print(line)
-    return bank
-
-
-def bank_warnings(counts, dataset, per_class: int) -> list[str]:
-    """Warnings about classes whose (filtered) pool is empty or a small fraction of the quota.
-
-    An empty pool serves nothing; a tiny one is drawn with replacement, so a fill policy repeats its few images
-    hundreds of times (RetinaMNIST's filtered bank kept one image of its rarest class: fill repeated it ~420
-    times, and feature and pixel mode disagreed about what that is worth).
-    """
-    import numpy as np
-
-    counts = np.asarray(counts)
-    names = dataset.class_names
-    out = []
-    empty = [names[c] for c in range(len(counts)) if counts[c] == 0]
-    if empty:
-        out.append(f"warning: the filter kept no sample of class(es) {empty}; their ratios will be served nothing "
-                   "(lower --tau or train the generator longer)")
-    tiny = [f"{names[c]}: {int(counts[c])}" for c in range(len(counts)) if 0 < counts[c] < 0.1 * per_class]
-    if tiny:
-        out.append(f"warning: the bank holds under 10% of its quota of {per_class} for {', '.join(tiny)}; ratios "
-                   "above the pool size repeat those images (lower --tau or train the generator longer)")
-    return out
-
-
-def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
-    """Keyword arguments of the env for this config (the bank is filled first when the source needs it)."""
-    _choice(cfg, "source", SOURCES)
-    source = None
-    if cfg.source == "bank":
-        from tailmix.envs.sources import BankSource
-
-        source = BankSource(ensure_bank(cfg, dataset, progress=progress))
-    elif cfg.source == "gaussian":
-        source = "gaussian"
-    kw = dict(dataset=dataset, source=source, mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio,
-              reward=cfg.reward, loss=cfg.loss, cache_dir=str(Path(cfg.cache_dir) / "encoders"),
-              source_seed=cfg.seed, empty_pool="zero")
-    if cfg.quick:
-        kw.update(encoder_epochs=5, encoder_folds=3)
-    return kw
-
-
-def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
-    """Fit (or load) the env's frozen encoder in a phase of its own, with a progress bar.
-
-    The env would fit it silently when built. This builds the same ``EncoderConfig`` as ``envs.core`` does, under
-    the same pinned thread count, so the env then finds it in the in-memory and on-disk caches. Should the two
-    ever drift apart, the env fits its own encoder: slower, never wrong.
-    """
-    from tailmix.envs.config import RatioEnvConfig
-
-    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source")})
-    if config.mode != "feature":
-        return
-    from tailmix.classifiers.device import fixed_threads
-    from tailmix.envs.features import EncoderConfig, fit_encoder
-
-    with phase("encoder"), fixed_threads(config.num_threads):
-        fit_encoder(kw["dataset"], EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
-                                                 epochs=config.encoder_epochs, seed=config.source_seed),
-                    cache_dir=config.cache_dir, progress=progress,
-                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"))
-
-
-def prepared_env_kwargs(cfg, dataset) -> dict:
-    """:func:`env_kwargs` with the bank filled and the encoder fitted, each in its own timed phase."""
-    kw = env_kwargs(cfg, dataset)
-    ensure_encoder(kw)
-    return kw
 
 
 # -- policies -----------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def test_a_non_editable_install_holds_only_tailmix_at_top_level(tmp_path):
         names = zf.namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"tailmix"}, top
-    for module in ("envs/core.py", "agents/sb3.py", "generators/ddpm.py", "classifiers/losses.py", "train_agents.py"):
+    for module in ("envs/core.py", "agents/sb3.py", "generators/ddpm.py", "classifiers/losses.py", "train_agents.py",
+                   "pipeline.py", "io/atomic.py", "io/leakage.py"):
         assert f"tailmix/{module}" in names
     target = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
@@ -69,7 +70,7 @@ def test_a_non_editable_install_holds_only_tailmix_at_top_level(tmp_path):
         sys.path = [p for p in sys.path if '__editable__' not in p]
         sys.meta_path = [f for f in sys.meta_path if '__editable__' not in type(f).__module__
                          and '__editable__' not in getattr(f, '__name__', '')]
-        import tailmix, tailmix.envs.core, tailmix.agents.sb3, tailmix.train_agents, gymnasium
+        import tailmix, tailmix.envs.core, tailmix.agents.sb3, tailmix.train_agents, tailmix.io.leakage, gymnasium
         print(tailmix.envs.core.__file__)
         print(gymnasium.spec('tailmix/SyntheticRatioCentral-v0').entry_point)
     """, cwd=elsewhere, env=env)

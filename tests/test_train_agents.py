@@ -409,11 +409,11 @@ def test_load_policy_reads_agent_json_then_run_json_then_the_spec(trained, tmp_p
 
 
 def test_bank_warnings_name_empty_and_tiny_pools(tiny_dataset):
-    import tailmix.train_agents as ta
+    from tailmix import pipeline
 
     names = tiny_dataset.class_names
-    assert ta.bank_warnings([128, 64, 13], tiny_dataset, 128) == []
-    empty, tiny = ta.bank_warnings([128, 0, 1], tiny_dataset, 128)
+    assert pipeline.bank_warnings([128, 64, 13], tiny_dataset, 128) == []
+    empty, tiny = pipeline.bank_warnings([128, 0, 1], tiny_dataset, 128)
     assert "no sample" in empty and names[1] in empty and names[2] not in empty
     assert f"{names[2]}: 1" in tiny and names[0] not in tiny and "repeat" in tiny
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from tailmix.classifiers.backbones import BACKBONES, ResNet18Small, SmallCNN, make_backbone
-from tailmix.classifiers.heads import LinearHead, MLPHead
 
 
 def test_import_classifiers_does_not_import_torchvision():
@@ -55,14 +54,3 @@ def test_make_backbone():
         make_backbone("small_cnn", 1, 1)
     with pytest.raises(ValueError, match="in_channels"):
         make_backbone("resnet18", 0, 3)
-
-
-def test_heads():
-    x = torch.randn(5, 7)
-    assert LinearHead(7, 3)(x).shape == (5, 3)
-    mlp = MLPHead(7, 3, hidden=16)
-    assert mlp(x).shape == (5, 3) and mlp.fc.in_features == 16
-    with pytest.raises(ValueError):
-        LinearHead(0, 3)
-    with pytest.raises(ValueError):
-        MLPHead(7, 3, hidden=0)

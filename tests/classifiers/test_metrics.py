@@ -119,3 +119,43 @@ def test_classification_report():
     assert np.isnan(classification_report(Y_TRUE, Y_PRED, 3)["many_shot"])
     with pytest.raises(ValueError, match="train_counts"):
         classification_report(Y_TRUE, Y_PRED, 3, train_counts=[1, 2])
+
+
+# -- one definition for val (the env's batched path) and test (the report) --------------------------
+def _both_paths(y_true, preds, num_classes):
+    """The env's val metrics (``metrics_from_confusion`` of ``batched_confusion``, as ``envs.core`` scores the
+    val split) and the test report (``classification_report``, as ``envs.core.test_report``) of ``preds``."""
+    from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
+
+    val = metrics_from_confusion(batched_confusion(y_true, preds, num_classes))
+    test = [classification_report(y_true, p, num_classes) for p in preds]
+    return val, test
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("seed", range(12))
+def test_val_and_test_paths_agree_to_the_bit_with_absent_classes(seed):
+    rng = np.random.default_rng(seed)
+    c = 6
+    y = rng.choice([0, 1, 2, 4], 50)  # classes 3 and 5 never occur in y_true
+    preds = rng.choice([0, 1, 2, 3, 4] if seed % 2 else [0, 1, 2, 4], (4, 50))  # 5 is never predicted
+    preds[0] = y  # a perfect head
+    val, test = _both_paths(y, preds, c)
+    for k, rep in enumerate(test):
+        assert val["balanced_accuracy"][k] == rep["balanced_accuracy"]
+        assert val["macro_f1"][k] == rep["macro_f1"]
+        for key in ("recall", "precision", "f1"):
+            assert val[key][k].tolist() == rep[key]
+        # the definitions: sklearn's balanced accuracy, and macro-F1 over the classes in y_true or y_pred
+        assert rep["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, preds[k]))
+        assert rep["macro_f1"] == pytest.approx(f1_score(y, preds[k], average="macro", zero_division=0))
+    # absent classes cost a perfect head nothing
+    assert val["macro_f1"][0] == 1.0 and val["balanced_accuracy"][0] == 1.0
+
+
+def test_macro_f1_skips_a_class_absent_from_labels_and_predictions():
+    y = np.array([0, 0, 1, 1])
+    pred = np.array([[0, 1, 1, 1]])
+    val, (rep,) = _both_paths(y, pred, 3)  # class 2: no label, no prediction
+    f1 = [2 / 3, 0.8]
+    assert val["macro_f1"][0] == rep["macro_f1"] == pytest.approx(np.mean(f1))  # not sum(f1) / 3

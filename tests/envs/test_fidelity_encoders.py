@@ -203,15 +203,16 @@ def test_resolved_pairs_count_only_orderings_pixel_mode_is_sure_of():
 
 def test_fidelity_builds_feature_envs_with_the_joint_encoder(tiny_dataset):
     from tailmix.envs.sources import ArraySource
-    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
     fid = _fidelity()
     ds = tiny_dataset
     source = ArraySource(dict(enumerate(_pools(ds))), ds.num_classes)
-    kw = dict(dataset=ds, source=source, encoder="crossfit_joint", encoder_folds=2, encoder_epochs=1, max_steps=1)
-    with fid._synthetic_for_encoder(source):
-        env = SyntheticRatioEnv(**kw)
-    assert features.fit_encoder.__name__ == "fit_encoder"  # the wrapper is gone again
+    kw = dict(dataset=ds, encoder="crossfit_joint", encoder_folds=2, encoder_epochs=1, max_steps=1)
+    envs = {}
+    record = fid._run(envs, kw, (source,), "ratio 1", 0)  # the env hands its source to fit_encoder itself
+    assert np.isfinite(record["test_balanced_accuracy"])
+    env = envs[0]
+    assert features.fit_encoder.__name__ == "fit_encoder"  # nothing wraps fit_encoder
     obs, _ = env.reset(seed=0)
     _, rewards, *_ = env.step({a: np.ones(1, np.float32) for a in env.agents})
     assert all(np.isfinite(r) for r in rewards.values())

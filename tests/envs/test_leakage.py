@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tailmix.envs.datasets import from_arrays, load_digits_lt, load_medmnist
-from tailmix.envs.leakage import format_leakage_report, leakage_report, near_copies, nearest_real, pixel_hashes
+from tailmix.io.leakage import format_leakage_report, leakage_report, near_copies, nearest_real, pixel_hashes
 
 
 def _distinct_images(n: int, seed: int, size: int = 6, channels: int = 1) -> np.ndarray:
