@@ -86,11 +86,12 @@ def resolve_sources(dataset, specs: list, config: RatioEnvConfig) -> list:
     """
     from tailmix.envs.sources import make_source
 
+    def kind(spec):  # None is "augment"; objects are never repeats
+        return "augment" if spec is None else spec if isinstance(spec, str) else object()
+
     out = []
     for g, spec in enumerate(specs):
-        repeat = sum(1 for s in specs[:g] if isinstance(spec, str) and isinstance(s, str) and s == spec)
-        if spec is None:
-            repeat = sum(1 for s in specs[:g] if s is None or s == "augment")
+        repeat = sum(1 for s in specs[:g] if kind(s) == kind(spec))
         src = make_source(spec, dataset, pool_size=config.pool_size, seed=config.source_seed + repeat, index=g)
         if src.space == "feature" and config.mode != "feature":
             raise ValueError(f"source {src.name!r} serves features (e.g. 'gaussian' draws virtual features) and "

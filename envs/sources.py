@@ -9,8 +9,10 @@ The :class:`Source` protocol: ``space`` (``"image"``: ``pool(class_id)`` returns
 ``"feature"``: the pool lives in the feature mode's encoder space, see :class:`GaussianSource`), ``name`` (a
 short label for infos and baseline names, such as ``"ddpm"`` or ``"augment"``), ``num_classes``,
 ``pool(class_id)``, ``quality(class_id)`` in [0, 1] (filter acceptance, 1.0 when unfiltered) and
-``fingerprint()``. :func:`make_source` turns every spec the env accepts into one; a user's object with only
-``pool`` and ``quality`` still works (it is taken as an image source named ``source<g>``).
+``fingerprint()``. A feature-space source also has ``fit_features(features, labels) -> Source``: the feature
+engine calls it with its encoder's real train features and draws from the pools of what it returns.
+:func:`make_source` turns every spec the env accepts into one; a user's object with only ``pool`` and
+``quality`` still works (it is taken as an image source named ``source<g>``).
 """
 from __future__ import annotations
 

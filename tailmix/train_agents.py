@@ -78,7 +78,8 @@ class Common:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment."""
+    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment. Several
+    (--generator ddpm augment) fill one bank each and give the env one source per bank (the pool as an action)."""
     preset: str = "small"
     """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
     generator_steps: int | None = None
@@ -191,7 +192,9 @@ def _add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_ = f"{docs.get(f.name, '')} (default: {_default(f)})"
         kw = dict(default=argparse.SUPPRESS, help=help_)
-        if f.type in ("bool", bool):
+        if f.name == "generator":  # one or several kinds; kept as one space-separated string (run.json, caches)
+            parser.add_argument(flag, nargs="+", metavar="KIND", **kw)
+        elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif str(f.type).startswith("list"):
             parser.add_argument(flag, nargs="*", metavar=f.name.upper().rstrip("S"), **kw)
@@ -214,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> tuple[str, Common, frozenset[str]]:
     """``(command, config, names of the fields given on the command line)``."""
     ns = vars(build_parser().parse_args(argv))
+    if isinstance(ns.get("generator"), list):
+        ns["generator"] = " ".join(ns["generator"])
     command = ns.pop("command", None) or "main"
     cls = COMMANDS.get(command, MainConfig)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -295,9 +300,25 @@ def _choice(cfg, name: str, choices) -> None:
     _require(value in choices, f"unknown --{name.replace('_', '-')} {value!r}; choose one of {', '.join(choices)}")
 
 
+def generator_kinds(cfg) -> list[str]:
+    """The generator kinds of ``--generator`` (one bank, and one env source, each)."""
+    return str(cfg.generator).split()
+
+
+def _one_kind(cfg, kind: str):
+    """``cfg`` for one generator kind of a several-kind ``--generator``."""
+    return dataclasses.replace(cfg, generator=kind)
+
+
 def check_config(cfg) -> None:
     """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
-    _choice(cfg, "generator", GENERATORS)
+    kinds = generator_kinds(cfg)
+    _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
+    for kind in kinds:
+        _require(kind in GENERATORS, f"unknown --generator {kind!r}; choose one or several of {', '.join(GENERATORS)}")
+    _require(len(set(kinds)) == len(kinds), f"--generator lists a kind twice ({cfg.generator}); give each once")
+    _require(len(kinds) == 1 or cfg.source == "bank", f"several generators ({cfg.generator}) fill one bank each: "
+             "they need --source bank")
     _choice(cfg, "source", SOURCES)
     from tailmix.envs.config import MODES, REWARDS
 
@@ -332,7 +353,7 @@ def check_config(cfg) -> None:
 
     feature_losses = ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
     _choice(cfg, "loss", feature_losses if cfg.mode == "feature" else LOSSES)
-    if cfg.generator != "augment":
+    if any(kind != "augment" for kind in kinds):
         from tailmix.generators.ddpm import PRESETS
 
         _choice(cfg, "preset", tuple(PRESETS))
@@ -613,15 +634,21 @@ def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
     """Keyword arguments of the env for this config (the bank is filled first when the source needs it)."""
     _choice(cfg, "source", SOURCES)
     source = None
+    banks = []
     if cfg.source == "bank":
         from tailmix.envs.sources import BankSource
 
-        source = BankSource(ensure_bank(cfg, dataset, progress=progress))
+        banks = [BankSource(ensure_bank(_one_kind(cfg, kind), dataset, progress=progress))
+                 for kind in generator_kinds(cfg)]
+        source = banks[0]
     elif cfg.source == "gaussian":
         source = "gaussian"
     kw = dict(dataset=dataset, source=source, mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio,
               reward=cfg.reward, loss=cfg.loss, cache_dir=str(Path(cfg.cache_dir) / "encoders"),
               source_seed=cfg.seed, empty_pool="zero")
+    if len(banks) > 1:  # several generators: one source per bank, one ratio per source in each action
+        del kw["source"]
+        kw["sources"] = banks
     if cfg.quick:
         kw.update(encoder_epochs=5, encoder_folds=3)
     return kw
@@ -636,7 +663,7 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
     """
     from tailmix.envs.config import RatioEnvConfig
 
-    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source")})
+    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
     if config.mode != "feature":
         return
     from tailmix.classifiers.device import fixed_threads
@@ -646,7 +673,27 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
         fit_encoder(kw["dataset"], EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                                  epochs=config.encoder_epochs, seed=config.source_seed),
                     cache_dir=config.cache_dir, progress=progress,
-                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"))
+                    synthetic=_encoder_images(kw))
+
+
+def _encoder_images(kw: dict):
+    """The synthetic images the env's encoder sees (as ``envs.core.build_engine`` passes them)."""
+    if "sources" not in kw:
+        return None if isinstance(kw.get("source"), str) else kw.get("source")
+    from tailmix.envs.sources import combined_images
+
+    return combined_images(kw["sources"])
+
+
+def benchmark_specs(cfg) -> list[str]:
+    """``--baselines``, plus each per-source variant (``fill@ddpm``, ...) when several generators fill banks."""
+    from tailmix.agents.baselines import baselines_for
+
+    kinds = generator_kinds(cfg)
+    specs = list(cfg.baselines)
+    if len(kinds) > 1 and cfg.source == "bank":
+        specs += [s for s in baselines_for(kinds) if "@" in s and s not in specs]
+    return specs
 
 
 def prepared_env_kwargs(cfg, dataset) -> dict:
@@ -728,17 +775,23 @@ def load_model_policy(spec: str, *, wrapper: str | None = None):
     return SB3Policy(model, wrapper=wrapper)
 
 
-def _check_policy_fits(policy, dataset, label: str) -> None:
-    """A learned policy's observation shape must match the env of ``dataset`` (checked before any work)."""
+def _check_policy_fits(policy, dataset, label: str, sources: int = 1) -> None:
+    """A learned policy's observation shape must match the env of ``dataset`` with ``sources`` synthetic sources
+    (checked before any work)."""
     model = getattr(policy, "model", None)
     if model is None:
         return
     c = dataset.num_classes
-    want = (8 + c,) if policy.wrapper == "shared" else (c, 8 + c)
+    width = 6 + 2 * sources + c  # envs.core.observation_columns without pool_obs, plus the one-hot id
+    want = (width,) if policy.wrapper == "shared" else (c, width)
     got = tuple(model.observation_space.shape)
     if got != want:
         raise ValueError(f"{label} observes {got}, but {dataset.name!r} ({c} classes) gives {want}: it was trained "
                          "on another dataset; pass the --dataset it was trained on")
+
+
+def _num_sources(cfg) -> int:
+    return len(generator_kinds(cfg)) if cfg.source == "bank" else 1
 
 
 def load_policies(specs: list[str], *, learned: list[str] = ()) -> dict:
@@ -763,7 +816,10 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
 
     dataset = load_data(cfg)
     run = prepare_run_dir(cfg, "generate")
-    bank = ensure_bank(cfg, dataset)
+    kinds = generator_kinds(cfg)
+    for kind in kinds[1:]:  # several generators: every bank is filled; the report below is the first one's
+        ensure_bank(_one_kind(cfg, kind), dataset)
+    bank = ensure_bank(_one_kind(cfg, kinds[0]), dataset)
     report = quality_report(bank, dataset)
     text = format_quality_report(report, dataset.class_names)
     print(text)
@@ -833,7 +889,7 @@ def cmd_evaluate(cfg: EvaluateConfig) -> Path:
 
     policy = load_policy(cfg.policy)
     dataset = load_data(cfg)
-    _check_policy_fits(policy, dataset, cfg.policy)
+    _check_policy_fits(policy, dataset, cfg.policy, _num_sources(cfg))
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "evaluate")
     label = cfg.policy if _model_path(cfg.policy) is None else _learned_label(cfg.policy)
@@ -847,12 +903,12 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
                   kw: dict | None = None) -> Path:
     from tailmix.agents.evaluate import benchmark
 
-    policies = load_policies(cfg.baselines, learned=cfg.learned)
+    policies = load_policies(benchmark_specs(cfg), learned=cfg.learned)
     policies.update(extra or {})
     if run is None:
         dataset = load_data(cfg)
         for label, policy in policies.items():
-            _check_policy_fits(policy, dataset, label)
+            _check_policy_fits(policy, dataset, label, _num_sources(cfg))
         kw = prepared_env_kwargs(cfg, dataset)
         run = prepare_run_dir(cfg, "benchmark")
     with phase(f"benchmark: {len(policies)} policies x {cfg.seeds} seeds on the test split"):
