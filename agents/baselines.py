@@ -10,6 +10,12 @@ Interface::
 ``envs.synthetic_ratio.SyntheticRatioEnv`` (or anything with ``agents``, ``possible_agents``, ``train_counts``,
 ``max_ratio`` and ``ratio_to_action``).
 
+Several sources (``G > 1``, the env's ``sources=``): each agent's action has ``G`` entries, one ratio per
+source. A baseline spec may name the source its ratios go to with ``@``: ``fill@augment``, ``inverse@ddpm``,
+``constant:0.5@augment`` or ``random@1`` (by the source's name, ``env.source_names``, or its index); every
+other source gets ratio 0. A plain name (``fill``) puts its ratios on source 0. :func:`baselines_for` lists the
+per-source variants a benchmark runs.
+
 Baselines choose a ratio per class from the real train counts and map it to an action with
 ``env.ratio_to_action``. Ratios above ``env.max_ratio`` cannot be expressed by an action, so they are CLIPPED
 to ``max_ratio`` (and below 0 to 0): e.g. filling a class of 5 images to a head of 100 wants ratio 19, and
@@ -25,10 +31,43 @@ import numpy as np
 BASELINES = ("none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random")
 
 
+#: The baselines that get a per-source variant (``<spec>@<source>``) when the env has several sources.
+PER_SOURCE = ("constant:1", "fill", "inverse")
+
+
+def baselines_for(source_names=("source0",)) -> tuple[str, ...]:
+    """The baseline specs a benchmark runs for an env with these sources: :data:`BASELINES`, and with ``G > 1``
+    sources also :data:`PER_SOURCE` on each source (``fill@augment``, ...; plain names use source 0)."""
+    names = tuple(source_names)
+    if len(names) <= 1:
+        return BASELINES
+    return BASELINES + tuple(f"{spec}@{name}" for name in names for spec in PER_SOURCE)
+
+
+def _source_index(target, env) -> int:
+    """The index of source ``target`` (a name in ``env.source_names``, or an index) in ``env``."""
+    names = tuple(getattr(env, "source_names", ("source0",)))
+    if target is None:
+        return 0
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        g = int(target)
+        if 0 <= g < len(names):
+            return g
+    elif target in names:
+        return names.index(target)
+    raise ValueError(f"the baseline targets source {target!r} but the env's sources are {list(names)} (indices "
+                     f"0..{len(names) - 1}); name one of them after '@'")
+
+
 class Policy:
-    """Base class: subclasses set ``name`` and implement :meth:`act`."""
+    """Base class: subclasses set ``name`` and implement :meth:`act`.
+
+    ``source`` (``None``, a source name or index): where a fixed baseline's ratios go in an env with several
+    sources (``None``: source 0).
+    """
 
     name: str = "policy"
+    source: str | int | None = None
 
     def reset(self, seed: int | None = None) -> None:
         """Called before each episode; stateless policies ignore it."""
@@ -53,9 +92,15 @@ class RatioBaseline(Policy):
         return np.clip(self.raw_ratios(counts), 0.0, float(env.max_ratio))
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        actions = np.asarray(env.ratio_to_action(self.ratios(env)), np.float32)
+        ratios = self.ratios(env)
+        g = int(getattr(env, "num_sources", 1))
+        if g > 1 or self.source is not None:  # the ratios on one source, 0 on the others
+            full = np.zeros((len(ratios), g), np.float64)
+            full[:, _source_index(self.source, env)] = ratios
+            ratios = full
+        actions = np.asarray(env.ratio_to_action(ratios), np.float32).reshape(len(env.possible_agents), -1)
         index = {a: i for i, a in enumerate(env.possible_agents)}
-        return {a: actions[index[a]].reshape(1) for a in env.agents}
+        return {a: actions[index[a]] for a in env.agents}
 
 
 class NoSynthetic(RatioBaseline):
@@ -135,8 +180,13 @@ class RandomRatio(Policy):
         self.rng = np.random.default_rng(self.seed if seed is None else seed)
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        draws = self.rng.uniform(-1.0, 1.0, size=len(env.possible_agents)).astype(np.float32)
-        return {a: draws[i].reshape(1) for i, a in enumerate(env.possible_agents) if a in env.agents}
+        g = int(getattr(env, "num_sources", 1))
+        if self.source is None:  # every source random (one source: v0's draws, value for value)
+            draws = self.rng.uniform(-1.0, 1.0, size=(len(env.possible_agents), g)).astype(np.float32)
+        else:  # random on the named source, ratio 0 (action -1) on the others
+            draws = np.full((len(env.possible_agents), g), -1.0, np.float32)
+            draws[:, _source_index(self.source, env)] = self.rng.uniform(-1.0, 1.0, size=len(env.possible_agents))
+        return {a: draws[i] for i, a in enumerate(env.possible_agents) if a in env.agents}
 
 
 class SB3Policy(Policy):
@@ -178,21 +228,32 @@ class SB3Policy(Policy):
             live = [i for i, a in enumerate(agents) if a in env.agents]
             actions, _ = self.model.predict(obs[live], deterministic=self.deterministic)
             actions = np.asarray(actions, np.float32).reshape(len(live), -1)
-            return {agents[i]: actions[j].reshape(1) for j, i in enumerate(live)}
+            return {agents[i]: actions[j] for j, i in enumerate(live)}
         if expected != obs.shape:
             raise ValueError(f"the model expects observations {expected} but the env's matrix is {obs.shape}; "
                              "was it trained with wrapper='shared' or on another dataset?")
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
-        action = np.asarray(action, np.float32).reshape(-1)
-        return {a: action[i].reshape(1) for i, a in enumerate(agents) if a in env.agents}
+        action = np.asarray(action, np.float32).reshape(len(agents), -1)  # (C,) or (C, G)
+        return {a: action[i] for i, a in enumerate(agents) if a in env.agents}
 
 
 def make_baseline(spec: str) -> Policy:
-    """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``."""
+    """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``,
+    each optionally followed by ``@<source>`` (a source name or index: its ratios go to that source only)."""
     if not isinstance(spec, str):
         raise ValueError(f"baseline spec must be a string like 'constant:0.5'; got {type(spec).__name__}")
+    base, at, target = spec.strip().partition("@")
+    if at:
+        target = target.strip()
+        if not target:
+            raise ValueError(f"bad baseline spec {spec!r}: name a source after '@' (e.g. fill@augment or fill@1)")
+        policy = make_baseline(base)
+        policy.source = int(target) if target.isdigit() else target
+        policy.name = f"{policy.name}@{target}"
+        return policy
     kind, _, arg = spec.strip().lower().partition(":")
-    choices = "none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>]"
+    choices = ("none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>], each with "
+               "an optional @<source>")
     try:
         if kind == "none" and not arg:
             return NoSynthetic()

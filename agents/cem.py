@@ -292,7 +292,8 @@ class CEMPolicy(RatioBaseline):
         return action_to_ratio(self.action, self.max_ratio)
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        if float(env.max_ratio) != self.max_ratio:  # another scale: the same ratios, re-expressed as actions
+        if float(env.max_ratio) != self.max_ratio or getattr(env, "num_sources", 1) > 1 or self.source is not None:
+            # another scale, or several sources: the same ratios, re-expressed as actions (on the target source)
             return super().act(observations, env)
         self.raw_ratios(np.asarray(env.train_counts))  # class-count check
         index = {a: i for i, a in enumerate(env.possible_agents)}

@@ -424,7 +424,7 @@ class RLlibPolicy(Policy):
             dist = self.module.get_inference_action_dist_cls().from_logits(out["action_dist_inputs"])
             actions = (dist.to_deterministic() if self.deterministic else dist).sample()
         actions = np.clip(actions.numpy().astype(np.float32).reshape(len(live), -1), -1.0, 1.0)
-        return {a: actions[i].reshape(1) for i, a in enumerate(live)}
+        return {a: actions[i] for i, a in enumerate(live)}  # (G,): one entry per source
 
     def __repr__(self) -> str:
         return f"RLlibPolicy({self.name!r})"

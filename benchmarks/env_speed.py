@@ -10,6 +10,8 @@ Everything is measured in this one run, so the ratios compare like with like:
 - ``single``: one ``SyntheticRatioEnv`` (sampling the mix, training, val metrics, observations, infos).
 - ``sequential K``: K such envs stepped one after the other; ``batched K``: ``SyntheticRatioVectorEnv(K)``.
 - pixel mode: one env (a CNN epoch of n_real mix samples per step); batching does not apply.
+- ``v1, G = 3``: one ``tailmix/SyntheticRatio-v1`` env (``draw="unique"``, ``pool_obs=True``) over three
+  sources (three pools of the real train images), each at ratio 1/3, so the mix is as large as the v0 row's.
 
 Peak memory is the process's max resident set size after each configuration, run in a fresh subprocess.
 Torch runs on one thread (as the env pins it) so numbers repeat; ``--batched-threads 1 2`` also times the
@@ -40,11 +42,12 @@ def _dataset(name: str):
     return load_medmnist(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
 
 
-def _source(ds):
+def _source(ds, name=None):
     """Real train images as the synthetic pool: the speed of a step does not depend on where pixels came from."""
     from tailmix.envs.sources import ArraySource
 
-    return ArraySource({c: ds.train_images[ds.train_labels == c] for c in range(ds.num_classes)}, ds.num_classes)
+    return ArraySource({c: ds.train_images[ds.train_labels == c] for c in range(ds.num_classes)}, ds.num_classes,
+                       name=name)
 
 
 ENV_KW = dict(encoder="crossfit", encoder_epochs=10, max_steps=10_000, max_ratio=2.0)
@@ -106,6 +109,15 @@ def _run(job: dict, out: mp.Queue) -> None:
         n_rows = int(len(eng.real_idx) * (1 + env.action_to_ratio(ACTION)))
         res["rows"], res["dim"] = n_rows, int(eng.table.shape[1])
         res["floor_sec"], res["floor_cpu"] = _floor(n_rows, res["dim"], ds.num_classes, env.config.epochs, steps)
+    elif job["kind"] == "v1_sources":
+        from tailmix.envs.synthetic_ratio import parallel_env_v1
+
+        g = job["g"]
+        env = parallel_env_v1(dataset=ds, sources=[_source(ds, f"pool{i}") for i in range(g)], **ENV_KW)
+        env.reset(seed=0)
+        per = env.ratio_to_action(env.action_to_ratio(ACTION) / g)  # the same total ratio as the v0 row
+        act = {a: np.full(g, per, np.float32) for a in env.possible_agents}
+        res["sec_per_step"], res["cpu_per_step"] = _time(lambda: env.step(act), steps)
     elif job["kind"] == "sequential":
         envs = [SyntheticRatioEnv(dataset=ds, source=src, **ENV_KW) for _ in range(job["k"])]
         for i, e in enumerate(envs):
@@ -154,6 +166,13 @@ def main(argv=None) -> list[dict]:
               f"per CPU second; floor {base['floor_sec'] * 1e3:.3f} ms wall / {base['floor_cpu'] * 1e3:.3f} ms CPU; "
               f"step/floor = {base['sec_per_step'] / base['floor_sec']:.2f} wall, "
               f"{base['cpu_per_step'] / base['floor_cpu']:.2f} CPU\n")
+        v1 = run_job({"dataset": name, "kind": "v1_sources", "g": 3, "steps": args.steps})
+        rows.append(v1)
+        print("| env | sources G | draw | steps/s (wall / CPU) | peak RSS MB |\n|---|---|---|---|---|")
+        print(f"| v0 | 1 | replace | {base['env_steps_per_s']:.0f} / {base['env_steps_per_cpu_s']:.0f} | "
+              f"{base['peak_rss_mb']:.0f} |")
+        print(f"| v1 | 3 | unique | {v1['env_steps_per_s']:.0f} / {v1['env_steps_per_cpu_s']:.0f} | "
+              f"{v1['peak_rss_mb']:.0f} |\n")
         print("| mode | K | threads (batched) | sequential steps/s (wall / CPU) | batched steps/s (wall / CPU) | "
               "batched / sequential (wall / CPU) | peak RSS MB (seq / batched) |")
         print("|---|---|---|---|---|---|---|")

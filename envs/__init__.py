@@ -1,15 +1,19 @@
-"""tailmix environments: ``tailmix/SyntheticRatio-v0`` (PettingZoo) and its gymnasium view.
+"""tailmix environments: ``tailmix/SyntheticRatio-v0`` / ``-v1`` (PettingZoo) and their gymnasium views.
 
-Importing this package registers both ids (safely, more than once). The env classes load lazily so that
-``import envs`` stays fast.
+Importing this package registers the ids (safely, more than once). The ``-v1`` ids are the same classes with
+:data:`V1_DEFAULTS` (``envs.config``) as defaults. The env classes load lazily so that ``import envs`` stays fast.
 """
 from __future__ import annotations
 
+from tailmix.envs.config import V1_DEFAULTS
+
 PARALLEL_ID = "tailmix/SyntheticRatio-v0"
 CENTRAL_ID = "tailmix/SyntheticRatioCentral-v0"
+PARALLEL_V1_ID = "tailmix/SyntheticRatio-v1"
+CENTRAL_V1_ID = "tailmix/SyntheticRatioCentral-v1"
 
-__all__ = ["PARALLEL_ID", "CENTRAL_ID", "SyntheticRatioEnv", "SyntheticRatioCentralEnv", "parallel_env", "env",
-           "raw_env", "register_envs"]
+__all__ = ["PARALLEL_ID", "CENTRAL_ID", "PARALLEL_V1_ID", "CENTRAL_V1_ID", "V1_DEFAULTS", "SyntheticRatioEnv",
+           "SyntheticRatioCentralEnv", "parallel_env", "env", "raw_env", "register_envs"]
 
 
 def register_envs() -> None:
@@ -18,6 +22,9 @@ def register_envs() -> None:
 
     if CENTRAL_ID not in gymnasium.registry:
         gymnasium.register(id=CENTRAL_ID, entry_point="tailmix.envs.central:SyntheticRatioCentralEnv")
+    if CENTRAL_V1_ID not in gymnasium.registry:  # the defaults show in the spec; make(..., key=value) overrides
+        gymnasium.register(id=CENTRAL_V1_ID, entry_point="tailmix.envs.central:SyntheticRatioCentralEnv",
+                           kwargs=dict(V1_DEFAULTS))
     try:
         import pettingzoo
     except ImportError:  # pragma: no cover - pettingzoo is a hard dependency; keep gymnasium usable anyway
@@ -27,6 +34,10 @@ def register_envs() -> None:
             pettingzoo.register("parallel", PARALLEL_ID, entry_point="tailmix.envs.synthetic_ratio:parallel_env")
         if PARALLEL_ID not in pettingzoo.aec_registry:
             pettingzoo.register("aec", PARALLEL_ID, entry_point="tailmix.envs.synthetic_ratio:env")
+        if PARALLEL_V1_ID not in pettingzoo.parallel_registry:
+            pettingzoo.register("parallel", PARALLEL_V1_ID, entry_point="tailmix.envs.synthetic_ratio:parallel_env_v1")
+        if PARALLEL_V1_ID not in pettingzoo.aec_registry:
+            pettingzoo.register("aec", PARALLEL_V1_ID, entry_point="tailmix.envs.synthetic_ratio:env_v1")
 
 
 def __getattr__(name: str):

@@ -15,10 +15,13 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     The same simulation as the PettingZoo env (``envs.synthetic_ratio``), controlled by one agent.
 
     ## Observation Space
-    ``Box(float32, (C, 8 + C))``: row ``c`` is agent ``class_c``'s observation in the PettingZoo env.
+    ``Box(float32, (C, 8 + C))`` with one source: row ``c`` is agent ``class_c``'s observation in the PettingZoo
+    env (with ``G`` sources and ``pool_obs``: ``(C, 6 + 2G + P + C)``, the layout documented there).
 
     ## Action Space
-    ``Box(-1, 1, (C,), float32)``: element ``c`` is class ``c``'s action (same affine ratio map).
+    ``Box(-1, 1, (C,), float32)`` with one source (v0): element ``c`` is class ``c``'s action (same affine ratio
+    map). With ``G > 1`` sources: ``Box(-1, 1, (C, G), float32)``, entry ``(c, g)`` sets class ``c``'s ratio for
+    source ``g``; the sources' ratios add up.
 
     ## Rewards
     The shared reward of the PettingZoo env (balanced validation accuracy by default). ``credit="difference"``
@@ -33,22 +36,28 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     test metrics under ``"test"``.
 
     ## Arguments
-    Those of the PettingZoo env (``dataset``, ``source`` and :class:`envs.config.RatioEnvConfig` fields).
+    Those of the PettingZoo env (``dataset``, ``source`` or ``sources``, and :class:`envs.config.RatioEnvConfig`
+    fields, ``draw`` and ``pool_obs`` among them).
 
     ## Version History
-    * v0: initial release (``credit="difference"`` refused here; see Rewards).
+    * v0: initial release (``credit="difference"`` refused here; see Rewards). ``sources``, ``draw`` and
+      ``pool_obs`` added with v1; their v0 defaults keep v0's spaces and numbers. The info gained
+      ``shortfall`` ``(C,)``, ``source_ratios`` and ``source_counts`` ``(C, G)``.
+    * v1 (``tailmix/SyntheticRatioCentral-v1``): ``envs.config.V1_DEFAULTS`` (``draw="unique"``,
+      ``pool_obs=True``), as for the PettingZoo env.
     """
 
     metadata = {"render_modes": ["ansi"]}
 
-    def __init__(self, dataset=None, source=None, *, render_mode: str | None = None, **kwargs) -> None:
+    def __init__(self, dataset=None, source=None, *, sources=None, render_mode: str | None = None, **kwargs) -> None:
         if kwargs.get("credit", "shared") == "difference":
             raise ValueError("credit='difference' gives each class agent its own reward, but the central view has a "
                              "single agent; use credit='shared' here (reward_reference=0 lowers the noise), or the "
                              "PettingZoo env / agents.wrappers wrapper='shared' for per-class credit")
-        self._build(dataset, source, render_mode, kwargs)
+        self._build(dataset, source, render_mode, kwargs, sources=sources)
         c = self.core.c
-        self.action_space = spaces.Box(-1.0, 1.0, (c,), np.float32)
+        self._action_shape = (c,) if self.core.g == 1 else (c, self.core.g)
+        self.action_space = spaces.Box(-1.0, 1.0, self._action_shape, np.float32)
         self.observation_space = spaces.Box(self.core.obs_low, self.core.obs_high, dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -61,11 +70,12 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
 
     def step(self, action):
         a = as_action_array(action, "action")
-        if a.shape != (self.core.c,):
-            raise ValueError(f"action must have shape ({self.core.c},); got {a.shape}")
+        if a.shape != self._action_shape:
+            raise ValueError(f"action must have shape {self._action_shape} (classes" +
+                             (")" if self.core.g == 1 else ", sources)") + f"; got {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError("action contains NaN or inf; actions must be finite numbers in [-1, 1]")
-        out = self.core.step(self.core.action_to_ratio(a)[None, :])
+        out = self.core.step(self.core.action_to_ratio(a)[None])
         truncated = bool(self.core.done[0])
         info = self._info(out["n_synthetic"])
         if out["nan"][0]:
@@ -81,6 +91,9 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
                 "macro_f1": float(self.core.metrics["macro_f1"][0]),
                 "recall": np.array([p["recall"] for p in per_class]),
                 "n_synthetic": np.array([p["n_synthetic"] for p in per_class]),
+                "shortfall": np.array([p["shortfall"] for p in per_class]),
+                "source_ratios": self.core.source_ratios[0].copy(),
+                "source_counts": np.stack([p["source_counts"] for p in per_class]),
                 "per_class": per_class}
 
     def render(self):
@@ -88,3 +101,10 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
             return (f"step {int(self.core.t[0])}/{self.config.max_steps} balanced val acc "
                     f"{self.core.metrics['balanced_accuracy'][0]:.3f} ratios {np.round(self.core.ratios[0], 2)}")
         return None
+
+
+def central_env_v1(**kwargs) -> SyntheticRatioCentralEnv:
+    """``tailmix/SyntheticRatioCentral-v1``: the central env with ``envs.config.V1_DEFAULTS`` (keywords override)."""
+    from tailmix.envs.config import V1_DEFAULTS
+
+    return SyntheticRatioCentralEnv(**{**V1_DEFAULTS, **kwargs})

@@ -10,11 +10,17 @@ MODES = ("feature", "pixel")
 REWARDS = ("accuracy", "delta", "final")
 HEADS = ("linear", "mlp")
 CREDITS = ("shared", "difference")
+DRAWS = ("replace", "unique")
+
+#: The defaults of the ``-v1`` ids (``tailmix/SyntheticRatio-v1``, ``tailmix/SyntheticRatioCentral-v1``) where they
+#: differ from :class:`RatioEnvConfig`'s (which are v0's). Keyword arguments given to ``make`` override them.
+V1_DEFAULTS: dict = {"draw": "unique", "pool_obs": True}
 
 
 @dataclass(frozen=True)
 class RatioEnvConfig:
-    """Keyword arguments of ``tailmix/SyntheticRatio-v0`` and its views (all documented defaults).
+    """Keyword arguments of ``tailmix/SyntheticRatio-v0`` and its views (all documented defaults; the ``-v1`` ids
+    change those in :data:`V1_DEFAULTS`).
 
     Attributes:
         mode: ``"feature"``: a linear/MLP head on frozen encoder features (milliseconds per step);
@@ -66,7 +72,14 @@ class RatioEnvConfig:
             0 (default) the counterfactual drops class ``c``'s synthetic samples.
         empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
             ``"error"`` raises ``ValueError``; ``"zero"`` serves none and flags ``pool_empty`` in infos
-            (useful when a filter rejected every candidate of a class).
+            (useful when a filter rejected every candidate of a class). With several sources it applies per
+            (source, class) pool.
+        draw: How a step draws from a pool. ``"replace"`` (v0): without replacement up to the pool's size, the
+            remainder with replacement (a pool of one image can serve it 400 times). ``"unique"`` (v1's
+            default): never the same synthetic image twice in a step; a request beyond the pool is capped at the
+            pool's size and the infos report the ``shortfall`` (requested minus served).
+        pool_obs: Add, per source, the observation column ``pool_fraction`` = ``min(1, pool size /
+            (max_ratio * n_real))``: how much of what the class may ask for its pool can serve (v1: on).
     """
 
     mode: str = "feature"
@@ -97,6 +110,8 @@ class RatioEnvConfig:
     reward_reference: float | None = None
     credit: str = "shared"
     credit_default: float = 0.0
+    draw: str = "replace"
+    pool_obs: bool = False
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -179,6 +194,10 @@ class RatioEnvConfig:
                     "against a counterfactual head with common random numbers; drop reward_reference (None)")
         if not (self.cache_dir is None or self.cache_dir is False or isinstance(self.cache_dir, (str, os.PathLike))):
             bad("cache_dir", self.cache_dir, "use None (the per-user cache folder), False (memory only) or a folder path")
+        if self.draw not in DRAWS:
+            bad("draw", self.draw, f"choose one of {DRAWS}")
+        if not isinstance(self.pool_obs, bool):
+            bad("pool_obs", self.pool_obs, "use True or False")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
 

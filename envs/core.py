@@ -16,9 +16,24 @@ from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusio
 from tailmix.envs.config import RatioEnvConfig
 from tailmix.envs.engine import FeatureEngine, PixelEngine, synthetic_counts
 
-#: Per-class observation columns before the one-hot class id.
+#: Per-class observation columns before the one-hot class id (v0: one source, no pool-size columns).
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
                "progress")
+
+
+def observation_columns(names: tuple[str, ...], pool_obs: bool = False) -> tuple[str, ...]:
+    """Per-class observation columns before the one-hot id, for sources ``names`` (``G = len(names)``).
+
+    ``recall, precision, f1, log_real_share``, then per source ``ratio`` (``/ max_ratio``), per source
+    ``pool_quality``, ``balanced_accuracy, progress``, and with ``pool_obs`` per source ``pool_fraction``
+    (``min(1, pool size / (max_ratio * n_real))``). Per-source columns are named ``<column>@<source>`` when
+    ``G > 1``; with one source and ``pool_obs=False`` this is :data:`OBS_COLUMNS`.
+    """
+    def per(col):
+        return (col,) if len(names) == 1 else tuple(f"{col}@{n}" for n in names)
+
+    cols = OBS_COLUMNS[:4] + per("ratio") + per("pool_quality") + OBS_COLUMNS[6:]
+    return cols + (per("pool_fraction") if pool_obs else ())
 
 
 def as_action_array(value, what: str) -> np.ndarray:
@@ -52,9 +67,11 @@ def resolve_dataset(dataset):
 
 
 def _validate_source(source, dataset) -> None:
-    if getattr(source, "num_classes", dataset.num_classes) != dataset.num_classes:
-        raise ValueError(f"the synthetic source has {source.num_classes} classes but the dataset has "
+    if source.num_classes is not None and source.num_classes != dataset.num_classes:
+        raise ValueError(f"the synthetic source {source.name!r} has {source.num_classes} classes but the dataset has "
                          f"{dataset.num_classes}; build the source (or bank) from this dataset")
+    if source.space != "image":
+        return
     for c in range(dataset.num_classes):
         pool = source.pool(c)
         if len(pool) and tuple(pool.shape[1:]) != dataset.image_shape:
@@ -62,35 +79,59 @@ def _validate_source(source, dataset) -> None:
                              f"{dataset.image_shape}; generate them at the dataset's size")
 
 
+def resolve_sources(dataset, specs: list, config: RatioEnvConfig) -> list:
+    """The env's :class:`envs.sources.Source` list from its specs (``envs.sources.make_source``), validated.
+
+    A string kind that appears again later in the list (two ``"augment"`` pools) draws its pools from
+    ``source_seed + j`` for its ``j``-th repeat, so the copies differ; the first is v0's pool.
+    """
+    from tailmix.envs.sources import make_source
+
+    def kind(spec):  # None is "augment"; objects are never repeats
+        return "augment" if spec is None else spec if isinstance(spec, str) else object()
+
+    out = []
+    for g, spec in enumerate(specs):
+        repeat = sum(1 for s in specs[:g] if kind(s) == kind(spec))
+        src = make_source(spec, dataset, pool_size=config.pool_size, seed=config.source_seed + repeat, index=g)
+        if src.space == "feature" and config.mode != "feature":
+            raise ValueError(f"source {src.name!r} serves features (e.g. 'gaussian' draws virtual features) and "
+                             "needs mode='feature'")
+        _validate_source(src, dataset)
+        out.append(src)
+    return out
+
+
+def source_names(sources: list) -> tuple[str, ...]:
+    """Each source's name, made unique by a ``_<g>`` suffix where an earlier source has the same name."""
+    names: list[str] = []
+    for g, src in enumerate(sources):
+        name = str(src.name)
+        names.append(f"{name}_{g}" if name in names else name)
+    return tuple(names)
+
+
 def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
-    """Build the feature or pixel engine and the per-class pool quality for ``dataset`` and ``source``."""
-    from tailmix.envs.sources import augmentation_source
+    """Build the feature or pixel engine and the pool quality ``(C, G)`` for ``dataset`` and its sources.
+
+    ``source`` is one source spec (``envs.sources.make_source``) or a list of them (``G`` sources). The engine
+    chooses what to do with each by its declared ``space``: image pools are encoded (feature mode) or trained on
+    (pixel mode); feature pools are fitted on the encoder's real train features (feature mode only).
+    """
+    from tailmix.envs.sources import combined_images
 
     c = dataset.num_classes
-    if isinstance(source, str) and source != "gaussian":
-        raise ValueError(f"source={source!r} is not known; pass a source object (envs.sources), a "
-                         "tailmix.generators.bank.SyntheticBank, 'gaussian' (feature mode), or None for augmentations")
-    if source == "gaussian" and config.mode != "feature":
-        raise ValueError("source='gaussian' draws virtual features and needs mode='feature'")
-    if source is not None and not isinstance(source, str) and not hasattr(source, "pool"):
-        if hasattr(source, "images") and hasattr(source, "manifest"):
-            from tailmix.envs.sources import BankSource
-            source = BankSource(source)
-        else:
-            raise ValueError("source must have pool(class_id) and quality(class_id) (see envs.sources)")
-    if source is None:
-        source = augmentation_source(dataset, per_class=config.pool_size, seed=config.source_seed)
-    if source != "gaussian":
-        _validate_source(source, dataset)
-        quality = np.array([float(source.quality(k)) for k in range(c)], np.float32)
-    else:
-        quality = np.ones(c, np.float32)
+    specs = list(source) if isinstance(source, (list, tuple)) else [source]
+    sources = resolve_sources(dataset, specs, config)
+    quality = np.array([[float(s.quality(k)) for s in sources] for k in range(c)], np.float32)
+    one = len(sources) == 1  # one source: the engines get per-class pools, as in v0
     eval_test = config.eval_split == "test"
     from tailmix.classifiers.device import select_device
 
     device = select_device(config.device)  # resolves "auto"; torch.device("auto") would not parse
     if config.mode == "pixel":
-        engine = PixelEngine(dataset, [source.pool(k) for k in range(c)], backbone=config.backbone,
+        pools = [[s.pool(k) for k in range(c)] for s in sources]
+        engine = PixelEngine(dataset, pools[0] if one else pools, backbone=config.backbone,
                              loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
                              lr=config.learning_rate, device=device, eval_test=eval_test,
                              max_steps=config.max_steps)
@@ -99,21 +140,19 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     from tailmix.envs.features import encoder_config, fit_encoder
 
     enc = fit_encoder(dataset, encoder_config(config), cache_dir=encoder_cache_dir(config.cache_dir),
-                      synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
+                      synthetic=combined_images(sources))  # crossfit_joint trains on the image pools
     real = enc.train_features()
-    if source == "gaussian":
-        from tailmix.generators.gaussian import GaussianFeatureGenerator
-
-        gen = GaussianFeatureGenerator()
-        gen.fit_features(real, dataset.train_labels, c)
-        pools = [gen.sample_features(k, config.pool_size,
-                                     generator=torch.Generator().manual_seed(config.source_seed * 7919 + k))
-                 for k in range(c)]
-    else:
-        pools = [enc.encode(source.pool(k), salt=f"pool{k}") for k in range(c)]
+    pools = []
+    for g, src in enumerate(sources):
+        if src.space == "feature":
+            fitted = src.fit_features(real, dataset.train_labels)
+            pools.append([np.asarray(fitted.pool(k), np.float32) for k in range(c)])
+        else:  # the first source keeps v0's salts, so one source encodes exactly as before
+            salt = "pool" if g == 0 else f"pool{g}."
+            pools.append([enc.encode(src.pool(k), salt=f"{salt}{k}") for k in range(c)])
     val = enc.encode(dataset.val_images, salt="val")
     test = enc.encode(dataset.test_images, salt="test") if eval_test else None
-    engine = FeatureEngine(real, dataset.train_labels, pools, val, dataset.val_labels, test,
+    engine = FeatureEngine(real, dataset.train_labels, pools[0] if one else pools, val, dataset.val_labels, test,
                            dataset.test_labels if eval_test else None, num_copies=num_copies,
                            hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
                            loss=config.loss, epochs=config.epochs, device=device)
@@ -134,16 +173,27 @@ class RatioCore:
 
     Args:
         dataset: A :class:`LongTailDataset` or spec string.
-        source: Synthetic source (``envs.sources``), a bank, ``"gaussian"``, or ``None`` (augmentations).
+        source: Synthetic source (``envs.sources``), a bank, ``"augment"``, ``"gaussian"``, or ``None``
+            (augmentations).
         config: The shared settings.
         num_copies: ``K``.
+        sources: Instead of ``source``, a list of ``G >= 1`` source specs (the pool as an action: each class
+            sets one ratio per source; the ratios add up).
     """
 
-    def __init__(self, dataset, source, config: RatioEnvConfig, num_copies: int = 1) -> None:
+    def __init__(self, dataset, source, config: RatioEnvConfig, num_copies: int = 1, *, sources=None) -> None:
+        from tailmix.envs.sources import source_specs
+
+        specs = source_specs(source, sources)
         self.config = config
         self.dataset = resolve_dataset(dataset)
         self.k = num_copies
         self.c = c = self.dataset.num_classes
+        self.g = len(specs)
+        if self.g > 1 and config.credit == "difference":
+            raise ValueError("credit='difference' is not supported with several sources yet (its counterfactual "
+                             "draws are per class); use credit='shared' (reward_reference=0 lowers the noise), or one "
+                             "source")
         counts = self.dataset.train_counts
         if (counts == 0).any():
             # Its agent could do nothing (ratio x 0 real images = 0 synthetic ones) and its log share is -inf.
@@ -165,12 +215,19 @@ class RatioCore:
             self.diff = config.credit == "difference"
             self.cf0 = self.r + int(self.ref)  # index of the first counterfactual head within a copy
             self.h = self.cf0 + (self.r * c if self.diff else 0)  # heads per copy
-            self.engine, self.quality = build_engine(self.dataset, source, config, num_copies * self.h)
+            self.sources = resolve_sources(self.dataset, specs, config)
+            self.source_names = source_names(self.sources)
+            self.engine, self.quality = build_engine(self.dataset, self.sources, config, num_copies * self.h)
         self.train_counts = self.dataset.train_counts
-        self.pool_sizes = self.engine.pool_sizes
+        self.pool_sizes_g = self.engine.source_pool_sizes  # (C, G)
+        self.pool_sizes = self.pool_sizes_g.sum(1)  # (C,): every source's candidates of the class
+        # pool_obs: each source's pool relative to the most the class may ask of it (max_ratio * n_real)
+        self.pool_fraction = np.minimum(1.0, self.pool_sizes_g / (config.max_ratio * self.train_counts[:, None])
+                                        ).astype(np.float32)
         share = self.train_counts / self.train_counts.sum()
         self.log_share = np.log(np.maximum(share, 1e-12)).astype(np.float32)
-        self.obs_dim = len(OBS_COLUMNS) + c
+        self.obs_columns = observation_columns(self.source_names, config.pool_obs)
+        self.obs_dim = len(self.obs_columns) + c
         low = np.zeros((c, self.obs_dim), np.float32)
         low[:, 3] = math.floor(math.log(1.0 / self.train_counts.sum()))
         high = np.ones((c, self.obs_dim), np.float32)
@@ -186,7 +243,12 @@ class RatioCore:
         self._boot_rngs: list[np.random.Generator | None] = [None] * num_copies
         self.reward_std = np.full(num_copies, np.nan)
         self.t = np.zeros(num_copies, np.int64)
-        self.ratios = np.full((num_copies, c), config.initial_ratio, np.float64)
+        # Ratios per class and source (initial_ratio on source 0, as a plain baseline's); ``ratios`` is their sum.
+        self.source_ratios = np.zeros((num_copies, c, self.g), np.float64)
+        self.source_ratios[:, :, 0] = config.initial_ratio
+        self.ratios = self.source_ratios.sum(2)
+        self.last_counts = np.zeros((num_copies, c, self.g), np.int64)  # served per class and source, last step
+        self.shortfall = np.zeros((num_copies, c), np.int64)
         self.metrics: dict[str, np.ndarray] = {}
         self.started = np.zeros(num_copies, bool)
         self.done = np.zeros(num_copies, bool)
@@ -239,7 +301,11 @@ class RatioCore:
             if self.config.reward_bootstrap:
                 self._boot_rngs[k] = np.random.default_rng(int(rng.integers(0, 2**62)))
             self.t[k] = 0
-            self.ratios[k] = self.config.initial_ratio
+            self.source_ratios[k] = 0.0
+            self.source_ratios[k, :, 0] = self.config.initial_ratio
+            self.ratios[k] = self.source_ratios[k].sum(1)
+            self.last_counts[k] = 0
+            self.shortfall[k] = 0
             self.started[k] = True
             self.done[k] = False
         with self._threads():
@@ -258,15 +324,31 @@ class RatioCore:
         """``(K, C)``: balanced val accuracy minus each class's counterfactual's (replica means)."""
         return self.metrics["balanced_accuracy"][:, None] - self.counterfactual_bal
 
+    def _serve(self, req: np.ndarray) -> np.ndarray:
+        """What a request ``(..., C, G)`` is served: none from an empty pool, at most the pool with ``draw="unique"``."""
+        served = np.where(self.pool_sizes_g == 0, 0, req)
+        if self.config.draw == "unique":
+            served = np.minimum(served, self.pool_sizes_g)
+        return served
+
+    def _on_source0(self, ratio: float) -> np.ndarray:
+        """Served counts ``(C, G)`` of every class at ``ratio`` on source 0 (nothing from the others)."""
+        req = np.zeros((self.c, self.g), np.int64)
+        req[:, 0] = synthetic_counts(np.full(self.c, float(ratio)), self.train_counts)
+        return self._serve(req)
+
     def _default_counts(self) -> np.ndarray:
         """Synthetic counts ``(C,)`` of every class at ``credit_default`` (none from an empty pool)."""
-        n = synthetic_counts(np.full(self.c, float(self.config.credit_default)), self.train_counts)
-        return np.where(self.pool_sizes == 0, 0, n)
+        return self._on_source0(self.config.credit_default)[:, 0]
 
     def _mixes(self, n_syn: np.ndarray) -> list:
-        """Row indices of every head's mix for the copies' synthetic counts ``n_syn`` ``(K, C)``."""
+        """Row indices of every head's mix for the copies' synthetic counts ``n_syn`` ``(K, C, G)`` (or ``(K, C)``
+        with one source)."""
+        if n_syn.ndim == 2:
+            n_syn = n_syn[..., None]
         if not self.diff:
             return self.engine.mix_indices(self._head_counts(n_syn), self._draw_rngs)
+        n_syn = n_syn[..., 0]  # difference credit has one source (checked at construction)
         # Difference credit: each replica draws once, enough for its own count and the default of every class;
         # its mix and its C counterfactuals are per-class prefixes of that one draw. So a counterfactual differs
         # from its replica in class c's synthetic rows only (common random numbers), and a class at the default
@@ -305,12 +387,11 @@ class RatioCore:
         return bal - self.reference_bal if self.ref else bal.copy()
 
     def _head_counts(self, n_syn: np.ndarray) -> np.ndarray:
-        """Synthetic counts per head: the copy's for its replicas, the reference ratio's for its reference."""
+        """Synthetic counts per head ``(K*H, C, G)``: the copy's for its replicas, the reference ratio's (on
+        source 0) for its reference."""
         per = np.repeat(n_syn, self.h, axis=0)
-        if self.ref:
-            ref = synthetic_counts(np.full(self.c, float(self.config.reward_reference)), self.train_counts)
-            ref = np.where(self.pool_sizes == 0, 0, ref)  # a reference cannot draw from an empty pool either
-            per[self.r::self.h] = ref
+        if self.ref:  # a reference cannot draw from an empty pool either
+            per[self.r::self.h] = self._on_source0(self.config.reward_reference)
         return per
 
     def step(self, ratios: np.ndarray) -> dict:
@@ -319,19 +400,25 @@ class RatioCore:
             raise RuntimeError("step() called before reset(); call reset(seed=...) first")
         if self.done.any():
             raise RuntimeError("step() called after the episode ended; call reset() to start a new one")
-        new_ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c), 0.0, self.config.max_ratio)
-        n_syn = synthetic_counts(new_ratios, self.train_counts[None, :])
-        empty = (n_syn > 0) & (self.pool_sizes[None, :] == 0)
-        if empty.any() and self.config.empty_pool == "zero":
-            # Serve nothing: the ratio stays as asked (the agent sees it); the count reported is honest.
-            n_syn = np.where(self.pool_sizes[None, :] == 0, 0, n_syn)
-        elif empty.any():  # checked before any state changes, so the env stays usable after this error
-            cls = int(np.argwhere(empty)[0][1])
-            raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but the "
-                             "source has none for it; fill the bank for every class or keep its ratio at 0")
-        self.ratios = new_ratios
+        new_ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c, self.g), 0.0,
+                             self.config.max_ratio)
+        req = synthetic_counts(new_ratios, self.train_counts[None, :, None])  # (K, C, G) requested
+        empty = (req > 0) & (self.pool_sizes_g[None] == 0)
+        if empty.any() and self.config.empty_pool != "zero":  # checked before any state changes: the env stays usable
+            _, cls, g = (int(v) for v in np.argwhere(empty)[0])
+            which = "the source" if self.g == 1 else f"source {g} ({self.source_names[g]!r})"
+            raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but {which} "
+                             "has none for it; fill the bank for every class or keep its ratio at 0")
+        # empty_pool="zero" serves nothing from an empty pool: the ratio stays as asked (the agent sees it), the
+        # counts reported are what was served. draw="unique" serves at most the pool: no image twice in a step.
+        served = self._serve(req)
+        self.source_ratios = new_ratios
+        self.ratios = new_ratios.sum(2)
+        self.last_counts = served
+        self.shortfall = (req - served).sum(2)
+        n_syn = served.sum(2)  # (K, C)
         with self._step_threads():
-            mixes = self._mixes(n_syn)
+            mixes = self._mixes(served)
             snapshot = self.engine.snapshot()
             loss = self.engine.train(mixes)
             # The loss is the last epoch's, taken before its update: that update can still overflow the head
@@ -360,7 +447,8 @@ class RatioCore:
             agent_reward = np.repeat(reward[:, None], self.c, axis=1)
         self.done = self.t >= self.config.max_steps
         return {"reward": reward.astype(np.float64), "agent_reward": agent_reward.astype(np.float64), "nan": bad,
-                "n_synthetic": n_syn, "loss": loss, "reward_std": self.reward_std.copy()}
+                "n_synthetic": n_syn, "loss": loss, "reward_std": self.reward_std.copy(),
+                "source_counts": served, "shortfall": self.shortfall.copy()}
 
     def _evaluate(self) -> None:
         pred = self.engine.predict("val")
@@ -441,11 +529,14 @@ class RatioCore:
         obs[:, :, 1] = m["precision"][copies]
         obs[:, :, 2] = m["f1"][copies]
         obs[:, :, 3] = self.log_share
-        obs[:, :, 4] = self.ratios[copies] / self.config.max_ratio
-        obs[:, :, 5] = self.quality
-        obs[:, :, 6] = m["balanced_accuracy"][copies][:, None]
-        obs[:, :, 7] = np.minimum(self.t[copies] / self.config.max_steps, 1.0)[:, None]
-        obs[:, :, len(OBS_COLUMNS):] = self._onehot
+        g = self.g
+        obs[:, :, 4:4 + g] = self.source_ratios[copies] / self.config.max_ratio
+        obs[:, :, 4 + g:4 + 2 * g] = self.quality
+        obs[:, :, 4 + 2 * g] = m["balanced_accuracy"][copies][:, None]
+        obs[:, :, 5 + 2 * g] = np.minimum(self.t[copies] / self.config.max_steps, 1.0)[:, None]
+        if self.config.pool_obs:
+            obs[:, :, 6 + 2 * g:6 + 3 * g] = self.pool_fraction
+        obs[:, :, len(self.obs_columns):] = self._onehot
         return obs
 
     def class_info(self, k: int, cls: int, n_syn: np.ndarray | None = None) -> dict:
@@ -462,7 +553,12 @@ class RatioCore:
             "macro_f1": float(m["macro_f1"][k]),
             "step": int(self.t[k]),
             "pool_empty": bool(self.pool_sizes[cls] == 0),
+            "shortfall": int(0 if n_syn is None else self.shortfall[k, cls]),
         }
+        # per source (G entries): ratio, images served at the last step, pool size
+        info["source_ratios"] = self.source_ratios[k, cls].copy()
+        info["source_counts"] = np.zeros(self.g, np.int64) if n_syn is None else self.last_counts[k, cls].copy()
+        info["pool_sizes"] = self.pool_sizes_g[cls].copy()
         if self.config.reward_bootstrap:
             info["reward_std"] = float(self.reward_std[k])
         if self.ref:
@@ -499,10 +595,10 @@ class SingleCopyViews:
     :meth:`_build` sets ``self.render_mode``, ``self.config`` and ``self.core`` (a one-copy :class:`RatioCore`).
     """
 
-    def _build(self, dataset, source, render_mode, kwargs: dict) -> None:
+    def _build(self, dataset, source, render_mode, kwargs: dict, sources=None) -> None:
         self.render_mode = accepted_render_mode(render_mode, type(self).__name__)
         self.config = RatioEnvConfig(**kwargs)
-        self.core = RatioCore(dataset, source, self.config, num_copies=1)
+        self.core = RatioCore(dataset, source, self.config, num_copies=1, sources=sources)
 
     @property
     def num_classes(self) -> int:
@@ -514,8 +610,23 @@ class SingleCopyViews:
 
     @property
     def ratios(self) -> np.ndarray:
-        """The current ratio of every class."""
+        """The current ratio of every class (summed over sources)."""
         return self.core.ratios[0].copy()
+
+    @property
+    def source_ratios(self) -> np.ndarray:
+        """The current ratio of every class from every source, ``(C, G)``."""
+        return self.core.source_ratios[0].copy()
+
+    @property
+    def num_sources(self) -> int:
+        """``G``, the number of synthetic sources (the length of each class agent's action)."""
+        return self.core.g
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """The sources' names (unique), in action order."""
+        return self.core.source_names
 
     @property
     def train_counts(self) -> np.ndarray:

@@ -26,6 +26,29 @@ def synthetic_counts(ratios: np.ndarray, real_counts: np.ndarray) -> np.ndarray:
     return np.rint(ratios * real_counts).astype(np.int64)
 
 
+def source_pools(pools) -> bool:
+    """Are ``pools`` given per source (``G`` lists of ``C`` per-class arrays) rather than per class (one source)?"""
+    return len(pools) > 0 and isinstance(pools[0], (list, tuple))
+
+
+def pool_segments(pools) -> tuple[list, np.ndarray]:
+    """The (source, class) pools in table order (source-major) and the class of each segment."""
+    if not source_pools(pools):
+        return list(pools), np.arange(len(pools))
+    c = len(pools[0])
+    if any(len(p) != c for p in pools):
+        raise ValueError(f"every source needs one pool per class ({c}); got {[len(p) for p in pools]}")
+    return [p for per_class in pools for p in per_class], np.tile(np.arange(c), len(pools))
+
+
+def segment_counts(n_syn: np.ndarray) -> np.ndarray:
+    """Draws per copy and segment ``(K, G * C)`` (source-major) from counts ``(K, C)`` or ``(K, C, G)``."""
+    n = np.asarray(n_syn, np.int64)
+    if n.ndim == 3:
+        n = n.transpose(0, 2, 1).reshape(n.shape[0], -1)
+    return n
+
+
 def draw_pool_indices(rng: np.random.Generator, n: int, pool_size: int) -> np.ndarray:
     """``n`` indices into a pool: without replacement while possible, the remainder with replacement."""
     if n <= pool_size:
@@ -83,7 +106,7 @@ class FeatureEngine:
     Args:
         real_features: ``(N, D)`` out-of-fold features of the real train split.
         real_labels: ``(N,)``.
-        pools: per class, ``(P_c, D)`` synthetic features.
+        pools: per class, ``(P_c, D)`` synthetic features; or, for ``G`` sources, a list of ``G`` such lists.
         val_features, val_labels: the reward split.
         test_features, test_labels: optional, for evaluation at episode end.
         num_copies: ``K``.
@@ -99,17 +122,20 @@ class FeatureEngine:
 
         self._loss_terms = loss_terms
         self.device = torch.device(device)
-        self.num_classes = c = len(pools)
+        segments, seg_class = pool_segments(pools)
+        self.num_sources = len(segments) // len(pools[0]) if source_pools(pools) else 1
+        self.num_classes = c = len(segments) // self.num_sources
         self.loss, self.epochs = loss, epochs
         loss_terms(loss, torch.ones(1, c))  # validates the name early
+        # The table: real rows, then every (source, class) pool block, source-major (one source: class blocks).
         blocks = [np.asarray(real_features, np.float32)] + [np.asarray(p, np.float32).reshape(-1, real_features.shape[1])
-                                                             for p in pools]
-        self.pool_sizes = np.array([len(p) for p in blocks[1:]], np.int64)
+                                                             for p in segments]
+        self.pool_sizes = np.array([len(p) for p in blocks[1:]], np.int64)  # per segment
         self.pool_starts = len(real_features) + np.concatenate([[0], np.cumsum(self.pool_sizes)[:-1]])
         self._pools = PoolSampler(self.pool_sizes, offset=len(real_features))
         self.table = torch.from_numpy(np.concatenate(blocks)).to(self.device)
         labels = np.concatenate([np.asarray(real_labels, np.int64)] +
-                                [np.full(n, k, np.int64) for k, n in enumerate(self.pool_sizes)])
+                                [np.full(n, k, np.int64) for k, n in zip(seg_class, self.pool_sizes)])
         self.labels = torch.from_numpy(labels).to(self.device)
         self.labels_np = labels
         self.real_idx = np.arange(len(real_features))
@@ -127,9 +153,16 @@ class FeatureEngine:
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         self.head.reset(generators, copies)
 
+    @property
+    def source_pool_sizes(self) -> np.ndarray:
+        """Pool size per class and source, ``(C, G)``."""
+        return self.pool_sizes.reshape(self.num_sources, self.num_classes).T.copy()
+
     def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
-        """Row indices (into the feature table) of each copy's real + synthetic mix (``n_syn``: ``(K, C)``)."""
-        return [np.concatenate([self.real_idx, syn]) for syn in self._pools.draw_many(rngs, n_syn)]
+        """Row indices (into the feature table) of each copy's real + synthetic mix (``n_syn``: ``(K, C)`` or
+        ``(K, C, G)``, draws per class and source)."""
+        n = segment_counts(n_syn)
+        return [np.concatenate([self.real_idx, syn]) for syn in self._pools.draw_many(rngs, n)]
 
     def train(self, mixes: list[np.ndarray]) -> np.ndarray:
         """Train every copy's head for ``epochs`` on its mix; return the last loss per copy."""
@@ -243,7 +276,7 @@ class PixelEngine:
 
     Args:
         dataset: the :class:`envs.datasets.LongTailDataset`.
-        pools: per class, uint8 synthetic images.
+        pools: per class, uint8 synthetic images; or, for ``G`` sources, a list of ``G`` such lists.
         backbone: ``classifiers.backbones`` name.
         loss: ``classifiers.losses`` name.
         epochs: epochs per step, each of ``len(train split)`` samples of the mix.
@@ -260,8 +293,10 @@ class PixelEngine:
         self.device = torch.device(device)
         self.num_classes = dataset.num_classes
         self.k = 1
-        self.pools = [np.asarray(p, np.uint8).reshape(-1, *dataset.image_shape) for p in pools]
-        self.pool_sizes = np.array([len(p) for p in self.pools], np.int64)
+        segments, self._seg_class = pool_segments(pools)  # (source, class) pools, source-major
+        self.num_sources = len(segments) // self.num_classes
+        self.pools = [np.asarray(p, np.uint8).reshape(-1, *dataset.image_shape) for p in segments]
+        self.pool_sizes = np.array([len(p) for p in self.pools], np.int64)  # per segment
         self.real_counts = dataset.train_counts
         self.val_y = dataset.val_labels
         self.test_y = dataset.test_labels if eval_test else None
@@ -288,10 +323,15 @@ class PixelEngine:
         frac = min(self._epoch / max(self.total_epochs, 1), 1.0)
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
 
+    @property
+    def source_pool_sizes(self) -> np.ndarray:
+        """Pool size per class and source, ``(C, G)``."""
+        return self.pool_sizes.reshape(self.num_sources, self.num_classes).T.copy()
+
     def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[tuple]:
-        n_syn = n_syn[0]
-        picks = [draw_pool_indices(rngs[0], int(n), int(self.pool_sizes[c])) if n else np.zeros(0, np.int64)
-                 for c, n in enumerate(n_syn)]
+        n_syn = segment_counts(n_syn)[0]
+        picks = [draw_pool_indices(rngs[0], int(n), int(self.pool_sizes[s])) if n else np.zeros(0, np.int64)
+                 for s, n in enumerate(n_syn)]
         return [tuple(picks)]
 
     def train(self, mixes: list[tuple]) -> np.ndarray:
@@ -299,8 +339,9 @@ class PixelEngine:
         from tailmix.classifiers.training import train_classifier
 
         picks = mixes[0]
-        imgs = [self.dataset.train_images] + [self.pools[c][p] for c, p in enumerate(picks) if len(p)]
-        labels = [self.dataset.train_labels] + [np.full(len(p), c, np.int64) for c, p in enumerate(picks) if len(p)]
+        imgs = [self.dataset.train_images] + [self.pools[s][p] for s, p in enumerate(picks) if len(p)]
+        labels = [self.dataset.train_labels] + [np.full(len(p), self._seg_class[s], np.int64)
+                                                for s, p in enumerate(picks) if len(p)]
         x, y = np.concatenate(imgs), np.concatenate(labels)
         inner = make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1))  # the mix's prior
         n_real = len(self.dataset.train_labels)

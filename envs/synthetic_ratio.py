@@ -7,7 +7,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from tailmix.envs.core import OBS_COLUMNS, SingleCopyViews, as_action_array
+from tailmix.envs.core import SingleCopyViews, as_action_array
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
@@ -22,17 +22,25 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     The test split is never used for rewards.
 
     ## Observation Space
-    Per agent, ``Box(float32, (8 + C,))``: the class's validation recall, precision and F1; its log share
-    of real training images; its current ratio divided by ``max_ratio``; the quality of its synthetic pool
-    (filter acceptance rate, 1.0 when unfiltered); the global balanced validation accuracy; the progress
-    ``t / max_steps``; and a one-hot class id, so that one shared policy can tell the agents apart.
+    Per agent, ``Box(float32, (8 + C,))`` with one source (v0): the class's validation recall, precision and
+    F1; its log share of real training images; its current ratio divided by ``max_ratio``; the quality of its
+    synthetic pool (filter acceptance rate, 1.0 when unfiltered); the global balanced validation accuracy; the
+    progress ``t / max_steps``; and a one-hot class id, so that one shared policy can tell the agents apart.
     ``state()`` concatenates every agent's row, for centralised critics.
 
+    With ``G`` sources and ``pool_obs`` the row is ``Box(float32, (6 + 2G + P + C,))``, ``P = G`` with
+    ``pool_obs`` (else 0): recall, precision, F1, log real share, ``G`` ratio columns (one per source,
+    ``/ max_ratio``), ``G`` pool-quality columns, balanced accuracy, progress, ``P`` pool-fraction columns
+    (``min(1, pool size / (max_ratio * n_real))``, per source), then the one-hot id. ``observation_columns``
+    names them (``ratio@<source>`` ... when ``G > 1``).
+
     ## Action Space
-    Per agent, ``Box(-1, 1, (1,), float32)``, mapped affinely to a ratio in ``[0, max_ratio]``:
-    ``ratio = (a + 1) / 2 * max_ratio``. Out-of-range values are clipped; NaN, inf, wrong shapes and
-    missing or unknown agents raise ``ValueError``. A step draws ``round(ratio_c * n_real_c)`` synthetic
-    samples of class ``c`` from its pool with the env's RNG (with replacement only beyond the pool size).
+    Per agent, ``Box(-1, 1, (G,), float32)`` (``G = 1``: v0's ``(1,)``), entry ``g`` mapped affinely to the
+    class's ratio for source ``g`` in ``[0, max_ratio]``: ``ratio = (a + 1) / 2 * max_ratio``. The ratios of the
+    sources add up: a step draws ``round(ratio_g * n_real_c)`` synthetic samples of class ``c`` from source
+    ``g``'s pool, for every ``g``, with the env's RNG (``draw="replace"``: with replacement only beyond the pool
+    size; ``draw="unique"``: never beyond it, the rest reported as ``shortfall``). Out-of-range values are
+    clipped; NaN, inf, wrong shapes and missing or unknown agents raise ``ValueError``.
 
     ## Rewards
     Shared by all agents by default (``credit="shared"``). ``reward="accuracy"`` (default): balanced
@@ -60,8 +68,9 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
 
     ## Arguments
     ``dataset`` (a ``LongTailDataset`` or a spec such as ``"digits"``, a MedMNIST flag, an ``.npz`` path or an
-    image folder), ``source`` (an ``envs.sources`` source, a ``generators.bank.SyntheticBank``,
-    ``"gaussian"`` for feature-space virtual samples, or ``None`` for classic augmentations), and the keyword
+    image folder), ``source`` (an ``envs.sources`` source, a ``generators.bank.SyntheticBank``, ``"augment"``,
+    ``"gaussian"`` for feature-space virtual samples, or ``None`` for classic augmentations) or ``sources``
+    (a list of ``G >= 1`` such specs, the pool as an action; not both), ``draw`` and ``pool_obs``, and the keyword
     settings of :class:`envs.config.RatioEnvConfig` (``mode``, ``max_steps``, ``max_ratio``, ``reward``,
     ``synthetic_cost``, ``credit``, ``credit_default``, ``eval_split``, ``epochs_per_step``, ``head``, ``loss``,
     ``encoder``, ...).
@@ -76,23 +85,28 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       kept over the episode, cosine learning-rate decay to near 0 by the last step) instead of a new AdamW at
       a constant rate every step, and an epoch is ``n_real`` samples of the mix whatever the action (compute
       matched: a larger mix no longer buys extra gradient steps). Pixel results made before this change are
-      not comparable with later ones.
+      not comparable with later ones. ``sources`` (several pools), ``draw`` and ``pool_obs`` were added with
+      v1; their v0 defaults (one source, ``draw="replace"``, ``pool_obs=False``) keep v0's spaces and numbers.
+      Step infos gained ``shortfall``, ``source_ratios``, ``source_counts`` and ``pool_sizes`` per class.
+    * v1 (``tailmix/SyntheticRatio-v1``): the same class with ``envs.config.V1_DEFAULTS``: ``draw="unique"``
+      (a filtered pool of one image is served once per step, not hundreds of times) and ``pool_obs=True``
+      (per-source pool-size columns in the observation). Accepts ``sources`` like v0.
     """
 
     metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
-    def __init__(self, dataset=None, source=None, *, max_cycles: int | None = None, render_mode: str | None = None,
-                 **kwargs) -> None:
+    def __init__(self, dataset=None, source=None, *, sources=None, max_cycles: int | None = None,
+                 render_mode: str | None = None, **kwargs) -> None:
         if max_cycles is not None:
             kwargs["max_steps"] = max_cycles
-        self._build(dataset, source, render_mode, kwargs)
-        c = self.core.c
+        self._build(dataset, source, render_mode, kwargs, sources=sources)
+        c, g = self.core.c, self.core.g
         self.possible_agents = [f"class_{i}" for i in range(c)]
         self.agents: list[str] = []
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._obs_spaces = {a: spaces.Box(self.core.obs_low[i], self.core.obs_high[i], dtype=np.float32)
                             for i, a in enumerate(self.possible_agents)}
-        self._act_spaces = {a: spaces.Box(-1.0, 1.0, (1,), np.float32) for a in self.possible_agents}
+        self._act_spaces = {a: spaces.Box(-1.0, 1.0, (g,), np.float32) for a in self.possible_agents}
         self.state_space = spaces.Box(self.core.obs_low.ravel(), self.core.obs_high.ravel(), dtype=np.float32)
         self._last_infos: dict = {}
 
@@ -108,7 +122,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     # -- convenience -------------------------------------------------------------------------
     @property
     def observation_columns(self) -> tuple[str, ...]:
-        return OBS_COLUMNS + tuple(f"is_{a}" for a in self.possible_agents)
+        return self.core.obs_columns + tuple(f"is_{a}" for a in self.possible_agents)
 
     # -- API ---------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -125,7 +139,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         if not self.agents:
             raise RuntimeError("step() called after the episode ended (all agents truncated); call reset()")
         ratios = self._parse_actions(actions)
-        out = self.core.step(ratios[None, :])
+        out = self.core.step(ratios[None])
         agent_reward = out["agent_reward"][0]
         done = bool(self.core.done[0])
         obs = self._observations()
@@ -149,23 +163,24 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         return obs, rewards, terminations, truncations, infos
 
     def _parse_actions(self, actions) -> np.ndarray:
+        g = self.core.g
         if not isinstance(actions, dict):
-            raise ValueError(f"actions must be a dict {{agent: array of shape (1,)}}; got {type(actions).__name__}")
+            raise ValueError(f"actions must be a dict {{agent: array of shape ({g},)}}; got {type(actions).__name__}")
         unknown = set(actions) - set(self.possible_agents)
         if unknown:
             raise ValueError(f"unknown agent(s) {sorted(map(str, unknown))}; the agents are {self.possible_agents}")
         missing = [a for a in self.agents if a not in actions]
         if missing:
             raise ValueError(f"missing action(s) for {missing}; every live agent must act each step")
-        a = np.empty(self.num_classes, np.float64)
+        a = np.empty((self.num_classes, g), np.float64)
         for agent in self.possible_agents:
             v = as_action_array(actions[agent], f"action of {agent}")
-            if v.shape not in ((1,), ()):
-                raise ValueError(f"action of {agent} must have shape (1,); got {v.shape}")
-            v = float(v.reshape(()))
-            if not np.isfinite(v):
+            if v.shape != (g,) and not (g == 1 and v.shape == ()):
+                what = "" if g == 1 else f" (one entry per source: {', '.join(self.core.source_names)})"
+                raise ValueError(f"action of {agent} must have shape ({g},){what}; got {v.shape}")
+            if not np.isfinite(v).all():
                 raise ValueError(f"action of {agent} is {v}; actions must be finite numbers in [-1, 1]")
-            a[self._index[agent]] = v
+            a[self._index[agent]] = v.reshape(g)
         return self.core.action_to_ratio(a)
 
     def _observations(self) -> dict:
@@ -193,6 +208,20 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
 def parallel_env(**kwargs) -> SyntheticRatioEnv:
     """The parallel (native) env."""
     return SyntheticRatioEnv(**kwargs)
+
+
+def parallel_env_v1(**kwargs) -> SyntheticRatioEnv:
+    """``tailmix/SyntheticRatio-v1``: the parallel env with ``envs.config.V1_DEFAULTS`` (keywords override them)."""
+    from tailmix.envs.config import V1_DEFAULTS
+
+    e = SyntheticRatioEnv(**{**V1_DEFAULTS, **kwargs})
+    e.metadata = {**e.metadata, "name": "tailmix/SyntheticRatio-v1"}
+    return e
+
+
+def env_v1(**kwargs):
+    """The AEC env of ``tailmix/SyntheticRatio-v1``."""
+    return parallel_to_aec(parallel_env_v1(**kwargs))
 
 
 def raw_env(**kwargs):

@@ -7,7 +7,7 @@ only: pixel mode trains a CNN per copy, which gains nothing from batching here.
 Two faces over one :class:`envs.core.RatioCore`:
 
 - :class:`SyntheticRatioVectorEnv`: a gymnasium ``VectorEnv`` of the centralised view (observation
-  ``(K, C, 8 + C)``, action ``(K, C)``), same-step autoreset.
+  ``(K, C, 8 + C)``, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), same-step autoreset.
 - :meth:`SyntheticRatioVectorEnv.as_sb3` : an SB3 ``VecEnv``, either centralised (``K`` slots) or with
   parameter sharing (``K * C`` slots, one per class agent, episode statistics once per copy).
 
@@ -37,12 +37,13 @@ class SyntheticRatioVectorEnv(VectorEnv):
         num_envs: ``K`` copies.
         dataset: As for the single env.
         source: As for the single env.
+        sources: As for the single env (a list of ``G`` source specs; not with ``source``).
         **kwargs: :class:`envs.config.RatioEnvConfig` fields (``mode`` must be ``"feature"``).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["ansi"]}
 
-    def __init__(self, num_envs: int, dataset=None, source=None, *, render_mode: str | None = None,
+    def __init__(self, num_envs: int, dataset=None, source=None, *, sources=None, render_mode: str | None = None,
                  **kwargs) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer; got {num_envs!r}")
@@ -51,11 +52,12 @@ class SyntheticRatioVectorEnv(VectorEnv):
         if self.config.mode != "feature":
             raise ValueError("the batched env trains heads on features; use mode='feature', or step pixel-mode "
                              "envs one by one (agents.wrappers)")
-        self.core = RatioCore(dataset, source, self.config, num_copies=num_envs)
+        self.core = RatioCore(dataset, source, self.config, num_copies=num_envs, sources=sources)
         self.num_envs = num_envs
         c = self.core.c
+        self._action_shape = (c,) if self.core.g == 1 else (c, self.core.g)  # the central view's
         self.single_observation_space = spaces.Box(self.core.obs_low, self.core.obs_high, dtype=np.float32)
-        self.single_action_space = spaces.Box(-1.0, 1.0, (c,), np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, self._action_shape, np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._episode_return = np.zeros(num_envs)
@@ -81,8 +83,8 @@ class SyntheticRatioVectorEnv(VectorEnv):
 
     def step(self, actions):
         a = as_action_array(actions, "actions")
-        if a.shape != (self.num_envs, self.core.c):
-            raise ValueError(f"actions must have shape ({self.num_envs}, {self.core.c}); got {a.shape}")
+        if a.shape != (self.num_envs, *self._action_shape):
+            raise ValueError(f"actions must have shape {(self.num_envs, *self._action_shape)}; got {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or inf; use finite numbers in [-1, 1]")
         out = self.core.step(self.core.action_to_ratio(a))
@@ -110,7 +112,11 @@ class SyntheticRatioVectorEnv(VectorEnv):
     def _infos(self, n_syn=None) -> dict:
         return {"ratios": self.core.ratios.copy(), "balanced_accuracy": self.core.metrics["balanced_accuracy"].copy(),
                 "macro_f1": self.core.metrics["macro_f1"].copy(), "recall": self.core.metrics["recall"].copy(),
-                "n_synthetic": np.zeros((self.num_envs, self.core.c), np.int64) if n_syn is None else n_syn}
+                "n_synthetic": np.zeros((self.num_envs, self.core.c), np.int64) if n_syn is None else n_syn,
+                "shortfall": self.core.shortfall.copy() if n_syn is not None else np.zeros_like(self.core.shortfall),
+                "source_ratios": self.core.source_ratios.copy(),
+                "source_counts": (self.core.last_counts.copy() if n_syn is not None
+                                  else np.zeros_like(self.core.last_counts))}
 
     def render(self):
         """``None``, or with ``render_mode="ansi"`` one line per copy (a tuple, as ``SyncVectorEnv`` returns)."""
@@ -142,7 +148,7 @@ class BatchedSB3VecEnv:
                                      "has one agent per copy. Use as_sb3(shared=True), or credit='shared'")
                 if shared:
                     obs_space = spaces.Box(venv.core.obs_low.min(0), venv.core.obs_high.max(0), dtype=np.float32)
-                    act_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+                    act_space = spaces.Box(-1.0, 1.0, (venv.core.g,), np.float32)
                 else:
                     obs_space, act_space = venv.single_observation_space, venv.single_action_space
                 super().__init__(n, obs_space, act_space)
@@ -161,7 +167,7 @@ class BatchedSB3VecEnv:
                 return self._flat(obs)
 
             def step_async(self, actions) -> None:
-                self._actions = np.asarray(actions, np.float32).reshape(self.venv.num_envs, self.c)
+                self._actions = np.asarray(actions, np.float32).reshape(self.venv.num_envs, *self.venv._action_shape)
 
             def step_wait(self):
                 obs, reward, _, truncated, info = self.venv.step(self._actions)

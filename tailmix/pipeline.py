@@ -14,6 +14,7 @@ under ``banks/`` (``generators.pool``), encoders under ``encoders/`` (``envs.fea
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -56,7 +57,8 @@ class Settings:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment."""
+    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment. Several
+    (--generator ddpm augment) fill one bank each and give the env one source per bank (the pool as an action)."""
     preset: str = "small"
     """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
     generator_steps: int | None = None
@@ -252,20 +254,41 @@ def bank_warnings(counts, dataset, per_class: int) -> list[str]:
     return out
 
 
+def generator_kinds(cfg) -> list[str]:
+    """The generator kinds of ``--generator`` (one bank, and one env source, each)."""
+    return str(cfg.generator).split()
+
+
+def one_kind(cfg, kind: str):
+    """``cfg`` for one generator kind of a several-kind ``--generator``."""
+    return dataclasses.replace(cfg, generator=kind)
+
+
+def num_sources(cfg) -> int:
+    """Synthetic sources of the env this config builds (one per generator kind when the source is the bank)."""
+    return len(generator_kinds(cfg)) if cfg.source == "bank" else 1
+
+
 def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
     """Keyword arguments of the env for this config (the bank is filled first when the source needs it)."""
     if cfg.source not in SOURCES:
         raise ValueError(f"unknown --source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
     source = None
+    banks = []
     if cfg.source == "bank":
         from tailmix.envs.sources import BankSource
 
-        source = BankSource(ensure_bank(cfg, dataset, progress=progress))
+        banks = [BankSource(ensure_bank(one_kind(cfg, kind), dataset, progress=progress))
+                 for kind in generator_kinds(cfg)]
+        source = banks[0]
     elif cfg.source == "gaussian":
         source = "gaussian"
     kw = dict(dataset=dataset, source=source, mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio,
               reward=cfg.reward, loss=cfg.loss, cache_dir=str(Path(cfg.cache_dir) / "encoders"),
               source_seed=cfg.seed, empty_pool="zero")
+    if len(banks) > 1:  # several generators: one source per bank, one ratio per source in each action
+        del kw["source"]
+        kw["sources"] = banks
     if cfg.quick:
         kw.update(encoder_epochs=5, encoder_folds=3)
     return kw
@@ -280,7 +303,7 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
     """
     from tailmix.envs.config import RatioEnvConfig
 
-    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source")})
+    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
     if config.mode != "feature":
         return
     from tailmix.classifiers.device import fixed_threads
@@ -288,7 +311,16 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
 
     with phase("encoder"), fixed_threads(config.num_threads):
         fit_encoder(kw["dataset"], encoder_config(config), cache_dir=config.cache_dir, progress=progress,
-                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"))
+                    synthetic=_encoder_images(kw))
+
+
+def _encoder_images(kw: dict):
+    """The synthetic images the env's encoder sees (as ``envs.core.build_engine`` passes them)."""
+    if "sources" not in kw:
+        return None if isinstance(kw.get("source"), str) else kw.get("source")
+    from tailmix.envs.sources import combined_images
+
+    return combined_images(kw["sources"])
 
 
 def prepared_env_kwargs(cfg, dataset) -> dict:

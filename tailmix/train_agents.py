@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, load_data, phase, prepared_env_kwargs,
-                              versions)
+from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, generator_kinds, load_data, num_sources,
+                              one_kind, phase, prepared_env_kwargs, versions)
 
 #: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
 #: with unless flags override them; a resumed run may not change them.
@@ -155,7 +155,9 @@ def _add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_ = f"{docs.get(f.name, '')} (default: {_default(f)})"
         kw = dict(default=argparse.SUPPRESS, help=help_)
-        if f.type in ("bool", bool):
+        if f.name == "generator":  # one or several kinds; kept as one space-separated string (run.json, caches)
+            parser.add_argument(flag, nargs="+", metavar="KIND", **kw)
+        elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif str(f.type).startswith("list"):
             parser.add_argument(flag, nargs="*", metavar=f.name.upper().rstrip("S"), **kw)
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> tuple[str, Common, frozenset[str]]:
     """``(command, config, names of the fields given on the command line)``."""
     ns = vars(build_parser().parse_args(argv))
+    if isinstance(ns.get("generator"), list):
+        ns["generator"] = " ".join(ns["generator"])
     command = ns.pop("command", None) or "main"
     cls = COMMANDS.get(command, MainConfig)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -222,7 +226,13 @@ def _choice(cfg, name: str, choices) -> None:
 
 def check_config(cfg) -> None:
     """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
-    _choice(cfg, "generator", GENERATORS)
+    kinds = generator_kinds(cfg)
+    _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
+    for kind in kinds:
+        _require(kind in GENERATORS, f"unknown --generator {kind!r}; choose one or several of {', '.join(GENERATORS)}")
+    _require(len(set(kinds)) == len(kinds), f"--generator lists a kind twice ({cfg.generator}); give each once")
+    _require(len(kinds) == 1 or cfg.source == "bank", f"several generators ({cfg.generator}) fill one bank each: "
+             "they need --source bank")
     _choice(cfg, "source", SOURCES)
     from tailmix.envs.config import MODES, REWARDS
 
@@ -257,7 +267,7 @@ def check_config(cfg) -> None:
     from tailmix.classifiers.losses import LOSSES
 
     _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
-    if cfg.generator != "augment":
+    if any(kind != "augment" for kind in kinds):
         from tailmix.generators.ddpm import PRESETS
 
         _choice(cfg, "preset", tuple(PRESETS))
@@ -479,17 +489,30 @@ def load_model_policy(spec: str, *, wrapper: str | None = None):
     return SB3Policy(model, wrapper=wrapper)
 
 
-def _check_policy_fits(policy, dataset, label: str) -> None:
-    """A learned policy's observation shape must match the env of ``dataset`` (checked before any work)."""
+def _check_policy_fits(policy, dataset, label: str, sources: int = 1) -> None:
+    """A learned policy's observation shape must match the env of ``dataset`` with ``sources`` synthetic sources
+    (checked before any work)."""
     model = getattr(policy, "model", None)
     if model is None:
         return
     c = dataset.num_classes
-    want = (8 + c,) if policy.wrapper == "shared" else (c, 8 + c)
+    width = 6 + 2 * sources + c  # envs.core.observation_columns without pool_obs, plus the one-hot id
+    want = (width,) if policy.wrapper == "shared" else (c, width)
     got = tuple(model.observation_space.shape)
     if got != want:
         raise ValueError(f"{label} observes {got}, but {dataset.name!r} ({c} classes) gives {want}: it was trained "
                          "on another dataset; pass the --dataset it was trained on")
+
+
+def benchmark_specs(cfg) -> list[str]:
+    """``--baselines``, plus each per-source variant (``fill@ddpm``, ...) when several generators fill banks."""
+    from tailmix.agents.baselines import baselines_for
+
+    kinds = generator_kinds(cfg)
+    specs = list(cfg.baselines)
+    if len(kinds) > 1 and cfg.source == "bank":
+        specs += [s for s in baselines_for(kinds) if "@" in s and s not in specs]
+    return specs
 
 
 def load_policies(specs: list[str], *, learned: list[str] = ()) -> dict:
@@ -514,7 +537,10 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
 
     dataset = load_data(cfg)
     run = prepare_run_dir(cfg, "generate")
-    bank = ensure_bank(cfg, dataset)
+    kinds = generator_kinds(cfg)
+    for kind in kinds[1:]:  # several generators: every bank is filled; the report below is the first one's
+        ensure_bank(one_kind(cfg, kind), dataset)
+    bank = ensure_bank(one_kind(cfg, kinds[0]), dataset)
     report = quality_report(bank, dataset)
     text = format_quality_report(report, dataset.class_names)
     print(text)
@@ -584,7 +610,7 @@ def cmd_evaluate(cfg: EvaluateConfig) -> Path:
 
     policy = load_policy(cfg.policy)
     dataset = load_data(cfg)
-    _check_policy_fits(policy, dataset, cfg.policy)
+    _check_policy_fits(policy, dataset, cfg.policy, num_sources(cfg))
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "evaluate")
     label = cfg.policy if _model_path(cfg.policy) is None else _learned_label(cfg.policy)
@@ -598,12 +624,12 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
                   kw: dict | None = None) -> Path:
     from tailmix.agents.evaluate import benchmark
 
-    policies = load_policies(cfg.baselines, learned=cfg.learned)
+    policies = load_policies(benchmark_specs(cfg), learned=cfg.learned)
     policies.update(extra or {})
     if run is None:
         dataset = load_data(cfg)
         for label, policy in policies.items():
-            _check_policy_fits(policy, dataset, label)
+            _check_policy_fits(policy, dataset, label, num_sources(cfg))
         kw = prepared_env_kwargs(cfg, dataset)
         run = prepare_run_dir(cfg, "benchmark")
     with phase(f"benchmark: {len(policies)} policies x {cfg.seeds} seeds on the test split"):

@@ -171,6 +171,16 @@ def test_benchmark_lists_every_baseline_and_the_learned_model(trained, cache_dir
     assert_results(run, baselines + ["learned:train"], seeds=2)
 
 
+@pytest.mark.slow
+def test_several_generators_fill_a_bank_each_and_benchmark_per_source_baselines(cache_dir, tmp_path):
+    run = tmp_path / "bench"
+    run_cli("benchmark", *TINY, "--generator", "ddpm", "augment", "--baselines", "fill", "--seeds", "1",
+            "--run-dir", run, "--cache-dir", cache_dir)
+    assert_results(run, ["fill", "constant:1@ddpm", "fill@ddpm", "inverse@ddpm", "constant:1@augment",
+                         "fill@augment", "inverse@augment"], 1)
+    assert json.loads((run / "run.json").read_text())["config"]["generator"] == "ddpm augment"
+
+
 def test_generate_prints_the_quality_report(trained, cache_dir, tmp_path):
     run = tmp_path / "gen"
     proc = run_cli("generate", *TINY, "--cache-dir", cache_dir, "--run-dir", run)  # the bank `trained` filled
@@ -303,6 +313,8 @@ def test_bad_input_in_a_real_process(tmp_path, earlier_run):
     (["train", "--algo", "dqn"], ["--algo", "'dqn'", "ppo"]),
     (["evaluate", "--policy", "fill", "--dataset", "no_such_data"], ["no_such_data", "digits"]),
     (["generate", "--generator", "gan"], ["--generator", "'gan'", "ddpm"]),
+    (["generate", "--generator", "ddpm", "ddpm"], ["--generator", "twice"]),
+    (["--generator", "ddpm", "augment", "--source", "augment"], ["--source bank"]),
     (["--source", "internet"], ["--source", "'internet'", "bank"]),
     (["benchmark", "--baselines", "none", "sometimes"], ["'sometimes'", "constant:<ratio>"]),
     (["evaluate", "--policy", "constant:-1"], ["constant:-1", ">= 0"]),

@@ -11,5 +11,5 @@ def whole_episode(make_env, seed: int, action_seed: int) -> list:
     rng = np.random.default_rng(action_seed)
     traj = [e.reset(seed=seed)]
     while e.agents:
-        traj.append(e.step({a: rng.uniform(-1, 1, 1).astype(np.float32) for a in e.agents}))
+        traj.append(e.step({a: rng.uniform(-1, 1, e.action_space(a).shape).astype(np.float32) for a in e.agents}))
     return traj
