@@ -81,7 +81,8 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
                 "macro_f1": float(self.core.metrics["macro_f1"][0]),
                 "recall": np.array([p["recall"] for p in per_class]),
                 "n_synthetic": np.array([p["n_synthetic"] for p in per_class]),
-                "per_class": per_class}
+                "per_class": per_class,
+                **({} if self.core.folds is None else {"val_fold": int(self.core.val_fold[0])})}
 
     def render(self):
         if self.render_mode == "ansi":

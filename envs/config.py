@@ -63,6 +63,13 @@ class RatioEnvConfig:
         empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
             ``"error"`` raises ``ValueError``; ``"zero"`` serves none and flags ``pool_empty`` in infos
             (useful when a filter rejected every candidate of a class).
+        val_folds: ``1`` (default): the fixed split, train on the train split, observe and reward on val.
+            ``k >= 2``: cross-validated reward: train and val are pooled and split once, stratified by class,
+            into ``k`` folds (fixed by ``source_seed``); each episode draws its held-out fold from its reset
+            seed, trains on the other ``k - 1`` folds and is observed and rewarded on the held-out one
+            (``infos["val_fold"]``). The test split never enters. Every class needs ``k`` images in train +
+            val. Feature mode cross-fits the encoder over the pooled split, so every pooled image's features
+            come from a fold model that did not train on it.
     """
 
     mode: str = "feature"
@@ -94,6 +101,7 @@ class RatioEnvConfig:
     credit: str = "shared"
     credit_default: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
+    val_folds: int = 1
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -172,6 +180,12 @@ class RatioEnvConfig:
                     "against a counterfactual head with common random numbers; drop reward_reference (None)")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
+        if not is_int(self.val_folds) or self.val_folds < 1:
+            bad("val_folds", self.val_folds, "use 1 (the fixed val split) or an integer k >= 2 (k cross-validation "
+                "folds of train + val)")
+        if self.val_folds > 1 and self.mode == "feature" and self.encoder == "supervised":
+            bad("val_folds", self.val_folds, "encoder='supervised' trains on every pooled image, so the held-out "
+                "fold's features would be in-sample; use a crossfit encoder (default) or 'random'")
 
     @property
     def epochs(self) -> int:

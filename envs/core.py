@@ -13,7 +13,8 @@ import torch
 from gymnasium.utils import seeding
 
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.engine import FeatureEngine, PixelEngine, batched_confusion, metrics_from_confusion, synthetic_counts
+from tailmix.envs.engine import (FeatureEngine, PixelEngine, batched_confusion, masked_confusion, metrics_from_confusion,
+                                 synthetic_counts)
 
 #: Per-class observation columns before the one-hot class id.
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
@@ -85,6 +86,12 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     else:
         quality = np.ones(c, np.float32)
     eval_test = config.eval_split == "test"
+    folds = None
+    if config.val_folds > 1:  # cross-validated reward: train + val pooled into fixed stratified folds
+        from tailmix.envs.folds import CrossValidationFolds
+
+        folds = CrossValidationFolds(dataset.train_labels, dataset.val_labels, c, config.val_folds,
+                                     seed=config.source_seed)
     from tailmix.classifiers.device import select_device
 
     device = select_device(config.device)  # resolves "auto"; torch.device("auto") would not parse
@@ -92,31 +99,37 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
         engine = PixelEngine(dataset, [source.pool(k) for k in range(c)], backbone=config.backbone,
                              loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
                              lr=config.learning_rate, device=device, eval_test=eval_test,
-                             max_steps=config.max_steps)
+                             max_steps=config.max_steps, folds=folds)
         return engine, quality
     from tailmix.envs.features import EncoderConfig, fit_encoder
 
     enc = fit_encoder(dataset, EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                              epochs=config.encoder_epochs, seed=config.source_seed),
                       cache_dir=config.cache_dir,
-                      synthetic=None if isinstance(source, str) else source)  # crossfit_joint trains on it
-    real = enc.train_features()
+                      synthetic=None if isinstance(source, str) else source,  # crossfit_joint trains on it
+                      pool_val=folds is not None)
+    real = enc.train_features()  # with folds: the pooled train + val rows, each out of fold
     if source == "gaussian":
         from tailmix.generators.gaussian import GaussianFeatureGenerator
 
         gen = GaussianFeatureGenerator()
-        gen.fit_features(real, dataset.train_labels, c)
+        # fitted on the train split only, as a generator is (with folds too: the val rows stay unseen by it)
+        gen.fit_features(real[:len(dataset.train_labels)], dataset.train_labels, c)
         pools = [gen.sample_features(k, config.pool_size,
                                      generator=torch.Generator().manual_seed(config.source_seed * 7919 + k))
                  for k in range(c)]
     else:
         pools = [enc.encode(source.pool(k), salt=f"pool{k}") for k in range(c)]
-    val = enc.encode(dataset.val_images, salt="val")
+    if folds is None:
+        val = enc.encode(dataset.val_images, salt="val")
+        real_labels = dataset.train_labels
+    else:  # the val images are rows of the pooled real block; the engine scores each head on its held-out fold
+        val, real_labels = None, folds.labels
     test = enc.encode(dataset.test_images, salt="test") if eval_test else None
-    engine = FeatureEngine(real, dataset.train_labels, pools, val, dataset.val_labels, test,
+    engine = FeatureEngine(real, real_labels, pools, val, dataset.val_labels, test,
                            dataset.test_labels if eval_test else None, num_copies=num_copies,
                            hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
-                           loss=config.loss, epochs=config.epochs, device=device)
+                           loss=config.loss, epochs=config.epochs, device=device, folds=folds)
     return engine, quality
 
 
@@ -175,9 +188,16 @@ class RatioCore:
         self.pool_sizes = self.engine.pool_sizes
         share = self.train_counts / self.train_counts.sum()
         self.log_share = np.log(np.maximum(share, 1e-12)).astype(np.float32)
+        # Per copy: the real counts and log shares of its episode. With val_folds >= 2 they are those of the
+        # episode's k - 1 training folds (set at reset), so copies on different folds differ; else the train split's.
+        self.folds = self.engine.folds
+        self.copy_counts = np.tile(np.asarray(self.train_counts, np.int64), (num_copies, 1))
+        self._copy_log_share = np.tile(self.log_share, (num_copies, 1))
+        self.val_fold = np.zeros(num_copies, np.int64)  # held-out fold of each copy's episode (val_folds >= 2)
+        largest = self.train_counts.sum() if self.folds is None else self.folds.counts.sum(1).max()
         self.obs_dim = len(OBS_COLUMNS) + c
         low = np.zeros((c, self.obs_dim), np.float32)
-        low[:, 3] = math.floor(math.log(1.0 / self.train_counts.sum()))
+        low[:, 3] = math.floor(math.log(1.0 / largest))
         high = np.ones((c, self.obs_dim), np.float32)
         high[:, 3] = 0.0
         self.obs_low, self.obs_high = low, high
@@ -215,6 +235,8 @@ class RatioCore:
             if k in fresh:
                 self.np_randoms[k] = fresh[k]
             rng = self.np_randoms[k]
+            if self.folds is not None:  # the held-out fold comes first from the episode's stream
+                self._set_fold(k, int(rng.integers(self.folds.k)))
             for j in range(self.r):
                 h = k * self.h + j
                 self.torch_gens[h].manual_seed(int(rng.integers(0, 2**62)))
@@ -243,6 +265,14 @@ class RatioCore:
         if self.diff:
             self.prev_class_score[copies] = self._class_score()[copies]
 
+    def _set_fold(self, k: int, fold: int) -> None:
+        """Put copy ``k`` on held-out fold ``fold``: its heads' real rows, reward rows, counts and shares."""
+        self.val_fold[k] = fold
+        self.engine.set_folds(list(range(k * self.h, (k + 1) * self.h)), [fold] * self.h)
+        counts = self.folds.counts[fold]
+        self.copy_counts[k] = counts
+        self._copy_log_share[k] = np.log(np.maximum(counts / counts.sum(), 1e-12))
+
     def _cf_head(self, k: int, j: int, cls: int) -> int:
         """Index of the counterfactual head of copy ``k``, replica ``j``, class ``cls``."""
         return k * self.h + self.cf0 + j * self.c + cls
@@ -252,8 +282,8 @@ class RatioCore:
         return self.metrics["balanced_accuracy"][:, None] - self.counterfactual_bal
 
     def _default_counts(self) -> np.ndarray:
-        """Synthetic counts ``(C,)`` of every class at ``credit_default`` (none from an empty pool)."""
-        n = synthetic_counts(np.full(self.c, float(self.config.credit_default)), self.train_counts)
+        """Synthetic counts ``(K, C)`` of every class of every copy at ``credit_default`` (none from an empty pool)."""
+        n = synthetic_counts(np.full(self.c, float(self.config.credit_default)), self.copy_counts)
         return np.where(self.pool_sizes == 0, 0, n)
 
     def _mixes(self, n_syn: np.ndarray) -> list:
@@ -268,18 +298,19 @@ class RatioCore:
         default = self._default_counts()
         per = np.repeat(n_syn, self.r, axis=0)  # (K*R, C)
         reps = [k * self.h + j for k in range(self.k) for j in range(self.r)]
-        drawn = self.engine.mix_indices(np.maximum(per, default[None, :]), [self._draw_rngs[i] for i in reps])
-        n_real = len(self.engine.real_idx)  # mix_indices lists the real rows first, then the synthetic draws
+        drawn = self.engine.mix_indices(np.maximum(per, np.repeat(default, self.r, axis=0)),
+                                        [self._draw_rngs[i] for i in reps], heads=reps)
         mixes: list = [None] * (self.k * self.h)
         for i, (head, mix) in enumerate(zip(reps, drawn)):
             k, j = divmod(i, self.r)
+            n_real = len(self.engine.real_rows(head))  # mix_indices lists the real rows first, then the draws
             real, syn = mix[:n_real], mix[n_real:]
             lab = self.engine.labels_np[syn]
             rank = _rank_within(lab, self.c)
             own = rank < per[i][lab]
             mixes[head] = np.concatenate([real, syn[own]])
             for cls in range(self.c):
-                keep = np.where(lab == cls, rank < default[cls], own)
+                keep = np.where(lab == cls, rank < default[k, cls], own)
                 mixes[self._cf_head(k, j, cls)] = np.concatenate([real, syn[keep]])
         return mixes
 
@@ -301,7 +332,7 @@ class RatioCore:
         """Synthetic counts per head: the copy's for its replicas, the reference ratio's for its reference."""
         per = np.repeat(n_syn, self.h, axis=0)
         if self.ref:
-            ref = synthetic_counts(np.full(self.c, float(self.config.reward_reference)), self.train_counts)
+            ref = synthetic_counts(np.full(self.c, float(self.config.reward_reference)), self.copy_counts)
             ref = np.where(self.pool_sizes == 0, 0, ref)  # a reference cannot draw from an empty pool either
             per[self.r::self.h] = ref
         return per
@@ -313,7 +344,7 @@ class RatioCore:
         if self.done.any():
             raise RuntimeError("step() called after the episode ended; call reset() to start a new one")
         new_ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c), 0.0, self.config.max_ratio)
-        n_syn = synthetic_counts(new_ratios, self.train_counts[None, :])
+        n_syn = synthetic_counts(new_ratios, self.copy_counts)
         empty = (n_syn > 0) & (self.pool_sizes[None, :] == 0)
         if empty.any() and self.config.empty_pool == "zero":
             # Serve nothing: the ratio stays as asked (the agent sees it); the count reported is honest.
@@ -337,8 +368,8 @@ class RatioCore:
         self.t += 1
         bal = self._score()
         reward = self._shape_reward(bal, self.prev_bal)
-        cost = self.config.synthetic_cost / self.train_counts.sum()
-        if cost:
+        cost = self.config.synthetic_cost / self.copy_counts.sum(1)  # (K,): relative to each copy's real size
+        if self.config.synthetic_cost:
             reward = reward - cost * n_syn.sum(1)
         self.prev_bal = bal.copy()
         if self.diff:
@@ -346,8 +377,8 @@ class RatioCore:
             # head's, the cost part is class c's own synthetic samples beyond the default's.
             score = self._class_score()
             agent_reward = self._shape_reward(score, self.prev_class_score)
-            if cost:
-                agent_reward = agent_reward - cost * (n_syn - self._default_counts()[None, :])
+            if self.config.synthetic_cost:
+                agent_reward = agent_reward - cost[:, None] * (n_syn - self._default_counts())
             self.prev_class_score = score
         else:
             agent_reward = np.repeat(reward[:, None], self.c, axis=1)
@@ -358,7 +389,9 @@ class RatioCore:
     def _evaluate(self) -> None:
         pred = self.engine.predict("val")
         y = self.engine.labels_of("val")
-        per_head = metrics_from_confusion(batched_confusion(y, pred, self.c))
+        mask = self.engine.val_mask  # val_folds >= 2 (feature mode): each head's held-out rows of the pooled split
+        cm = batched_confusion(y, pred, self.c) if mask is None else masked_confusion(y, pred, mask, self.c)
+        per_head = metrics_from_confusion(cm)
         if self.h == 1:  # one head per copy: its metrics as they are
             self.metrics = per_head
         else:
@@ -379,14 +412,18 @@ class RatioCore:
         than most effects of the ratios (FINDINGS.md). Every resample is scored for all replicas of a copy.
         """
         out = np.full(self.k, np.nan)
-        m = len(y)
+        mask = self.engine.val_mask
         for k, rng in enumerate(self._boot_rngs):
             if rng is None:
                 continue
-            idx = rng.integers(0, m, (self.config.reward_bootstrap, m))
             heads = pred[k * self.h:k * self.h + self.r]  # (R, M): the replicas, not the reference
+            yk = y
+            if mask is not None:  # val_folds: the copy's held-out rows only
+                yk, heads = y[mask[k * self.h]], heads[:, mask[k * self.h]]
+            m = len(yk)
+            idx = rng.integers(0, m, (self.config.reward_bootstrap, m))
             b = idx.shape[0]
-            yy = y[idx]  # (B, M)
+            yy = yk[idx]  # (B, M)
             flat = ((np.arange(b)[:, None, None] * self.r + np.arange(self.r)[None, :, None]) * self.c
                     + yy[:, None, :]) * self.c + heads[:, idx].transpose(1, 0, 2)
             cm = np.bincount(flat.ravel(), minlength=b * self.r * self.c * self.c).reshape(b * self.r, self.c, self.c)
@@ -401,7 +438,7 @@ class RatioCore:
         with self._threads():
             preds = self.engine.predict("test")[k * self.h:k * self.h + self.r]
         y = self.engine.labels_of("test")
-        reports = [classification_report(y, p, self.c, train_counts=self.train_counts) for p in preds]
+        reports = [classification_report(y, p, self.c, train_counts=self.copy_counts[k]) for p in preds]
         if self.r == 1:
             return reports[0]
         # Replicas: the mean of every numeric entry (the confusion matrix is summed).
@@ -432,7 +469,7 @@ class RatioCore:
         obs[:, :, 0] = recall
         obs[:, :, 1] = m["precision"][copies]
         obs[:, :, 2] = m["f1"][copies]
-        obs[:, :, 3] = self.log_share
+        obs[:, :, 3] = self._copy_log_share[copies]
         obs[:, :, 4] = self.ratios[copies] / self.config.max_ratio
         obs[:, :, 5] = self.quality
         obs[:, :, 6] = m["balanced_accuracy"][copies][:, None]
@@ -445,7 +482,7 @@ class RatioCore:
         info = {
             "class_name": self.dataset.class_names[cls],
             "ratio": float(self.ratios[k, cls]),
-            "n_real": int(self.train_counts[cls]),
+            "n_real": int(self.copy_counts[k, cls]),
             "n_synthetic": int(0 if n_syn is None else n_syn[k, cls]),
             "recall": float(m["recall"][k, cls]),
             "precision": float(m["precision"][k, cls]),
@@ -457,6 +494,8 @@ class RatioCore:
         }
         if self.config.reward_bootstrap:
             info["reward_std"] = float(self.reward_std[k])
+        if self.folds is not None:
+            info["val_fold"] = int(self.val_fold[k])
         if self.ref:
             info["reference_balanced_accuracy"] = float(self.reference_bal[k])
         if self.diff:
@@ -492,8 +531,8 @@ class SingleCopyViews:
 
     @property
     def train_counts(self) -> np.ndarray:
-        """Real train images per class."""
-        return self.core.train_counts.copy()
+        """Real train images per class (with ``val_folds >= 2``: of the episode's training folds)."""
+        return self.core.copy_counts[0].copy()
 
     @property
     def max_ratio(self) -> float:

@@ -185,7 +185,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
                  f"{self.core.metrics['balanced_accuracy'][0]:.3f}",
                  f"{'class':>14} {'n_real':>7} {'ratio':>6} {'recall':>7} {'f1':>6}"]
         for i, name in enumerate(self.dataset.class_names):
-            lines.append(f"{name[:14]:>14} {int(self.core.train_counts[i]):7d} {self.core.ratios[0, i]:6.2f} "
+            lines.append(f"{name[:14]:>14} {int(self.core.copy_counts[0, i]):7d} {self.core.ratios[0, i]:6.2f} "
                          f"{self.core.metrics['recall'][0, i]:7.3f} {self.core.metrics['f1'][0, i]:6.3f}")
         return "\n".join(lines)
 

@@ -108,7 +108,8 @@ class SyntheticRatioVectorEnv(VectorEnv):
     def _infos(self, n_syn=None) -> dict:
         return {"ratios": self.core.ratios.copy(), "balanced_accuracy": self.core.metrics["balanced_accuracy"].copy(),
                 "macro_f1": self.core.metrics["macro_f1"].copy(), "recall": self.core.metrics["recall"].copy(),
-                "n_synthetic": np.zeros((self.num_envs, self.core.c), np.int64) if n_syn is None else n_syn}
+                "n_synthetic": np.zeros((self.num_envs, self.core.c), np.int64) if n_syn is None else n_syn,
+                **({} if self.core.folds is None else {"val_fold": self.core.val_fold.copy()})}
 
     def as_sb3(self, *, shared: bool = True, seed: int | None = None):
         """This env as a Stable-Baselines3 ``VecEnv``; ``shared=True`` gives one slot per class agent."""
