@@ -282,7 +282,12 @@ class RatioCore:
         return self.metrics["balanced_accuracy"][:, None] - self.counterfactual_bal
 
     def _default_counts(self) -> np.ndarray:
-        """Synthetic counts ``(K, C)`` of every class of every copy at ``credit_default`` (none from an empty pool)."""
+        """Synthetic counts ``(C,)`` of every class at ``credit_default`` (none from an empty pool)."""
+        n = synthetic_counts(np.full(self.c, float(self.config.credit_default)), self.train_counts)
+        return np.where(self.pool_sizes == 0, 0, n)
+
+    def _copy_default_counts(self) -> np.ndarray:
+        """:meth:`_default_counts` per copy ``(K, C)``, from each copy's real counts (they differ with val_folds)."""
         n = synthetic_counts(np.full(self.c, float(self.config.credit_default)), self.copy_counts)
         return np.where(self.pool_sizes == 0, 0, n)
 
@@ -295,7 +300,7 @@ class RatioCore:
         # from its replica in class c's synthetic rows only (common random numbers), and a class at the default
         # gives a counterfactual whose mix is its replica's, row for row. With credit_default = 0 the replica's
         # draw is exactly what credit="shared" draws.
-        default = self._default_counts()
+        default = self._copy_default_counts()
         per = np.repeat(n_syn, self.r, axis=0)  # (K*R, C)
         reps = [k * self.h + j for k in range(self.k) for j in range(self.r)]
         drawn = self.engine.mix_indices(np.maximum(per, np.repeat(default, self.r, axis=0)),
@@ -378,7 +383,7 @@ class RatioCore:
             score = self._class_score()
             agent_reward = self._shape_reward(score, self.prev_class_score)
             if self.config.synthetic_cost:
-                agent_reward = agent_reward - cost[:, None] * (n_syn - self._default_counts())
+                agent_reward = agent_reward - cost[:, None] * (n_syn - self._copy_default_counts())
             self.prev_class_score = score
         else:
             agent_reward = np.repeat(reward[:, None], self.c, axis=1)
