@@ -244,6 +244,15 @@ def run_folds(name: str, args) -> str:
             for label, start, vs, ts, best, vb, tb in _gains(b, args):
                 lines.append(f"| {k} | {b['loss']} | {label} | {start or ''} | {pts(vs)} | {pts(ts)} | {best} | "
                              f"{pts(vb)} | {pts(tb)} |")
+    from tailmix.envs.folds import CrossValidationFolds
+
+    lines += ["", f"Real train counts of the fixed split: {dataset.train_counts.tolist()}."]
+    for k in args.val_folds:
+        if k > 1:  # pooling val changes the class balance the env trains on when val is not split like train
+            f = CrossValidationFolds(dataset.train_labels, dataset.val_labels, dataset.num_classes, k, kw.get(
+                "source_seed", 0))
+            lines.append(f"val_folds={k}: an episode holding out fold 0 trains on {f.counts[0].tolist()}; held-out "
+                         f"fold sizes {[len(h) for h in f.held_out]}.")
     lines += ["", f"Total wall time {time.time() - t0:.0f} s (2 shared CPU cores, 1 torch thread; includes fitting "
               "the pooled-split encoder when it was not cached).", "",
               "Command: `python benchmarks/headroom.py " + " ".join(sys.argv[1:]) + "`", "",
