@@ -15,6 +15,17 @@ and reward reference), so the fixed rows are re-measured in the same run.
 Each table also gives the val fitness of every vector on held-out episode seeds the search never used, so val
 gains that do not carry over to test (val overfitting; RetinaMNIST's val split has 120 images) show up.
 Tables go to ``benchmarks/results/headroom-<dataset>.md`` with the command, seeds and versions.
+
+``--val-folds 1 5`` runs the whole search once per value of the env's ``val_folds`` (1: the fixed val split; k >= 2:
+the cross-validated reward, each episode rewarded on one of k folds of train + val) and writes
+``headroom-<dataset>-folds.md``: a summary of each CEM vector's val gain next to its test gain (relative to its
+starting vector and to the fixed ratio with the best val fitness), then the full table of each value. The search
+and the val fitness use that ``val_folds``; every test row is scored in the same fixed-split env (val_folds=1:
+train on the train split, score on test), so the test column measures the same thing for every value and only the
+signal the search optimised differs.
+
+    python benchmarks/headroom.py --datasets digits --val-folds 1 5 --generations 8 --population 16 --episodes 4 \
+        --cache-dir /work/cache
 """
 from __future__ import annotations
 
@@ -35,8 +46,11 @@ FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
 from benchmarks.results import NO_SYN_LOSSES, add_common_arguments, build_env_kwargs  # noqa: E402
 
 
-def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
-    """CEM on the val reward with head loss ``loss``, then every policy on test; returns rows and vectors."""
+def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: dict | None = None) -> dict:
+    """CEM on the val reward with head loss ``loss``, then every policy on test; returns rows and vectors.
+
+    ``kw["val_folds"]`` (when set) shapes the search and the val fitness only; test rows use the fixed split.
+    ``test_cache``: test summaries of the non-searched rows, shared between runs whose test env is the same."""
     import numpy as np
 
     from tailmix.agents.baselines import make_baseline
@@ -51,6 +65,8 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
     if loss == "ce":
         policies += [(f"no synthetic, {l.replace('_', ' ')}", none, l) for l in NO_SYN_LOSSES]
     policies += [(spec, make_baseline(spec), loss) for spec in FIXED]
+    if test_cache is not None:  # --val-folds: the 'middle' start as a row, so every CEM vector has its start
+        policies.append((_middle(args), make_baseline(_middle(args)), loss))
     searches = {}
     for init in args.inits:
         t = time.time()
@@ -79,8 +95,15 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int]) -> dict:
     fit = val_fitness(np.stack([vectors[k] for k in labels]), kw, val_seeds)
     val = {k: (float(fit[i].mean()), float(fit[i].std(ddof=1) / np.sqrt(fit.shape[1]))) for i, k in enumerate(labels)}
 
+    test_kw = dict(kw, val_folds=1) if "val_folds" in kw else kw  # test: always the fixed split (see the docstring)
     for label, policy, l in policies:
-        s = summarize(evaluate(policy, dict(kw, loss=l), seeds=seeds))
+        key = (label, l)
+        if test_cache is not None and not label.startswith("CEM") and key in test_cache:
+            s = test_cache[key]
+        else:
+            s = summarize(evaluate(policy, dict(test_kw, loss=l), seeds=seeds))
+            if test_cache is not None and not label.startswith("CEM"):
+                test_cache[key] = s
         ratios = action_to_ratio(vectors[label], kw["max_ratio"]) if label in vectors else None
         rows.append((label, s, ratios))
         print(f"  [{loss}] {label}: test {s['test_balanced_accuracy_mean']:.3f} ± {s['test_balanced_accuracy_std']:.3f}"
@@ -158,6 +181,88 @@ def run_dataset(name: str, args) -> str:
     return _table(dataset, blocks, seeds, args, time.time() - t0)
 
 
+def _middle(args) -> str:
+    """The baseline spec of CEM's 'middle' start (every ratio at max_ratio / 2)."""
+    return f"constant:{args.max_ratio / 2:g}"
+
+
+def _gains(b: dict, args) -> list[tuple]:
+    """Per CEM vector of block ``b``: (label, start, val gain, test gain vs start, best fixed by val fitness, val
+    gain, test gain vs it). Val gains are held-out-seed val fitness differences; test gains are test differences."""
+    test = {label: r["test_balanced_accuracy_mean"] for label, r, _ in b["rows"]}
+    val = {k: v[0] for k, v in b["val"].items()}
+    fixed = [k for k in FIXED + (_middle(args),) if k in val]
+    best = max(fixed, key=val.get)
+    out = []
+    for label in test:
+        if not label.startswith("CEM"):
+            continue
+        init = label.removeprefix("CEM from ")
+        start = _middle(args) if init == "middle" else init
+        if start not in val:
+            start = None
+        out.append((label, start,
+                    None if start is None else val[label] - val[start],
+                    None if start is None else test[label] - test[start],
+                    best, val[label] - val[best], test[label] - test[best]))
+    return out
+
+
+def run_folds(name: str, args) -> str:
+    """The search once per ``--val-folds`` value; a val-gain vs test-gain summary, then each value's tables."""
+    from tailmix.pipeline import versions
+
+    t0 = time.time()
+    dataset, kw = build_env_kwargs(name, args)
+    seeds = list(range(args.seeds))
+    cache: dict = {}
+    runs = []
+    for k in args.val_folds:
+        print(f"## {dataset!r}, val_folds={k}", flush=True)
+        tk = time.time()
+        blocks = [run_loss(dataset, dict(kw, val_folds=k), loss, args, seeds, cache) for loss in args.losses]
+        runs.append((k, blocks, _table(dataset, blocks, seeds, args, time.time() - tk)))
+    pts = lambda x: "" if x is None else f"{100 * x:+.1f}"  # noqa: E731
+    lines = [f"# {dataset.name}: does a val-optimal ratio vector transfer to test? (val_folds "
+             f"{', '.join(map(str, args.val_folds))})", "",
+             "The CEM search of `benchmarks/headroom.py`, run once per value of the env's `val_folds`: 1 = the fixed "
+             "val split (the reward scores val); k >= 2 = the cross-validated reward (train + val pooled into k "
+             "stratified folds, each episode trains on k - 1 and is rewarded on the held-out fold its seed picks). "
+             "The search and the val fitness use that reward; every test number is measured in the same "
+             "fixed-split env (trained on the train split, scored on test), so only what the search optimised "
+             "differs between the rows.", "",
+             f"Val gain: held-out-seed val fitness (mean over {args.val_seeds} episode seeds the search never used; "
+             "under val_folds = k these seeds also draw the held-out folds) of the CEM vector minus that of the "
+             "reference vector; test gain: test balanced accuracy (mean over seeds "
+             f"{seeds}) minus the reference's. References: the vector the search started from, and the fixed ratio "
+             "with the best val fitness (chosen on val, never on test). Points of balanced accuracy.", "",
+             "| val_folds | head loss | CEM vector | start | val gain vs start | test gain vs start | best fixed "
+             "(val) | val gain vs it | test gain vs it |", "|---|---|---|---|---|---|---|---|---|"]
+    for k, blocks, _ in runs:
+        for b in blocks:
+            for label, start, vs, ts, best, vb, tb in _gains(b, args):
+                lines.append(f"| {k} | {b['loss']} | {label} | {start or ''} | {pts(vs)} | {pts(ts)} | {best} | "
+                             f"{pts(vb)} | {pts(tb)} |")
+    from tailmix.envs.folds import CrossValidationFolds
+
+    lines += ["", f"Real train counts of the fixed split: {dataset.train_counts.tolist()}."]
+    for k in args.val_folds:
+        if k > 1:  # pooling val changes the class balance the env trains on when val is not split like train
+            f = CrossValidationFolds(dataset.train_labels, dataset.val_labels, dataset.num_classes, k, kw.get(
+                "source_seed", 0))
+            lines.append(f"val_folds={k}: an episode holding out fold 0 trains on {f.counts[0].tolist()}; held-out "
+                         f"fold sizes {[len(h) for h in f.held_out]}.")
+    lines += ["", f"Total wall time {time.time() - t0:.0f} s (2 shared CPU cores, 1 torch thread; includes fitting "
+              "the pooled-split encoder when it was not cached).", "",
+              "Command: `python benchmarks/headroom.py " + " ".join(sys.argv[1:]) + "`", "",
+              "Versions: " + ", ".join(f"{n} {v}" for n, v in versions().items()), ""]
+    for k, _, text in runs:
+        body = text.split("\n", 1)[1]  # drop the per-run title, keep its settings and tables
+        body = body.split("\nCommand: ", 1)[0]
+        lines += [f"## val_folds = {k}", body.replace("\n## Head loss", "\n### Head loss")]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="*", default=None,
@@ -177,6 +282,10 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=8.0)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--val-folds", type=int, nargs="+", default=[1],
+                        help="the env's val_folds for the search and the val fitness (1: fixed val split; k >= 2: "
+                             "k cross-validation folds of train + val); several values write headroom-<ds>-folds.md "
+                             "with val gain vs test gain side by side")
     parser.add_argument("--reference", type=float, default=0.0,
                         help="reward relative to a reference head at this ratio (the committed results used 0); "
                              "a negative value turns it off")
@@ -195,9 +304,12 @@ def main(argv=None) -> None:
     names = args.datasets or (["digits"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
     out = Path(args.out) if args.out else OUT
     out.mkdir(parents=True, exist_ok=True)
+    folds = args.val_folds != [1]
+    if any(k < 1 for k in args.val_folds):
+        parser.error("--val-folds takes integers >= 1")
     for name in names:
-        text = run_dataset(name, args)
-        path = out / f"headroom-{'digits-lt' if name == 'digits' else name}.md"
+        text = run_folds(name, args) if folds else run_dataset(name, args)
+        path = out / f"headroom-{'digits-lt' if name == 'digits' else name}{'-folds' if folds else ''}.md"
         atomic_write_text(path, text)
         print(text, flush=True)
 

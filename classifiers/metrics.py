@@ -107,6 +107,14 @@ def batched_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) 
     return np.bincount(flat.ravel(), minlength=k * num_classes * num_classes).reshape(k, num_classes, num_classes)
 
 
+def masked_confusion(y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Like :func:`batched_confusion`, but copy ``k`` counts only the rows where ``mask[k]`` (``(K, M)`` bool) is
+    set: each copy scored on its own held-out rows (``val_folds``), all in one bincount."""
+    k = y_pred.shape[0]
+    flat = (np.arange(k)[:, None] * num_classes + y_true[None, :]) * num_classes + y_pred
+    return np.bincount(flat[mask], minlength=k * num_classes * num_classes).reshape(k, num_classes, num_classes)
+
+
 def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class recall/precision/F1, balanced accuracy and macro-F1 from confusion matrices ``(K, C, C)``.
 

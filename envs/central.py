@@ -94,7 +94,8 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
                 "shortfall": np.array([p["shortfall"] for p in per_class]),
                 "source_ratios": self.core.source_ratios[0].copy(),
                 "source_counts": np.stack([p["source_counts"] for p in per_class]),
-                "per_class": per_class}
+                "per_class": per_class,
+                **({} if self.core.folds is None else {"val_fold": int(self.core.val_fold[0])})}
 
     def render(self):
         if self.render_mode == "ansi":

@@ -80,6 +80,13 @@ class RatioEnvConfig:
             pool's size and the infos report the ``shortfall`` (requested minus served).
         pool_obs: Add, per source, the observation column ``pool_fraction`` = ``min(1, pool size /
             (max_ratio * n_real))``: how much of what the class may ask for its pool can serve (v1: on).
+        val_folds: ``1`` (default): the fixed split, train on the train split, observe and reward on val.
+            ``k >= 2``: cross-validated reward: train and val are pooled and split once, stratified by class,
+            into ``k`` folds (fixed by ``source_seed``); each episode draws its held-out fold from its reset
+            seed, trains on the other ``k - 1`` folds and is observed and rewarded on the held-out one
+            (``infos["val_fold"]``). The test split never enters. Every class needs ``k`` images in train +
+            val. Feature mode cross-fits the encoder over the pooled split, so every pooled image's features
+            come from a fold model that did not train on it.
     """
 
     mode: str = "feature"
@@ -112,6 +119,7 @@ class RatioEnvConfig:
     credit_default: float = 0.0
     draw: str = "replace"
     pool_obs: bool = False
+    val_folds: int = 1
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -200,6 +208,12 @@ class RatioEnvConfig:
             bad("pool_obs", self.pool_obs, "use True or False")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
+        if not is_int(self.val_folds) or self.val_folds < 1:
+            bad("val_folds", self.val_folds, "use 1 (the fixed val split) or an integer k >= 2 (k cross-validation "
+                "folds of train + val)")
+        if self.val_folds > 1 and self.mode == "feature" and self.encoder == "supervised":
+            bad("val_folds", self.val_folds, "encoder='supervised' trains on every pooled image, so the held-out "
+                "fold's features would be in-sample; use a crossfit encoder (default) or 'random'")
 
     @property
     def epochs(self) -> int:

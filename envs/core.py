@@ -14,7 +14,7 @@ from gymnasium.utils import seeding
 
 from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.engine import FeatureEngine, PixelEngine, synthetic_counts
+from tailmix.envs.engine import FeatureEngine, PixelEngine, masked_confusion, synthetic_counts
 
 #: Per-class observation columns before the one-hot class id (v0: one source, no pool-size columns).
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
@@ -126,6 +126,12 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     quality = np.array([[float(s.quality(k)) for s in sources] for k in range(c)], np.float32)
     one = len(sources) == 1  # one source: the engines get per-class pools, as in v0
     eval_test = config.eval_split == "test"
+    folds = None
+    if config.val_folds > 1:  # cross-validated reward: train + val pooled into fixed stratified folds
+        from tailmix.envs.folds import CrossValidationFolds
+
+        folds = CrossValidationFolds(dataset.train_labels, dataset.val_labels, c, config.val_folds,
+                                     seed=config.source_seed)
     from tailmix.classifiers.device import select_device
 
     device = select_device(config.device)  # resolves "auto"; torch.device("auto") would not parse
@@ -134,28 +140,34 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
         engine = PixelEngine(dataset, pools[0] if one else pools, backbone=config.backbone,
                              loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
                              lr=config.learning_rate, device=device, eval_test=eval_test,
-                             max_steps=config.max_steps)
+                             max_steps=config.max_steps, folds=folds)
         return engine, quality
     from tailmix.envs.cache import encoder_cache_dir
     from tailmix.envs.features import encoder_config, fit_encoder
 
     enc = fit_encoder(dataset, encoder_config(config), cache_dir=encoder_cache_dir(config.cache_dir),
-                      synthetic=combined_images(sources))  # crossfit_joint trains on the image pools
-    real = enc.train_features()
+                      synthetic=combined_images(sources),  # crossfit_joint trains on the image pools
+                      pool_val=folds is not None)
+    real = enc.train_features()  # with folds: the pooled train + val rows, each out of fold
     pools = []
     for g, src in enumerate(sources):
         if src.space == "feature":
-            fitted = src.fit_features(real, dataset.train_labels)
+            # fitted on the train split only, as a generator is (with folds too: the val rows stay unseen by it)
+            fitted = src.fit_features(real[:len(dataset.train_labels)], dataset.train_labels)
             pools.append([np.asarray(fitted.pool(k), np.float32) for k in range(c)])
         else:  # the first source keeps v0's salts, so one source encodes exactly as before
             salt = "pool" if g == 0 else f"pool{g}."
             pools.append([enc.encode(src.pool(k), salt=f"{salt}{k}") for k in range(c)])
-    val = enc.encode(dataset.val_images, salt="val")
+    if folds is None:
+        val = enc.encode(dataset.val_images, salt="val")
+        real_labels = dataset.train_labels
+    else:  # the val images are rows of the pooled real block; the engine scores each head on its held-out fold
+        val, real_labels = None, folds.labels
     test = enc.encode(dataset.test_images, salt="test") if eval_test else None
-    engine = FeatureEngine(real, dataset.train_labels, pools[0] if one else pools, val, dataset.val_labels, test,
+    engine = FeatureEngine(real, real_labels, pools[0] if one else pools, val, dataset.val_labels, test,
                            dataset.test_labels if eval_test else None, num_copies=num_copies,
                            hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
-                           loss=config.loss, epochs=config.epochs, device=device)
+                           loss=config.loss, epochs=config.epochs, device=device, folds=folds)
     return engine, quality
 
 
@@ -226,10 +238,17 @@ class RatioCore:
                                         ).astype(np.float32)
         share = self.train_counts / self.train_counts.sum()
         self.log_share = np.log(np.maximum(share, 1e-12)).astype(np.float32)
+        # Per copy: the real counts and log shares of its episode. With val_folds >= 2 they are those of the
+        # episode's k - 1 training folds (set at reset), so copies on different folds differ; else the train split's.
+        self.folds = self.engine.folds
+        self.copy_counts = np.tile(np.asarray(self.train_counts, np.int64), (num_copies, 1))
+        self._copy_log_share = np.tile(self.log_share, (num_copies, 1))
+        self.val_fold = np.zeros(num_copies, np.int64)  # held-out fold of each copy's episode (val_folds >= 2)
+        largest = self.train_counts.sum() if self.folds is None else self.folds.counts.sum(1).max()
         self.obs_columns = observation_columns(self.source_names, config.pool_obs)
         self.obs_dim = len(self.obs_columns) + c
         low = np.zeros((c, self.obs_dim), np.float32)
-        low[:, 3] = math.floor(math.log(1.0 / self.train_counts.sum()))
+        low[:, 3] = math.floor(math.log(1.0 / largest))
         high = np.ones((c, self.obs_dim), np.float32)
         high[:, 3] = 0.0
         self.obs_low, self.obs_high = low, high
@@ -284,6 +303,8 @@ class RatioCore:
             if k in fresh:
                 self.np_randoms[k] = fresh[k]
             rng = self.np_randoms[k]
+            if self.folds is not None:  # the held-out fold comes first from the episode's stream
+                self._set_fold(k, int(rng.integers(self.folds.k)))
             for j in range(self.r):
                 h = k * self.h + j
                 self.torch_gens[h].manual_seed(int(rng.integers(0, 2**62)))
@@ -316,6 +337,14 @@ class RatioCore:
         if self.diff:
             self.prev_class_score[copies] = self._class_score()[copies]
 
+    def _set_fold(self, k: int, fold: int) -> None:
+        """Put copy ``k`` on held-out fold ``fold``: its heads' real rows, reward rows, counts and shares."""
+        self.val_fold[k] = fold
+        self.engine.set_folds(list(range(k * self.h, (k + 1) * self.h)), [fold] * self.h)
+        counts = self.folds.counts[fold]
+        self.copy_counts[k] = counts
+        self._copy_log_share[k] = np.log(np.maximum(counts / counts.sum(), 1e-12))
+
     def _cf_head(self, k: int, j: int, cls: int) -> int:
         """Index of the counterfactual head of copy ``k``, replica ``j``, class ``cls``."""
         return k * self.h + self.cf0 + j * self.c + cls
@@ -331,15 +360,21 @@ class RatioCore:
             served = np.minimum(served, self.pool_sizes_g)
         return served
 
-    def _on_source0(self, ratio: float) -> np.ndarray:
-        """Served counts ``(C, G)`` of every class at ``ratio`` on source 0 (nothing from the others)."""
-        req = np.zeros((self.c, self.g), np.int64)
-        req[:, 0] = synthetic_counts(np.full(self.c, float(ratio)), self.train_counts)
+    def _on_source0(self, ratio: float, counts: np.ndarray | None = None) -> np.ndarray:
+        """Served counts ``(..., C, G)`` of every class at ``ratio`` on source 0 (nothing from the others), for the
+        real ``counts`` ``(..., C)`` (default: the train split's)."""
+        counts = self.train_counts if counts is None else counts
+        req = np.zeros((*np.shape(counts), self.g), np.int64)
+        req[..., 0] = synthetic_counts(np.full(self.c, float(ratio)), counts)
         return self._serve(req)
 
     def _default_counts(self) -> np.ndarray:
         """Synthetic counts ``(C,)`` of every class at ``credit_default`` (none from an empty pool)."""
         return self._on_source0(self.config.credit_default)[:, 0]
+
+    def _copy_default_counts(self) -> np.ndarray:
+        """:meth:`_default_counts` per copy ``(K, C)``, from each copy's real counts (they differ with val_folds)."""
+        return self._on_source0(self.config.credit_default, self.copy_counts)[..., 0]
 
     def _mixes(self, n_syn: np.ndarray) -> list:
         """Row indices of every head's mix for the copies' synthetic counts ``n_syn`` ``(K, C, G)`` (or ``(K, C)``
@@ -354,21 +389,22 @@ class RatioCore:
         # from its replica in class c's synthetic rows only (common random numbers), and a class at the default
         # gives a counterfactual whose mix is its replica's, row for row. With credit_default = 0 the replica's
         # draw is exactly what credit="shared" draws.
-        default = self._default_counts()
+        default = self._copy_default_counts()
         per = np.repeat(n_syn, self.r, axis=0)  # (K*R, C)
         reps = [k * self.h + j for k in range(self.k) for j in range(self.r)]
-        drawn = self.engine.mix_indices(np.maximum(per, default[None, :]), [self._draw_rngs[i] for i in reps])
-        n_real = len(self.engine.real_idx)  # mix_indices lists the real rows first, then the synthetic draws
+        drawn = self.engine.mix_indices(np.maximum(per, np.repeat(default, self.r, axis=0)),
+                                        [self._draw_rngs[i] for i in reps], heads=reps)
         mixes: list = [None] * (self.k * self.h)
         for i, (head, mix) in enumerate(zip(reps, drawn)):
             k, j = divmod(i, self.r)
+            n_real = len(self.engine.real_rows(head))  # mix_indices lists the real rows first, then the draws
             real, syn = mix[:n_real], mix[n_real:]
             lab = self.engine.labels_np[syn]
             rank = _rank_within(lab, self.c)
             own = rank < per[i][lab]
             mixes[head] = np.concatenate([real, syn[own]])
             for cls in range(self.c):
-                keep = np.where(lab == cls, rank < default[cls], own)
+                keep = np.where(lab == cls, rank < default[k, cls], own)
                 mixes[self._cf_head(k, j, cls)] = np.concatenate([real, syn[keep]])
         return mixes
 
@@ -391,7 +427,7 @@ class RatioCore:
         source 0) for its reference."""
         per = np.repeat(n_syn, self.h, axis=0)
         if self.ref:  # a reference cannot draw from an empty pool either
-            per[self.r::self.h] = self._on_source0(self.config.reward_reference)
+            per[self.r::self.h] = self._on_source0(self.config.reward_reference, self.copy_counts)
         return per
 
     def step(self, ratios: np.ndarray) -> dict:
@@ -402,7 +438,7 @@ class RatioCore:
             raise RuntimeError("step() called after the episode ended; call reset() to start a new one")
         new_ratios = np.clip(np.asarray(ratios, np.float64).reshape(self.k, self.c, self.g), 0.0,
                              self.config.max_ratio)
-        req = synthetic_counts(new_ratios, self.train_counts[None, :, None])  # (K, C, G) requested
+        req = synthetic_counts(new_ratios, self.copy_counts[:, :, None])  # (K, C, G) requested
         empty = (req > 0) & (self.pool_sizes_g[None] == 0)
         if empty.any() and self.config.empty_pool != "zero":  # checked before any state changes: the env stays usable
             _, cls, g = (int(v) for v in np.argwhere(empty)[0])
@@ -431,8 +467,8 @@ class RatioCore:
         self.t += 1
         bal = self._score()
         reward = self._shape_reward(bal, self.prev_bal)
-        cost = self.config.synthetic_cost / self.train_counts.sum()
-        if cost:
+        cost = self.config.synthetic_cost / self.copy_counts.sum(1)  # (K,): relative to each copy's real size
+        if self.config.synthetic_cost:
             reward = reward - cost * n_syn.sum(1)
         self.prev_bal = bal.copy()
         if self.diff:
@@ -440,8 +476,8 @@ class RatioCore:
             # head's, the cost part is class c's own synthetic samples beyond the default's.
             score = self._class_score()
             agent_reward = self._shape_reward(score, self.prev_class_score)
-            if cost:
-                agent_reward = agent_reward - cost * (n_syn - self._default_counts()[None, :])
+            if self.config.synthetic_cost:
+                agent_reward = agent_reward - cost[:, None] * (n_syn - self._copy_default_counts())
             self.prev_class_score = score
         else:
             agent_reward = np.repeat(reward[:, None], self.c, axis=1)
@@ -453,7 +489,9 @@ class RatioCore:
     def _evaluate(self) -> None:
         pred = self.engine.predict("val")
         y = self.engine.labels_of("val")
-        per_head = metrics_from_confusion(batched_confusion(y, pred, self.c))
+        mask = self.engine.val_mask  # val_folds >= 2 (feature mode): each head's held-out rows of the pooled split
+        cm = batched_confusion(y, pred, self.c) if mask is None else masked_confusion(y, pred, mask, self.c)
+        per_head = metrics_from_confusion(cm)
         if self.h == 1:  # one head per copy: its metrics as they are
             self.metrics = per_head
         else:
@@ -475,14 +513,18 @@ class RatioCore:
         lost on test). Every resample is scored for all replicas of a copy.
         """
         out = np.full(self.k, np.nan)
-        m = len(y)
+        mask = self.engine.val_mask
         for k, rng in enumerate(self._boot_rngs):
             if rng is None:
                 continue
-            idx = rng.integers(0, m, (self.config.reward_bootstrap, m))
             heads = pred[k * self.h:k * self.h + self.r]  # (R, M): the replicas, not the reference
+            yk = y
+            if mask is not None:  # val_folds: the copy's held-out rows only
+                yk, heads = y[mask[k * self.h]], heads[:, mask[k * self.h]]
+            m = len(yk)
+            idx = rng.integers(0, m, (self.config.reward_bootstrap, m))
             b = idx.shape[0]
-            yy = y[idx]  # (B, M)
+            yy = yk[idx]  # (B, M)
             flat = ((np.arange(b)[:, None, None] * self.r + np.arange(self.r)[None, :, None]) * self.c
                     + yy[:, None, :]) * self.c + heads[:, idx].transpose(1, 0, 2)
             cm = np.bincount(flat.ravel(), minlength=b * self.r * self.c * self.c).reshape(b * self.r, self.c, self.c)
@@ -497,7 +539,7 @@ class RatioCore:
         with self._threads():
             preds = self.engine.predict("test")[k * self.h:k * self.h + self.r]
         y = self.engine.labels_of("test")
-        reports = [classification_report(y, p, self.c, train_counts=self.train_counts) for p in preds]
+        reports = [classification_report(y, p, self.c, train_counts=self.copy_counts[k]) for p in preds]
         if self.r == 1:
             return reports[0]
         # Replicas: the mean of every numeric entry (the confusion matrix is summed).
@@ -528,7 +570,7 @@ class RatioCore:
         obs[:, :, 0] = recall
         obs[:, :, 1] = m["precision"][copies]
         obs[:, :, 2] = m["f1"][copies]
-        obs[:, :, 3] = self.log_share
+        obs[:, :, 3] = self._copy_log_share[copies]
         g = self.g
         obs[:, :, 4:4 + g] = self.source_ratios[copies] / self.config.max_ratio
         obs[:, :, 4 + g:4 + 2 * g] = self.quality
@@ -544,7 +586,7 @@ class RatioCore:
         info = {
             "class_name": self.dataset.class_names[cls],
             "ratio": float(self.ratios[k, cls]),
-            "n_real": int(self.train_counts[cls]),
+            "n_real": int(self.copy_counts[k, cls]),
             "n_synthetic": int(0 if n_syn is None else n_syn[k, cls]),
             "recall": float(m["recall"][k, cls]),
             "precision": float(m["precision"][k, cls]),
@@ -561,6 +603,8 @@ class RatioCore:
         info["pool_sizes"] = self.pool_sizes_g[cls].copy()
         if self.config.reward_bootstrap:
             info["reward_std"] = float(self.reward_std[k])
+        if self.folds is not None:
+            info["val_fold"] = int(self.val_fold[k])
         if self.ref:
             info["reference_balanced_accuracy"] = float(self.reference_bal[k])
         if self.diff:
@@ -630,8 +674,8 @@ class SingleCopyViews:
 
     @property
     def train_counts(self) -> np.ndarray:
-        """Real train images per class."""
-        return self.core.train_counts.copy()
+        """Real train images per class (with ``val_folds >= 2``: of the episode's training folds)."""
+        return self.core.copy_counts[0].copy()
 
     @property
     def max_ratio(self) -> float:

@@ -18,7 +18,7 @@ import torch
 
 # The metrics live in classifiers.metrics (one definition for observations, rewards and benchmark tables); they
 # stay importable from here for code written against earlier versions.
-from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion  # noqa: F401
+from tailmix.classifiers.metrics import batched_confusion, masked_confusion, metrics_from_confusion  # noqa: F401
 
 
 def synthetic_counts(ratios: np.ndarray, real_counts: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ class FeatureEngine:
 
     def __init__(self, real_features, real_labels, pools, val_features, val_labels, test_features=None,
                  test_labels=None, *, num_copies: int = 1, hidden: int = 0, lr: float = 0.05,
-                 weight_decay: float = 1e-4, loss: str = "ce", epochs: int = 10, device="cpu") -> None:
+                 weight_decay: float = 1e-4, loss: str = "ce", epochs: int = 10, device="cpu", folds=None) -> None:
         from tailmix.classifiers.batched_head import BatchedHead, loss_terms
 
         self._loss_terms = loss_terms
@@ -140,8 +140,9 @@ class FeatureEngine:
         self.labels_np = labels
         self.real_idx = np.arange(len(real_features))
         self.real_counts = np.bincount(real_labels, minlength=c).astype(np.int64)
-        self.val_x = torch.from_numpy(np.asarray(val_features, np.float32)).to(self.device)
-        self.val_y = np.asarray(val_labels, np.int64)
+        if folds is None:  # with folds the reward rows are the pooled real block (set below)
+            self.val_x = torch.from_numpy(np.asarray(val_features, np.float32)).to(self.device)
+            self.val_y = np.asarray(val_labels, np.int64)
         self.test_x = None if test_features is None else torch.from_numpy(np.asarray(test_features, np.float32)).to(self.device)
         self.test_y = None if test_labels is None else np.asarray(test_labels, np.int64)
         self.head = BatchedHead(num_copies, self.table.shape[1], c, hidden=hidden, lr=lr,
@@ -149,6 +150,25 @@ class FeatureEngine:
         self.k = num_copies
         self._inputs: dict[str, torch.Tensor] = {}
         self._table_check = (-1, True)  # (table version checked, finite?)
+        self.folds = folds
+        self.val_mask = None  # (K, N) held-out rows of each head (folds only)
+        if folds is not None:
+            # The reward split is the pooled real block of the table: predict on all of it, score each head on its
+            # held-out fold (one GEMM and one bincount for every head, whatever fold each is on).
+            self.val_x = self.table[:len(real_features)]
+            self.val_y = self.labels_np[:len(real_features)]
+            self._real_rows = [folds.train_rows[0]] * num_copies
+            self.val_mask = np.broadcast_to(folds.fold == 0, (num_copies, len(folds))).copy()
+
+    def set_folds(self, heads: list[int], folds: list[int]) -> None:
+        """Put each of ``heads`` on held-out fold ``folds[i]``: it trains on the other folds' real rows."""
+        for h, f in zip(heads, folds):
+            self._real_rows[h] = self.folds.train_rows[f]
+            self.val_mask[h] = self.folds.fold == f
+
+    def real_rows(self, head: int) -> np.ndarray:
+        """Table rows of the real images head ``head`` trains on (its episode's folds, or the train split)."""
+        return self.real_idx if self.folds is None else self._real_rows[head]
 
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         self.head.reset(generators, copies)
@@ -158,10 +178,15 @@ class FeatureEngine:
         """Pool size per class and source, ``(C, G)``."""
         return self.pool_sizes.reshape(self.num_sources, self.num_classes).T.copy()
 
-    def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[np.ndarray]:
+    def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator], heads=None) -> list[np.ndarray]:
         """Row indices (into the feature table) of each copy's real + synthetic mix (``n_syn``: ``(K, C)`` or
-        ``(K, C, G)``, draws per class and source)."""
+        ``(K, C, G)``, draws per class and source).
+
+        ``heads``: the head each row of ``n_syn`` is for (default ``0..K-1``); with ``folds`` its real rows."""
         n = segment_counts(n_syn)
+        if self.folds is not None:
+            heads = range(len(rngs)) if heads is None else heads
+            return [np.concatenate([self._real_rows[h], syn]) for h, syn in zip(heads, self._pools.draw_many(rngs, n))]
         return [np.concatenate([self.real_idx, syn]) for syn in self._pools.draw_many(rngs, n)]
 
     def train(self, mixes: list[np.ndarray]) -> np.ndarray:
@@ -287,7 +312,7 @@ class PixelEngine:
 
     def __init__(self, dataset, pools, *, backbone: str = "small_cnn", loss: str = "ce", epochs: int = 1,
                  batch_size: int = 64, lr: float = 2e-3, device="cpu", eval_test: bool = False,
-                 max_steps: int = 10) -> None:
+                 max_steps: int = 10, folds=None) -> None:
         self.dataset, self.backbone, self.loss = dataset, backbone, loss
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.device = torch.device(device)
@@ -305,6 +330,20 @@ class PixelEngine:
         self._gen = None
         self.total_epochs = max_steps * epochs  # the episode's schedule (cosine decay; LDAM-DRW's deferral)
         self._epoch = 0
+        self.folds = folds
+        self.val_mask = None  # pixel mode predicts only the held-out rows, so it needs no mask
+        self._real_x, self._real_y = dataset.train_images, dataset.train_labels
+        self._val_x = dataset.val_images
+        if folds is not None:  # cross-validated reward: the pooled real images, re-split per episode
+            self._pool_x = folds.pooled(dataset.train_images, dataset.val_images)
+            self.set_folds([0], [0])
+
+    def set_folds(self, heads: list[int], folds: list[int]) -> None:
+        """Train on every fold but ``folds[0]`` and score on it (``K = 1``)."""
+        f = folds[0]
+        tr, held = self.folds.train_rows[f], self.folds.held_out[f]
+        self._real_x, self._real_y = self._pool_x[tr], self.folds.labels[tr]
+        self._val_x, self.val_y = self._pool_x[held], self.folds.labels[held]
 
     def reset(self, generators: list[torch.Generator], copies=None) -> None:
         from tailmix.classifiers.backbones import make_backbone
@@ -339,12 +378,12 @@ class PixelEngine:
         from tailmix.classifiers.training import train_classifier
 
         picks = mixes[0]
-        imgs = [self.dataset.train_images] + [self.pools[s][p] for s, p in enumerate(picks) if len(p)]
-        labels = [self.dataset.train_labels] + [np.full(len(p), self._seg_class[s], np.int64)
+        imgs = [self._real_x] + [self.pools[s][p] for s, p in enumerate(picks) if len(p)]
+        labels = [self._real_y] + [np.full(len(p), self._seg_class[s], np.int64)
                                                 for s, p in enumerate(picks) if len(p)]
         x, y = np.concatenate(imgs), np.concatenate(labels)
         inner = make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1))  # the mix's prior
-        n_real = len(self.dataset.train_labels)
+        n_real = len(self._real_y)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         last = np.nan
@@ -366,7 +405,7 @@ class PixelEngine:
 
         if split == "test" and self.test_y is None:
             raise ValueError("the env was built without the test split; pass eval_split='test'")
-        images = self.dataset.val_images if split == "val" else self.dataset.test_images
+        images = self._val_x if split == "val" else self.dataset.test_images
         return predict_logits(self.model, images, device=self.device).argmax(1)[None, :]
 
     def labels_of(self, split: str) -> np.ndarray:

@@ -26,6 +26,10 @@ mode rank policies like pixel mode?"). The encoders here avoid it:
   real images, which synthetic images never reproduce.
 - ``random``: a randomly initialised, never trained CNN (random features; no image is seen).
 - ``supervised``: one CNN trained on all real train images (the flawed baseline, kept to measure against).
+
+With ``pool_val=True`` (the env's ``val_folds >= 2``) the real set the encoder cross-fits over is the pooled train
++ val split (train first, then val): every pooled image, val included, gets its features from a fold model that
+did not train on it, and :meth:`FrozenEncoder.train_features` returns the pooled rows.
 """
 from __future__ import annotations
 
@@ -77,8 +81,11 @@ class FrozenEncoder:
 
     def __init__(self, config: EncoderConfig, models: list, fold_of_train: np.ndarray | None,
                  train_features: np.ndarray, standardise: tuple[np.ndarray, np.ndarray] | None,
-                 maps: list[np.ndarray] | None = None, seen: dict[bytes, int] | None = None) -> None:
+                 maps: list[np.ndarray] | None = None, seen: dict[bytes, int] | None = None,
+                 pooled_val: bool = False) -> None:
         self.config = config
+        # True: the real set the models were cross-fitted over is train + val (pool_val in fit_encoder).
+        self.pooled_val = pooled_val
         # Digest of every image a fold model trained on -> the fold that held it out (crossfit_joint), so
         # encode() gives seen images their out-of-fold view.
         self.seen = seen or {}
@@ -93,7 +100,8 @@ class FrozenEncoder:
         return int(self._train_features.shape[1])
 
     def train_features(self) -> np.ndarray:
-        """Features of the real train split, in the dataset's order (out-of-fold for ``crossfit``)."""
+        """Features of the real train split, in the dataset's order (out-of-fold for ``crossfit``); with
+        ``pooled_val``, of the pooled train + val split (train first, then val)."""
         return self._train_features
 
     def encode(self, images: np.ndarray, *, salt: str = "") -> np.ndarray:
@@ -181,7 +189,7 @@ def _train_cnn(images, labels, num_classes, config: EncoderConfig, seed: int, *,
 
 
 def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=None,
-                cache_dir: str | Path | None = None, progress: bool = False) -> FrozenEncoder:
+                cache_dir: str | Path | None = None, progress: bool = False, pool_val: bool = False) -> FrozenEncoder:
     """Fit (or load from the in-memory or on-disk cache) the frozen encoder of ``dataset``.
 
     Args:
@@ -192,7 +200,13 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=N
         cache_dir: Where fitted encoders are cached on disk (``None``: memory only; the env's default is a
             per-user folder, ``envs.cache``).
         progress: Show a bar over the fold models.
+        pool_val: Fit over the pooled train + val split (the env's ``val_folds >= 2``), so that val images get
+            out-of-fold features too; ``train_features()`` then covers train + val. Refused for ``supervised``
+            (its one model would have trained on every pooled image).
     """
+    if pool_val and config.kind == "supervised":
+        raise ValueError("encoder 'supervised' trains on every real image it encodes; pooling val into it would make "
+                         "the held-out fold's features in-sample. Use a crossfit encoder or 'random'")
     pools = None
     if config.kind in NEEDS_SYNTHETIC:
         if synthetic is None or isinstance(synthetic, str):
@@ -202,19 +216,19 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=N
         pools = synthetic_pools(synthetic, dataset.num_classes)
         if any(len(p) and p.shape[1:] != dataset.image_shape for p in pools):
             raise ValueError(f"synthetic images must have the dataset's shape {dataset.image_shape}")
-    key = _cache_key(dataset, config, pools)
+    key = _cache_key(dataset, config, pools, pool_val)
     if key in _MEMORY:
         return _MEMORY[key]
     path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
     with _fit_lock(path):  # concurrent processes: one fits, the others wait and load its file
         if path is not None and path.exists():
             try:
-                enc = _load(path, dataset, config)
+                enc = _load(path, dataset, config, pool_val)
                 _MEMORY[key] = enc
                 return enc
             except Exception:  # a corrupt cache is rebuilt, never trusted
                 path.unlink(missing_ok=True)
-        enc = _fit(dataset, config, progress=progress, pools=pools)
+        enc = _fit(dataset, config, progress=progress, pools=pools, pool_val=pool_val)
         if path is not None:
             _save(enc, path)
     _MEMORY[key] = enc
@@ -245,8 +259,17 @@ def _stratified_folds(labels: np.ndarray, num_classes: int, folds: int, rng: np.
     return fold
 
 
-def _fit(dataset, config: EncoderConfig, *, progress: bool, pools: list[np.ndarray] | None = None) -> FrozenEncoder:
+def _fit(dataset, config: EncoderConfig, *, progress: bool, pools: list[np.ndarray] | None = None,
+         pool_val: bool = False) -> FrozenEncoder:
     x, y = dataset.train_images, dataset.train_labels
+    if pool_val:  # the cross-validated reward's pooled split: every image in it must be encoded out of fold
+        x, y = np.concatenate([x, dataset.val_images]), np.concatenate([y, dataset.val_labels])
+    enc = _fit_on(x, y, dataset, config, progress=progress, pools=pools)
+    enc.pooled_val = pool_val
+    return enc
+
+
+def _fit_on(x, y, dataset, config: EncoderConfig, *, progress: bool, pools: list[np.ndarray] | None) -> FrozenEncoder:
     c = dataset.num_classes
     if config.kind.startswith("crossfit"):
         fold = _stratified_folds(y, c, config.folds, np.random.default_rng(config.seed))
@@ -269,7 +292,7 @@ def _fit(dataset, config: EncoderConfig, *, progress: bool, pools: list[np.ndarr
         for f in range(config.folds):
             n_fit = int((fold != f).sum())
             if n_fit < 2:  # classifiers.training would say only "need at least 2 training samples"
-                raise ValueError(f"the crossfit encoder's fold {f} leaves {n_fit} of the {len(y)} train images to train "
+                raise ValueError(f"the crossfit encoder's fold {f} leaves {n_fit} of the {len(y)} real images to train "
                                  f"on (encoder_folds={config.folds}); use fewer folds, encoder='random', or more "
                                  "train images")
         for f in it:
@@ -325,8 +348,10 @@ def _align(config: EncoderConfig, models: list, fold: np.ndarray, x: np.ndarray,
     return FrozenEncoder(config, models, fold, ((raw - mu) / sd).astype(np.float32), (mu, sd), maps)
 
 
-def _cache_key(dataset, config: EncoderConfig, pools: list[np.ndarray] | None = None) -> str:
+def _cache_key(dataset, config: EncoderConfig, pools: list[np.ndarray] | None = None, pool_val: bool = False) -> str:
     d = {"data": dataset.fingerprint(), "config": asdict(config), "v": 1}
+    if pool_val:  # only then: the keys of encoders fitted on the train split stay as they were
+        d["pooled_val"] = True
     if pools is not None:  # only NEEDS_SYNTHETIC encoders; the other keys stay as they were
         h = hashlib.sha256()
         for p in pools:
@@ -341,18 +366,20 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
             "fold": enc.fold_of_train, "train_features": enc.train_features(),
-            "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen}
+            "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen, "pooled_val": enc.pooled_val}
     from tailmix.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
 
 
-def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
+def _load(path: Path, dataset, config: EncoderConfig, pool_val: bool = False) -> FrozenEncoder:
     from tailmix.classifiers.backbones import SmallCNN
 
     blob = torch.load(path, weights_only=False)
     if blob["config"] != asdict(config):
         raise ValueError("encoder cache config mismatch")
+    if bool(blob.get("pooled_val", False)) != pool_val:
+        raise ValueError("encoder cache pooled-val mismatch")
     models = []
     for sd in blob["models"]:
         m = SmallCNN(dataset.image_shape[-1], dataset.num_classes, width=config.width)
@@ -360,7 +387,7 @@ def _load(path: Path, dataset, config: EncoderConfig) -> FrozenEncoder:
         m.eval()
         models.append(m)
     return FrozenEncoder(config, models, blob["fold"], blob["train_features"], blob["standardise"],
-                         blob.get("maps"), seen=blob.get("seen"))
+                         blob.get("maps"), seen=blob.get("seen"), pooled_val=pool_val)
 
 
 def encoder_config(config) -> EncoderConfig:

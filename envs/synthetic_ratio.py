@@ -57,6 +57,12 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     0. The infos then also carry ``team_reward`` (what ``credit="shared"`` would give every agent) and
     ``counterfactual_balanced_accuracy``; ``balanced_accuracy`` is always the shared one.
 
+    ``val_folds=k >= 2`` makes the reward cross-validated: train and val are pooled and split once, stratified
+    by class, into ``k`` folds (fixed by ``source_seed``); each episode draws its held-out fold from its reset
+    seed, trains on the other ``k - 1`` folds (``n_real``, the log real share and the synthetic counts are that
+    episode's) and is observed and rewarded on the held-out fold (``infos["val_fold"]``). The test split never
+    enters. Default ``1``: the fixed val split.
+
     ## Starting State
     ``reset(seed)`` re-initialises the classifier (a fresh head in feature mode, a fresh CNN in pixel mode)
     from the seed and sets every ratio to ``initial_ratio``; the first observation scores that untrained
@@ -79,7 +85,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     ## Version History
     * v0: initial release. Later additions that leave the default behaviour unchanged: ``reward_reference``,
       ``credit="difference"`` / ``credit_default`` (per-agent difference rewards; off by default), encoders
-      ``crossfit_joint`` and ``crossfit_augment``. The feature-step rewrite for speed (fused Adam, bias-augmented
+      ``crossfit_joint`` and ``crossfit_augment``, ``val_folds`` (cross-validated reward; default 1 = off). The feature-step rewrite for speed (fused Adam, bias-augmented
       GEMMs) computes the same quantities; floating-point results differ at rounding level only.
       Pixel mode (not the default) changed before any release: an episode is now one training run (one AdamW
       kept over the episode, cosine learning-rate decay to near 0 by the last step) instead of a new AdamW at
@@ -197,7 +203,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
                  f"{self.core.metrics['balanced_accuracy'][0]:.3f}",
                  f"{'class':>14} {'n_real':>7} {'ratio':>6} {'recall':>7} {'f1':>6}"]
         for i, name in enumerate(self.dataset.class_names):
-            lines.append(f"{name[:14]:>14} {int(self.core.train_counts[i]):7d} {self.core.ratios[0, i]:6.2f} "
+            lines.append(f"{name[:14]:>14} {int(self.core.copy_counts[0, i]):7d} {self.core.ratios[0, i]:6.2f} "
                          f"{self.core.metrics['recall'][0, i]:7.3f} {self.core.metrics['f1'][0, i]:6.3f}")
         return "\n".join(lines)
 

@@ -116,7 +116,8 @@ class SyntheticRatioVectorEnv(VectorEnv):
                 "shortfall": self.core.shortfall.copy() if n_syn is not None else np.zeros_like(self.core.shortfall),
                 "source_ratios": self.core.source_ratios.copy(),
                 "source_counts": (self.core.last_counts.copy() if n_syn is not None
-                                  else np.zeros_like(self.core.last_counts))}
+                                  else np.zeros_like(self.core.last_counts)),
+                **({} if self.core.folds is None else {"val_fold": self.core.val_fold.copy()})}
 
     def render(self):
         """``None``, or with ``render_mode="ansi"`` one line per copy (a tuple, as ``SyncVectorEnv`` returns)."""

@@ -311,7 +311,7 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
 
     with phase("encoder"), fixed_threads(config.num_threads):
         fit_encoder(kw["dataset"], encoder_config(config), cache_dir=config.cache_dir, progress=progress,
-                    synthetic=_encoder_images(kw))
+                    synthetic=_encoder_images(kw), pool_val=config.val_folds > 1)
 
 
 def _encoder_images(kw: dict):
