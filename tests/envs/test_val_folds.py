@@ -101,6 +101,7 @@ def test_pooled_encoder_features_are_out_of_fold(tmp_path):
 
     ds = make_tiny_dataset()
     cfg = EncoderConfig(kind="crossfit", folds=2, epochs=15, seed=0)
+    features._MEMORY.clear()  # another test in this process may hold these encoders in memory (then no file here)
     enc = fit_encoder(ds, cfg, pool_val=True, cache_dir=tmp_path)
     x = np.concatenate([ds.train_images, ds.val_images])
     feats = enc.train_features()
