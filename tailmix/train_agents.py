@@ -646,7 +646,8 @@ def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
         fit_encoder(kw["dataset"], EncoderConfig(kind=config.encoder, folds=config.encoder_folds,
                                                  epochs=config.encoder_epochs, seed=config.source_seed),
                     cache_dir=config.cache_dir, progress=progress,
-                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"))
+                    synthetic=None if isinstance(kw.get("source"), str) else kw.get("source"),
+                    pool_val=config.val_folds > 1)  # the cross-validated reward's encoder covers train + val
 
 
 def prepared_env_kwargs(cfg, dataset) -> dict:
