@@ -66,7 +66,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: d
     if loss == "ce":
         policies += [(f"no synthetic, {l.replace('_', ' ')}", none, l) for l in NO_SYN_LOSSES]
     policies += [(spec, make_baseline(spec), loss) for spec in FIXED]
-    if test_cache is not None:  # --val-folds: the 'middle' start as a row, so every CEM vector has its start
+    if test_cache is not None and "middle" in args.inits:  # --val-folds: the 'middle' start as a row too
         policies.append((_middle(args), make_baseline(_middle(args)), loss))
     searches = {}
     for init in args.inits:
@@ -283,10 +283,10 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=8.0)
     parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--val-folds", type=int, nargs="+", default=[1],
+    parser.add_argument("--val-folds", type=int, nargs="+", default=None,
                         help="the env's val_folds for the search and the val fitness (1: fixed val split; k >= 2: "
-                             "k cross-validation folds of train + val); several values write headroom-<ds>-folds.md "
-                             "with val gain vs test gain side by side")
+                             "k cross-validation folds of train + val); given, it writes headroom-<ds>-folds.md "
+                             "with each value's val gain beside its test gain")
     parser.add_argument("--reference", type=float, default=0.0,
                         help="reward relative to a reference head at this ratio (the committed results used 0); "
                              "a negative value turns it off")
@@ -305,8 +305,8 @@ def main(argv=None) -> None:
     names = args.datasets or (["digits"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
     out = Path(args.out) if args.out else OUT
     out.mkdir(parents=True, exist_ok=True)
-    folds = args.val_folds != [1]
-    if any(k < 1 for k in args.val_folds):
+    folds = args.val_folds is not None
+    if folds and any(k < 1 for k in args.val_folds):
         parser.error("--val-folds takes integers >= 1")
     for name in names:
         text = run_folds(name, args) if folds else run_dataset(name, args)
