@@ -122,9 +122,11 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
     lines = [f"# {dataset.name}: headroom of a per-class ratio vector (CEM on the val reward)", "",
              f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
              f"{len(dataset.test_labels)}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, "
-             f"max ratio {args.max_ratio:g}, reward relative to {ref}, {args.replicas} reward replica(s). Bank: DDPM "
-             f"`{args.preset}` preset, filtered, {args.per_class} per class (the settings of "
-             f"`benchmarks/results.py`).", "",
+             f"max ratio {args.max_ratio:g}, reward relative to {ref}, {args.replicas} reward replica(s). " + (
+                 "Synthetic pools: the env's built-in augmentations (256 per class, unfiltered; `--augment-source`)."
+                 if getattr(args, "augment_source", False) else
+                 f"Bank: DDPM `{args.preset}` preset, filtered, {args.per_class} per class (the settings of "
+                 "`benchmarks/results.py`)."), "",
              f"CEM (`agents.cem.cem_search`): {args.generations} generations x {args.population} candidates x "
              f"{args.episodes} episode(s) each, elite 25%, init std {args.init_std:g}, min std {args.min_std:g}, "
              f"seed {args.cem_seed}; fitness = final {fit_name} (val split only). Started from: "
@@ -209,12 +211,27 @@ def _gains(b: dict, args) -> list[tuple]:
     return out
 
 
+def _augment_env_kwargs(name: str, args) -> tuple[object, dict]:
+    """:func:`build_env_kwargs` with the env's built-in augmentation pools instead of the DDPM bank (no generator
+    training or bank fill: ``--augment-source``, for a quick run)."""
+    import tailmix.train_agents as ta
+
+    spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
+    cfg = ta.MainConfig(dataset=spec, seed=0, cache_dir=args.cache_dir, max_steps=args.max_steps,
+                        max_ratio=args.max_ratio)
+    dataset = ta.load_data(cfg)
+    kw = dict(dataset=dataset, source=None, mode="feature", max_steps=args.max_steps, max_ratio=args.max_ratio,
+              reward="accuracy", loss="ce", cache_dir=str(Path(args.cache_dir) / "encoders"), source_seed=0,
+              empty_pool="zero", reward_replicas=args.replicas, reward_reference=args.reference)
+    return dataset, kw
+
+
 def run_folds(name: str, args) -> str:
     """The search once per ``--val-folds`` value; a val-gain vs test-gain summary, then each value's tables."""
     import tailmix.train_agents as ta
 
     t0 = time.time()
-    dataset, kw = build_env_kwargs(name, args)
+    dataset, kw = _augment_env_kwargs(name, args) if args.augment_source else build_env_kwargs(name, args)
     seeds = list(range(args.seeds))
     cache: dict = {}
     runs = []
@@ -283,6 +300,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=8.0)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--augment-source", action="store_true",
+                        help="synthetic pools from the env's built-in augmentations (no DDPM bank); --val-folds only")
     parser.add_argument("--val-folds", type=int, nargs="+", default=None,
                         help="the env's val_folds for the search and the val fitness (1: fixed val split; k >= 2: "
                              "k cross-validation folds of train + val); given, it writes headroom-<ds>-folds.md "
