@@ -123,7 +123,8 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
              f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
              f"{len(dataset.test_labels)}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, "
              f"max ratio {args.max_ratio:g}, reward relative to {ref}, {args.replicas} reward replica(s). " + (
-                 "Synthetic pools: the env's built-in augmentations (256 per class, unfiltered; `--augment-source`)."
+                 "Synthetic pools: the env's built-in augmentations (256 per class, unfiltered; `--augment-source`); "
+                 f"encoder models trained {args.encoder_epochs} epochs."
                  if getattr(args, "augment_source", False) else
                  f"Bank: DDPM `{args.preset}` preset, filtered, {args.per_class} per class (the settings of "
                  "`benchmarks/results.py`)."), "",
@@ -222,7 +223,8 @@ def _augment_env_kwargs(name: str, args) -> tuple[object, dict]:
     dataset = ta.load_data(cfg)
     kw = dict(dataset=dataset, source=None, mode="feature", max_steps=args.max_steps, max_ratio=args.max_ratio,
               reward="accuracy", loss="ce", cache_dir=str(Path(args.cache_dir) / "encoders"), source_seed=0,
-              empty_pool="zero", reward_replicas=args.replicas, reward_reference=args.reference)
+              empty_pool="zero", reward_replicas=args.replicas, reward_reference=args.reference,
+              encoder_epochs=args.encoder_epochs)
     return dataset, kw
 
 
@@ -302,6 +304,8 @@ def main(argv=None) -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--augment-source", action="store_true",
                         help="synthetic pools from the env's built-in augmentations (no DDPM bank); --val-folds only")
+    parser.add_argument("--encoder-epochs", type=int, default=30,
+                        help="training epochs of each cross-fitted encoder model (--augment-source only)")
     parser.add_argument("--val-folds", type=int, nargs="+", default=None,
                         help="the env's val_folds for the search and the val fitness (1: fixed val split; k >= 2: "
                              "k cross-validation folds of train + val); given, it writes headroom-<ds>-folds.md "
