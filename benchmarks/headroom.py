@@ -65,7 +65,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: d
     if loss == "ce":
         policies += [(f"no synthetic, {l.replace('_', ' ')}", none, l) for l in NO_SYN_LOSSES]
     policies += [(spec, make_baseline(spec), loss) for spec in FIXED]
-    if test_cache is not None:  # --val-folds: the 'middle' start as a row, so every CEM vector has its start
+    if test_cache is not None and "middle" in args.inits:  # --val-folds: the 'middle' start as a row too
         policies.append((_middle(args), make_baseline(_middle(args)), loss))
     searches = {}
     for init in args.inits:
@@ -121,9 +121,12 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
     lines = [f"# {dataset.name}: headroom of a per-class ratio vector (CEM on the val reward)", "",
              f"Train counts {dataset.train_counts.tolist()}, val {len(dataset.val_labels)}, test "
              f"{len(dataset.test_labels)}. Feature mode (cross-fitted encoder), {args.max_steps} steps per episode, "
-             f"max ratio {args.max_ratio:g}, reward relative to {ref}, {args.replicas} reward replica(s). Bank: DDPM "
-             f"`{args.preset}` preset, filtered, {args.per_class} per class (the settings of "
-             f"`benchmarks/results.py`).", "",
+             f"max ratio {args.max_ratio:g}, reward relative to {ref}, {args.replicas} reward replica(s). " + (
+                 "Synthetic pools: the env's built-in augmentations (256 per class, unfiltered; `--augment-source`); "
+                 f"encoder models trained {args.encoder_epochs} epochs."
+                 if getattr(args, "augment_source", False) else
+                 f"Bank: DDPM `{args.preset}` preset, filtered, {args.per_class} per class (the settings of "
+                 "`benchmarks/results.py`)."), "",
              f"CEM (`agents.cem.cem_search`): {args.generations} generations x {args.population} candidates x "
              f"{args.episodes} episode(s) each, elite 25%, init std {args.init_std:g}, min std {args.min_std:g}, "
              f"seed {args.cem_seed}; fitness = final {fit_name} (val split only). Started from: "
@@ -208,12 +211,28 @@ def _gains(b: dict, args) -> list[tuple]:
     return out
 
 
+def _augment_env_kwargs(name: str, args) -> tuple[object, dict]:
+    """:func:`build_env_kwargs` with the env's built-in augmentation pools instead of the DDPM bank (no generator
+    training or bank fill: ``--augment-source``, for a quick run)."""
+    from tailmix.pipeline import Settings, load_data
+
+    spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
+    cfg = Settings(dataset=spec, seed=0, cache_dir=args.cache_dir, max_steps=args.max_steps,
+                   max_ratio=args.max_ratio)
+    dataset = load_data(cfg)
+    kw = dict(dataset=dataset, source=None, mode="feature", max_steps=args.max_steps, max_ratio=args.max_ratio,
+              reward="accuracy", loss="ce", cache_dir=str(Path(args.cache_dir) / "encoders"), source_seed=0,
+              empty_pool="zero", reward_replicas=args.replicas, reward_reference=args.reference,
+              encoder_epochs=args.encoder_epochs)
+    return dataset, kw
+
+
 def run_folds(name: str, args) -> str:
     """The search once per ``--val-folds`` value; a val-gain vs test-gain summary, then each value's tables."""
     from tailmix.pipeline import versions
 
     t0 = time.time()
-    dataset, kw = build_env_kwargs(name, args)
+    dataset, kw = _augment_env_kwargs(name, args) if args.augment_source else build_env_kwargs(name, args)
     seeds = list(range(args.seeds))
     cache: dict = {}
     runs = []
@@ -282,10 +301,14 @@ def main(argv=None) -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument("--max-ratio", type=float, default=8.0)
     parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--val-folds", type=int, nargs="+", default=[1],
+    parser.add_argument("--augment-source", action="store_true",
+                        help="synthetic pools from the env's built-in augmentations (no DDPM bank); --val-folds only")
+    parser.add_argument("--encoder-epochs", type=int, default=30,
+                        help="training epochs of each cross-fitted encoder model (--augment-source only)")
+    parser.add_argument("--val-folds", type=int, nargs="+", default=None,
                         help="the env's val_folds for the search and the val fitness (1: fixed val split; k >= 2: "
-                             "k cross-validation folds of train + val); several values write headroom-<ds>-folds.md "
-                             "with val gain vs test gain side by side")
+                             "k cross-validation folds of train + val); given, it writes headroom-<ds>-folds.md "
+                             "with each value's val gain beside its test gain")
     parser.add_argument("--reference", type=float, default=0.0,
                         help="reward relative to a reference head at this ratio (the committed results used 0); "
                              "a negative value turns it off")
@@ -304,8 +327,8 @@ def main(argv=None) -> None:
     names = args.datasets or (["digits"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
     out = Path(args.out) if args.out else OUT
     out.mkdir(parents=True, exist_ok=True)
-    folds = args.val_folds != [1]
-    if any(k < 1 for k in args.val_folds):
+    folds = args.val_folds is not None
+    if folds and any(k < 1 for k in args.val_folds):
         parser.error("--val-folds takes integers >= 1")
     for name in names:
         text = run_folds(name, args) if folds else run_dataset(name, args)

@@ -223,3 +223,18 @@ def test_too_many_folds_for_a_class_and_supervised_encoder_raise():
     parallel_env(**tiny_kwargs(val_folds=10))  # exactly enough
     with pytest.raises(ValueError, match="supervised"):
         parallel_env(**tiny_kwargs(encoder="supervised", val_folds=2))
+
+
+def test_cli_prefits_the_pooled_encoder(tmp_path):
+    import tailmix.pipeline as ta
+    from tailmix.envs import features
+    from tailmix.envs.features import EncoderConfig, fit_encoder
+
+    kw = tiny_kwargs(encoder="crossfit", encoder_folds=2, encoder_epochs=2, val_folds=3, cache_dir=str(tmp_path))
+    features._MEMORY.clear()
+    ta.ensure_encoder(kw, progress=False)
+    cfg = EncoderConfig(kind="crossfit", folds=2, epochs=2, seed=0)
+    key = features._cache_key(kw["dataset"], cfg, None, pool_val=True)
+    assert [p.name for p in tmp_path.glob("encoder-*.pt")] == [f"encoder-{key}.pt"]  # the pooled one, not train-only
+    features._MEMORY.clear()
+    assert fit_encoder(kw["dataset"], cfg, pool_val=True, cache_dir=tmp_path).pooled_val
