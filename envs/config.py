@@ -9,6 +9,7 @@ MODES = ("feature", "pixel")
 REWARDS = ("accuracy", "delta", "final")
 HEADS = ("linear", "mlp")
 CREDITS = ("shared", "difference")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class RatioEnvConfig:
         empty_pool: What a step does when a class with an empty synthetic pool asks for samples:
             ``"error"`` raises ``ValueError``; ``"zero"`` serves none and flags ``pool_empty`` in infos
             (useful when a filter rejected every candidate of a class).
+        lr_schedule: Feature mode: ``"constant"`` (v0 default: every Adam step at ``lr``) or ``"cosine"``: the head's
+            learning rate decays over the episode's ``max_steps * epochs`` Adam steps, from ``lr`` to near 0 at the
+            last one (Adam state kept over the episode), as pixel mode's does. With a constant rate the last steps
+            overwrite what earlier ratios taught, so a schedule of ratios over the episode means little; with the
+            decay the episode is one training run. Pixel mode always decays on a cosine and ignores this field.
     """
 
     mode: str = "feature"
@@ -94,6 +100,7 @@ class RatioEnvConfig:
     credit: str = "shared"
     credit_default: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -170,6 +177,8 @@ class RatioEnvConfig:
             if self.reward_reference is not None:
                 bad("reward_reference", self.reward_reference, "credit='difference' already scores every agent "
                     "against a counterfactual head with common random numbers; drop reward_reference (None)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad("lr_schedule", self.lr_schedule, f"choose one of {LR_SCHEDULES}")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
 

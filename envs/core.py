@@ -116,7 +116,8 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     engine = FeatureEngine(real, dataset.train_labels, pools, val, dataset.val_labels, test,
                            dataset.test_labels if eval_test else None, num_copies=num_copies,
                            hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
-                           loss=config.loss, epochs=config.epochs, device=device)
+                           loss=config.loss, epochs=config.epochs, device=device,
+                           lr_schedule=config.lr_schedule, total_steps=config.max_steps * config.epochs)
     return engine, quality
 
 
