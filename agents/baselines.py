@@ -188,11 +188,18 @@ class SB3Policy(Policy):
 
 
 def make_baseline(spec: str) -> Policy:
-    """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``."""
+    """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``,
+    or a schedule over the episode of one of the first four (``decay:fill``, ``warmup:constant:2``: see
+    :mod:`agents.schedules`)."""
     if not isinstance(spec, str):
         raise ValueError(f"baseline spec must be a string like 'constant:0.5'; got {type(spec).__name__}")
     kind, _, arg = spec.strip().lower().partition(":")
-    choices = "none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>]"
+    from tailmix.agents.schedules import KINDS, make_schedule
+
+    if kind in KINDS:
+        return make_schedule(spec)
+    choices = ("none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>], or a schedule "
+               "decay|warmup|early|late:<shape> (e.g. decay:fill)")
     try:
         if kind == "none" and not arg:
             return NoSynthetic()
