@@ -86,3 +86,21 @@ def test_env_trains_on_the_corrupted_oracle_source():
     _, _, _, _, infos = env.step({a: np.ones(1, np.float32) for a in env.agents})
     assert infos["class_2"]["n_synthetic"] == 5 * 8  # ratio 8 x 5 real images, served 1s
     assert np.allclose(oracle_policy_ratios(lt.train_counts, [2], 8.0), [0.0, 1.0, 0.0])
+
+
+def test_known_answer_task_builds_and_its_oracle_policy_beats_every_fixed_ratio():
+    """The documented task (with a random encoder, for speed): the per-class answer beats every shared shape."""
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.agents.cem import _CountsView, make_search_env, val_fitness
+    from tailmix.envs.oracle import KNOWN_ANSWER_CORRUPTION, known_answer_kwargs
+
+    kw = known_answer_kwargs(encoder="random")
+    assert kw["dataset"].name == "digits-lt" and kw["source"].corruption == KNOWN_ANSWER_CORRUPTION
+    core = make_search_env(1, kw).core
+    view = _CountsView(core.train_counts, core.config.max_ratio)
+    fixed = [core.ratio_to_action(make_baseline(s).ratios(view))
+             for s in ("none", "constant:0.5", "constant:2", "fill", "inverse")]
+    answer = oracle_policy_ratios(core.train_counts, list(KNOWN_ANSWER_CORRUPTION), core.config.max_ratio)
+    assert answer[list(KNOWN_ANSWER_CORRUPTION)].sum() == 0 and answer[0] == 0 and (answer > 0).sum() == 7
+    fit = val_fitness(np.stack(fixed + [core.ratio_to_action(answer)]), kw, seeds=[0, 1]).mean(1)
+    assert fit[-1] > fit[:-1].max() + 0.03, fit
