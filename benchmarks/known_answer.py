@@ -184,6 +184,7 @@ def main(argv=None) -> int:
     from tailmix.envs.oracle import known_answer_kwargs
 
     t0 = time.time()
+    commit = _commit()  # at the start: the code that ran, whatever is committed while it runs
     kw = known_answer_kwargs(cache_dir=str(Path(args.cache_dir) / "encoders"), lr_schedule=args.lr_schedule,
                              encoder=args.encoder)
     corrupted = sorted(kw["source"].corruption)
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
     lines += ["", "Training and evaluation time per learned row: "
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {time.time() - t0:.0f} s.", "",
               "Command: `python benchmarks/known_answer.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
-              "", f"Commit: {_commit()}", ""]
+              "", f"Commit: {commit}", ""]
     import tailmix.train_agents as ta
 
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
