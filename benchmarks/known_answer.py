@@ -222,7 +222,7 @@ def main(argv=None) -> int:
              "(clipped to the max ratio) and gives the corrupted classes 0.", "",
              f"Test balanced accuracy and val balanced accuracy at the end of the episode, mean ± std over episode "
              f"seeds {seeds}. Learned rows are trained on the val reward only; {train_note}. SB3 rows: "
-             f"{args.timesteps} timesteps; `difference` = difference credit (`credit='difference'`), `ref0` = "
+             f"`algo:wrapper:variant[:timesteps]` (default {args.timesteps} timesteps); `difference` = difference credit (`credit='difference'`), `ref0` = "
              f"reward minus a reference head at ratio 0. CEM: {args.cem_generations} generations x "
              f"{args.cem_population} candidates x {args.cem_episodes} episodes, started from fill, fitness = final "
              f"balanced val accuracy{' minus a reference head at ratio 0' if args.cem_ref0 else ''}; the schedule "
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         if spec.startswith("ppo:"):
             met = "met" if goal["share"][spec] >= 0.7 else "not met"
             lines.append(f"- Goal (>= 70% of the gap) for `{spec}`: {100 * goal['share'][spec]:.0f}%, **{met}**.")
-    lines += ["", "Training and evaluation time per learned row: "
+    lines += ["", "Time per learned row (training, or loading a model cached in --cache-dir, and evaluation): "
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {time.time() - t0:.0f} s.", "",
               "Command: `python benchmarks/known_answer.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
               "", f"Commit: {commit}", ""]
