@@ -100,7 +100,15 @@ def learned_policy(spec: str, kw: dict, args, seed: int = 0):
     wrapper, _, variant = rest.partition(":")
     variant, _, steps = variant.partition(":")
     timesteps = int(steps) if steps else args.timesteps
-    run_dir = Path(args.cache_dir) / "known-answer-agents" / f"{algo}-{wrapper}-{variant}-{timesteps}-seed{seed}"
+    from tailmix.envs.oracle import KNOWN_ANSWER_CORRUPTION
+
+    # settings other than the documented task's name their own model folder, so a cached model is never reused
+    tags = [] if kw["source"].corruption == KNOWN_ANSWER_CORRUPTION else [
+        "c" + "-".join(f"{k}to{v}" for k, v in sorted(kw["source"].corruption.items()))]
+    tags += [f"{name}-{kw[name]}" for name, default in (("lr_schedule", "constant"), ("encoder", "crossfit"))
+             if kw.get(name, default) != default]
+    run_dir = (Path(args.cache_dir) / "known-answer-agents" /
+               "-".join([f"{algo}-{wrapper}-{variant}-{timesteps}", *tags, f"seed{seed}"]))
     if (run_dir / "model.zip").exists() and not args.retrain:
         model = load_model(algo, run_dir / "model.zip")
     else:
@@ -170,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr-schedule", default="constant", help="the env's lr_schedule (feature mode)")
     p.add_argument("--encoder", default="crossfit", help="the env's feature encoder ('random': fast smoke runs)")
     p.add_argument("--no-schedules", action="store_true", help="leave out the fixed schedule rows")
+    p.add_argument("--corruption", default=None, help="another mapping, e.g. 5:3,7:1 (default: the documented task)")
     p.add_argument("--cache-dir", default=".tailmix_cache")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output file (default benchmarks/results/known-answer.md)")
@@ -185,8 +194,10 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     commit = _commit()  # at the start: the code that ran, whatever is committed while it runs
+    corruption = None if not args.corruption else {int(a): int(b) for a, b in
+                                                   (pair.split(":") for pair in args.corruption.split(","))}
     kw = known_answer_kwargs(cache_dir=str(Path(args.cache_dir) / "encoders"), lr_schedule=args.lr_schedule,
-                             encoder=args.encoder)
+                             encoder=args.encoder, corruption=corruption)
     corrupted = sorted(kw["source"].corruption)
     seeds = list(range(args.seeds))
     env = make_eval_env(kw)
