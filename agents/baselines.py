@@ -239,7 +239,9 @@ class SB3Policy(Policy):
 
 def make_baseline(spec: str) -> Policy:
     """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``,
-    each optionally followed by ``@<source>`` (a source name or index: its ratios go to that source only)."""
+    or a schedule over the episode of one of the first four (``decay:fill``, ``warmup:constant:2``: see
+    :mod:`agents.schedules`), each optionally followed by ``@<source>`` (a source name or index: its ratios go to
+    that source only)."""
     if not isinstance(spec, str):
         raise ValueError(f"baseline spec must be a string like 'constant:0.5'; got {type(spec).__name__}")
     base, at, target = spec.strip().partition("@")
@@ -252,8 +254,12 @@ def make_baseline(spec: str) -> Policy:
         policy.name = f"{policy.name}@{target}"
         return policy
     kind, _, arg = spec.strip().lower().partition(":")
-    choices = ("none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>], each with "
-               "an optional @<source>")
+    from tailmix.agents.schedules import KINDS, make_schedule
+
+    if kind in KINDS:
+        return make_schedule(spec)
+    choices = ("none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>], or a schedule "
+               "decay|warmup|early|late:<shape> (e.g. decay:fill), each with an optional @<source>")
     try:
         if kind == "none" and not arg:
             return NoSynthetic()

@@ -16,6 +16,11 @@ ranked on the same classifier initialisations), and the seeds change every gener
 fit a few lucky initialisations). The val split itself stays fixed: on a small one (RetinaMNIST: 120 images)
 the vector found can fit val noise; judge it on the test split with :mod:`agents.evaluate`.
 
+With ``knots=K`` the search is over schedules instead: per-class actions at ``K`` knots over the episode
+(fractions ``0, 1/(K-1), ..., 1``), interpolated linearly between them (:mod:`agents.schedules`); the result's
+vectors are ``(K, C)`` and :meth:`CEMPolicy.from_result` returns a :class:`agents.schedules.KnotSchedule`. Use it
+with ``lr_schedule="cosine"`` in feature mode, where what a class gets early in an episode is not forgotten.
+
 Example::
 
     from tailmix.agents.cem import cem_search, CEMPolicy
@@ -41,8 +46,9 @@ class CEMResult:
     """What :func:`cem_search` found.
 
     Attributes:
-        mean_action: The final Gaussian mean, float32 ``(C,)`` in ``[-1, 1]``: the recommended vector (an average
-            over elites, so less biased by lucky evaluations than ``best_action``).
+        mean_action: The final Gaussian mean, float32 ``(C,)`` in ``[-1, 1]`` (``(K, C)`` knots for a schedule
+            search): the recommended vector (an average over elites, so less biased by lucky evaluations than
+            ``best_action``).
         best_action: The single candidate with the highest fitness seen in any generation (optimistically biased:
             it is the maximum of noisy evaluations).
         best_fitness: Its fitness.
@@ -132,6 +138,30 @@ def resolve_init_mean(init_mean, venv) -> np.ndarray:
     return a
 
 
+def resolve_init_knots(init_mean, venv, knots: int) -> np.ndarray:
+    """The starting ``(K, C)`` knots of a schedule search: a schedule spec or :class:`SchedulePolicy` (its actions
+    at the knots' fractions), a ``(K, C)`` array, or any static start of :func:`resolve_init_mean` at every knot."""
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.agents.schedules import KINDS, SchedulePolicy
+
+    core = venv.core
+    if isinstance(init_mean, str) and init_mean.strip().lower().partition(":")[0] in KINDS:
+        init_mean = make_baseline(init_mean)
+    if isinstance(init_mean, SchedulePolicy):
+        view = _CountsView(core.train_counts, core.config.max_ratio)
+        view.possible_agents = [f"class_{i}" for i in range(core.c)]  # what KnotSchedule checks
+        return np.stack([core.ratio_to_action(init_mean.ratios_at(view, f)) for f in np.linspace(0, 1, knots)]
+                        ).astype(np.float64)
+    if init_mean is not None and not isinstance(init_mean, (str, Policy)):
+        a = np.asarray(init_mean, np.float64)
+        if a.ndim == 2:
+            if a.shape != (knots, core.c) or not np.isfinite(a).all() or (np.abs(a) > 1).any():
+                raise ValueError(f"init_mean must be ({knots}, {core.c}) finite actions in [-1, 1] (knots x classes); "
+                                 f"got shape {a.shape}")
+            return a
+    return np.tile(resolve_init_mean(init_mean, venv), (knots, 1))
+
+
 class _CountsView:
     """The two attributes :meth:`RatioBaseline.ratios` reads, without building a single env."""
 
@@ -146,20 +176,25 @@ def evaluate_actions(venv, actions: np.ndarray, seeds: list[int]) -> np.ndarray:
     Args:
         venv: A :class:`SyntheticRatioVectorEnv` with ``num_envs == len(actions) * len(seeds)``, built with
             ``reward="accuracy"`` (see :func:`make_search_env`).
-        actions: ``(N, C)`` actions held fixed for the whole episode.
+        actions: ``(N, C)`` actions held fixed for the whole episode, or ``(N, K, C)`` knot schedules
+            (:func:`agents.schedules.schedule_actions` gives each step's actions).
         seeds: Episode seeds, shared by all actions (common random numbers).
 
     Returns:
         ``(N, len(seeds))`` final rewards.
     """
+    from tailmix.agents.schedules import schedule_actions
+
     actions = np.asarray(actions, np.float32)
     n, e = len(actions), len(seeds)
     assert venv.num_envs == n * e, (venv.num_envs, n, e)
     venv.reset(seed=[int(s) for s in seeds] * n)
     batch = np.repeat(actions, e, axis=0)  # copy i*e + j plays action i with seed j
     reward = None
-    for _ in range(venv.core.config.max_steps):
-        _, reward, _, truncated, _ = venv.step(batch)
+    max_steps = venv.core.config.max_steps
+    for step in range(max_steps):
+        now = schedule_actions(batch, step, max_steps) if batch.ndim == 3 else batch
+        _, reward, _, truncated, _ = venv.step(now)
     assert truncated.all()
     return np.asarray(reward, np.float64).reshape(n, e)
 
@@ -178,21 +213,21 @@ def val_fitness(actions, env_kwargs: dict, seeds, dataset=None, source=None) -> 
     Used to compare a found vector with the fixed baselines on the same footing as the search (and on seeds it
     never saw). Returns ``(N, len(seeds))``.
     """
-    actions = np.atleast_2d(np.asarray(actions, np.float32))
+    actions = np.atleast_2d(np.asarray(actions, np.float32))  # (N, C), or (N, K, C) knot schedules
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("val_fitness() got no seeds; pass e.g. seeds=range(100, 110)")
     venv = make_search_env(len(actions) * len(seeds), env_kwargs, dataset, source)
-    if actions.shape[1] != venv.core.c:
-        raise ValueError(f"actions have {actions.shape[1]} entries but the dataset has {venv.core.c} classes")
+    if actions.shape[-1] != venv.core.c:
+        raise ValueError(f"actions have {actions.shape[-1]} entries but the dataset has {venv.core.c} classes")
     return evaluate_actions(venv, actions, seeds)
 
 
 def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int = 10, population: int = 16,
                elite_frac: float = 0.25, episodes_per_candidate: int = 1, seed: int = 0, init_mean=None,
                init_std: float = 0.5, min_std: float = 0.1, smoothing: float = 0.7, include_mean: bool = True,
-               progress: bool = False) -> CEMResult:
-    """Search a static per-class action vector that maximises the final balanced val accuracy.
+               progress: bool = False, knots: int | None = None) -> CEMResult:
+    """Search a static per-class action vector (or a schedule) that maximises the final balanced val accuracy.
 
     Args:
         env_kwargs: ``SyntheticRatioEnv`` keyword arguments (feature mode). ``dataset`` and ``source`` may be in
@@ -214,9 +249,12 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
         include_mean: Evaluate the current mean as candidate 0 of every generation (its fitness is logged and
             it can be an elite), so the log shows how good the vector being recommended is.
         progress: Show a tqdm bar over generations.
+        knots: ``None`` (default): a static vector. ``K >= 2``: a schedule, per-class actions at ``K`` knots over
+            the episode, linearly interpolated (``K * C`` numbers searched). ``init_mean`` may then also be a
+            schedule spec (``"decay:fill"``) or a ``(K, C)`` array; a static start is held at every knot.
 
     Returns:
-        A :class:`CEMResult`.
+        A :class:`CEMResult` (vectors ``(K, C)`` for a schedule search).
     """
     generations = _check_int("generations", generations, 1)
     population = _check_int("population", population, 2)
@@ -228,14 +266,18 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
     smoothing = _check_real("smoothing", smoothing, 0.0, 1.0, low_open=True)
     if min_std > init_std:
         raise ValueError(f"min_std={min_std:g} is above init_std={init_std:g}; lower min_std or raise init_std")
+    if knots is not None:
+        knots = _check_int("knots", knots, 2)
     n_elite = max(1, int(round(elite_frac * population)))
     venv = make_search_env(population * episodes, env_kwargs, dataset, source)
-    c = venv.core.c
-    mean = resolve_init_mean(init_mean, venv)
+    mean = resolve_init_mean(init_mean, venv) if knots is None else resolve_init_knots(init_mean, venv, knots)
+    shape = mean.shape  # (C,) or (K, C): the Gaussian is over the flattened vector
+    mean = mean.reshape(-1)
+    c = len(mean)
     std = np.full(c, init_std)
     rng = np.random.default_rng(seed)
     history: list[dict] = []
-    best_action, best_fitness = mean.astype(np.float32), -math.inf
+    best_action, best_fitness = mean.astype(np.float32).reshape(shape), -math.inf
     from tqdm.auto import trange
 
     for g in trange(generations, desc="cem", disable=not progress):
@@ -244,7 +286,7 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
         if include_mean:
             cand[0] = np.clip(mean, -1.0, 1.0).astype(np.float32)
         ep_seeds = [int(s) for s in rng.integers(0, _SEED_BOUND, episodes)]
-        fit = evaluate_actions(venv, cand, ep_seeds).mean(1)
+        fit = evaluate_actions(venv, cand.reshape(population, *shape), ep_seeds).mean(1)
         # Stable sort on -fitness: ties keep candidate order, so a run repeats exactly.
         order = np.argsort(-fit, kind="stable")
         elites = cand[order[:n_elite]].astype(np.float64)
@@ -252,11 +294,11 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
                         "fitness": fit.copy(), "mean_fitness": float(fit[0]) if include_mean else float("nan"),
                         "elite_fitness": float(fit[order[:n_elite]].mean()), "seeds": ep_seeds})
         if fit[order[0]] > best_fitness:
-            best_fitness, best_action = float(fit[order[0]]), cand[order[0]].copy()
+            best_fitness, best_action = float(fit[order[0]]), cand[order[0]].reshape(shape).copy()
         mean = (1 - smoothing) * mean + smoothing * elites.mean(0)
         std = np.maximum((1 - smoothing) * std + smoothing * elites.std(0), min_std)
     venv.close()
-    return CEMResult(mean_action=np.clip(mean, -1, 1).astype(np.float32), best_action=best_action,
+    return CEMResult(mean_action=np.clip(mean, -1, 1).astype(np.float32).reshape(shape), best_action=best_action,
                      best_fitness=best_fitness, max_ratio=float(venv.core.config.max_ratio), history=history)
 
 
@@ -283,6 +325,10 @@ class CEMPolicy(RatioBaseline):
         if which not in ("mean", "best"):
             raise ValueError(f"which={which!r} is invalid: use 'mean' or 'best'")
         action = result.mean_action if which == "mean" else result.best_action
+        if np.ndim(action) == 2:  # a schedule search: per-class actions at knots over the episode
+            from tailmix.agents.schedules import KnotSchedule
+
+            return KnotSchedule(action, result.max_ratio, name=name or f"cem schedule ({which})")
         return cls(action, result.max_ratio, name=name or f"cem ({which})")
 
     def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:

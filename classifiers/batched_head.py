@@ -82,13 +82,23 @@ class BatchedHead:
         lr: Adam learning rate.
         weight_decay: L2 penalty on weights (not biases), added to the gradient as ``torch.optim.Adam`` does.
         device: Where the parameters live.
+        lr_schedule: ``"constant"`` (every step at ``lr``) or ``"cosine"``: Adam step ``t`` of a copy (counted from
+            its last :meth:`reset`, so copies may be at different points of their episodes) uses
+            ``lr * (1 + cos(pi * min(t / total_steps, 1))) / 2``: ``lr`` at the first step, near 0 at the last.
+        total_steps: The episode's Adam steps (``max_steps * epochs``); needed by ``"cosine"``.
     """
 
     def __init__(self, num_copies: int, in_dim: int, num_classes: int, *, hidden: int = 0, lr: float = 0.05,
-                 weight_decay: float = 1e-4, device: torch.device | str = "cpu") -> None:
+                 weight_decay: float = 1e-4, device: torch.device | str = "cpu", lr_schedule: str = "constant",
+                 total_steps: int | None = None) -> None:
         if num_copies < 1 or in_dim < 1 or num_classes < 2 or hidden < 0:
             raise ValueError(f"need num_copies >= 1, in_dim >= 1, num_classes >= 2, hidden >= 0; got {num_copies}, "
                              f"{in_dim}, {num_classes}, {hidden}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule={lr_schedule!r} is invalid: use 'constant' or 'cosine'")
+        if lr_schedule == "cosine" and (total_steps is None or int(total_steps) < 1):
+            raise ValueError(f"lr_schedule='cosine' needs total_steps >= 1 (the episode's Adam steps); got {total_steps!r}")
+        self.lr_schedule, self.total_steps = lr_schedule, None if total_steps is None else int(total_steps)
         self.k, self.d, self.c, self.hidden = num_copies, in_dim, num_classes, hidden
         self.lr, self.weight_decay = lr, weight_decay
         self.device = torch.device(device)
@@ -333,10 +343,34 @@ class BatchedHead:
         else:
             torch.bmm(g, xa.transpose(1, 2), out=out)
 
+    def learning_rates(self) -> list[float]:
+        """The learning rate of each copy's next Adam step (``lr`` for all under ``"constant"``)."""
+        if self.lr_schedule == "constant":
+            return [self.lr] * self.k
+        total = self.total_steps
+        return [self.lr * 0.5 * (1.0 + math.cos(math.pi * min(t / total, 1.0))) for t in self._steps.tolist()]
+
     def _adam(self) -> None:
         """One ``torch.optim.Adam`` update (fused kernel) of every copy, L2 on weights only."""
         if self.weight_decay:  # as torch.optim.Adam's weight_decay, but not on biases
             self._grad.addcmul_(self.flat, self._decay)
+        if self.lr_schedule == "constant":
+            self._steps += 1
+            torch._fused_adam_(*self._adam_args, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+                               amsgrad=False, maximize=False)
+            return
+        rates = self.learning_rates()  # from each copy's step count before this step (t = 0: the full rate)
         self._steps += 1
-        torch._fused_adam_(*self._adam_args, lr=self.lr, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
-                           amsgrad=False, maximize=False)
+        groups: dict[float, list[int]] = {}
+        for i, rate in enumerate(rates):
+            groups.setdefault(rate, []).append(i)
+        n_layers = len(self.layers)
+        for rate, copies in groups.items():
+            # The kernel takes one scalar rate: one call per distinct rate (one call when the copies are in step).
+            if len(groups) == 1:
+                args = self._adam_args
+            else:
+                sel = [i * n_layers + j for i in copies for j in range(n_layers)]
+                args = tuple([a[x] for x in sel] if a else [] for a in self._adam_args)
+            torch._fused_adam_(*args, lr=rate, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+                               amsgrad=False, maximize=False)

@@ -15,6 +15,7 @@ DRAWS = ("replace", "unique")
 #: The defaults of the ``-v1`` ids (``tailmix/SyntheticRatio-v1``, ``tailmix/SyntheticRatioCentral-v1``) where they
 #: differ from :class:`RatioEnvConfig`'s (which are v0's). Keyword arguments given to ``make`` override them.
 V1_DEFAULTS: dict = {"draw": "unique", "pool_obs": True}
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class RatioEnvConfig:
             (``infos["val_fold"]``). The test split never enters. Every class needs ``k`` images in train +
             val. Feature mode cross-fits the encoder over the pooled split, so every pooled image's features
             come from a fold model that did not train on it.
+        lr_schedule: Feature mode: ``"constant"`` (v0 default: every Adam step at ``lr``) or ``"cosine"``: the head's
+            learning rate decays over the episode's ``max_steps * epochs`` Adam steps, from ``lr`` to near 0 at the
+            last one (Adam state kept over the episode), as pixel mode's does. With a constant rate the last steps
+            overwrite what earlier ratios taught, so a schedule of ratios over the episode means little; with the
+            decay the episode is one training run. Pixel mode always decays on a cosine and ignores this field.
     """
 
     mode: str = "feature"
@@ -120,6 +126,7 @@ class RatioEnvConfig:
     draw: str = "replace"
     pool_obs: bool = False
     val_folds: int = 1
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -206,6 +213,8 @@ class RatioEnvConfig:
             bad("draw", self.draw, f"choose one of {DRAWS}")
         if not isinstance(self.pool_obs, bool):
             bad("pool_obs", self.pool_obs, "use True or False")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad("lr_schedule", self.lr_schedule, f"choose one of {LR_SCHEDULES}")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:
             bad("reward_bootstrap", self.reward_bootstrap, "use 0 (off) or a number of resamples >= 2")
         if not is_int(self.val_folds) or self.val_folds < 1:

@@ -167,7 +167,8 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
     engine = FeatureEngine(real, real_labels, pools[0] if one else pools, val, dataset.val_labels, test,
                            dataset.test_labels if eval_test else None, num_copies=num_copies,
                            hidden=config.hidden if config.head == "mlp" else 0, lr=config.learning_rate,
-                           loss=config.loss, epochs=config.epochs, device=device, folds=folds)
+                           loss=config.loss, epochs=config.epochs, device=device, folds=folds,
+                           lr_schedule=config.lr_schedule, total_steps=config.max_steps * config.epochs)
     return engine, quality
 
 

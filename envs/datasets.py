@@ -96,6 +96,14 @@ class LongTailDataset:
     def train_counts(self) -> np.ndarray:
         return self.counts("train")
 
+    def leftover(self) -> tuple[np.ndarray, np.ndarray]:
+        """Real images in none of the splits: those the long-tail builder dropped from train (``images``
+        ``(N, H, W, C)`` uint8, ``labels`` ``(N,)`` int64; empty when nothing was left out, e.g. MedMNIST as shipped)."""
+        lo = self.meta.get("leftover")
+        if lo is None:
+            return np.zeros((0, *self.image_shape), np.uint8), np.zeros(0, np.int64)
+        return lo["images"], lo["labels"]
+
     def fingerprint(self) -> str:
         """SHA-256 of every split's pixels and labels and the class names: a cache key for banks."""
         h = hashlib.sha256()

@@ -113,11 +113,14 @@ class FeatureEngine:
         head_kwargs: passed to :class:`classifiers.batched_head.BatchedHead`.
         loss: a :data:`classifiers.batched_head.HEAD_LOSSES` name.
         epochs: full-batch epochs per step.
+        lr_schedule, total_steps: the head's learning-rate schedule over an episode of ``total_steps`` Adam steps
+            (:class:`classifiers.batched_head.BatchedHead`); each copy follows its own episode.
     """
 
     def __init__(self, real_features, real_labels, pools, val_features, val_labels, test_features=None,
                  test_labels=None, *, num_copies: int = 1, hidden: int = 0, lr: float = 0.05,
-                 weight_decay: float = 1e-4, loss: str = "ce", epochs: int = 10, device="cpu", folds=None) -> None:
+                 weight_decay: float = 1e-4, loss: str = "ce", epochs: int = 10, device="cpu", folds=None,
+                 lr_schedule: str = "constant", total_steps: int | None = None) -> None:
         from tailmix.classifiers.batched_head import BatchedHead, loss_terms
 
         self._loss_terms = loss_terms
@@ -146,7 +149,8 @@ class FeatureEngine:
         self.test_x = None if test_features is None else torch.from_numpy(np.asarray(test_features, np.float32)).to(self.device)
         self.test_y = None if test_labels is None else np.asarray(test_labels, np.int64)
         self.head = BatchedHead(num_copies, self.table.shape[1], c, hidden=hidden, lr=lr,
-                                weight_decay=weight_decay, device=self.device)
+                                weight_decay=weight_decay, device=self.device, lr_schedule=lr_schedule,
+                                total_steps=total_steps)
         self.k = num_copies
         self._inputs: dict[str, torch.Tensor] = {}
         self._table_check = (-1, True)  # (table version checked, finite?)

@@ -142,7 +142,8 @@ def make_long_tail(dataset: LongTailDataset, imbalance_ratio: float, *, n_max: i
     Returns:
         A new :class:`LongTailDataset` named ``"<name>-lt"`` whose ``meta["long_tail"]`` records
         ``imbalance_ratio``, ``n_max``, ``class_order``, ``counts`` (per class id, equal to ``train_counts``)
-        and ``seed``.
+        and ``seed``; ``meta["leftover"]`` keeps the train images it dropped (``images``, ``labels``; added to those
+        of an earlier call), which :meth:`LongTailDataset.leftover` returns (the oracle source, ``envs.oracle``).
 
     Raises:
         ValueError: when a class has fewer images than its target (the message names the class, the images
@@ -178,6 +179,12 @@ def make_long_tail(dataset: LongTailDataset, imbalance_ratio: float, *, n_max: i
     meta = dict(dataset.meta)
     meta["long_tail"] = {"imbalance_ratio": float(imbalance_ratio), "n_max": int(n_max), "class_order": order,
                          "counts": counts.tolist(), "seed": int(seed)}
+    # The dropped images are in no split: kept aside (meta is not part of the fingerprint, so no number changes)
+    # for a "perfect generator" made of real images (envs.oracle).
+    dropped = np.setdiff1d(np.arange(len(dataset.train_labels)), keep)
+    before_images, before_labels = dataset.leftover()
+    meta["leftover"] = {"images": np.concatenate([before_images, dataset.train_images[dropped]]),
+                        "labels": np.concatenate([before_labels, dataset.train_labels[dropped]])}
     out = dataclasses.replace(dataset, name=f"{dataset.name}-lt", train_images=dataset.train_images[keep],
                               train_labels=dataset.train_labels[keep], meta=meta)
     assert out.train_counts.tolist() == counts.tolist()

@@ -104,3 +104,17 @@ def test_full_raises_cem_budget_and_bad_loss_is_refused(tiny_build, monkeypatch,
     results.main(["--datasets", "digits", "--full", "--out", str(tmp_path)])
     assert (got["cem_generations"], got["cem_population"], got["cem_episodes"]) == (16, 24, 6)
     assert got["loss"] == "ce"
+
+
+@pytest.mark.slow  # ~10 s: 22 policies x 2 episodes and a tiny schedule CEM on the digits-LT known-answer task
+def test_known_answer_script_writes_the_gap_table(tmp_path):
+    import benchmarks.known_answer as ka
+
+    out = tmp_path / "ka.md"
+    ka.main(["--quick", "--encoder", "random", "--no-schedules", "--learned", "cem:schedule", "--seeds", "2",
+             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    text = out.read_text()
+    assert "| **oracle policy** | oracle |" in text and "| cem:schedule | learned |" in text
+    assert "share of the gap" in text and "Commit: " in text and "decay:fill" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| **oracle policy**"))
+    assert row.endswith("| 0.00 / 0.00 |")  # the corrupted classes get nothing

@@ -94,3 +94,47 @@ def test_training_equals_torch_adam_per_copy_even_when_copies_reset_at_different
             opt.step()
         for got, want in zip(head.params, params):
             assert torch.allclose(got[copy], want.detach(), atol=1e-5)
+
+
+@pytest.mark.parametrize("hidden", [0, 6])
+def test_cosine_schedule_equals_torch_adam_with_cosine_rates_per_copy(hidden):
+    """lr_schedule='cosine': Adam step t of a copy (since its reset) uses lr * (1 + cos(pi t / T)) / 2, each copy
+    on its own clock (here copy 0 restarts mid-way, so the copies step at different rates in one call)."""
+    import math
+
+    x, y = _data(k=2, n=30, d=4, c=3)
+    wd, lr, total = 1e-2, 0.05, 8
+    head = BatchedHead(2, 4, 3, hidden=hidden, lr=lr, weight_decay=wd, lr_schedule="cosine", total_steps=total)
+    assert head.learning_rates() == [lr, lr]
+    head.reset([torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+    head.train_epochs(x, y, torch.ones(2, 30), 3)
+    head.reset([torch.Generator().manual_seed(7)], [0])
+    head.train_epochs(x, y, torch.ones(2, 30), 5)
+    # copy 1 has taken all 8 steps: past the end the rate stays at the floor, 0
+    assert head.learning_rates()[1] == pytest.approx(0.0, abs=1e-12)
+    assert head.learning_rates()[0] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * 5 / total)))
+
+    for copy, seed, steps in ((0, 7, 5), (1, 1, 8)):
+        ref = BatchedHead(1, 4, 3, hidden=hidden)
+        ref.reset([torch.Generator().manual_seed(seed)])
+        params = [p[0].clone().requires_grad_(True) for p in ref.params]
+        opt = torch.optim.Adam([{"params": params[0::2], "weight_decay": wd},
+                                {"params": params[1::2], "weight_decay": 0.0}], lr=lr)
+        for t in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / total))
+            z = x[copy] @ params[0] + params[1]
+            if hidden:
+                z = z.clamp_min(0) @ params[2] + params[3]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(z, y[copy]).backward()
+            opt.step()
+        for got, want in zip(head.params, params):
+            assert torch.allclose(got[copy], want.detach(), atol=1e-5)
+
+
+def test_lr_schedule_is_validated():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        BatchedHead(1, 3, 3, lr_schedule="linear")
+    with pytest.raises(ValueError, match="total_steps"):
+        BatchedHead(1, 3, 3, lr_schedule="cosine")

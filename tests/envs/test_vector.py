@@ -69,3 +69,39 @@ def test_pixel_mode_and_bad_actions_are_refused():
         venv.step(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="NaN"):
         venv.step(np.full((2, 3), np.nan))
+
+
+def test_cosine_lr_schedule_copies_follow_the_single_env_and_constant_is_the_default():
+    from tailmix.envs.config import RatioEnvConfig
+
+    assert RatioEnvConfig().lr_schedule == "constant"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        RatioEnvConfig(lr_schedule="step")
+    ds = make_tiny_dataset()
+    k = 2
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, lr_schedule="cosine", **TINY)
+    singles = [SyntheticRatioCentralEnv(dataset=ds, lr_schedule="cosine", **TINY) for _ in range(k)]
+    const = SyntheticRatioCentralEnv(dataset=ds, **TINY)
+    head = venv.core.engine.head
+    assert head.lr_schedule == "cosine" and head.total_steps == TINY["max_steps"] * venv.config.epochs
+    seeds = [3, 9]
+    vobs, _ = venv.reset(seed=seeds)
+    for e, s in zip(singles, seeds):
+        e.reset(seed=s)
+    const.reset(seed=seeds[0])
+    rng = np.random.default_rng(1)
+    for t in range(TINY["max_steps"]):
+        acts = rng.uniform(-1, 1, (k, 3)).astype(np.float32)
+        vobs, vrew, _, _, vinfo = venv.step(acts)
+        outs = [e.step(acts[i]) for i, e in enumerate(singles)]
+        const.step(acts[0])
+        last = t == TINY["max_steps"] - 1  # the vector env autoresets: the last observation is in final_obs
+        for i, (o, r, *_rest) in enumerate(outs):
+            assert vrew[i] == pytest.approx(r, abs=1e-5)
+            assert np.allclose(vinfo["final_obs"][i] if last else vobs[i], o, atol=1e-5)
+    # the episode's rate has decayed to ~0 by its end (the autoreset copies are back at lr); the constant env's
+    # has not, and its head differs
+    assert head.learning_rates() == [venv.config.learning_rate] * k
+    assert singles[0].core.engine.head.learning_rates()[0] < 1e-3 * venv.config.learning_rate
+    assert const.core.engine.head.learning_rates() == [venv.config.learning_rate]
+    assert not np.allclose(singles[0].core.engine.head.flat.numpy(), const.core.engine.head.flat.numpy())

@@ -1,0 +1,266 @@
+"""The known-answer task: can the learned samplers find a per-class answer that no fixed ratio expresses?
+
+    python benchmarks/known_answer.py --cache-dir /work/cache                 # the committed table
+    python benchmarks/known_answer.py --quick                                 # tiny budgets (a smoke run)
+
+The task (:func:`envs.oracle.known_answer_kwargs`): digits-LT whose synthetic source is the oracle source (the
+real digits the long-tail builder left unused: a perfect generator) with two classes corrupted (their pools
+hold images of another digit). The right policy is known: fill every clean class to the head count and give the
+corrupted classes nothing (the *oracle policy*). Every fixed policy, static (none, constant 0.5-8, fill,
+inverse, fill x 0.25 / 0.5) and scheduled over the episode (``agents.schedules``), is scored beside it on the
+test split; the *gap* is oracle policy minus the best fixed row (the best on test: the strictest bar).
+
+Learned rows are trained on the VAL reward only (the env's reward; the test split is read only by
+``agents.evaluate``) and each row reports its share of the gap: ``(learned - best fixed) / (oracle - best
+fixed)``. The goal (issue "Headroom"): PPO with parameter sharing and PPO centralised each capture >= 70%.
+
+Learned rows are specs ``algo:wrapper:variant[:timesteps]`` (``--learned``; default ``--timesteps``): ``ppo:shared:difference`` (difference
+credit), ``ppo:central:ref0`` (reward relative to a reference head at ratio 0), ``sac:...``, ``...:plain`` (the
+shared balanced val accuracy), and ``cem:static`` / ``cem:schedule`` (the cross-entropy search of
+``agents.cem`` on the val reward, a static vector or per-class knots over the episode). With ``--train-seeds``
+each SB3 row trains one model per seed (model ``k`` trained with seed ``k`` and scored on episode seed ``k``);
+by default one model (seed 0) is scored on every episode seed, as ``benchmarks/results.py`` does.
+
+The table goes to ``benchmarks/results/known-answer.md`` with the command, the commit and the versions. The
+functions (``fixed_policies``, ``learned_policy``, ``gap_table``) are meant to be reused by a leaderboard.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from tailmix.agents.baselines import RatioBaseline  # noqa: E402
+from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results"
+STATIC = ("none", "constant:0.5", "constant:1", "constant:2", "constant:4", "constant:8", "fill", "inverse")
+LEARNED = ("ppo:shared:difference", "ppo:central:ref0", "sac:shared:difference", "sac:central:ref0",
+           "cem:static", "cem:schedule")
+
+
+class ScaledBaseline(RatioBaseline):
+    """A fixed shape times a factor (``fill x 0.5``), or any given ratio vector (the oracle policy)."""
+
+    def __init__(self, name: str, ratios=None, base: RatioBaseline | None = None, factor: float = 1.0) -> None:
+        self.name, self._ratios, self.base, self.factor = name, ratios, base, factor
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        if self._ratios is not None:
+            return np.asarray(self._ratios, np.float64)
+        return self.base.raw_ratios(train_counts) * self.factor
+
+
+def fixed_policies(kw: dict) -> dict:
+    """``{label: policy}``: every fixed static and schedule policy of the table, and the oracle policy last."""
+    from tailmix.agents.baselines import FillToHead, make_baseline
+    from tailmix.agents.schedules import SCHEDULE_BASELINES
+    from tailmix.envs.oracle import oracle_policy_ratios
+
+    out = {s: make_baseline(s) for s in STATIC}
+    out.update({f"fill x {f:g}": ScaledBaseline(f"fill x {f:g}", base=FillToHead(), factor=f) for f in (0.25, 0.5)})
+    out.update({s: make_baseline(s) for s in SCHEDULE_BASELINES})
+    corrupted = sorted(kw["source"].corruption)
+    ratios = oracle_policy_ratios(kw["dataset"].train_counts, corrupted, kw["max_ratio"])
+    out["oracle policy"] = ScaledBaseline("oracle policy", ratios=ratios)
+    return out
+
+
+def _train_kwargs(kw: dict, variant: str) -> dict:
+    if variant == "difference":
+        return dict(kw, credit="difference")
+    if variant == "ref0":
+        return dict(kw, reward_reference=0.0)
+    if variant == "plain":
+        return dict(kw)
+    raise ValueError(f"unknown variant {variant!r}; use difference, ref0 or plain")
+
+
+def learned_policy(spec: str, kw: dict, args, seed: int = 0):
+    """Train (or load from ``--cache-dir``) the learned row ``spec`` on the val reward; return its policy."""
+    from tailmix.agents.baselines import SB3Policy
+
+    algo, _, rest = spec.partition(":")
+    if algo == "cem":
+        from tailmix.agents.cem import CEMPolicy, cem_search
+
+        knots = args.cem_knots if rest == "schedule" else None
+        res = cem_search(_train_kwargs(kw, "ref0" if args.cem_ref0 else "plain"), generations=args.cem_generations,
+                         population=args.cem_population, episodes_per_candidate=args.cem_episodes, seed=seed,
+                         init_mean="fill", knots=knots)
+        return CEMPolicy.from_result(res, name=spec)
+    from tailmix.agents.sb3 import load_model, train
+
+    wrapper, _, variant = rest.partition(":")
+    variant, _, steps = variant.partition(":")
+    timesteps = int(steps) if steps else args.timesteps
+    from tailmix.envs.oracle import KNOWN_ANSWER_CORRUPTION
+
+    # settings other than the documented task's name their own model folder, so a cached model is never reused
+    tags = [] if kw["source"].corruption == KNOWN_ANSWER_CORRUPTION else [
+        "c" + "-".join(f"{k}to{v}" for k, v in sorted(kw["source"].corruption.items()))]
+    tags += [f"{name}-{kw[name]}" for name, default in (("lr_schedule", "constant"), ("encoder", "crossfit"))
+             if kw.get(name, default) != default]
+    run_dir = (Path(args.cache_dir) / "known-answer-agents" /
+               "-".join([f"{algo}-{wrapper}-{variant}-{timesteps}", *tags, f"seed{seed}"]))
+    if (run_dir / "model.zip").exists() and not args.retrain:
+        model = load_model(algo, run_dir / "model.zip")
+    else:
+        model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=seed,
+                      log_dir=str(run_dir))
+        model.get_env().close()
+    return SB3Policy(model, wrapper=wrapper, name=spec)
+
+
+def gap_table(rows: dict, seeds: list[int], corrupted: list[int]) -> tuple[list[str], dict]:
+    """Markdown lines of the table and the numbers behind the goal.
+
+    ``rows`` maps a label to ``(kind, per-seed rows of agents.evaluate)``, ``kind`` in ``fixed``, ``schedule``,
+    ``oracle``, ``learned``.
+    """
+    from tailmix.agents.evaluate import summarize
+
+    summ = {label: summarize(r) for label, (_, r) in rows.items()}
+    kinds = {label: kind for label, (kind, _) in rows.items()}
+    fixed = [k for k in rows if kinds[k] in ("fixed", "schedule")]
+    best_fixed = max(fixed, key=lambda k: summ[k]["test_balanced_accuracy_mean"])
+    best_val = max(fixed, key=lambda k: summ[k]["val_balanced_accuracy_mean"])
+    oracle = summ["oracle policy"]["test_balanced_accuracy_mean"]
+    base = summ[best_fixed]["test_balanced_accuracy_mean"]
+    gap = oracle - base
+    goal = {"best_fixed": best_fixed, "best_fixed_test": base, "best_fixed_by_val": best_val, "oracle": oracle,
+            "gap": gap, "share": {}}
+    lines = ["| policy | kind | test bal. acc. | val bal. acc. | share of the gap | mean ratio | ratio of the "
+             "corrupted classes |", "|---|---|---|---|---|---|---|"]
+    for label, s in summ.items():
+        per_class = np.mean([r["ratios"] for r in rows[label][1]], 0)
+        share = ""
+        if kinds[label] == "learned":
+            goal["share"][label] = (s["test_balanced_accuracy_mean"] - base) / gap if gap > 0 else float("nan")
+            share = f"{100 * goal['share'][label]:.0f}%"
+        bold = "**" if label in (best_fixed, "oracle policy") else ""
+        lines.append(f"| {bold}{label}{bold} | {kinds[label]} | {s['test_balanced_accuracy_mean']:.3f} ± "
+                     f"{s['test_balanced_accuracy_std']:.3f} | {s['val_balanced_accuracy_mean']:.3f} ± "
+                     f"{s['val_balanced_accuracy_std']:.3f} | {share} | {s['mean_ratio_mean']:.2f} | "
+                     + " / ".join(f"{per_class[c]:.2f}" for c in corrupted) + " |")
+    return lines, goal
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5, help="episode seeds 0..N-1 (test scores)")
+    p.add_argument("--learned", nargs="*", default=list(LEARNED), help="learned rows, algo:wrapper:variant")
+    p.add_argument("--timesteps", type=int, default=30_000, help="SB3 timesteps per model")
+    p.add_argument("--train-seeds", action="store_true", help="one model per seed (default: one model, seed 0)")
+    p.add_argument("--retrain", action="store_true", help="ignore models cached in --cache-dir")
+    p.add_argument("--cem-generations", type=int, default=12)
+    p.add_argument("--cem-population", type=int, default=24)
+    p.add_argument("--cem-episodes", type=int, default=4)
+    p.add_argument("--cem-knots", type=int, default=3)
+    p.add_argument("--cem-ref0", action="store_true", help="CEM fitness relative to a reference head at ratio 0")
+    p.add_argument("--lr-schedule", default="constant", help="the env's lr_schedule (feature mode)")
+    p.add_argument("--encoder", default="crossfit", help="the env's feature encoder ('random': fast smoke runs)")
+    p.add_argument("--no-schedules", action="store_true", help="leave out the fixed schedule rows")
+    p.add_argument("--corruption", default=None, help="another mapping, e.g. 5:3,7:1 (default: the documented task)")
+    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
+    p.add_argument("--out", default=None, help="output file (default benchmarks/results/known-answer.md)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.timesteps = 2, 256
+        args.cem_generations, args.cem_population, args.cem_episodes = 1, 4, 1
+    import torch
+
+    torch.set_num_threads(1)
+    from tailmix.agents.evaluate import evaluate, make_eval_env
+    from tailmix.envs.oracle import known_answer_kwargs
+
+    t0 = time.time()
+    commit = _commit()  # at the start: the code that ran, whatever is committed while it runs
+    corruption = None if not args.corruption else {int(a): int(b) for a, b in
+                                                   (pair.split(":") for pair in args.corruption.split(","))}
+    kw = known_answer_kwargs(cache_dir=str(Path(args.cache_dir) / "encoders"), lr_schedule=args.lr_schedule,
+                             encoder=args.encoder, corruption=corruption)
+    corrupted = sorted(kw["source"].corruption)
+    seeds = list(range(args.seeds))
+    env = make_eval_env(kw)
+    rows: dict = {}
+    for label, policy in fixed_policies(kw).items():
+        if args.no_schedules and label.split(":")[0] in ("decay", "warmup", "early", "late"):
+            continue
+        kind = ("oracle" if label == "oracle policy" else
+                "schedule" if label.split(":")[0] in ("decay", "warmup", "early", "late") else "fixed")
+        rows[label] = (kind, evaluate(policy, kw, seeds=seeds, env=env))
+        print(f"{label}: {np.mean([r['test_balanced_accuracy'] for r in rows[label][1]]):.4f}", flush=True)
+    timings = {}
+    for spec in args.learned:
+        t = time.time()
+        if args.train_seeds and not spec.startswith("cem"):
+            per = [evaluate(learned_policy(spec, kw, args, seed=s), kw, seeds=[s], env=env)[0] for s in seeds]
+        else:
+            per = evaluate(learned_policy(spec, kw, args), kw, seeds=seeds, env=env)
+        rows[spec] = ("learned", per)
+        timings[spec] = time.time() - t
+        print(f"{spec}: {np.mean([r['test_balanced_accuracy'] for r in per]):.4f} ({timings[spec]:.0f} s)", flush=True)
+    table, goal = gap_table(rows, seeds, corrupted)
+    ds = kw["dataset"]
+    mapping = ", ".join(f"class {a} served images of {b}" for a, b in sorted(kw["source"].corruption.items()))
+    train_note = ("one model per seed (model k trained with seed k, scored on episode seed k)" if args.train_seeds
+                  else "one model per row (seed 0), scored on every episode seed")
+    lines = ["# The known-answer task: digits-LT, oracle source, two corrupted classes", "",
+             f"Train counts {ds.train_counts.tolist()}, val {len(ds.val_labels)}, test {len(ds.test_labels)}. Source: "
+             f"the {sum(len(kw['source'].source.pool(c)) for c in range(ds.num_classes))} real digits the long-tail "
+             f"builder left unused (`envs.oracle.oracle_source`), with {mapping} (`CorruptedSource`). Feature mode "
+             f"(encoder `{args.encoder}`, linear head, lr_schedule `{args.lr_schedule}`), {kw['max_steps']} steps per "
+             f"episode, max ratio {kw['max_ratio']:g}. The oracle policy fills every clean class to the head count "
+             "(clipped to the max ratio) and gives the corrupted classes 0.", "",
+             f"Test balanced accuracy and val balanced accuracy at the end of the episode, mean ± std over episode "
+             f"seeds {seeds}. Learned rows are trained on the val reward only; {train_note}. SB3 rows: "
+             f"`algo:wrapper:variant[:timesteps]` (default {args.timesteps} timesteps); `difference` = difference credit (`credit='difference'`), `ref0` = "
+             f"reward minus a reference head at ratio 0. CEM: {args.cem_generations} generations x "
+             f"{args.cem_population} candidates x {args.cem_episodes} episodes, started from fill, fitness = final "
+             f"balanced val accuracy{' minus a reference head at ratio 0' if args.cem_ref0 else ''}; the schedule "
+             f"search has {args.cem_knots} knots per class. Share of the gap = (learned - best fixed) / (oracle "
+             "policy - best fixed), with the best fixed row (static or schedule) picked on test, the strictest bar.",
+             "", *table, "",
+             f"Best fixed policy (on test): {goal['best_fixed']} {goal['best_fixed_test']:.3f}; on val: "
+             f"{goal['best_fixed_by_val']}. Oracle policy {goal['oracle']:.3f}: a gap of "
+             f"{100 * goal['gap']:.1f} points.", ""]
+    for spec in goal["share"]:
+        if spec.startswith("ppo:"):
+            met = "met" if goal["share"][spec] >= 0.7 else "not met"
+            lines.append(f"- Goal (>= 70% of the gap) for `{spec}`: {100 * goal['share'][spec]:.0f}%, **{met}**.")
+    lines += ["", "Time per learned row (training, or loading a model cached in --cache-dir, and evaluation): "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {time.time() - t0:.0f} s.", "",
+              "Command: `python benchmarks/known_answer.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+              "", f"Commit: {commit}", ""]
+    import tailmix.train_agents as ta
+
+    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out) if args.out else OUT / "known-answer.md"
+    if not args.quick or args.out:
+        atomic_write_text(out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
