@@ -92,15 +92,20 @@ class RatioBaseline(Policy):
         return np.clip(self.raw_ratios(counts), 0.0, float(env.max_ratio))
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        ratios = self.ratios(env)
-        g = int(getattr(env, "num_sources", 1))
-        if g > 1 or self.source is not None:  # the ratios on one source, 0 on the others
-            full = np.zeros((len(ratios), g), np.float64)
-            full[:, _source_index(self.source, env)] = ratios
-            ratios = full
-        actions = np.asarray(env.ratio_to_action(ratios), np.float32).reshape(len(env.possible_agents), -1)
-        index = {a: i for i, a in enumerate(env.possible_agents)}
-        return {a: actions[index[a]] for a in env.agents}
+        return ratio_actions(self.ratios(env), env, self.source)
+
+
+def ratio_actions(ratios: np.ndarray, env, source=None) -> dict[str, np.ndarray]:
+    """Per-agent actions that set class ``c``'s ratio to ``ratios[c]`` on ``source`` (``None``: source 0) and 0 on
+    every other source of ``env``: how every fixed policy (static or scheduled) turns its ratios into actions."""
+    g = int(getattr(env, "num_sources", 1))
+    if g > 1 or source is not None:  # the ratios on one source, 0 on the others
+        full = np.zeros((len(ratios), g), np.float64)
+        full[:, _source_index(source, env)] = ratios
+        ratios = full
+    actions = np.asarray(env.ratio_to_action(ratios), np.float32).reshape(len(env.possible_agents), -1)
+    index = {a: i for i, a in enumerate(env.possible_agents)}
+    return {a: actions[index[a]] for a in env.agents}
 
 
 class NoSynthetic(RatioBaseline):

@@ -79,7 +79,8 @@ def current_step(observations: dict, env) -> int:
     if not observations:
         return 0
     row = np.asarray(next(iter(observations.values())), np.float64).reshape(-1)
-    return int(round(row[OBS_COLUMNS.index("progress")] * max_steps))
+    columns = tuple(getattr(env, "observation_columns", OBS_COLUMNS))  # with several sources the column moves
+    return int(round(row[columns.index("progress")] * max_steps))
 
 
 class SchedulePolicy(Policy):
@@ -95,10 +96,10 @@ class SchedulePolicy(Policy):
         return np.stack([self.ratios_at(env, episode_fraction(s, t)) for s in range(t)])
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
+        from tailmix.agents.baselines import ratio_actions
+
         fraction = episode_fraction(current_step(observations, env), int(env.config.max_steps))
-        actions = np.asarray(env.ratio_to_action(self.ratios_at(env, fraction)), np.float32)
-        index = {a: i for i, a in enumerate(env.possible_agents)}
-        return {a: actions[index[a]].reshape(1) for a in env.agents}
+        return ratio_actions(self.ratios_at(env, fraction), env, self.source)  # with several sources: on one
 
 
 class BaselineSchedule(SchedulePolicy):
@@ -163,8 +164,8 @@ class KnotSchedule(SchedulePolicy):
         return np.clip(action_to_ratio(a, self.max_ratio), 0.0, float(env.max_ratio))
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        if float(env.max_ratio) != self.max_ratio:  # another scale: the same ratios, re-expressed as actions
-            return super().act(observations, env)
+        if float(env.max_ratio) != self.max_ratio or int(getattr(env, "num_sources", 1)) > 1 or self.source is not None:
+            return super().act(observations, env)  # another scale or several sources: the ratios, re-expressed
         self._check(env)
         actions = schedule_actions(self.knots, current_step(observations, env), int(env.config.max_steps))
         index = {a: i for i, a in enumerate(env.possible_agents)}

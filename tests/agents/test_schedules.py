@@ -94,3 +94,23 @@ def test_schedule_cem_with_a_static_start_and_bad_knots():
             cem_search(kw, generations=1, population=2, **bad)
     with pytest.raises(ValueError, match="knots"):
         KnotSchedule(np.zeros(3), 8.0)
+
+
+def test_schedules_play_on_one_source_of_several():
+    """With several sources a schedule reads progress from its moved column and plays on its @source only."""
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.envs.synthetic_ratio import parallel_env
+    from tests.conftest import make_tiny_dataset
+
+    env = parallel_env(dataset=make_tiny_dataset(), sources=["augment", "augment"], encoder="random", pool_size=16,
+                       max_steps=4)
+    policy = make_baseline("decay:fill@1")
+    obs, _ = env.reset(seed=0)
+    played = []
+    while env.agents:
+        obs, *_ = env.step(policy.act(obs, env))
+        played.append(env.core.source_ratios[0].copy())
+    played = np.stack(played)  # (steps, C, G)
+    assert (played[:, :, 0] == 0).all()
+    tail = played[:, -1, 1]
+    assert tail[0] > tail[1] > tail[2] > tail[3] == 0  # decays to 0 over the episode
