@@ -226,14 +226,16 @@ class ClassConditionalDDPM(Generator):
                                        beta_schedule=self.beta_schedule, prediction_type="epsilon",
                                        clip_sample=True)
 
-    def _make_sample_scheduler(self):
+    def _make_sample_scheduler(self, **overrides):
+        """The sampler's scheduler; ``overrides`` change its config (classifier guidance clips x0 itself)."""
         diffusers = _require_diffusers()
         if self.sampler == "ddpm":
-            sched = diffusers.DDPMScheduler.from_config(self.train_scheduler.config)
+            sched = diffusers.DDPMScheduler.from_config(self.train_scheduler.config, **overrides)
             sched.set_timesteps(self.num_train_timesteps)
         else:
             # "trailing" starts at the last training timestep, which matters with very few steps.
-            sched = diffusers.DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing")
+            sched = diffusers.DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing",
+                                                        **overrides)
             sched.set_timesteps(self.sample_steps)
         return sched
 
@@ -574,7 +576,11 @@ class ClassConditionalDDPM(Generator):
 
     def _denoise(self, unet, class_id: int, b: int, generator: torch.Generator,
                  cond: torch.Tensor | None) -> torch.Tensor:
-        sched = self._make_sample_scheduler()
+        guided = self.classifier_scale != 0
+        # Classifier guidance clips the predicted x0 *before* its correction (guided.guided_epsilon); the
+        # scheduler must not clip again, or clipping would cancel the guidance at high noise.
+        sched = self._make_sample_scheduler(**({"clip_sample": False} if guided else {}))
+        clip = self.train_scheduler.config.clip_sample_range if self.train_scheduler.config.clip_sample else None
         c = self._image_shape[2]  # type: ignore[index]
         x = randn((b, c, *self.padded_size), generator, self.device) * sched.init_noise_sigma
         s = self.guidance_scale
@@ -594,12 +600,12 @@ class ClassConditionalDDPM(Generator):
             if s not in (0.0, 1.0):
                 e_cls, e_null = eps.chunk(2)
                 eps = e_null + s * (e_cls - e_null)
-            if self.classifier_scale != 0:  # classifier guidance: eps - sqrt(1 - alpha_bar_t) * scale * grad
-                from tailmix.generators.guidance import log_prob_gradient
+            if guided:  # classifier guidance: eps - sqrt(1 - alpha_bar_t) * scale * grad log p(y | x_t, t)
+                from tailmix.generators.guidance import guided_epsilon, log_prob_gradient
 
                 grad = log_prob_gradient(self.guidance_classifier, x, tt[:b], class_id)
-                ab = sched.alphas_cumprod[int(t)].to(self.device)
-                eps = eps - (1 - ab).sqrt() * self.classifier_scale * grad
+                eps = guided_epsilon(eps, x, sched.alphas_cumprod[int(t)].to(self.device), grad,
+                                     self.classifier_scale, clip)
             if self.sampler == "ddpm":
                 x = sched.step(eps, t, x, generator=generator).prev_sample
             else:

@@ -7,7 +7,8 @@ model (DDIM and DDPM samplers alike) this is the epsilon correction of their Alg
 
     eps_hat = eps - sqrt(1 - alpha_bar_t) * scale * grad_x log p(y | x_t, t)
 
-applied after classifier-free guidance, so both combine. The classifier is trained with a
+applied after classifier-free guidance, so both combine; the correction goes through the clipped ``x0``
+prediction so that clipping cannot turn it around (:func:`guided_epsilon`). The classifier is trained with a
 long-tail-calibrated loss (logit adjustment by default, :mod:`tailmix.classifiers.losses`): its raw logits
 then estimate the class-*balanced* posterior, so the gradient is not pulled towards the head classes, whose
 prior dominates a plain cross-entropy classifier on a long-tailed train split.
@@ -31,7 +32,7 @@ from tailmix.generators.base import randint, randn
 CLASSIFIER_DEFAULTS: dict[str, Any] = {"width": 32, "steps": None, "batch_size": 64, "lr": 2e-3,
                                        "loss": "logit_adjustment"}
 #: Classifier training steps per DDPM preset (a few seconds on a CPU for ``small``).
-PRESET_STEPS = {"tiny": 30, "small": 1500, "base": 5000}
+PRESET_STEPS = {"tiny": 30, "small": 1000, "base": 5000}
 #: Long-tail losses that make sense for guidance (the logits must be usable without the training offset).
 GUIDANCE_LOSSES = ("logit_adjustment", "balanced_softmax", "ce")
 
@@ -173,6 +174,29 @@ def log_prob_gradient(model: NoiseAwareClassifier, x: torch.Tensor, t: torch.Ten
         logp = F.log_softmax(model(xg, t).float(), dim=1)[:, class_id].sum()
         (grad,) = torch.autograd.grad(logp, xg)
     return grad
+
+
+def guided_epsilon(eps: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, grad: torch.Tensor, scale: float,
+                   clip: float | None) -> torch.Tensor:
+    """The guided noise prediction ``eps - sqrt(1 - alpha_bar) * scale * grad`` (Dhariwal & Nichol, Algorithm 2).
+
+    Written through the predicted ``x0`` so that clipping it (to ``[-clip, clip]``; ``None``: none) stays
+    consistent: ``x0`` is clipped, moved by the correction (``(1 - alpha_bar) / sqrt(alpha_bar) * scale * grad``),
+    clipped again, and the returned epsilon is the one that ``x0`` implies, so the sampler must step without
+    clipping. Without clipping this is exactly the formula above. A scheduler that clipped the corrected ``x0``
+    on its own would keep the raw epsilon's direction term: at high noise (``x0`` moves by ``1 / sqrt(alpha_bar)``
+    times the correction, ~2e4 at the first "trailing" DDIM step) the clipped ``x0`` loses the correction and
+    the direction term carries it with the opposite sign, pushing samples away from the class; an unclipped
+    ``x0`` of that size would swamp the sample instead.
+    """
+    a, s1 = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    x0 = (x - s1 * eps) / a
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+    x0 = x0 + (1 - alpha_bar) / a * scale * grad
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+    return (x - a * x0) / s1
 
 
 @torch.no_grad()

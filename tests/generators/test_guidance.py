@@ -216,3 +216,21 @@ def test_unlabeled_errors_say_how_to_fix():
     sketch = SketchConditionedDDPM(ds.image_shape, ds.num_classes, preset="tiny")
     with pytest.raises(ValueError, match="plain DDPM"):
         sketch.fit(ds, generator=g(0), unlabeled=_unlabeled())
+
+
+def test_guided_epsilon_is_the_formula_and_clipping_never_turns_it_around():
+    from tailmix.generators.guidance import guided_epsilon
+
+    gen = g(0)
+    x, eps, grad = (torch.randn(4, 1, 8, 8, generator=gen) for _ in range(3))
+    for ab in (0.3, 0.9):
+        ab = torch.tensor(ab)
+        torch.testing.assert_close(guided_epsilon(eps, x, ab, grad, 2.0, None),
+                                   eps - (1 - ab).sqrt() * 2.0 * grad)
+    # At the first "trailing" DDIM step alpha_bar is ~2e-9: the implied x0 moves with the gradient (clipped),
+    # whereas a scheduler clipping the raw corrected x0 would leave only the direction term, against it.
+    ab = torch.tensor(2.4e-9)
+    x0 = lambda e: (x - (1 - ab).sqrt() * e) / ab.sqrt()  # noqa: E731
+    base = x0(guided_epsilon(eps, x, ab, grad, 0.0, 1.0))
+    moved = x0(guided_epsilon(eps, x, ab, grad, 0.5, 1.0)) - base
+    assert float((moved * grad).sum()) > 0 and float(moved.abs().max()) <= 2.0 + 1e-3
