@@ -39,8 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0],
                    help="classifier-guidance scales to compare (0: unguided)")
     p.add_argument("--classifier-steps", type=int, default=None,
-                   help="training steps of the noise-aware classifier (default: the preset's, cached like the CLI's; "
-                        "given: trained here, not cached)")
+                   help="training steps of the noise-aware classifier (default: the preset's, as the CLI trains it)")
     p.add_argument("--n", type=int, default=32, help="generated images per class and scale")
     p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
     p.add_argument("--filter-epochs", type=int, default=30, help="training epochs of the reference filter")
@@ -82,6 +81,19 @@ def format_table(res: dict, dataset) -> str:
     return "\n".join(out)
 
 
+def classifier_recall(gen, dataset, t: int) -> list[float]:
+    """Per-class recall of ``gen``'s noise-aware classifier on the val images noised to timestep ``t`` (seeded)."""
+    import torch
+
+    images, labels = dataset.split("val")
+    x = gen._images_to_padded(images)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x.device)
+    tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        pred = gen.guidance_classifier(gen.train_scheduler.add_noise(x, noise, tt), tt).argmax(1).cpu().numpy()
+    return [round(float((pred[labels == c] == c).mean()), 2) for c in range(dataset.num_classes)]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
@@ -112,11 +124,18 @@ def main(argv=None) -> dict:
         gen = pipeline.fitted_generator(dataclasses.replace(cfg, guidance_scale=guided[0]), dataset, progress=progress)
     else:
         gen = pipeline.fitted_generator(cfg, dataset, progress=progress)
-        if guided:
+        if guided:  # the CLI's guided DDPM with other classifier steps, cached beside it the same way
+            from tailmix.generators.base import load_generator
             from tailmix.generators.guidance import classifier_settings
 
             gen.classifier_settings = classifier_settings({"steps": args.classifier_steps}, gen.preset)
-            gen.fit_guidance(dataset, generator=torch.Generator().manual_seed(args.seed), progress=progress)
+            gen.classifier_scale = guided[0]
+            path = Path(args.cache_dir) / "generators" / f"ddpm-guided-{pipeline.cache_key(gen.config(), args.seed)}"
+            if (path / "config.json").exists():
+                gen = load_generator(path, device=gen.device)
+            else:
+                gen.fit_guidance(dataset, generator=torch.Generator().manual_seed(args.seed), progress=progress)
+                pipeline._save_folder(path, gen.save)
     t1 = time.perf_counter()
     lines.append(f"generator: ddpm preset {args.preset}, {gen.pretrain_steps} + {gen.train_steps} steps, "
                  f"{gen.sampler} {gen.sample_steps} steps, classifier-free guidance {gen.guidance_scale}; noise-aware "
@@ -124,6 +143,10 @@ def main(argv=None) -> dict:
                  f"({t1 - t0:.0f} s to train or load them)")
     print(lines[-1], flush=True)
     classes = list(range(dataset.num_classes))
+    if guided:  # what the gradient can know: the noise-aware classifier's recall on the real val images
+        lines.append("noise-aware classifier, recall per class on the real val images at timestep t: "
+                     + "; ".join(f"t={t}: {classifier_recall(gen, dataset, t)}" for t in (0, 250, 500)))
+        print(lines[-1], flush=True)
     res = {"scales": args.scales, "n": args.n, "tail": tail_classes(dataset.train_counts, classes),
            "kept": {}, "acc": {}, "frechet": {}, "speed": {}}
     for s in args.scales:
