@@ -6,12 +6,19 @@ images), then ``train_steps`` class-conditional steps in which each label is rep
 probability ``cfg_dropout``. Sampling uses DDIM (few steps) or the full DDPM sampler, with guidance
 ``eps = eps_null + s * (eps_class - eps_null)`` computed in one batched forward.
 
+Two options beyond that (both off by default, so the default config, and every cache key made from it, is
+unchanged): ``fit(dataset, unlabeled=images)`` adds images without labels to the unconditional pretraining phase,
+and ``classifier_scale > 0`` trains a noise-aware classifier after the DDPM and steers sampling with the gradient
+of its log-probability of the target class (classifier guidance, :mod:`tailmix.generators.guidance`), on top of
+classifier-free guidance.
+
 Every random draw (weight init, batches, noise, timesteps, label dropout, sampling noise) comes from the
 passed ``torch.Generator``, so a seed reproduces the model and its samples on a given device.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -41,6 +48,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 SAMPLERS = ("ddim", "ddpm")
 UNET_FOLDER = "unet"
 LOG_FILE = "train_log.json"
+GUIDANCE_FOLDER = "guidance"  # the noise-aware classifier of classifier guidance (weights, settings, losses)
+
+
+def images_fingerprint(images: np.ndarray) -> str:
+    """SHA-256 of an image array's shape, dtype and bytes (unlabeled images enter configs and cache keys by it)."""
+    a = np.ascontiguousarray(images)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _require_diffusers():
@@ -101,6 +117,11 @@ class ClassConditionalDDPM(Generator):
         grad_clip: Max gradient norm (``None``: no clipping).
         unet: Overrides of the preset's ``UNet2DModel`` arguments (e.g. ``{"block_out_channels": [16, 32]}``).
         device: Where the UNet runs; mixed precision (autocast) is used on CUDA only.
+        classifier_scale: Classifier-guidance scale (0: off). Above 0, ``fit`` also trains a noise-aware
+            classifier (:mod:`tailmix.generators.guidance`) and sampling adds ``scale`` times the gradient of
+            its ``log p(class | x_t, t)`` (epsilon correction); combines with classifier-free guidance.
+        classifier: The noise-aware classifier's training settings (``width``, ``steps``, ``batch_size``,
+            ``lr``, ``loss``; see ``guidance.CLASSIFIER_DEFAULTS``).
     """
 
     kind = "ddpm"
@@ -111,7 +132,10 @@ class ClassConditionalDDPM(Generator):
                  sample_steps: int | None = None, sampler: str = "ddim", num_train_timesteps: int = 1000,
                  beta_schedule: str = "squaredcos_cap_v2", sample_batch_size: int = 256,
                  grad_clip: float | None = 1.0, unet: dict | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", classifier_scale: float = 0.0,
+                 classifier: dict | None = None) -> None:
+        from tailmix.generators.guidance import classifier_settings
+
         super().__init__(device=device)
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -154,6 +178,15 @@ class ClassConditionalDDPM(Generator):
         self.loss_history: list[float] = []
         self.unet = self._build_unet(torch.Generator().manual_seed(0))
         self.train_scheduler = self._make_train_scheduler()
+        if not (isinstance(classifier_scale, (int, float)) and math.isfinite(classifier_scale)
+                and classifier_scale >= 0):
+            raise ValueError(f"classifier_scale must be a finite number >= 0 (0: no classifier guidance); got "
+                             f"{classifier_scale!r}")
+        self.classifier_scale = float(classifier_scale)
+        self.classifier_kwargs = dict(classifier or {})
+        self.classifier_settings = classifier_settings(self.classifier_kwargs, preset)
+        self.guidance_classifier: torch.nn.Module | None = None
+        self.guidance_history: list[float] = []
 
     # -- construction -----------------------------------------------------------------------------
     @property
@@ -193,14 +226,16 @@ class ClassConditionalDDPM(Generator):
                                        beta_schedule=self.beta_schedule, prediction_type="epsilon",
                                        clip_sample=True)
 
-    def _make_sample_scheduler(self):
+    def _make_sample_scheduler(self, **overrides):
+        """The sampler's scheduler; ``overrides`` change its config (classifier guidance clips x0 itself)."""
         diffusers = _require_diffusers()
         if self.sampler == "ddpm":
-            sched = diffusers.DDPMScheduler.from_config(self.train_scheduler.config)
+            sched = diffusers.DDPMScheduler.from_config(self.train_scheduler.config, **overrides)
             sched.set_timesteps(self.num_train_timesteps)
         else:
             # "trailing" starts at the last training timestep, which matters with very few steps.
-            sched = diffusers.DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing")
+            sched = diffusers.DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing",
+                                                        **overrides)
             sched.set_timesteps(self.sample_steps)
         return sched
 
@@ -218,13 +253,24 @@ class ClassConditionalDDPM(Generator):
                 "guidance_scale": self.guidance_scale, "sample_steps": self.sample_steps, "sampler": self.sampler,
                 "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
                 "sample_batch_size": self.sample_batch_size, "grad_clip": self.grad_clip,
-                "unet": self.unet_kwargs}
+                "unet": self.unet_kwargs, **self._guidance_hparams()}
+
+    def _guidance_hparams(self) -> dict:
+        """Classifier-guidance settings, only when in use: an unguided model keeps its config (and cache keys)."""
+        if self.classifier_scale == 0 and self.guidance_classifier is None:
+            return {}
+        return {"classifier_scale": self.classifier_scale, "classifier": dict(self.classifier_settings)}
 
     def _fitted_state(self) -> dict[str, Any]:
-        return dict(self.unet.state_dict())
+        state = dict(self.unet.state_dict())
+        if self.guidance_classifier is not None:
+            state.update({f"guidance.{k}": v for k, v in self.guidance_classifier.state_dict().items()})
+        return state
 
     def _move(self, device: torch.device) -> None:
         self.unet.to(device)
+        if self.guidance_classifier is not None:
+            self.guidance_classifier.to(device)
 
     # -- pixels <-> padded tensors ----------------------------------------------------------------
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,8 +323,11 @@ class ClassConditionalDDPM(Generator):
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False,
-            resume: bool = False) -> ClassConditionalDDPM:
+            resume: bool = False, unlabeled: np.ndarray | None = None) -> ClassConditionalDDPM:
         """Train on ``dataset``'s train split: unconditional pretraining, then conditional.
+
+        With ``classifier_scale > 0`` the noise-aware classifier of classifier guidance is trained afterwards
+        (:meth:`fit_guidance`, same generator).
 
         Args:
             dataset: A :class:`envs.datasets.LongTailDataset` with this model's image shape and classes.
@@ -286,8 +335,12 @@ class ClassConditionalDDPM(Generator):
             progress: Show a tqdm bar.
             resume: Keep the current weights (e.g. from :meth:`from_unet` or :meth:`load`) and train on
                 from them, instead of re-initialising from ``generator``.
+            unlabeled: Extra uint8 images ``(N, H, W, C)`` of the same domain, without labels: the unconditional
+                pretraining phase draws from them and the train images together (the conditional phase uses
+                the labeled ones only). Their fingerprint is recorded in the config.
         """
         self._check_dataset(dataset)
+        pre_x = self._unlabeled_tensor(dataset, unlabeled) if unlabeled is not None else None
         if generator is None:
             generator = torch.Generator()
             generator.seed()
@@ -305,8 +358,64 @@ class ClassConditionalDDPM(Generator):
         self.loss_history = self._train_loop(
             self.unet, params, x, y, phases=[("pretrain", self.pretrain_steps, True),
                                              ("conditional", self.train_steps, False)],
-            lr=self.lr, generator=generator, progress=progress)
-        self._mark_fitted(dataset, generator=generator, extra={"resumed_from": previous} if resume else None)
+            lr=self.lr, generator=generator, progress=progress, pretrain_x=pre_x)
+        extra = {"resumed_from": previous} if resume else {}
+        if unlabeled is not None:
+            extra["unlabeled"] = {"count": int(len(unlabeled)), "digest": images_fingerprint(unlabeled)}
+        self.guidance_classifier, self.guidance_history = None, []
+        self._mark_fitted(dataset, generator=generator, extra=extra or None)
+        if self.classifier_scale != 0:
+            self.fit_guidance(dataset, generator=generator, progress=progress)
+        return self
+
+    def _unlabeled_tensor(self, dataset, unlabeled) -> torch.Tensor:
+        """Checked unlabeled images, padded, joined after the train images (the pretraining data)."""
+        if type(self)._train_condition is not ClassConditionalDDPM._train_condition:
+            raise ValueError(f"unlabeled images are supported by the plain DDPM only; the {self.kind!r} kind "
+                             "conditions on per-image inputs that unlabeled images lack")
+        images = np.asarray(unlabeled)
+        if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != tuple(self._image_shape):
+            raise ValueError(f"unlabeled must be uint8 images shaped (N, {', '.join(map(str, self._image_shape))}) "
+                             f"like the dataset's; got {images.dtype} {images.shape}. Load the folder at the "
+                             "dataset's image size and channels")
+        if len(images) == 0:
+            raise ValueError("unlabeled holds no images; pass None to train without unlabeled images")
+        if self.pretrain_steps == 0:
+            raise ValueError("unlabeled images join the unconditional pretraining phase, but pretrain_steps is 0; "
+                             "set pretrain_steps > 0")
+        return torch.cat([self._images_to_padded(dataset.train_images), self._images_to_padded(images)])
+
+    def fit_guidance(self, dataset, *, generator: torch.Generator | None = None,
+                     progress: bool = False) -> ClassConditionalDDPM:
+        """Train the noise-aware classifier of classifier guidance on ``dataset``'s train split.
+
+        The DDPM's weights are untouched, so a trained (e.g. cached) DDPM gains guidance without retraining;
+        sampling uses it whenever ``classifier_scale > 0``.
+
+        Args:
+            dataset: The dataset the DDPM was fitted on (its train images are noised at random timesteps).
+            generator: Source of every random draw (weights, batches, timesteps, noise).
+            progress: Show a tqdm bar.
+        """
+        from tailmix.generators.guidance import build_classifier, train_noise_aware
+
+        if not self.fitted:
+            raise ValueError("fit_guidance needs a fitted DDPM (its noise schedule and padding); call fit(dataset) "
+                             "or load one first")
+        self._check_dataset(dataset)
+        if generator is None:
+            generator = torch.Generator()
+            generator.seed()
+        check_torch_generator(generator)
+        x = self._images_to_padded(dataset.train_images)
+        y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=self.device)
+        clf = build_classifier(self._image_shape[2], self._num_classes, self.classifier_settings, generator,
+                               self.device)
+        self.guidance_history = train_noise_aware(clf, x, y, dataset.train_counts, self.train_scheduler,
+                                                  self.classifier_settings, generator=generator, progress=progress)
+        self.guidance_classifier = clf
+        self._fit_info["guidance"] = {"seed": int(generator.initial_seed())}  # type: ignore[index]
+        self._fit_info["state_digest"] = None  # type: ignore[index]  # the classifier's weights join the digest
         return self
 
     @classmethod
@@ -345,7 +454,8 @@ class ClassConditionalDDPM(Generator):
     def _train_loop(self, unet, params: list[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor, *,
                     phases: list[tuple[str, int, bool]], lr: float, generator: torch.Generator,
                     progress: bool = False, cfg_dropout: float | None = None,
-                    index: torch.Tensor | None = None, desc: str | None = None) -> list[float]:
+                    index: torch.Tensor | None = None, desc: str | None = None,
+                    pretrain_x: torch.Tensor | None = None) -> list[float]:
         """Epsilon-prediction MSE training of ``params`` of ``unet`` on padded images ``x`` / labels ``y``.
 
         Args:
@@ -353,6 +463,8 @@ class ClassConditionalDDPM(Generator):
             cfg_dropout: Label dropout (default: the model's).
             index: Dataset row of each ``x`` (for ``_train_condition``); default ``arange``.
             desc: Progress-bar label.
+            pretrain_x: Images the unconditional phases draw from instead of ``x`` (train plus unlabeled
+                images); ``None``: ``x``, with exactly the draws of a model trained without them.
         Returns:
             The loss of every step.
         """
@@ -375,25 +487,24 @@ class ClassConditionalDDPM(Generator):
         n = len(x)
         batch = min(self.batch_size, n)
         order, pos = torch.randperm(n, generator=generator, device=generator.device).cpu(), 0
+        extra = None  # [order, pos] over pretrain_x, drawn when first used so runs without it keep their draws
         unet.train()
         try:
             for phase, steps, uncond in phases:
                 for _ in range(steps):
-                    if pos + batch > n:  # a fresh permutation per epoch: every image is seen equally often
-                        order, pos = torch.randperm(n, generator=generator, device=generator.device).cpu(), 0
-                    rows = order[pos:pos + batch]
-                    pos += batch
-                    x0 = x[rows.to(x.device)]
-                    labels = y[rows.to(y.device)].clone()
-                    drop = rand((batch,), generator, self.device) < (1.0 if uncond else cfg_dropout)
-                    labels[drop] = self.null_class
-                    noise = randn(tuple(x0.shape), generator, self.device)
-                    t = randint(self.num_train_timesteps, (batch,), generator, self.device)
-                    xt = self.train_scheduler.add_noise(x0, noise, t)
-                    cond = self._train_condition(index[rows])
-                    with self._autocast():
-                        pred = self._forward(unet, xt, t, labels, cond)
-                    loss = F.mse_loss(pred.float(), noise)
+                    if uncond and pretrain_x is not None:  # train + unlabeled images; labels are null anyway
+                        m, b = len(pretrain_x), min(self.batch_size, len(pretrain_x))
+                        if extra is None or extra[1] + b > m:
+                            extra = [torch.randperm(m, generator=generator, device=generator.device).cpu(), 0]
+                        rows = extra[0][extra[1]:extra[1] + b]
+                        extra[1] += b
+                        loss = self._step_loss(unet, pretrain_x, None, rows, None, True, cfg_dropout, generator)
+                    else:
+                        if pos + batch > n:  # a fresh permutation per epoch: every image is seen equally often
+                            order, pos = torch.randperm(n, generator=generator, device=generator.device).cpu(), 0
+                        rows = order[pos:pos + batch]
+                        pos += batch
+                        loss = self._step_loss(unet, x, y, rows, index, uncond, cfg_dropout, generator)
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if self.grad_clip is not None:
@@ -412,11 +523,37 @@ class ClassConditionalDDPM(Generator):
             unet.eval()
         return losses
 
+    def _step_loss(self, unet, x: torch.Tensor, y: torch.Tensor | None, rows: torch.Tensor,
+                   index: torch.Tensor | None, uncond: bool, cfg_dropout: float,
+                   generator: torch.Generator) -> torch.Tensor:
+        """The noise-prediction loss of one batch ``x[rows]`` (``y=None``: no labels, all null)."""
+        b = len(rows)
+        x0 = x[rows.to(x.device)]
+        if y is None:
+            labels = torch.full((b,), self.null_class, dtype=torch.long, device=self.device)
+        else:
+            labels = y[rows.to(y.device)].clone()
+        drop = rand((b,), generator, self.device) < (1.0 if uncond else cfg_dropout)
+        labels[drop] = self.null_class
+        noise = randn(tuple(x0.shape), generator, self.device)
+        t = randint(self.num_train_timesteps, (b,), generator, self.device)
+        xt = self.train_scheduler.add_noise(x0, noise, t)
+        cond = None if index is None else self._train_condition(index[rows])
+        with self._autocast():
+            pred = self._forward(unet, xt, t, labels, cond)
+        return F.mse_loss(pred.float(), noise)
+
     # -- sampling ---------------------------------------------------------------------------------
     def sample(self, class_id: int, n: int, *, generator: torch.Generator) -> np.ndarray:
         """``n`` uint8 images ``(n, H, W, C)`` of ``class_id``; the start noise comes from ``generator``."""
         self._check_sample(class_id, n, generator)
         return self._sample_with(self.unet, int(class_id), int(n), generator)
+
+    def _check_guidance(self) -> None:
+        if self.classifier_scale != 0 and self.guidance_classifier is None:
+            raise ValueError(f"classifier_scale={self.classifier_scale} needs the noise-aware classifier; call "
+                             "fit_guidance(dataset) (fit trains it when classifier_scale > 0), or set "
+                             "classifier_scale=0")
 
     @torch.no_grad()
     def _sample_with(self, unet, class_id: int, n: int, generator: torch.Generator,
@@ -424,6 +561,7 @@ class ClassConditionalDDPM(Generator):
         """Sample with a given network (the LoRA variant passes the adapted UNet)."""
         from tailmix.classifiers.data import tensor_to_images
 
+        self._check_guidance()
         if n == 0:
             return self._empty()
         if cond is None:
@@ -438,7 +576,11 @@ class ClassConditionalDDPM(Generator):
 
     def _denoise(self, unet, class_id: int, b: int, generator: torch.Generator,
                  cond: torch.Tensor | None) -> torch.Tensor:
-        sched = self._make_sample_scheduler()
+        guided = self.classifier_scale != 0
+        # Classifier guidance clips the predicted x0 *before* its correction (guided.guided_epsilon); the
+        # scheduler must not clip again, or clipping would cancel the guidance at high noise.
+        sched = self._make_sample_scheduler(**({"clip_sample": False} if guided else {}))
+        clip = self.train_scheduler.config.clip_sample_range if self.train_scheduler.config.clip_sample else None
         c = self._image_shape[2]  # type: ignore[index]
         x = randn((b, c, *self.padded_size), generator, self.device) * sched.init_noise_sigma
         s = self.guidance_scale
@@ -458,6 +600,12 @@ class ClassConditionalDDPM(Generator):
             if s not in (0.0, 1.0):
                 e_cls, e_null = eps.chunk(2)
                 eps = e_null + s * (e_cls - e_null)
+            if guided:  # classifier guidance: eps - sqrt(1 - alpha_bar_t) * scale * grad log p(y | x_t, t)
+                from tailmix.generators.guidance import guided_epsilon, log_prob_gradient
+
+                grad = log_prob_gradient(self.guidance_classifier, x, tt[:b], class_id)
+                eps = guided_epsilon(eps, x, sched.alphas_cumprod[int(t)].to(self.device), grad,
+                                     self.classifier_scale, clip)
             if self.sampler == "ddpm":
                 x = sched.step(eps, t, x, generator=generator).prev_sample
             else:
@@ -473,6 +621,12 @@ class ClassConditionalDDPM(Generator):
         folder.mkdir(parents=True, exist_ok=True)
         self.unet.save_pretrained(folder / UNET_FOLDER)
         (folder / LOG_FILE).write_text(json.dumps({"loss": self.loss_history}), encoding="utf-8")
+        if self.guidance_classifier is not None:
+            sub = folder / GUIDANCE_FOLDER
+            sub.mkdir(exist_ok=True)
+            torch.save({k: v.detach().cpu() for k, v in self.guidance_classifier.state_dict().items()},
+                       sub / "classifier.pt")
+            (sub / LOG_FILE).write_text(json.dumps({"loss": self.guidance_history}), encoding="utf-8")
         cfg = self.config()
         cfg["scheduler"] = dict(self.train_scheduler.config)
         write_config(folder, _jsonable(cfg))
@@ -482,7 +636,7 @@ class ClassConditionalDDPM(Generator):
     def _from_config(cls, cfg: dict, device: torch.device | str) -> ClassConditionalDDPM:
         keys = ("preset", "train_steps", "pretrain_steps", "batch_size", "lr", "cfg_dropout", "guidance_scale",
                 "sample_steps", "sampler", "num_train_timesteps", "beta_schedule", "sample_batch_size",
-                "grad_clip", "unet")
+                "grad_clip", "unet", "classifier_scale", "classifier")
         return cls(tuple(cfg["image_shape"]), int(cfg["num_classes"]), device=device,
                    **{k: cfg[k] for k in keys if k in cfg})
 
@@ -508,8 +662,27 @@ class ClassConditionalDDPM(Generator):
         if (folder / LOG_FILE).is_file():
             model.loss_history = json.loads((folder / LOG_FILE).read_text(encoding="utf-8"))["loss"]
         model._restore_fit_info(cfg)
+        model._load_guidance(folder)
         model._load_extra(folder)
         return model
+
+    def _load_guidance(self, folder: Path) -> None:
+        """Read the noise-aware classifier that :meth:`save` wrote (when the config says there is one)."""
+        from tailmix.generators.guidance import NoiseAwareClassifier
+
+        weights = folder / GUIDANCE_FOLDER / "classifier.pt"
+        has = "classifier" in read_config(folder)
+        if has != weights.is_file():
+            raise FileNotFoundError(f"{folder}: the config and {weights} disagree about classifier guidance (one "
+                                    "is missing); save the generator again")
+        if not has:
+            return
+        clf = NoiseAwareClassifier(self._image_shape[2], self._num_classes, self.classifier_settings["width"])
+        clf.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.guidance_classifier = clf.to(self.device).eval()
+        log = folder / GUIDANCE_FOLDER / LOG_FILE
+        if log.is_file():
+            self.guidance_history = json.loads(log.read_text(encoding="utf-8"))["loss"]
 
     def _load_extra(self, folder: Path) -> None:
         """Hook for subclasses that save more than the UNet."""

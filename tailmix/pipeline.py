@@ -82,6 +82,12 @@ class Settings:
     and encoder caches are keyed by the resized pixels, so each size gets its own."""
     channels: int | None = None
     """Image folders only: 1 (grey) or 3 (RGB; the default, whatever the files hold)."""
+    guidance_scale: float = 0.0
+    """Classifier-guidance scale of the ddpm generator (0: off). Above 0, a noise-aware classifier is trained on
+    top of the (cached) DDPM and steers sampling towards each class; classifier-free guidance stays on."""
+    unlabeled: str | None = None
+    """A folder of images without labels (any layout, read at the dataset's size) that join the ddpm generator's
+    unconditional pretraining phase."""
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -177,8 +183,12 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
 
     from tailmix.generators.base import load_generator
 
+    if getattr(cfg, "guidance_scale", 0.0) and cfg.generator == "ddpm":  # other kinds have no classifier guidance
+        return guided_generator(cfg, dataset, progress=progress)
     gen = new_generator(cfg, dataset)
-    key = cache_key(dataset.fingerprint(), gen.config(), cfg.seed)
+    unlabeled = unlabeled_images(cfg, dataset)
+    extra = () if unlabeled is None else (unlabeled_fingerprint(unlabeled),)  # only when given: old keys hold
+    key = cache_key(dataset.fingerprint(), gen.config(), cfg.seed, *extra)
     path = Path(cfg.cache_dir) / "generators" / f"{cfg.generator}-{key}"
     if (path / "config.json").exists():
         try:
@@ -186,9 +196,67 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
         except Exception as err:  # a broken cache entry is retrained, never trusted
             print(f"cached generator at {path} is unreadable ({err}); retraining")
             shutil.rmtree(path, ignore_errors=True)
-    gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
+    fit_kw = {} if unlabeled is None else {"unlabeled": unlabeled}
+    gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress, **fit_kw)
     _save_folder(path, gen.save)
     return gen
+
+
+def guided_generator(cfg, dataset, *, progress: bool = True):
+    """The ddpm generator with classifier guidance: the unguided DDPM of the same settings (trained or found in the
+    cache) plus a noise-aware classifier trained on top, cached under a key that includes the guidance scale."""
+    import torch
+
+    from tailmix.generators.base import load_generator
+
+    scale = cfg.guidance_scale
+    if not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"--guidance-scale must be > 0 (0: no classifier guidance); got {scale}")
+    if cfg.generator != "ddpm":
+        raise ValueError(f"--guidance-scale applies to --generator ddpm; got {cfg.generator!r}")
+    gen = fitted_generator(dataclasses.replace(cfg, guidance_scale=0.0), dataset, progress=progress)
+    gen.classifier_scale = float(scale)
+    path = Path(cfg.cache_dir) / "generators" / f"ddpm-guided-{cache_key(gen.config(), cfg.seed)}"
+    if (path / "config.json").exists():
+        try:
+            return load_generator(path, device=gen.device)
+        except Exception as err:  # a broken cache entry is retrained, never trusted
+            print(f"cached generator at {path} is unreadable ({err}); retraining")
+            shutil.rmtree(path, ignore_errors=True)
+    gen.fit_guidance(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
+    _save_folder(path, gen.save)
+    return gen
+
+
+def unlabeled_images(cfg, dataset):
+    """The images of ``cfg.unlabeled`` (every image file under it, labels ignored) at the dataset's size and
+    channels, or ``None`` without the option."""
+    folder = getattr(cfg, "unlabeled", None)
+    if not folder or cfg.generator != "ddpm":  # only the plain DDPM pretrains on images without labels
+        return None
+    import numpy as np
+
+    from tailmix.envs.datasets import _image_extensions, _read_image
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"--unlabeled {folder!r} is not a folder; pass a folder of images (sub-folders are read too)")
+    h, w, c = dataset.image_shape
+    if h != w:
+        raise ValueError(f"--unlabeled images are resized to squares, but the dataset's are {h}x{w}")
+    ext = _image_extensions()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in ext
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise ValueError(f"--unlabeled {folder!r} holds no image files ({', '.join(sorted(ext)[:6])}, ...)")
+    return np.stack([_read_image(p, h, grey=c == 1) for p in files])
+
+
+def unlabeled_fingerprint(images) -> str:
+    """What the unlabeled images add to the generator's cache key."""
+    from tailmix.generators.ddpm import images_fingerprint
+
+    return "unlabeled:" + images_fingerprint(images)
 
 
 def reference_filter(cfg, dataset, *, progress: bool = True):

@@ -45,7 +45,8 @@ from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, genera
 #: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
 #: with unless flags override them; a resumed run may not change them.
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
-              "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels")
+              "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
+              "guidance_scale", "unlabeled")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -245,6 +246,10 @@ def check_config(cfg) -> None:
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
              f"--generator-steps must be >= 1; got {cfg.generator_steps}")
     _require(cfg.seed >= 0, f"--seed must be >= 0; got {cfg.seed}")
+    _require(math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0,
+             f"--guidance-scale must be a number >= 0 (0: no classifier guidance); got {cfg.guidance_scale}")
+    _require(not (cfg.guidance_scale or cfg.unlabeled) or "ddpm" in kinds,
+             "--guidance-scale and --unlabeled apply to the ddpm generator; add ddpm to --generator")
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")

@@ -1,4 +1,5 @@
-"""Smoke tests of benchmarks/generator_speed.py and benchmarks/filter_quality.py (tiny budgets, in-process)."""
+"""Smoke tests of benchmarks/generator_speed.py, benchmarks/filter_quality.py and benchmarks/guidance.py (tiny budgets,
+in-process)."""
 from __future__ import annotations
 
 import importlib.util
@@ -92,3 +93,17 @@ def test_filter_quality_tiny(tmp_path, capsys):
     again = bench.main(TINY + ["--filter-epochs", "1", "--calibrations", "none", "logit_adjustment",
                                "--cache-dir", str(tmp_path / "cache")])
     assert again["real"] == res["real"] and again["generated"] == res["generated"]
+
+
+def test_guidance_tiny(tmp_path, capsys):
+    bench = _load("guidance")
+    out = tmp_path / "guidance.md"
+    res = bench.main(["--preset", "tiny", "--generator-steps", "2", "--n", "2", "--device", "cpu", "--filter-epochs",
+                      "1", "--scales", "0.5", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert res["scales"] == [0.0, 0.5] and set(res["kept"][0.5]) == set(range(10))
+    assert all(0 <= k <= 2 for k in res["kept"][0.0].values()) and res["speed"][0.5] > 0
+    text = out.read_text()
+    assert "command: `python benchmarks/guidance.py --preset tiny" in text
+    assert [r[0] for r in _table_rows(text, "**")] == ["**class mean**", "**tail half**"]
+    names = sorted(p.name for p in (tmp_path / "cache" / "generators").iterdir())
+    assert len(names) == 2 and names[1].startswith("ddpm-guided-")  # the CLI's DDPM and its guided one, cached
