@@ -11,7 +11,8 @@ Everything is measured in this one run, so the ratios compare like with like:
 - ``sequential K``: K such envs stepped one after the other; ``batched K``: ``SyntheticRatioVectorEnv(K)``.
 - pixel mode: one env (a CNN epoch of n_real mix samples per step); batching does not apply.
 - ``v1, G = 3``: one ``tailmix/SyntheticRatio-v1`` env (``draw="unique"``, ``pool_obs=True``) over three
-  sources (three pools of the real train images), each at ratio 1/3, so the mix is as large as the v0 row's.
+  sources (three pools of the real train images), each at ratio 1/3, so the mix is as large as the v0 row's;
+  and the same with ``val_folds=5`` (the cross-validated reward: train + val pooled, each episode on 4 folds).
 
 Peak memory is the process's max resident set size after each configuration, run in a fresh subprocess.
 Torch runs on one thread (as the env pins it) so numbers repeat; ``--batched-threads 1 2`` also times the
@@ -113,7 +114,8 @@ def _run(job: dict, out: mp.Queue) -> None:
         from tailmix.envs.synthetic_ratio import parallel_env_v1
 
         g = job["g"]
-        env = parallel_env_v1(dataset=ds, sources=[_source(ds, f"pool{i}") for i in range(g)], **ENV_KW)
+        env = parallel_env_v1(dataset=ds, sources=[_source(ds, f"pool{i}") for i in range(g)],
+                              val_folds=job.get("val_folds", 1), **ENV_KW)
         env.reset(seed=0)
         per = env.ratio_to_action(env.action_to_ratio(ACTION) / g)  # the same total ratio as the v0 row
         act = {a: np.full(g, per, np.float32) for a in env.possible_agents}
@@ -167,12 +169,15 @@ def main(argv=None) -> list[dict]:
               f"step/floor = {base['sec_per_step'] / base['floor_sec']:.2f} wall, "
               f"{base['cpu_per_step'] / base['floor_cpu']:.2f} CPU\n")
         v1 = run_job({"dataset": name, "kind": "v1_sources", "g": 3, "steps": args.steps})
-        rows.append(v1)
-        print("| env | sources G | draw | steps/s (wall / CPU) | peak RSS MB |\n|---|---|---|---|---|")
-        print(f"| v0 | 1 | replace | {base['env_steps_per_s']:.0f} / {base['env_steps_per_cpu_s']:.0f} | "
+        v1f = run_job({"dataset": name, "kind": "v1_sources", "g": 3, "val_folds": 5, "steps": args.steps})
+        rows += [v1, v1f]
+        print("| env | sources G | draw | val_folds | steps/s (wall / CPU) | peak RSS MB |\n|---|---|---|---|---|---|")
+        print(f"| v0 | 1 | replace | 1 | {base['env_steps_per_s']:.0f} / {base['env_steps_per_cpu_s']:.0f} | "
               f"{base['peak_rss_mb']:.0f} |")
-        print(f"| v1 | 3 | unique | {v1['env_steps_per_s']:.0f} / {v1['env_steps_per_cpu_s']:.0f} | "
-              f"{v1['peak_rss_mb']:.0f} |\n")
+        for row, k in ((v1, 1), (v1f, 5)):
+            print(f"| v1 | 3 | unique | {k} | {row['env_steps_per_s']:.0f} / {row['env_steps_per_cpu_s']:.0f} | "
+                  f"{row['peak_rss_mb']:.0f} |")
+        print()
         print("| mode | K | threads (batched) | sequential steps/s (wall / CPU) | batched steps/s (wall / CPU) | "
               "batched / sequential (wall / CPU) | peak RSS MB (seq / batched) |")
         print("|---|---|---|---|---|---|---|")
