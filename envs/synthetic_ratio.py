@@ -7,7 +7,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from tailmix.envs.core import SingleCopyViews, as_action_array
+from tailmix.envs.core import SingleCopyViews, as_action_array, class_info
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
@@ -135,7 +135,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         self.core.reset([0], [seed])
         self.agents = self.possible_agents[:]
         obs = self._observations()
-        infos = {a: self.core.class_info(0, i) for i, a in enumerate(self.possible_agents)}
+        infos = self._infos(step=False)
         self._last_infos = infos
         return obs, infos
 
@@ -149,13 +149,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         agent_reward = out["agent_reward"][0]
         done = bool(self.core.done[0])
         obs = self._observations()
-        infos = {a: self.core.class_info(0, i, out["n_synthetic"]) for i, a in enumerate(self.possible_agents)}
-        if out["nan"][0]:
-            for info in infos.values():
-                info["nan_loss"] = True
-        if self.config.credit == "difference":
-            for info in infos.values():
-                info["team_reward"] = float(out["reward"][0])  # what credit="shared" would give every agent
+        infos = self._infos(step=True)
         if done and self.config.eval_split == "test":
             test = self.core.test_report(0)
             for info in infos.values():
@@ -188,6 +182,16 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
                 raise ValueError(f"action of {agent} is {v}; actions must be finite numbers in [-1, 1]")
             a[self._index[agent]] = v.reshape(g)
         return self.core.action_to_ratio(a)
+
+    def _infos(self, step: bool) -> dict:
+        """Each agent's slice of the core's infos (numbers and ``(G,)`` arrays; names: :attr:`class_names`)."""
+        arrays = self.core.infos(slice(0, 1), step=step)
+        infos = {a: class_info(arrays, 0, i) for i, a in enumerate(self.possible_agents)}
+        for info in infos.values():
+            if not info.pop("nan_loss", False):  # flagged only on a diverged step (v0)
+                continue
+            info["nan_loss"] = True
+        return infos
 
     def _observations(self) -> dict:
         m = self.core.observation(0)
