@@ -342,8 +342,8 @@ class BatchedVecEnv(VecEnv):
         from gymnasium.vector import AutoresetMode
 
         if not shared and venv.config.credit == "difference":
-            raise ValueError("credit='difference' gives each class agent its own reward; the central wrapper has one "
-                             "agent per copy. Use wrapper='shared', or credit='shared'")
+            raise ValueError("credit='difference' gives each class agent its own reward; the central wrapper has a "
+                             "single agent per copy. Use wrapper='shared', or credit='shared'")
         if venv.autoreset_mode != AutoresetMode.SAME_STEP:  # SB3's convention: reset within the step
             venv.autoreset_mode = AutoresetMode.SAME_STEP
             venv.metadata = {**venv.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -419,6 +419,9 @@ class BatchedVecEnv(VecEnv):
             rewards = np.repeat(reward, per).astype(np.float32)
         dones = np.repeat(truncated, per)
         infos = self._slot_infos(info)
+        if not self.shared:  # as SB3's DummyVecEnv sets it, on every step
+            for k in range(self.n_copies):
+                infos[k]["TimeLimit.truncated"] = bool(truncated[k])
         for k in np.flatnonzero(truncated):
             for j in range(per):
                 slot = infos[k * per + j]
@@ -543,7 +546,7 @@ def make_vec_env(wrapper: str, env_kwargs, n_envs: int = 1, seed: int | None = 0
                              "feature heads in this process); use batched=None to choose automatically")
         if wrapper == "central" and env_kwargs.get("credit", "shared") == "difference":
             raise ValueError("credit='difference' gives each class agent its own reward, but the central wrapper "
-                             "has one agent per copy; use wrapper='shared', or credit='shared'")
+                             "has a single agent per copy; use wrapper='shared', or credit='shared'")
         venv = SyntheticRatioVectorEnv(n_envs, autoreset_mode="same_step", **env_kwargs)
         return BatchedVecEnv(venv, shared=wrapper == "shared", seed=seed)
     if wrapper == "shared":

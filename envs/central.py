@@ -86,11 +86,7 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
 
     def _info(self, step: bool) -> dict:
         """The core's infos of the copy: per-copy numbers and per-class arrays ``(C,)`` / ``(C, G)``."""
-        info = copy_info(self.core.infos(slice(0, 1), step=step), 0)
-        if not info.pop("nan_loss", False):  # flagged only on a diverged step (v0)
-            return info
-        info["nan_loss"] = True
-        return info
+        return copy_info(self.core.infos(slice(0, 1), step=step), 0)
 
     def render(self):
         if self.render_mode == "ansi":

@@ -658,13 +658,18 @@ def _plain(value):
 
 def copy_info(infos: dict, k: int) -> dict:
     """Copy ``k``'s slice of :meth:`RatioCore.infos` (the central view's info): per-copy keys as Python numbers,
-    per-class keys as arrays ``(C,)`` / ``(C, G)``."""
-    return {key: _plain(np.asarray(v[k]).copy()) for key, v in infos.items()}
+    per-class keys as arrays ``(C,)`` / ``(C, G)``. ``nan_loss`` appears only when set (``True``), as in v0."""
+    out = {key: _plain(np.asarray(v[k]).copy()) for key, v in infos.items()}
+    if not out.pop("nan_loss", False):
+        return out
+    out["nan_loss"] = True
+    return out
 
 
 def class_info(infos: dict, k: int, cls: int) -> dict:
     """Class ``cls`` of copy ``k`` from :meth:`RatioCore.infos` (a PettingZoo agent's info): numbers, and
-    ``(G,)`` arrays for the per-source keys. ``ratios`` is named ``ratio`` here."""
+    ``(G,)`` arrays for the per-source keys. ``ratios`` is named ``ratio`` here; ``nan_loss`` appears only when
+    set (``True``), as in v0."""
     out = {}
     for key, v in infos.items():
         if key in CLASS_INFO_KEYS:
@@ -673,6 +678,9 @@ def class_info(infos: dict, k: int, cls: int) -> dict:
                 out[name] = _plain(np.asarray(v[k, cls]).copy())
         else:
             out[key] = _plain(np.asarray(v[k]).copy())
+    if not out.pop("nan_loss", False):
+        return out
+    out["nan_loss"] = True
     return out
 
 

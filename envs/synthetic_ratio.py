@@ -186,12 +186,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     def _infos(self, step: bool) -> dict:
         """Each agent's slice of the core's infos (numbers and ``(G,)`` arrays; names: :attr:`class_names`)."""
         arrays = self.core.infos(slice(0, 1), step=step)
-        infos = {a: class_info(arrays, 0, i) for i, a in enumerate(self.possible_agents)}
-        for info in infos.values():
-            if not info.pop("nan_loss", False):  # flagged only on a diverged step (v0)
-                continue
-            info["nan_loss"] = True
-        return infos
+        return {a: class_info(arrays, 0, i) for i, a in enumerate(self.possible_agents)}
 
     def _observations(self) -> dict:
         m = self.core.observation(0)
