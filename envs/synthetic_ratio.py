@@ -94,6 +94,8 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       not comparable with later ones. ``sources`` (several pools), ``draw`` and ``pool_obs`` were added with
       v1; their v0 defaults (one source, ``draw="replace"``, ``pool_obs=False``) keep v0's spaces and numbers.
       Step infos gained ``shortfall``, ``source_ratios``, ``source_counts`` and ``pool_sizes`` per class.
+      Step infos hold numbers and ``(G,)`` arrays only, sliced from ``RatioCore.infos`` (every framework batches
+      them): ``class_name`` left them for :attr:`class_names` (and :meth:`per_class_info`).
     * v1 (``tailmix/SyntheticRatio-v1``): the same class with ``envs.config.V1_DEFAULTS``: ``draw="unique"``
       (a filtered pool of one image is served once per step, not hundreds of times) and ``pool_obs=True``
       (per-source pool-size columns in the observation). Accepts ``sources`` like v0.

@@ -268,3 +268,13 @@ def test_metrics_callback_logs_per_class_scalars_on_every_path(wrapper, batched,
                 "tailmix/balanced_accuracy", "tailmix/reward"):
         assert tag in header, (wrapper, batched, header)
     venv.close()
+
+
+def test_rllib_env_names_each_agents_info():
+    """RLlib's callback reads ``class_name`` from each agent's info; the env creator adds it (no Ray needed)."""
+    from tailmix.agents.rllib import with_class_names
+
+    infos = {"class_0": {"recall": 0.5}, "class_1": {"recall": 0.25}, "__common__": {}}
+    named = with_class_names(infos, ("cat", "dog"), ["class_0", "class_1"])
+    assert named["class_0"] == {"recall": 0.5, "class_name": "cat"} and named["class_1"]["class_name"] == "dog"
+    assert named["__common__"] == {} and "class_name" not in infos["class_0"]

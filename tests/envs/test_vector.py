@@ -139,3 +139,32 @@ def test_pixel_mode_and_bad_actions_are_refused():
         venv.step(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="NaN"):
         venv.step(np.full((2, 3), np.nan))
+
+
+def test_single_views_infos_are_numbers_and_names_are_attributes():
+    """Issue: infos every framework can batch. The parallel view's agent infos and the central view's info hold
+    numbers and arrays only (slices of the core's), and the names moved to ``class_names``/``per_class_info``."""
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+
+    par = SyntheticRatioEnv(dataset=make_tiny_dataset(), **TINY)
+    cen = SyntheticRatioCentralEnv(dataset=make_tiny_dataset(), **TINY)
+    _, pinfos = par.reset(seed=5)
+    _, cinfo = cen.reset(seed=5)
+    for _ in range(2):
+        _, _, _, _, pinfos = par.step({a: np.full(1, 0.3, np.float32) for a in par.agents})
+        _, _, _, _, cinfo = cen.step(np.full(3, 0.3, np.float32))
+
+    def numeric(v):
+        return isinstance(v, (bool, int, float)) or (isinstance(v, np.ndarray) and v.dtype != object)
+
+    for info in (*pinfos.values(), cinfo):
+        assert all(numeric(v) for v in info.values()), info
+    for i, a in enumerate(par.possible_agents):  # the same core slice in both views
+        assert pinfos[a]["ratio"] == pytest.approx(cinfo["ratios"][i])
+        assert pinfos[a]["recall"] == pytest.approx(cinfo["recall"][i])
+        assert np.array_equal(pinfos[a]["source_counts"], cinfo["source_counts"][i])
+    assert par.class_names == cen.class_names == ("c0", "c1", "c2")
+    named = cen.per_class_info()
+    assert [p["class_name"] for p in named] == ["c0", "c1", "c2"]
+    assert {k: v for k, v in named[1].items() if k != "class_name"}.keys() == pinfos["class_1"].keys()
+    assert named[1]["n_synthetic"] == pinfos["class_1"]["n_synthetic"] == int(cinfo["n_synthetic"][1])
