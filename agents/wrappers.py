@@ -379,17 +379,15 @@ class BatchedVecEnv(VecEnv):
 
     def _slot_infos(self, infos: dict) -> list[dict]:
         """Per-slot infos from the vector env's arrays: a class agent's (shared) or a copy's (central)."""
-        from tailmix.envs.core import class_info, copy_info
+        from tailmix.envs.core import class_infos, copy_info
 
         arrays = {key: v for key, v in infos.items()
                   if isinstance(v, np.ndarray) and key not in ("final_obs", "episode_return")}
+        if not self.shared:
+            return [copy_info(arrays, k) for k in range(self.n_copies)]
         out = []
-        for k in range(self.n_copies):
-            if not self.shared:
-                out.append(copy_info(arrays, k))
-                continue
-            for j in range(self.c):
-                info = class_info(arrays, k, j)
+        for rows in class_infos(arrays):
+            for j, info in enumerate(rows):
                 info.update(class_name=self.class_names[j], agent=self.agents[j], agent_index=j)
                 out.append(info)
         return out

@@ -666,28 +666,50 @@ def copy_info(infos: dict, k: int) -> dict:
     return out
 
 
-def class_info(infos: dict, k: int, cls: int) -> dict:
-    """Class ``cls`` of copy ``k`` from :meth:`RatioCore.infos` (a PettingZoo agent's info): numbers, and
-    ``(G,)`` arrays for the per-source keys. ``ratios`` is named ``ratio`` here; ``nan_loss`` appears only when
-    set (``True``), as in v0."""
-    out = {}
+def class_infos(infos: dict) -> list[list[dict]]:
+    """Every class of every copy from :meth:`RatioCore.infos`: ``out[k][cls]`` is a PettingZoo agent's info
+    (numbers, and ``(G,)`` arrays for the per-source keys). ``ratios`` is named ``ratio`` there; ``nan_loss``
+    appears only when set (``True``), as in v0."""
+    k_count, c = np.shape(infos["ratios"])[:2]
+    # Python numbers come from one ``tolist()`` per key (faster than an ``item()`` per entry); deeper arrays
+    # (per source) are sliced as arrays.
+    per_copy, per_class, per_source = {}, {}, {}
     for key, v in infos.items():
-        if key in CLASS_INFO_KEYS:
-            name = _CLASS_KEY_NAMES.get(key, key)
-            if name is not None:
-                out[name] = _plain(np.asarray(v[k, cls]).copy())
+        v = np.asarray(v)
+        if key not in CLASS_INFO_KEYS:
+            per_copy[key] = v.tolist() if v.ndim == 1 else list(v)
+        elif _CLASS_KEY_NAMES.get(key, key) is None:
+            continue
+        elif v.ndim == 2:
+            per_class[_CLASS_KEY_NAMES.get(key, key)] = v.tolist()
         else:
-            out[key] = _plain(np.asarray(v[k]).copy())
-    if not out.pop("nan_loss", False):
-        return out
-    out["nan_loss"] = True
+            per_source[_CLASS_KEY_NAMES.get(key, key)] = v
+    out = []
+    for k in range(k_count):
+        common = {key: v[k] for key, v in per_copy.items()}
+        nan = common.pop("nan_loss", False)
+        rows = []
+        for cls in range(c):
+            info = {key: v[k][cls] for key, v in per_class.items()}
+            info.update({key: v[k, cls].copy() for key, v in per_source.items()})
+            info.update(common)
+            if nan:
+                info["nan_loss"] = True
+            rows.append(info)
+        out.append(rows)
     return out
+
+
+def class_info(infos: dict, k: int, cls: int) -> dict:
+    """Class ``cls`` of copy ``k`` from :meth:`RatioCore.infos` (see :func:`class_infos`)."""
+    one = {key: np.asarray(v)[k:k + 1] for key, v in infos.items()}
+    return class_infos(one)[0][cls]
 
 
 def per_class_info(core: RatioCore, k: int = 0) -> list[dict]:
     """Copy ``k``'s infos as one dict per class with its ``class_name`` (for reading, not for batching)."""
-    infos = core.infos(slice(k, k + 1))
-    return [{"class_name": name, **class_info(infos, 0, i)} for i, name in enumerate(core.class_names)]
+    rows = class_infos(core.infos(slice(k, k + 1)))[0]
+    return [{"class_name": name, **row} for name, row in zip(core.class_names, rows)]
 
 
 #: Render modes every view implements: ``render()`` returns ``None`` or the ``"ansi"`` text.

@@ -7,7 +7,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from tailmix.envs.core import SingleCopyViews, as_action_array, class_info
+from tailmix.envs.core import SingleCopyViews, as_action_array, class_infos
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
@@ -188,7 +188,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     def _infos(self, step: bool) -> dict:
         """Each agent's slice of the core's infos (numbers and ``(G,)`` arrays; names: :attr:`class_names`)."""
         arrays = self.core.infos(slice(0, 1), step=step)
-        return {a: class_info(arrays, 0, i) for i, a in enumerate(self.possible_agents)}
+        return dict(zip(self.possible_agents, class_infos(arrays)[0]))
 
     def _observations(self) -> dict:
         m = self.core.observation(0)
