@@ -2,7 +2,7 @@
 
 Modules (imported on use, so ``import agents`` stays light):
 
-- ``agents.wrappers``: ``SharedPolicyVecEnv``, ``make_central_vec_env``, ``make_vec_env``
+- ``agents.wrappers``: ``make_vec_env`` (the env as an SB3 ``VecEnv``), ``BatchedVecEnv``, ``SharedPolicyVecEnv``
 - ``agents.sb3``: ``ALGORITHMS``, ``train``, ``load_model``
 - ``agents.baselines``: ``BASELINES``, ``make_baseline``, ``SB3Policy`` and the baseline classes
 - ``agents.callbacks``: ``TailmixMetricsCallback`` (TensorBoard scalars)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "SharedPolicyVecEnv": "tailmix.agents.wrappers", "make_central_vec_env": "tailmix.agents.wrappers",
+    "SharedPolicyVecEnv": "tailmix.agents.wrappers", "BatchedVecEnv": "tailmix.agents.wrappers", "make_central_vec_env": "tailmix.agents.wrappers",
     "make_shared_vec_env": "tailmix.agents.wrappers", "make_vec_env": "tailmix.agents.wrappers",
     "ALGORITHMS": "tailmix.agents.sb3", "train": "tailmix.agents.sb3", "load_model": "tailmix.agents.sb3",
     "BASELINES": "tailmix.agents.baselines", "make_baseline": "tailmix.agents.baselines", "SB3Policy": "tailmix.agents.baselines",

@@ -17,11 +17,23 @@ class TailmixMetricsCallback(BaseCallback):
     Per-class keys are kept out of the console output (TensorBoard and CSV only).
 
     Keys: ``tailmix/recall/<class>`` and ``tailmix/ratio/<class>`` (validation recall and chosen ratio of each
-    class), ``tailmix/mean_ratio``, ``tailmix/reward`` and ``tailmix/balanced_accuracy``. Works with both
-    wrappers: a shared-wrapper slot's info holds one class (``class_name``, ``recall``, ``ratio``); a central
-    env's info holds every class (``per_class``, ``ratios``). The last values are dumped when training ends,
+    class), ``tailmix/mean_ratio``, ``tailmix/reward`` and ``tailmix/balanced_accuracy``. Works with every
+    path of ``agents.wrappers.make_vec_env``: a shared slot's info holds one class (``class_name``, ``recall``,
+    ``ratio``); a central slot's info holds every class as arrays (``recall``, ``ratios`` ``(C,)``), named by
+    the env's ``class_names`` (``class_<i>`` if it has none). The last values are dumped when training ends,
     so short runs (and A2C's sparse ``log_interval``) still reach TensorBoard.
     """
+
+    def _on_training_start(self) -> None:
+        try:
+            names = self.training_env.get_attr("class_names", indices=[0])[0]
+        except AttributeError:  # an env without names: class_<i>
+            names = None
+        self._class_names = None if names is None else [_tag(n) for n in names]
+
+    def _name(self, i: int) -> str:
+        names = getattr(self, "_class_names", None)
+        return names[i] if names is not None and i < len(names) else f"class_{i}"
 
     def _on_step(self) -> bool:
         infos = self.locals.get("infos") or []
@@ -32,21 +44,21 @@ class TailmixMetricsCallback(BaseCallback):
         for info in infos:
             if "balanced_accuracy" in info:
                 log("tailmix/balanced_accuracy", float(info["balanced_accuracy"]))
-            if "per_class" in info:  # central: every class in one info
-                ratios = []
-                for pc in info["per_class"]:
-                    name = _tag(pc["class_name"])
-                    log(f"tailmix/recall/{name}", float(pc["recall"]), exclude="stdout")
-                    log(f"tailmix/ratio/{name}", float(pc["ratio"]), exclude="stdout")
-                    ratios.append(float(pc["ratio"]))
-                log("tailmix/mean_ratio", float(np.mean(ratios)))
-            elif "class_name" in info:  # shared: one class per slot
+            if "class_name" in info:  # shared: one class per slot
                 name = _tag(info["class_name"])
                 if "recall" in info:
                     log(f"tailmix/recall/{name}", float(info["recall"]), exclude="stdout")
                 if "ratio" in info:
                     log(f"tailmix/ratio/{name}", float(info["ratio"]), exclude="stdout")
                     log("tailmix/mean_ratio", float(info["ratio"]))
+            elif np.ndim(info.get("ratios")) == 1:  # central: every class in one info, as arrays
+                ratios = np.asarray(info["ratios"], np.float64)
+                recall = np.asarray(info.get("recall", ()), np.float64)
+                for i, ratio in enumerate(ratios):
+                    log(f"tailmix/ratio/{self._name(i)}", float(ratio), exclude="stdout")
+                    if i < len(recall):
+                        log(f"tailmix/recall/{self._name(i)}", float(recall[i]), exclude="stdout")
+                log("tailmix/mean_ratio", float(ratios.mean()))
         return True
 
     def _on_training_end(self) -> None:

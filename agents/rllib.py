@@ -60,13 +60,31 @@ def _import_ray():
     return ray
 
 
+def with_class_names(infos: dict, names, agents: list) -> dict:
+    """Each agent's info with its ``class_name`` added (the env's step infos hold numbers only; RLlib's are
+    plain dicts, so the callback reads the name from them)."""
+    index = {a: i for i, a in enumerate(agents)}
+    return {a: ({**info, "class_name": str(names[index[a]])} if isinstance(info, dict) and a in index else info)
+            for a, info in infos.items()}
+
+
 def make_rllib_env(env_config: dict | None = None):
-    """RLlib env creator: ``ParallelPettingZooEnv(SyntheticRatioEnv(**env_config))`` with a fixed agent order."""
+    """RLlib env creator: ``ParallelPettingZooEnv(SyntheticRatioEnv(**env_config))`` with a fixed agent order,
+    each agent's info named (``class_name``) for :class:`TailmixRLlibCallback`."""
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
     from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
-    env = ParallelPettingZooEnv(SyntheticRatioEnv(**dict(env_config or {})))
+    class NamedParallelPettingZooEnv(ParallelPettingZooEnv):
+        def reset(self, *, seed=None, options=None):
+            obs, infos = super().reset(seed=seed, options=options)
+            return obs, with_class_names(infos, self.par_env.class_names, self.par_env.possible_agents)
+
+        def step(self, action_dict):
+            *out, infos = super().step(action_dict)
+            return (*out, with_class_names(infos, self.par_env.class_names, self.par_env.possible_agents))
+
+    env = NamedParallelPettingZooEnv(SyntheticRatioEnv(**dict(env_config or {})))
     # the wrapper lists agents from a set (arbitrary order per process); keep the env's class order
     env.agents = list(env.par_env.possible_agents)
     env.possible_agents = list(env.par_env.possible_agents)

@@ -1,8 +1,15 @@
-"""Vectorised views of the env for Stable-Baselines3: parameter sharing (one slot per class agent) and central.
+"""The env as a Stable-Baselines3 ``VecEnv``: parameter sharing (one slot per class agent) or central.
+
+:func:`make_vec_env` is the one way in (training uses it). In feature mode it is backed by the batched
+:class:`envs.vector.SyntheticRatioVectorEnv` (every copy's heads trained in one set of tensor ops) through
+:class:`BatchedVecEnv`; pixel mode and ``subprocess=True`` step each copy on its own (the two classes below).
+Every path gives the same slots, seeds, per-slot infos (with ``class_name`` in each shared slot) and episode
+statistics, so ``agents.callbacks.TailmixMetricsCallback`` logs per-class scalars on each.
 
 Our own thin wrappers instead of SuperSuit: SuperSuit's vector copies share one RNG, and in a prototype
 SuperSuit 3.11 worked with SB3's PPO only without ``seed=``. Here every env copy keeps its own seed and RNG streams.
 
+- :class:`BatchedVecEnv`: ``K`` copies of the batched env, shared (``K * C`` slots) or central (``K`` slots).
 - :class:`SharedPolicyVecEnv`: ``K`` copies of a PettingZoo parallel env; each class agent of each copy is one
   slot of an SB3 ``VecEnv`` (``num_envs = K * C``), so one policy is shared by all agents (the one-hot class id
   in the observation tells them apart). Copies run in this process, or each in its own subprocess.
@@ -51,6 +58,9 @@ class _CopyRunner:
 
     def _slot_info(self, i: int, infos: dict) -> dict:
         info = dict(infos.get(self.agents[i], {}))
+        names = getattr(self.env, "class_names", None)  # tailmix's infos hold numbers; the name comes from the env
+        if names is not None and "class_name" not in info and len(names) == len(self.agents):
+            info["class_name"] = str(names[i])
         info["agent"] = self.agents[i]
         info["agent_index"] = i
         return info
@@ -318,6 +328,134 @@ def _union_box(boxes: list, what: str) -> spaces.Box:
     return spaces.Box(low.astype(first.dtype), high.astype(first.dtype), dtype=first.dtype)
 
 
+# -- the batched env -------------------------------------------------------------------------------
+class BatchedVecEnv(VecEnv):
+    """An SB3 ``VecEnv`` over a :class:`envs.vector.SyntheticRatioVectorEnv` (``SAME_STEP`` autoreset).
+
+    ``shared=True``: slot ``k * C + j`` is class agent ``j`` of copy ``k`` (observation row ``j``, action
+    ``(G,)``, its own reward under ``credit="difference"``, else the team reward), as :class:`SharedPolicyVecEnv`
+    gives. ``shared=False``: slot ``k`` is copy ``k`` (the central view). Infos, episode statistics and seeding
+    follow :class:`SharedPolicyVecEnv` and ``make_central_vec_env``; build it with :func:`make_vec_env`.
+    """
+
+    def __init__(self, venv, *, shared: bool = True, seed: int | None = None) -> None:
+        from gymnasium.vector import AutoresetMode
+
+        if not shared and venv.config.credit == "difference":
+            raise ValueError("credit='difference' gives each class agent its own reward; the central wrapper has a "
+                             "single agent per copy. Use wrapper='shared', or credit='shared'")
+        if venv.autoreset_mode != AutoresetMode.SAME_STEP:  # SB3's convention: reset within the step
+            venv.autoreset_mode = AutoresetMode.SAME_STEP
+            venv.metadata = {**venv.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+        self.venv = venv
+        self.shared = shared
+        self.n_copies = venv.num_envs
+        self.c = venv.core.c
+        self.class_names = venv.class_names
+        self.agents = [f"class_{i}" for i in range(self.c)]
+        core = venv.core
+        if shared:
+            obs_space = spaces.Box(core.obs_low.min(0), core.obs_high.max(0), dtype=np.float32)
+            act_space = spaces.Box(-1.0, 1.0, (core.g,), np.float32)
+        else:
+            obs_space, act_space = venv.single_observation_space, venv.single_action_space
+        super().__init__(self.n_copies * (self.c if shared else 1), obs_space, act_space)
+        self._copy_seeds = self._seeds_from(seed)
+        self._actions: np.ndarray | None = None
+        self._t0 = time.time()
+        self._lengths = np.zeros(self.n_copies, np.int64)
+
+    def _seeds_from(self, seed: int | None) -> list[int | None]:
+        return [None if seed is None else int(seed) + k for k in range(self.n_copies)]
+
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Seed copy ``k`` with ``seed + k`` at the next reset; returns each slot's copy seed."""
+        self._copy_seeds = self._seeds_from(seed)
+        per = self.c if self.shared else 1
+        return [s for s in self._copy_seeds for _ in range(per)]
+
+    def _flat(self, obs: np.ndarray) -> np.ndarray:
+        return obs.reshape(-1, obs.shape[-1]) if self.shared else obs
+
+    def _slot_infos(self, infos: dict) -> list[dict]:
+        """Per-slot infos from the vector env's arrays: a class agent's (shared) or a copy's (central)."""
+        from tailmix.envs.core import class_infos, copy_info
+
+        arrays = {key: v for key, v in infos.items()
+                  if isinstance(v, np.ndarray) and key not in ("final_obs", "episode_return")}
+        if not self.shared:
+            return [copy_info(arrays, k) for k in range(self.n_copies)]
+        out = []
+        for rows in class_infos(arrays):
+            for j, info in enumerate(rows):
+                info.update(class_name=self.class_names[j], agent=self.agents[j], agent_index=j)
+                out.append(info)
+        return out
+
+    def reset(self) -> np.ndarray:
+        seeds = self._copy_seeds
+        obs, infos = self.venv.reset(seed=None if all(s is None for s in seeds) else seeds)
+        self._copy_seeds = [None] * self.n_copies  # later resets continue each copy's RNG streams
+        self._reset_seeds()
+        self._reset_options()
+        self._lengths[:] = 0
+        self.reset_infos = self._slot_infos(infos)
+        return self._flat(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, np.float32).reshape(self.n_copies, *self.venv.single_action_space.shape)
+
+    def step_wait(self):
+        assert self._actions is not None, "step_wait() without step_async()"
+        obs, reward, _, truncated, info = self.venv.step(self._actions)
+        self._actions = None
+        self._lengths += 1
+        per = self.c if self.shared else 1
+        if self.shared and "agent_rewards" in info:  # difference credit: slot (k, j) gets class j's
+            rewards = np.asarray(info["agent_rewards"], np.float32).reshape(-1)
+        else:
+            rewards = np.repeat(reward, per).astype(np.float32)
+        dones = np.repeat(truncated, per)
+        infos = self._slot_infos(info)
+        if not self.shared:  # as SB3's DummyVecEnv sets it, on every step
+            for k in range(self.n_copies):
+                infos[k]["TimeLimit.truncated"] = bool(truncated[k])
+        for k in np.flatnonzero(truncated):
+            for j in range(per):
+                slot = infos[k * per + j]
+                fo = info["final_obs"][k]
+                slot["terminal_observation"] = fo[j] if self.shared else fo
+                slot["TimeLimit.truncated"] = True
+                if "test" in info:
+                    slot["test"] = info["test"][k]
+            # once per episode per copy, not once per agent
+            infos[k * per]["episode"] = {"r": float(info["episode_return"][k]), "l": int(self._lengths[k]),
+                                         "t": round(time.time() - self._t0, 6)}
+            self._lengths[k] = 0
+        return self._flat(obs), rewards, dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices=None) -> list:
+        value = getattr(self, attr_name) if attr_name == "class_names" else getattr(self.venv, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list:
+        """Call a method of the batched env once; every slot of ``indices`` gets its result."""
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self):
+        return [None] * self.num_envs
+
+
 # -- factories ------------------------------------------------------------------------------------
 def _shared_env_fn(env_kwargs: dict) -> Callable[[], Any]:
     def make():
@@ -339,7 +477,8 @@ def _central_env_fn(env_kwargs: dict) -> Callable[[], Any]:
 
 def make_shared_vec_env(env_kwargs: dict, n_envs: int = 1, seed: int | None = 0, subprocess: bool = False
                         ) -> SharedPolicyVecEnv:
-    """``n_envs`` copies of ``SyntheticRatioEnv(**env_kwargs)`` with parameter sharing (``n_envs * C`` slots)."""
+    """``n_envs`` copies of ``SyntheticRatioEnv(**env_kwargs)``, each stepped on its own, with parameter sharing
+    (``n_envs * C`` slots): :func:`make_vec_env`'s per-copy path (pixel mode, subprocesses)."""
     _check_n_envs(n_envs)
     return SharedPolicyVecEnv([_shared_env_fn(dict(env_kwargs)) for _ in range(n_envs)], seed=seed,
                               subprocess=subprocess)
@@ -347,7 +486,8 @@ def make_shared_vec_env(env_kwargs: dict, n_envs: int = 1, seed: int | None = 0,
 
 def make_central_vec_env(env_kwargs: dict, n_envs: int = 1, seed: int | None = 0, subprocess: bool = False
                          ) -> VecEnv:
-    """``n_envs`` copies of ``SyntheticRatioCentralEnv(**env_kwargs)``, each in SB3's ``Monitor``.
+    """``n_envs`` copies of ``SyntheticRatioCentralEnv(**env_kwargs)``, each in SB3's ``Monitor``: the per-copy
+    path of :func:`make_vec_env`.
 
     Copy ``k`` is seeded with ``seed + k`` at the first reset. ``subprocess=True`` uses SB3's ``SubprocVecEnv``
     (each copy builds its own encoder, so start-up costs ``n_envs`` times as much).
@@ -361,14 +501,55 @@ def make_central_vec_env(env_kwargs: dict, n_envs: int = 1, seed: int | None = 0
     return venv
 
 
-def make_vec_env(wrapper: str, env_kwargs: dict, n_envs: int = 1, seed: int | None = 0, subprocess: bool = False
-                 ) -> VecEnv:
-    """The ``"shared"`` (parameter sharing) or ``"central"`` vectorised env."""
+def make_vec_env(wrapper: str, env_kwargs, n_envs: int = 1, seed: int | None = 0, subprocess: bool = False, *,
+                 batched: bool | None = None) -> VecEnv:
+    """The env as an SB3 ``VecEnv``: ``"shared"`` (one slot per class agent of each copy, one policy shared by
+    all) or ``"central"`` (one slot per copy, one agent sets every ratio).
+
+    Args:
+        wrapper: ``"shared"`` or ``"central"``.
+        env_kwargs: Keyword arguments of the env (``dataset``, ``sources``, ``mode``, ...), or a built
+            :class:`envs.vector.SyntheticRatioVectorEnv` (then ``n_envs`` is its ``num_envs``; it is switched to
+            ``SAME_STEP`` autoreset, SB3's convention).
+        n_envs: Env copies ``K``; copy ``k`` is reset with ``seed + k`` first, then continues its own RNG streams.
+        seed: See ``n_envs`` (``None``: unseeded).
+        subprocess: Step each copy in its own process (not batched).
+        batched: ``None`` (default): batched in feature mode without ``subprocess``, else each copy on its own.
+            The two give the same slots, seeds and infos; the batched env's numbers equal the per-copy envs' up
+            to floating-point summation order in the batched heads (identical with ``n_envs=1``).
+
+    Every shared slot's info is its class agent's (the PettingZoo env's per-agent info) with ``class_name``,
+    ``agent`` and ``agent_index``; a central slot's info is the central env's (per-class arrays ``(C,)``; the
+    names are ``get_attr("class_names")``). ``episode`` appears once per episode per copy.
+    """
+    from tailmix.envs.vector import SyntheticRatioVectorEnv
+
+    if wrapper not in WRAPPERS:
+        raise ValueError(f"wrapper={wrapper!r} is not known; choose one of {WRAPPERS}")
+    if isinstance(env_kwargs, SyntheticRatioVectorEnv):
+        if subprocess or batched is False:
+            raise ValueError("a built SyntheticRatioVectorEnv runs batched in this process; pass env keyword "
+                             "arguments (a dict) for subprocess=True or batched=False")
+        return BatchedVecEnv(env_kwargs, shared=wrapper == "shared", seed=seed)
+    if not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict of env keyword arguments or a SyntheticRatioVectorEnv; got "
+                         f"{type(env_kwargs).__name__}")
+    _check_n_envs(n_envs)
+    feature = env_kwargs.get("mode", "feature") == "feature"
+    if batched is None:
+        batched = feature and not subprocess
+    if batched:
+        if subprocess or not feature:
+            raise ValueError("batched=True needs mode='feature' and subprocess=False (the batched env trains "
+                             "feature heads in this process); use batched=None to choose automatically")
+        if wrapper == "central" and env_kwargs.get("credit", "shared") == "difference":
+            raise ValueError("credit='difference' gives each class agent its own reward, but the central wrapper "
+                             "has a single agent per copy; use wrapper='shared', or credit='shared'")
+        venv = SyntheticRatioVectorEnv(n_envs, autoreset_mode="same_step", **env_kwargs)
+        return BatchedVecEnv(venv, shared=wrapper == "shared", seed=seed)
     if wrapper == "shared":
         return make_shared_vec_env(env_kwargs, n_envs, seed, subprocess)
-    if wrapper == "central":
-        return make_central_vec_env(env_kwargs, n_envs, seed, subprocess)
-    raise ValueError(f"wrapper={wrapper!r} is not known; choose one of {WRAPPERS}")
+    return make_central_vec_env(env_kwargs, n_envs, seed, subprocess)
 
 
 def _check_n_envs(n_envs: int) -> None:

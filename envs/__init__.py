@@ -11,20 +11,26 @@ PARALLEL_ID = "tailmix/SyntheticRatio-v0"
 CENTRAL_ID = "tailmix/SyntheticRatioCentral-v0"
 PARALLEL_V1_ID = "tailmix/SyntheticRatio-v1"
 CENTRAL_V1_ID = "tailmix/SyntheticRatioCentral-v1"
+#: ``gymnasium.make_vec(CENTRAL_ID, num_envs=K, vectorization_mode="vector_entry_point")`` builds this batched env.
+VECTOR_ENTRY_POINT = "tailmix.envs.vector:SyntheticRatioVectorEnv"
 
 __all__ = ["PARALLEL_ID", "CENTRAL_ID", "PARALLEL_V1_ID", "CENTRAL_V1_ID", "V1_DEFAULTS", "SyntheticRatioEnv",
            "SyntheticRatioCentralEnv", "parallel_env", "env", "raw_env", "register_envs"]
 
 
 def register_envs() -> None:
-    """Register the env ids with gymnasium and PettingZoo; a second call is a no-op (HighwayEnv's guard)."""
+    """Register the env ids with gymnasium and PettingZoo; a second call is a no-op (HighwayEnv's guard).
+
+    The central ids carry the batched :class:`envs.vector.SyntheticRatioVectorEnv` as their vector entry point.
+    """
     import gymnasium
 
     if CENTRAL_ID not in gymnasium.registry:
-        gymnasium.register(id=CENTRAL_ID, entry_point="tailmix.envs.central:SyntheticRatioCentralEnv")
+        gymnasium.register(id=CENTRAL_ID, entry_point="tailmix.envs.central:SyntheticRatioCentralEnv",
+                           vector_entry_point=VECTOR_ENTRY_POINT)
     if CENTRAL_V1_ID not in gymnasium.registry:  # the defaults show in the spec; make(..., key=value) overrides
         gymnasium.register(id=CENTRAL_V1_ID, entry_point="tailmix.envs.central:SyntheticRatioCentralEnv",
-                           kwargs=dict(V1_DEFAULTS))
+                           vector_entry_point=VECTOR_ENTRY_POINT, kwargs=dict(V1_DEFAULTS))
     try:
         import pettingzoo
     except ImportError:  # pragma: no cover - pettingzoo is a hard dependency; keep gymnasium usable anyway

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tailmix.envs.core import SingleCopyViews, as_action_array
+from tailmix.envs.core import SingleCopyViews, as_action_array, copy_info
 
 
 class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
@@ -26,7 +26,7 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     ## Rewards
     The shared reward of the PettingZoo env (balanced validation accuracy by default). ``credit="difference"``
     is refused: it splits the reward between class agents, and this view has one agent (for per-class credit
-    use the PettingZoo env, ``agents.wrappers.SharedPolicyVecEnv`` or ``SyntheticRatioVectorEnv.as_sb3()``).
+    use the PettingZoo env or ``agents.wrappers.make_vec_env("shared", ...)``).
 
     ## Starting State
     As in the PettingZoo env: a fresh classifier from ``reset(seed)``, every ratio at ``initial_ratio``.
@@ -42,7 +42,9 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     ## Version History
     * v0: initial release (``credit="difference"`` refused here; see Rewards). ``sources``, ``draw`` and
       ``pool_obs`` added with v1; their v0 defaults keep v0's spaces and numbers. The info gained
-      ``shortfall`` ``(C,)``, ``source_ratios`` and ``source_counts`` ``(C, G)``.
+      ``shortfall`` ``(C,)``, ``source_ratios`` and ``source_counts`` ``(C, G)``. Infos hold numbers and arrays
+      only (every framework batches them): ``per_class`` (a list of dicts with names) left them for
+      :meth:`per_class_info` and :attr:`class_names`; every per-class value is an array ``(C,)`` in the info.
     * v1 (``tailmix/SyntheticRatioCentral-v1``): ``envs.config.V1_DEFAULTS`` (``draw="unique"``,
       ``pool_obs=True``), as for the PettingZoo env.
     """
@@ -66,7 +68,7 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
         core_seed = seed if seed is not None else (None if self.core.np_randoms[0] is not None
                                                    else int(self.np_random.integers(0, 2**62)))
         self.core.reset([0], [core_seed])
-        return self.core.observation(0), self._info()
+        return self.core.observation(0), self._info(step=False)
 
     def step(self, action):
         a = as_action_array(action, "action")
@@ -77,25 +79,14 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
             raise ValueError("action contains NaN or inf; actions must be finite numbers in [-1, 1]")
         out = self.core.step(self.core.action_to_ratio(a)[None])
         truncated = bool(self.core.done[0])
-        info = self._info(out["n_synthetic"])
-        if out["nan"][0]:
-            info["nan_loss"] = True
+        info = self._info(step=True)
         if truncated and self.config.eval_split == "test":
             info["test"] = self.core.test_report(0)
         return self.core.observation(0), float(out["reward"][0]), False, truncated, info
 
-    def _info(self, n_syn=None) -> dict:
-        per_class = [self.core.class_info(0, i, n_syn) for i in range(self.core.c)]
-        return {"ratios": self.core.ratios[0].copy(),
-                "balanced_accuracy": float(self.core.metrics["balanced_accuracy"][0]),
-                "macro_f1": float(self.core.metrics["macro_f1"][0]),
-                "recall": np.array([p["recall"] for p in per_class]),
-                "n_synthetic": np.array([p["n_synthetic"] for p in per_class]),
-                "shortfall": np.array([p["shortfall"] for p in per_class]),
-                "source_ratios": self.core.source_ratios[0].copy(),
-                "source_counts": np.stack([p["source_counts"] for p in per_class]),
-                "per_class": per_class,
-                **({} if self.core.folds is None else {"val_fold": int(self.core.val_fold[0])})}
+    def _info(self, step: bool) -> dict:
+        """The core's infos of the copy: per-copy numbers and per-class arrays ``(C,)`` / ``(C, G)``."""
+        return copy_info(self.core.infos(slice(0, 1), step=step), 0)
 
     def render(self):
         if self.render_mode == "ansi":

@@ -269,6 +269,10 @@ class RatioCore:
         self.ratios = self.source_ratios.sum(2)
         self.last_counts = np.zeros((num_copies, c, self.g), np.int64)  # served per class and source, last step
         self.shortfall = np.zeros((num_copies, c), np.int64)
+        self.n_synthetic = np.zeros((num_copies, c), np.int64)  # served per class at the last step (0 after reset)
+        self.nan_loss = np.zeros(num_copies, bool)  # the last step diverged and was rolled back
+        self.team_reward = np.zeros(num_copies, np.float64)  # the last step's shared reward (difference credit)
+        self.agent_reward = np.zeros((num_copies, c), np.float64)  # the last step's reward of every class agent
         self.metrics: dict[str, np.ndarray] = {}
         self.started = np.zeros(num_copies, bool)
         self.done = np.zeros(num_copies, bool)
@@ -328,6 +332,10 @@ class RatioCore:
             self.ratios[k] = self.source_ratios[k].sum(1)
             self.last_counts[k] = 0
             self.shortfall[k] = 0
+            self.n_synthetic[k] = 0
+            self.nan_loss[k] = False
+            self.team_reward[k] = 0.0
+            self.agent_reward[k] = 0.0
             self.started[k] = True
             self.done[k] = False
         with self._threads():
@@ -465,6 +473,8 @@ class RatioCore:
                 self.engine.restore(snapshot, np.flatnonzero(bad_heads))
             self._evaluate()
         bad = bad_heads.reshape(self.k, self.h).any(1)
+        self.n_synthetic = n_syn
+        self.nan_loss = bad
         self.t += 1
         bal = self._score()
         reward = self._shape_reward(bal, self.prev_bal)
@@ -483,6 +493,8 @@ class RatioCore:
         else:
             agent_reward = np.repeat(reward[:, None], self.c, axis=1)
         self.done = self.t >= self.config.max_steps
+        self.team_reward = reward.astype(np.float64)
+        self.agent_reward = agent_reward.astype(np.float64)
         return {"reward": reward.astype(np.float64), "agent_reward": agent_reward.astype(np.float64), "nan": bad,
                 "n_synthetic": n_syn, "loss": loss, "reward_std": self.reward_std.copy(),
                 "source_counts": served, "shortfall": self.shortfall.copy()}
@@ -582,35 +594,123 @@ class RatioCore:
         obs[:, :, len(self.obs_columns):] = self._onehot
         return obs
 
-    def class_info(self, k: int, cls: int, n_syn: np.ndarray | None = None) -> dict:
+    def infos(self, copies=slice(None), *, step: bool = False) -> dict[str, np.ndarray]:
+        """The step infos of ``copies`` (all by default) as arrays, the one place they are built.
+
+        Every value is a number array with the copies first: per copy ``(K',)`` (:data:`COPY_INFO_KEYS`) or per
+        class ``(K', C)`` / ``(K', C, G)`` (:data:`CLASS_INFO_KEYS`); no strings, no nested containers, so any
+        framework can batch them. Names are :attr:`class_names` (:meth:`per_class_info` gives named dicts).
+        ``step=True`` (after :meth:`step`) adds ``nan_loss`` and, with ``credit="difference"``, ``team_reward``
+        and ``agent_rewards``; after a reset the counts of the last step are 0.
+        """
         m = self.metrics
-        info = {
-            "class_name": self.dataset.class_names[cls],
-            "ratio": float(self.ratios[k, cls]),
-            "n_real": int(self.copy_counts[k, cls]),
-            "n_synthetic": int(0 if n_syn is None else n_syn[k, cls]),
-            "recall": float(m["recall"][k, cls]),
-            "precision": float(m["precision"][k, cls]),
-            "f1": float(m["f1"][k, cls]),
-            "balanced_accuracy": float(m["balanced_accuracy"][k]),
-            "macro_f1": float(m["macro_f1"][k]),
-            "step": int(self.t[k]),
-            "pool_empty": bool(self.pool_sizes[cls] == 0),
-            "shortfall": int(0 if n_syn is None else self.shortfall[k, cls]),
+        k = len(self.t[copies])
+        out = {
+            "ratios": self.ratios[copies].copy(),
+            "n_real": self.copy_counts[copies].copy(),
+            "n_synthetic": self.n_synthetic[copies].copy(),
+            "recall": m["recall"][copies].copy(),
+            "precision": m["precision"][copies].copy(),
+            "f1": m["f1"][copies].copy(),
+            "balanced_accuracy": m["balanced_accuracy"][copies].copy(),
+            "macro_f1": m["macro_f1"][copies].copy(),
+            "step": self.t[copies].copy(),
+            "pool_empty": np.broadcast_to(self.pool_sizes == 0, (k, self.c)).copy(),
+            "shortfall": self.shortfall[copies].copy(),
+            # per source (G entries per class): ratio, images served at the last step, pool size
+            "source_ratios": self.source_ratios[copies].copy(),
+            "source_counts": self.last_counts[copies].copy(),
+            "pool_sizes": np.broadcast_to(self.pool_sizes_g, (k, self.c, self.g)).copy(),
         }
-        # per source (G entries): ratio, images served at the last step, pool size
-        info["source_ratios"] = self.source_ratios[k, cls].copy()
-        info["source_counts"] = np.zeros(self.g, np.int64) if n_syn is None else self.last_counts[k, cls].copy()
-        info["pool_sizes"] = self.pool_sizes_g[cls].copy()
         if self.config.reward_bootstrap:
-            info["reward_std"] = float(self.reward_std[k])
+            out["reward_std"] = self.reward_std[copies].copy()
         if self.folds is not None:
-            info["val_fold"] = int(self.val_fold[k])
+            out["val_fold"] = self.val_fold[copies].copy()
         if self.ref:
-            info["reference_balanced_accuracy"] = float(self.reference_bal[k])
+            out["reference_balanced_accuracy"] = self.reference_bal[copies].copy()
         if self.diff:
-            info["counterfactual_balanced_accuracy"] = float(self.counterfactual_bal[k, cls])
-        return info
+            out["counterfactual_balanced_accuracy"] = self.counterfactual_bal[copies].copy()
+        if step:
+            out["nan_loss"] = self.nan_loss[copies].copy()
+            if self.diff:
+                out["team_reward"] = self.team_reward[copies].copy()
+                out["agent_rewards"] = self.agent_reward[copies].copy()
+        return out
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(str(n) for n in self.dataset.class_names)
+
+
+#: Keys of :meth:`RatioCore.infos` whose arrays hold one entry per class (after the copy axis); the others
+#: hold one per copy.
+CLASS_INFO_KEYS = ("ratios", "n_real", "n_synthetic", "recall", "precision", "f1", "pool_empty", "shortfall",
+                   "source_ratios", "source_counts", "pool_sizes", "counterfactual_balanced_accuracy",
+                   "agent_rewards")
+#: Per-class keys under another name in one class's info (v0's per-agent key ``ratio``); ``agent_rewards`` is
+#: the agent's reward itself and is left out there.
+_CLASS_KEY_NAMES = {"ratios": "ratio", "agent_rewards": None}
+
+
+def _plain(value):
+    """A 0-d array as the Python number of its kind; arrays stay arrays."""
+    return value.item() if np.ndim(value) == 0 else value
+
+
+def copy_info(infos: dict, k: int) -> dict:
+    """Copy ``k``'s slice of :meth:`RatioCore.infos` (the central view's info): per-copy keys as Python numbers,
+    per-class keys as arrays ``(C,)`` / ``(C, G)``. ``nan_loss`` appears only when set (``True``), as in v0."""
+    out = {key: _plain(np.asarray(v[k]).copy()) for key, v in infos.items()}
+    if not out.pop("nan_loss", False):
+        return out
+    out["nan_loss"] = True
+    return out
+
+
+def class_infos(infos: dict) -> list[list[dict]]:
+    """Every class of every copy from :meth:`RatioCore.infos`: ``out[k][cls]`` is a PettingZoo agent's info
+    (numbers, and ``(G,)`` arrays for the per-source keys). ``ratios`` is named ``ratio`` there; ``nan_loss``
+    appears only when set (``True``), as in v0."""
+    k_count, c = np.shape(infos["ratios"])[:2]
+    # Python numbers come from one ``tolist()`` per key (faster than an ``item()`` per entry); deeper arrays
+    # (per source) are sliced as arrays.
+    per_copy, per_class, per_source = {}, {}, {}
+    for key, v in infos.items():
+        v = np.asarray(v)
+        if key not in CLASS_INFO_KEYS:
+            per_copy[key] = v.tolist() if v.ndim == 1 else list(v)
+        elif _CLASS_KEY_NAMES.get(key, key) is None:
+            continue
+        elif v.ndim == 2:
+            per_class[_CLASS_KEY_NAMES.get(key, key)] = v.tolist()
+        else:
+            per_source[_CLASS_KEY_NAMES.get(key, key)] = v
+    out = []
+    for k in range(k_count):
+        common = {key: v[k] for key, v in per_copy.items()}
+        nan = common.pop("nan_loss", False)
+        rows = []
+        for cls in range(c):
+            info = {key: v[k][cls] for key, v in per_class.items()}
+            info.update({key: v[k, cls].copy() for key, v in per_source.items()})
+            info.update(common)
+            if nan:
+                info["nan_loss"] = True
+            rows.append(info)
+        out.append(rows)
+    return out
+
+
+def class_info(infos: dict, k: int, cls: int) -> dict:
+    """Class ``cls`` of copy ``k`` from :meth:`RatioCore.infos` (see :func:`class_infos`)."""
+    one = {key: np.asarray(v)[k:k + 1] for key, v in infos.items()}
+    return class_infos(one)[0][cls]
+
+
+def per_class_info(core: RatioCore, k: int = 0) -> list[dict]:
+    """Copy ``k``'s infos as one dict per class with its ``class_name`` (for reading, not for batching)."""
+    rows = class_infos(core.infos(slice(k, k + 1)))[0]
+    return [{"class_name": name, **row} for name, row in zip(core.class_names, rows)]
 
 
 #: Render modes every view implements: ``render()`` returns ``None`` or the ``"ansi"`` text.
@@ -648,6 +748,15 @@ class SingleCopyViews:
     @property
     def num_classes(self) -> int:
         return self.core.c
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes' names, in agent / action-row order (step infos hold numbers only)."""
+        return self.core.class_names
+
+    def per_class_info(self) -> list[dict]:
+        """The last step's infos as one dict per class with its ``class_name`` (v0's ``infos["per_class"]``)."""
+        return per_class_info(self.core, 0)
 
     @property
     def dataset(self):

@@ -7,7 +7,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from tailmix.envs.core import SingleCopyViews, as_action_array
+from tailmix.envs.core import SingleCopyViews, as_action_array, class_infos
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
@@ -94,6 +94,8 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       not comparable with later ones. ``sources`` (several pools), ``draw`` and ``pool_obs`` were added with
       v1; their v0 defaults (one source, ``draw="replace"``, ``pool_obs=False``) keep v0's spaces and numbers.
       Step infos gained ``shortfall``, ``source_ratios``, ``source_counts`` and ``pool_sizes`` per class.
+      Step infos hold numbers and ``(G,)`` arrays only, sliced from ``RatioCore.infos`` (every framework batches
+      them): ``class_name`` left them for :attr:`class_names` (and :meth:`per_class_info`).
     * v1 (``tailmix/SyntheticRatio-v1``): the same class with ``envs.config.V1_DEFAULTS``: ``draw="unique"``
       (a filtered pool of one image is served once per step, not hundreds of times) and ``pool_obs=True``
       (per-source pool-size columns in the observation). Accepts ``sources`` like v0.
@@ -135,7 +137,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         self.core.reset([0], [seed])
         self.agents = self.possible_agents[:]
         obs = self._observations()
-        infos = {a: self.core.class_info(0, i) for i, a in enumerate(self.possible_agents)}
+        infos = self._infos(step=False)
         self._last_infos = infos
         return obs, infos
 
@@ -149,13 +151,7 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         agent_reward = out["agent_reward"][0]
         done = bool(self.core.done[0])
         obs = self._observations()
-        infos = {a: self.core.class_info(0, i, out["n_synthetic"]) for i, a in enumerate(self.possible_agents)}
-        if out["nan"][0]:
-            for info in infos.values():
-                info["nan_loss"] = True
-        if self.config.credit == "difference":
-            for info in infos.values():
-                info["team_reward"] = float(out["reward"][0])  # what credit="shared" would give every agent
+        infos = self._infos(step=True)
         if done and self.config.eval_split == "test":
             test = self.core.test_report(0)
             for info in infos.values():
@@ -188,6 +184,11 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
                 raise ValueError(f"action of {agent} is {v}; actions must be finite numbers in [-1, 1]")
             a[self._index[agent]] = v.reshape(g)
         return self.core.action_to_ratio(a)
+
+    def _infos(self, step: bool) -> dict:
+        """Each agent's slice of the core's infos (numbers and ``(G,)`` arrays; names: :attr:`class_names`)."""
+        arrays = self.core.infos(slice(0, 1), step=step)
+        return dict(zip(self.possible_agents, class_infos(arrays)[0]))
 
     def _observations(self) -> dict:
         m = self.core.observation(0)

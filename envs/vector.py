@@ -4,22 +4,20 @@ Each copy has its own seed and RNG streams, so copy ``k`` follows exactly the tr
 with the same seed would follow, given the same actions (up to floating-point summation order). Feature mode
 only: pixel mode trains a CNN per copy, which gains nothing from batching here.
 
-Two faces over one :class:`envs.core.RatioCore`:
+:class:`SyntheticRatioVectorEnv` is a gymnasium ``VectorEnv`` of the centralised view (observation
+``(K, C, 8 + C)``, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), the ``vector_entry_point`` of the
+central ids (``gymnasium.make_vec(id, num_envs=K, vectorization_mode="vector_entry_point")``). Autoreset:
+``NEXT_STEP`` by default (gymnasium's, which its vector wrappers expect), ``SAME_STEP`` on request (SB3's
+convention; ``tailmix.agents.wrappers.make_vec_env`` turns the env into an SB3 ``VecEnv`` with it).
 
-- :class:`SyntheticRatioVectorEnv`: a gymnasium ``VectorEnv`` of the centralised view (observation
-  ``(K, C, 8 + C)``, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), same-step autoreset.
-- :meth:`SyntheticRatioVectorEnv.as_sb3` : an SB3 ``VecEnv``, either centralised (``K`` slots) or with
-  parameter sharing (``K * C`` slots, one per class agent, episode statistics once per copy).
-
-With ``credit="difference"`` the gymnasium face still returns the team reward ``(K,)`` (what
-``credit="shared"`` gives) and puts the per-class difference rewards in ``infos["agent_rewards"]``
-``(K, C)``; the parameter-sharing SB3 face gives each class slot its own, and its centralised face refuses
-the option (one agent per copy).
+Infos are :meth:`envs.core.RatioCore.infos`: arrays with the copies first, numbers only (names:
+:attr:`SyntheticRatioVectorEnv.class_names`). With ``credit="difference"`` the env still returns the team
+reward ``(K,)`` (what ``credit="shared"`` gives) and puts the per-class difference rewards in
+``infos["agent_rewards"]`` ``(K, C)``.
 """
 from __future__ import annotations
 
 import numbers
-import time
 
 import numpy as np
 from gymnasium import spaces
@@ -27,7 +25,17 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.core import RatioCore, accepted_render_mode, as_action_array
+from tailmix.envs.core import RatioCore, accepted_render_mode, as_action_array, per_class_info
+
+
+def _autoreset_mode(mode) -> AutoresetMode:
+    """``mode`` as a supported :class:`AutoresetMode` (also from ``"next_step"``, ``"NextStep"``, ...)."""
+    for m in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        if mode == m or (isinstance(mode, str) and mode.replace("_", "").lower() in (m.value.lower(),
+                                                                                       m.name.replace("_", "").lower())):
+            return m
+    raise ValueError(f"autoreset_mode={mode!r} is not supported; use AutoresetMode.NEXT_STEP (gymnasium's default) "
+                     "or AutoresetMode.SAME_STEP (SB3's)")
 
 
 class SyntheticRatioVectorEnv(VectorEnv):
@@ -38,15 +46,22 @@ class SyntheticRatioVectorEnv(VectorEnv):
         dataset: As for the single env.
         source: As for the single env.
         sources: As for the single env (a list of ``G`` source specs; not with ``source``).
+        autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default; gymnasium's): the step that ends the episodes
+            returns their last observations, the next ``step()`` resets those copies (their actions are ignored,
+            rewards 0). ``SAME_STEP``: ended copies are reset within the step; the observation returned is the
+            new episode's first and ``infos["final_obs"]`` holds the last. Strings (``"next_step"``) work too.
         **kwargs: :class:`envs.config.RatioEnvConfig` fields (``mode`` must be ``"feature"``).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": ["ansi"]}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
 
     def __init__(self, num_envs: int, dataset=None, source=None, *, sources=None, render_mode: str | None = None,
-                 **kwargs) -> None:
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **kwargs) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer; got {num_envs!r}")
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        # per instance: gymnasium's vector wrappers read the mode from ``env.metadata``
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = accepted_render_mode(render_mode, type(self).__name__, stacklevel=3)
         self.config = RatioEnvConfig(**kwargs)
         if self.config.mode != "feature":
@@ -61,10 +76,20 @@ class SyntheticRatioVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._episode_return = np.zeros(num_envs)
+        self._autoreset = np.zeros(num_envs, bool)  # NEXT_STEP: copies whose episode ended at the last step
 
     @property
     def num_classes(self) -> int:
         return self.core.c
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes' names, in action-row order (infos hold numbers only)."""
+        return self.core.class_names
+
+    def per_class_info(self, k: int = 0) -> list[dict]:
+        """Copy ``k``'s last infos as one dict per class with its ``class_name``."""
+        return per_class_info(self.core, k)
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         if seed is None or isinstance(seed, numbers.Integral):
@@ -79,7 +104,8 @@ class SyntheticRatioVectorEnv(VectorEnv):
             raise ValueError(f"seed must be None, an int, or a list of {self.num_envs} ints/None; got {seed!r}")
         self.core.reset(list(range(self.num_envs)), seeds)
         self._episode_return[:] = 0
-        return self._obs(), self._infos()
+        self._autoreset[:] = False
+        return self._obs(), self.core.infos()
 
     def step(self, actions):
         a = as_action_array(actions, "actions")
@@ -87,37 +113,35 @@ class SyntheticRatioVectorEnv(VectorEnv):
             raise ValueError(f"actions must have shape {(self.num_envs, *self._action_shape)}; got {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or inf; use finite numbers in [-1, 1]")
+        if self._autoreset.any():  # NEXT_STEP: the copies that ended last step start anew, the actions unused
+            # Copies run in lockstep (one reset, one episode length), so they all end, and restart, together.
+            done = list(np.flatnonzero(self._autoreset))
+            self.core.reset(done, [None] * len(done))
+            self._episode_return[done] = 0
+            self._autoreset[:] = False
+            zeros = np.zeros(self.num_envs, bool)
+            return self._obs(), np.zeros(self.num_envs), zeros, zeros.copy(), self.core.infos()
         out = self.core.step(self.core.action_to_ratio(a))
         reward = out["reward"]
         self._episode_return += reward
         truncated = self.core.done.copy()
         terminated = np.zeros(self.num_envs, bool)
-        infos = self._infos(out["n_synthetic"])
-        infos["nan_loss"] = out["nan"]
-        if self.config.credit == "difference":
-            infos["agent_rewards"] = out["agent_reward"]
+        infos = self.core.infos(step=True)
         if truncated.any():
             if self.config.eval_split == "test":
                 infos["test"] = [self.core.test_report(k) for k in range(self.num_envs)]
-            infos["final_obs"] = self._obs()
             infos["episode_return"] = self._episode_return.copy()
-            done = list(np.flatnonzero(truncated))
-            self.core.reset(done, [None] * len(done))
-            self._episode_return[done] = 0
+            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                infos["final_obs"] = self._obs()
+                done = list(np.flatnonzero(truncated))
+                self.core.reset(done, [None] * len(done))
+                self._episode_return[done] = 0
+            else:
+                self._autoreset = truncated.copy()
         return self._obs(), reward, terminated, truncated, infos
 
     def _obs(self) -> np.ndarray:
         return self.core.observations()
-
-    def _infos(self, n_syn=None) -> dict:
-        return {"ratios": self.core.ratios.copy(), "balanced_accuracy": self.core.metrics["balanced_accuracy"].copy(),
-                "macro_f1": self.core.metrics["macro_f1"].copy(), "recall": self.core.metrics["recall"].copy(),
-                "n_synthetic": np.zeros((self.num_envs, self.core.c), np.int64) if n_syn is None else n_syn,
-                "shortfall": self.core.shortfall.copy() if n_syn is not None else np.zeros_like(self.core.shortfall),
-                "source_ratios": self.core.source_ratios.copy(),
-                "source_counts": (self.core.last_counts.copy() if n_syn is not None
-                                  else np.zeros_like(self.core.last_counts)),
-                **({} if self.core.folds is None else {"val_fold": self.core.val_fold.copy()})}
 
     def render(self):
         """``None``, or with ``render_mode="ansi"`` one line per copy (a tuple, as ``SyncVectorEnv`` returns)."""
@@ -126,96 +150,3 @@ class SyntheticRatioVectorEnv(VectorEnv):
         bal = self.core.metrics["balanced_accuracy"]
         return tuple(f"step {int(self.core.t[k])}/{self.config.max_steps} balanced val acc {bal[k]:.3f} "
                      f"ratios {np.round(self.core.ratios[k], 2)}" for k in range(self.num_envs))
-
-    def as_sb3(self, *, shared: bool = True, seed: int | None = None):
-        """This env as a Stable-Baselines3 ``VecEnv``; ``shared=True`` gives one slot per class agent."""
-        return BatchedSB3VecEnv(self, shared=shared, seed=seed)
-
-
-class BatchedSB3VecEnv:
-    """SB3 ``VecEnv`` over a :class:`SyntheticRatioVectorEnv` (built lazily to keep SB3 imports local)."""
-
-    def __new__(cls, venv: SyntheticRatioVectorEnv, *, shared: bool = True, seed: int | None = None):
-        from stable_baselines3.common.vec_env import VecEnv
-
-        class _Impl(VecEnv):
-            def __init__(self) -> None:
-                self.venv = venv
-                self.shared = shared
-                self.c = venv.core.c
-                n = venv.num_envs * (self.c if shared else 1)
-                if not shared and venv.config.credit == "difference":
-                    raise ValueError("credit='difference' gives each class agent its own reward; as_sb3(shared=False) "
-                                     "has one agent per copy. Use as_sb3(shared=True), or credit='shared'")
-                if shared:
-                    obs_space = spaces.Box(venv.core.obs_low.min(0), venv.core.obs_high.max(0), dtype=np.float32)
-                    act_space = spaces.Box(-1.0, 1.0, (venv.core.g,), np.float32)
-                else:
-                    obs_space, act_space = venv.single_observation_space, venv.single_action_space
-                super().__init__(n, obs_space, act_space)
-                self._seed = seed
-                self._actions = None
-                self._t0 = time.time()
-                self._lengths = np.zeros(venv.num_envs, np.int64)
-
-            def _flat(self, obs: np.ndarray) -> np.ndarray:
-                return obs.reshape(-1, obs.shape[-1]) if self.shared else obs
-
-            def reset(self):
-                obs, _ = self.venv.reset(seed=self._seed)
-                self._seed = None  # later resets continue each copy's RNG stream
-                self._lengths[:] = 0
-                return self._flat(obs)
-
-            def step_async(self, actions) -> None:
-                self._actions = np.asarray(actions, np.float32).reshape(self.venv.num_envs, *self.venv._action_shape)
-
-            def step_wait(self):
-                obs, reward, _, truncated, info = self.venv.step(self._actions)
-                self._lengths += 1
-                per = self.c if self.shared else 1
-                if self.shared and "agent_rewards" in info:  # difference credit: slot (k, j) gets class j's
-                    rewards = np.asarray(info["agent_rewards"], np.float32).reshape(-1)
-                else:
-                    rewards = np.repeat(reward, per).astype(np.float32)
-                dones = np.repeat(truncated, per)
-                infos = [{} for _ in range(self.num_envs)]
-                for k in range(self.venv.num_envs):
-                    for j in range(per):
-                        slot = infos[k * per + j]
-                        slot["balanced_accuracy"] = float(info["balanced_accuracy"][k])
-                        slot["ratio"] = info["ratios"][k, j] if self.shared else info["ratios"][k].copy()
-                        if self.shared:
-                            slot["recall"] = float(info["recall"][k, j])
-                        if truncated[k]:
-                            fo = info["final_obs"][k]
-                            slot["terminal_observation"] = fo[j] if self.shared else fo
-                            slot["TimeLimit.truncated"] = True
-                            if "test" in info:
-                                slot["test"] = info["test"][k]
-                    if truncated[k]:  # once per episode per copy, not once per agent
-                        infos[k * per]["episode"] = {"r": float(info["episode_return"][k]),
-                                                     "l": int(self._lengths[k]), "t": time.time() - self._t0}
-                        self._lengths[k] = 0
-                return self._flat(obs), rewards, dones, infos
-
-            def close(self) -> None:
-                self.venv.close()
-
-            def get_attr(self, attr_name, indices=None):
-                return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
-
-            def set_attr(self, attr_name, value, indices=None) -> None:
-                setattr(self.venv, attr_name, value)
-
-            def env_method(self, method_name, *args, indices=None, **kwargs):
-                return [getattr(self.venv, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
-
-            def env_is_wrapped(self, wrapper_class, indices=None):
-                return [False for _ in self._get_indices(indices)]
-
-            def seed(self, seed=None):
-                self._seed = seed
-                return [seed] * self.num_envs
-
-        return _Impl()

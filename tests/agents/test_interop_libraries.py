@@ -85,3 +85,40 @@ def test_gymnasium_async_vector_env_spawn():
         assert np.isfinite(reward).all() and truncated.all() and not terminated.any()  # max_steps=3
     finally:
         venv.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "vector_entry_point"])
+def test_gymnasium_make_vec_with_its_vector_wrappers(mode):
+    """README: gymnasium.make_vec (sync, or the batched env as the vector entry point) under gymnasium's own
+    vector wrappers; the step infos batch into plain arrays (numbers only), whichever way the copies run."""
+    from gymnasium.wrappers.vector import (ClipAction, FlattenObservation, NormalizeObservation, NormalizeReward,
+                                           RecordEpisodeStatistics)
+
+    from tailmix.envs.vector import SyntheticRatioVectorEnv
+
+    venv = gymnasium.make_vec(CENTRAL_ID, num_envs=2, vectorization_mode=mode, dataset=make_tiny_dataset(), **TINY)
+    assert isinstance(venv, SyntheticRatioVectorEnv) == (mode == "vector_entry_point")
+    env = RecordEpisodeStatistics(NormalizeReward(NormalizeObservation(FlattenObservation(ClipAction(venv)))))
+    obs, infos = env.reset(seed=0)
+    episodes = 0
+    for _ in range(2 * (TINY["max_steps"] + 1)):
+        obs, reward, terminated, truncated, infos = env.step(env.action_space.sample())
+        assert obs.shape == (2, 3 * 11) and np.isfinite(obs).all() and np.isfinite(reward).all()
+        for key, value in infos.items():
+            if key != "episode":
+                assert isinstance(value, np.ndarray) and value.dtype != object, key
+        episodes += int(infos["_episode"].sum()) if "episode" in infos else 0
+    assert episodes == 4
+    env.close()
+
+
+def test_sb3_through_tailmix_make_vec_env_on_the_batched_env():
+    """README: tailmix's own SB3 face, batched, per class agent (shared) or central, under VecNormalize."""
+    from tailmix.agents.wrappers import BatchedVecEnv
+    from tailmix.agents.wrappers import make_vec_env as tailmix_vec_env
+
+    for wrapper in ("shared", "central"):
+        venv = tailmix_vec_env(wrapper, {"dataset": make_tiny_dataset(), **TINY}, n_envs=2, seed=0)
+        assert isinstance(venv, BatchedVecEnv)
+        _learn(VecNormalize(venv))
+        venv.close()

@@ -181,3 +181,100 @@ def test_unknown_wrapper_and_bad_n_envs():
         make_shared_vec_env(tiny_env_kwargs(), n_envs=0)
     with pytest.raises(ValueError, match="env_fns"):
         SharedPolicyVecEnv([])
+
+
+# -- the one SB3 face: make_vec_env, batched or per copy -------------------------------------------
+def _steps(venv, actions, n):
+    obs = [venv.reset()]
+    out = []
+    for _ in range(n):
+        o, r, d, infos = venv.step(actions)
+        obs.append(o)
+        out.append((r, d, infos))
+    return obs, out
+
+
+@pytest.mark.parametrize("wrapper", ["shared", "central"])
+@pytest.mark.parametrize("sources", [None, [None, "augment"]], ids=["G1", "G2"])
+def test_make_vec_env_batched_equals_per_copy(wrapper, sources):
+    """The batched path gives the per-copy path's slots, seeds, rewards, dones, infos and episode statistics."""
+    from tailmix.agents.wrappers import BatchedVecEnv
+
+    kw = tiny_env_kwargs() if sources is None else tiny_env_kwargs(source=None, sources=sources)
+    g = 1 if sources is None else 2
+    batched = make_vec_env(wrapper, kw, n_envs=2, seed=3)
+    per_copy = make_vec_env(wrapper, kw, n_envs=2, seed=3, batched=False)
+    assert isinstance(batched, BatchedVecEnv) and not isinstance(per_copy, BatchedVecEnv)
+    assert batched.num_envs == per_copy.num_envs == (6 if wrapper == "shared" else 2)
+    assert batched.observation_space == per_copy.observation_space
+    assert batched.action_space == per_copy.action_space
+    assert batched.action_space.shape == ((g,) if wrapper == "shared" else ((3,) if g == 1 else (3, g)))
+    actions = np.random.default_rng(0).uniform(-1, 1, (batched.num_envs, *batched.action_space.shape))
+    actions = actions.astype(np.float32)
+    (obs_b, out_b), (obs_p, out_p) = _steps(batched, actions, 4), _steps(per_copy, actions, 4)
+    for ob, op in zip(obs_b, obs_p):  # 4 steps: one episode of 3 and the first step of the next
+        np.testing.assert_allclose(ob, op, atol=1e-5)
+    for (rb, db, ib), (rp, dp, ip) in zip(out_b, out_p):
+        np.testing.assert_allclose(rb, rp, atol=1e-5)
+        assert np.array_equal(db, dp)
+        for slot_b, slot_p in zip(ib, ip):
+            slot_p = {k: v for k, v in slot_p.items() if k != "reset_info"}
+            assert set(slot_b) == set(slot_p)
+            for key, v in slot_p.items():
+                if key == "episode":
+                    assert slot_b[key]["r"] == pytest.approx(v["r"], abs=1e-5) and slot_b[key]["l"] == v["l"]
+                elif isinstance(v, (str, bool)):
+                    assert slot_b[key] == v, key
+                else:
+                    np.testing.assert_allclose(slot_b[key], v, atol=1e-5, err_msg=key)
+    assert sum("episode" in i for i in out_b[2][2]) == 2  # once per copy
+    if wrapper == "shared":
+        assert [i["class_name"] for i in out_b[0][2][:3]] == ["c0", "c1", "c2"]
+    assert batched.get_attr("class_names") == per_copy.get_attr("class_names")[:1] * batched.num_envs
+    per_copy.close()
+
+
+def test_make_vec_env_chooses_its_backend_and_takes_a_built_vector_env():
+    from tailmix.agents.wrappers import BatchedVecEnv
+    from tailmix.envs.vector import SyntheticRatioVectorEnv
+
+    assert isinstance(make_vec_env("shared", tiny_env_kwargs(), n_envs=1), BatchedVecEnv)
+    assert isinstance(make_vec_env("shared", tiny_env_kwargs(mode="pixel", epochs_per_step=1)), SharedPolicyVecEnv)
+    venv = SyntheticRatioVectorEnv(2, **tiny_env_kwargs())  # NEXT_STEP by default; the adapter needs SAME_STEP
+    sb3 = make_vec_env("central", venv, seed=0)
+    assert sb3.num_envs == 2 and venv.metadata["autoreset_mode"].name == "SAME_STEP"
+    with pytest.raises(ValueError, match="feature"):
+        make_vec_env("shared", tiny_env_kwargs(mode="pixel"), batched=True)
+    with pytest.raises(ValueError, match="subprocess"):
+        make_vec_env("shared", venv, subprocess=True)
+    with pytest.raises(ValueError, match="env_kwargs"):
+        make_vec_env("shared", "digits")
+
+
+@pytest.mark.parametrize("wrapper", ["shared", "central"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_metrics_callback_logs_per_class_scalars_on_every_path(wrapper, batched, tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import configure
+
+    from tailmix.agents.callbacks import TailmixMetricsCallback
+
+    venv = make_vec_env(wrapper, tiny_env_kwargs(), n_envs=2, seed=0, batched=batched)
+    model = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(8 * (1 if wrapper == "central" else 3), callback=TailmixMetricsCallback())
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    for tag in ("tailmix/recall/c0", "tailmix/recall/c2", "tailmix/ratio/c1", "tailmix/mean_ratio",
+                "tailmix/balanced_accuracy", "tailmix/reward"):
+        assert tag in header, (wrapper, batched, header)
+    venv.close()
+
+
+def test_rllib_env_names_each_agents_info():
+    """RLlib's callback reads ``class_name`` from each agent's info; the env creator adds it (no Ray needed)."""
+    from tailmix.agents.rllib import with_class_names
+
+    infos = {"class_0": {"recall": 0.5}, "class_1": {"recall": 0.25}, "__common__": {}}
+    named = with_class_names(infos, ("cat", "dog"), ["class_0", "class_1"])
+    assert named["class_0"] == {"recall": 0.5, "class_name": "cat"} and named["class_1"]["class_name"] == "dog"
+    assert named["__common__"] == {} and "class_name" not in infos["class_0"]

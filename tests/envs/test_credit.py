@@ -166,7 +166,7 @@ def test_replicas_each_get_their_own_counterfactuals():
 # -- views and configuration ---------------------------------------------------------------------------
 def test_vector_env_passes_per_class_rewards_to_the_shared_slots():
     kw = hard_kwargs()
-    venv = SyntheticRatioVectorEnv(2, **kw)
+    venv = SyntheticRatioVectorEnv(2, autoreset_mode="same_step", **kw)
     singles = [SyntheticRatioEnv(**kw) for _ in range(2)]
     vobs, _ = venv.reset(seed=[3, 4])
     for e, s in zip(singles, [3, 4]):
@@ -179,7 +179,9 @@ def test_vector_env_passes_per_class_rewards_to_the_shared_slots():
             _, rew, _, _, infos = e.step(act(a[k]))
             assert np.allclose(vinfo["agent_rewards"][k], [rew[x] for x in e.possible_agents], atol=1e-5)
             assert vrew[k] == pytest.approx(infos["class_0"]["team_reward"], abs=1e-5)
-    sb3 = venv.as_sb3(shared=True, seed=0)
+    from tailmix.agents.wrappers import make_vec_env
+
+    sb3 = make_vec_env("shared", venv, seed=0)
     sb3.reset()
     sb3.step_async(np.full((8, 1), -1.0, np.float32))
     _, rew, _, _ = sb3.step_wait()
@@ -188,8 +190,8 @@ def test_vector_env_passes_per_class_rewards_to_the_shared_slots():
     sb3.step_async(np.array([[-1], [-1], [-1], [1]] * 2, np.float32))
     _, rew, _, infos = sb3.step_wait()
     assert np.all(rew[[0, 1, 2, 4, 5, 6]] == 0.0) and rew[3] != 0.0
-    with pytest.raises(ValueError, match="shared=True"):
-        venv.as_sb3(shared=False)
+    with pytest.raises(ValueError, match="wrapper='shared'"):
+        make_vec_env("central", venv)
 
 
 @pytest.mark.parametrize("kw, msg", [

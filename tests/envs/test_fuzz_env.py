@@ -57,7 +57,8 @@ def cenv(dataset):
 
 @pytest.fixture(scope="module")
 def venv(dataset):
-    return SyntheticRatioVectorEnv(2, dataset=dataset, source=_source(dataset), **FAST)
+    # SAME_STEP: every step applies its actions (NEXT_STEP ignores them on the step after an episode's end)
+    return SyntheticRatioVectorEnv(2, dataset=dataset, source=_source(dataset), autoreset_mode="same_step", **FAST)
 
 
 def expected_ratio(a: float) -> float:

@@ -76,7 +76,7 @@ def test_spaces_observation_layout_and_state():
         assert obs[a].shape == (11,) and obs[a].dtype == np.float32
         assert e.observation_space(a).contains(obs[a])
         assert obs[a][8 + i] == 1.0 and obs[a][8:].sum() == 1.0  # one-hot id
-        assert infos[a]["class_name"] == f"c{i}"
+        assert e.class_names[i] == f"c{i}" and "class_name" not in infos[a]  # names: an env attribute
     assert e.state().shape == (33,)
     assert np.allclose(e.state()[:11], obs["class_0"])
 

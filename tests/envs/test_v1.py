@@ -144,7 +144,7 @@ def test_observation_layout_with_three_sources_and_pool_obs():
 def test_vector_env_follows_single_envs_copy_by_copy_with_three_sources():
     k = 3
     opts = dict(dataset=DS, sources=three_sources(), draw="unique", pool_obs=True, **TINY)
-    venv = SyntheticRatioVectorEnv(k, **opts)
+    venv = SyntheticRatioVectorEnv(k, autoreset_mode="same_step", **opts)
     assert venv.single_action_space.shape == (3, 3) and venv.action_space.shape == (k, 3, 3)
     singles = [SyntheticRatioCentralEnv(**opts) for _ in range(k)]
     seeds = [11, 12, 40]
@@ -163,7 +163,9 @@ def test_vector_env_follows_single_envs_copy_by_copy_with_three_sources():
             assert np.array_equal(vinfo["shortfall"][i], info["shortfall"])
             sobs[i] = o
     assert np.allclose(vinfo["final_obs"], np.stack(sobs), atol=1e-5)
-    sb3 = venv.as_sb3(shared=True, seed=0)
+    from tailmix.agents.wrappers import make_vec_env
+
+    sb3 = make_vec_env("shared", venv, seed=0)
     assert sb3.action_space.shape == (3,) and sb3.reset().shape == (k * 3, 18)
     sb3.step_async(np.zeros((k * 3, 3), np.float32))
     assert sb3.step_wait()[1].shape == (k * 3,)

@@ -169,7 +169,7 @@ def test_vector_env_follows_single_envs_copy_by_copy():
     from tailmix.envs.vector import SyntheticRatioVectorEnv
 
     kw = tiny_kwargs(val_folds=3, reward_reference=0.0, synthetic_cost=0.01)
-    v = SyntheticRatioVectorEnv(4, **kw)
+    v = SyntheticRatioVectorEnv(4, autoreset_mode="same_step", **kw)
     obs, info = v.reset(seed=[0, 1, 2, 3])
     assert len(set(info["val_fold"].tolist())) > 1  # the copies are on different folds
     rng = np.random.default_rng(0)

@@ -1,10 +1,15 @@
-"""The batched vector env: each copy equals a single env with the same seed and actions."""
+"""The batched vector env: each copy equals a single env with the same seed and actions, in both autoreset modes;
+a first-class gymnasium vector env (``make_vec``'s vector entry point, gymnasium's vector wrappers)."""
 from __future__ import annotations
 
+import gymnasium
 import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 
+from tailmix.envs import CENTRAL_ID, CENTRAL_V1_ID
 from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.core import CLASS_INFO_KEYS
 from tailmix.envs.vector import SyntheticRatioVectorEnv
 from tests.conftest import make_tiny_dataset
 from tests.envs.test_synthetic_ratio import TINY
@@ -12,9 +17,10 @@ from tests.envs.test_synthetic_ratio import TINY
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_each_copy_follows_the_single_env_trajectory(head):
+    """SAME_STEP: the episode's last observations come in ``final_obs``, the returned ones start the next."""
     ds = make_tiny_dataset()
     k = 3
-    venv = SyntheticRatioVectorEnv(k, dataset=ds, head=head, **TINY)
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, head=head, autoreset_mode=AutoresetMode.SAME_STEP, **TINY)
     singles = [SyntheticRatioCentralEnv(dataset=ds, head=head, **TINY) for _ in range(k)]
     seeds = [11, 12, 40]
     vobs, _ = venv.reset(seed=seeds)
@@ -32,32 +38,96 @@ def test_each_copy_follows_the_single_env_trajectory(head):
             assert np.array_equal(vinfo["n_synthetic"][i], info["n_synthetic"])
             sobs[i] = o
     assert np.allclose(vinfo["final_obs"], np.stack(sobs), atol=1e-5)
+    # the next episode (seed None) continues each copy's stream, as the single env's reset() does
+    sobs = [e.reset()[0] for e in singles]
+    assert np.allclose(vobs, np.stack(sobs), atol=1e-5)
 
 
-def test_autoreset_and_sb3_shared_slots():
-    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_each_copy_follows_the_single_env_trajectory_next_step(head):
+    """NEXT_STEP (the default): the last step returns the last observations; the next ``step()`` resets."""
+    ds = make_tiny_dataset()
+    k = 3
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, head=head, **TINY)
+    assert venv.autoreset_mode == AutoresetMode.NEXT_STEP == venv.metadata["autoreset_mode"]
+    singles = [SyntheticRatioCentralEnv(dataset=ds, head=head, **TINY) for _ in range(k)]
+    seeds = [11, 12, 40]
+    vobs, _ = venv.reset(seed=seeds)
+    sobs = [e.reset(seed=s)[0] for e, s in zip(singles, seeds)]
+    rng = np.random.default_rng(0)
+    for episode in range(2):
+        for t in range(TINY["max_steps"]):
+            assert np.allclose(vobs, np.stack(sobs), atol=1e-5)
+            acts = rng.uniform(-1, 1, (k, 3)).astype(np.float32)
+            vobs, vrew, vterm, vtrunc, vinfo = venv.step(acts)
+            for i, e in enumerate(singles):
+                o, r, _, tr, info = e.step(acts[i])
+                assert vrew[i] == pytest.approx(r, abs=1e-5) and vtrunc[i] == tr and not vterm[i]
+                assert np.array_equal(vinfo["n_synthetic"][i], info["n_synthetic"])
+                sobs[i] = o
+        assert vtrunc.all() and "final_obs" not in vinfo
+        assert np.allclose(vobs, np.stack(sobs), atol=1e-5)  # the last observations themselves
+        # the autoreset step: actions ignored, reward 0, nothing ended, the new episode's first observations
+        vobs, vrew, vterm, vtrunc, vinfo = venv.step(np.ones((k, 3), np.float32))
+        sobs = [e.reset()[0] for e in singles]
+        assert not vterm.any() and not vtrunc.any() and (vrew == 0).all()
+        assert (vinfo["step"] == 0).all() and (vinfo["n_synthetic"] == 0).all()
+        assert np.allclose(vobs, np.stack(sobs), atol=1e-5)
 
-    venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **TINY)
-    sb3 = venv.as_sb3(shared=True, seed=0)
-    assert isinstance(sb3, VecEnv) and sb3.num_envs == 6
-    obs = sb3.reset()
-    assert obs.shape == (6, 11)
+
+def test_autoreset_mode_is_checked():
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), autoreset_mode=AutoresetMode.DISABLED, **TINY)
+    v = SyntheticRatioVectorEnv(1, dataset=make_tiny_dataset(), autoreset_mode="SameStep", **TINY)
+    assert v.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert SyntheticRatioVectorEnv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # the class is untouched
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_infos_are_numbers_and_arrays_with_the_copies_first(mode):
+    venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), autoreset_mode=mode, **TINY)
+    _, infos = venv.reset(seed=0)
+    for _ in range(TINY["max_steps"]):
+        _, _, _, _, step_infos = venv.step(np.zeros((2, 3), np.float32))
+        for key, v in step_infos.items():
+            assert isinstance(v, np.ndarray) and v.dtype != object and v.shape[0] == 2, key
+            if key in CLASS_INFO_KEYS:
+                assert v.shape[1] == 3, key
+    assert set(infos) <= set(step_infos)
+    assert venv.class_names == ("c0", "c1", "c2")
+    named = venv.per_class_info(1)
+    assert [p["class_name"] for p in named] == ["c0", "c1", "c2"]
+    assert named[2]["recall"] == pytest.approx(float(venv.core.metrics["recall"][1, 2]))
+
+
+@pytest.mark.parametrize("env_id", [CENTRAL_ID, CENTRAL_V1_ID])
+def test_make_vec_vector_entry_point(env_id):
+    venv = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point",
+                              dataset=make_tiny_dataset(), **TINY)
+    assert isinstance(venv, SyntheticRatioVectorEnv) and venv.num_envs == 2
+    assert venv.config.draw == ("unique" if env_id == CENTRAL_V1_ID else "replace")
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (2, 3, venv.core.obs_dim)
+
+
+def test_gymnasium_vector_wrappers():
+    from gymnasium.wrappers.vector import (ClipAction, FlattenObservation, NormalizeObservation, NormalizeReward,
+                                           RecordEpisodeStatistics)
+
+    base = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **TINY)
+    env = RecordEpisodeStatistics(NormalizeReward(NormalizeObservation(FlattenObservation(ClipAction(base)))))
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 3 * base.core.obs_dim)
     episodes = 0
-    for _ in range(2 * TINY["max_steps"]):
-        sb3.step_async(np.zeros((6, 1), np.float32))
-        obs, rew, done, infos = sb3.step_wait()
-        episodes += sum("episode" in i for i in infos)
-        assert rew.shape == (6,) and obs.shape == (6, 11)
-    assert episodes == 4  # two episodes per copy, counted once each (not once per agent)
-
-
-def test_sb3_ppo_runs_on_the_batched_env():
-    from stable_baselines3 import PPO
-
-    venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **TINY).as_sb3(shared=True, seed=0)
-    model = PPO("MlpPolicy", venv, n_steps=12, batch_size=24, n_epochs=1, seed=0)
-    model.learn(64)
-    assert model.num_timesteps >= 64
+    for t in range(2 * (TINY["max_steps"] + 1)):
+        obs, rew, term, trunc, infos = env.step(np.full((2, 3), 5.0, np.float32))  # clipped to 1
+        if t == 0:
+            assert (base.core.ratios == base.config.max_ratio).all()  # the clipped action is the top ratio
+        assert np.isfinite(obs).all() and np.isfinite(rew).all()
+        if "episode" in infos:
+            episodes += int(infos["_episode"].sum())
+            assert (infos["episode"]["l"][infos["_episode"]] == TINY["max_steps"]).all()
+    assert episodes == 4
 
 
 def test_pixel_mode_and_bad_actions_are_refused():
@@ -79,7 +149,7 @@ def test_cosine_lr_schedule_copies_follow_the_single_env_and_constant_is_the_def
         RatioEnvConfig(lr_schedule="step")
     ds = make_tiny_dataset()
     k = 2
-    venv = SyntheticRatioVectorEnv(k, dataset=ds, lr_schedule="cosine", **TINY)
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, lr_schedule="cosine", autoreset_mode="same_step", **TINY)
     singles = [SyntheticRatioCentralEnv(dataset=ds, lr_schedule="cosine", **TINY) for _ in range(k)]
     const = SyntheticRatioCentralEnv(dataset=ds, **TINY)
     head = venv.core.engine.head
@@ -105,3 +175,32 @@ def test_cosine_lr_schedule_copies_follow_the_single_env_and_constant_is_the_def
     assert singles[0].core.engine.head.learning_rates()[0] < 1e-3 * venv.config.learning_rate
     assert const.core.engine.head.learning_rates() == [venv.config.learning_rate]
     assert not np.allclose(singles[0].core.engine.head.flat.numpy(), const.core.engine.head.flat.numpy())
+
+
+def test_single_views_infos_are_numbers_and_names_are_attributes():
+    """Issue: infos every framework can batch. The parallel view's agent infos and the central view's info hold
+    numbers and arrays only (slices of the core's), and the names moved to ``class_names``/``per_class_info``."""
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+
+    par = SyntheticRatioEnv(dataset=make_tiny_dataset(), **TINY)
+    cen = SyntheticRatioCentralEnv(dataset=make_tiny_dataset(), **TINY)
+    _, pinfos = par.reset(seed=5)
+    _, cinfo = cen.reset(seed=5)
+    for _ in range(2):
+        _, _, _, _, pinfos = par.step({a: np.full(1, 0.3, np.float32) for a in par.agents})
+        _, _, _, _, cinfo = cen.step(np.full(3, 0.3, np.float32))
+
+    def numeric(v):
+        return isinstance(v, (bool, int, float)) or (isinstance(v, np.ndarray) and v.dtype != object)
+
+    for info in (*pinfos.values(), cinfo):
+        assert all(numeric(v) for v in info.values()), info
+    for i, a in enumerate(par.possible_agents):  # the same core slice in both views
+        assert pinfos[a]["ratio"] == pytest.approx(cinfo["ratios"][i])
+        assert pinfos[a]["recall"] == pytest.approx(cinfo["recall"][i])
+        assert np.array_equal(pinfos[a]["source_counts"], cinfo["source_counts"][i])
+    assert par.class_names == cen.class_names == ("c0", "c1", "c2")
+    named = cen.per_class_info()
+    assert [p["class_name"] for p in named] == ["c0", "c1", "c2"]
+    assert {k: v for k, v in named[1].items() if k != "class_name"}.keys() == pinfos["class_1"].keys()
+    assert named[1]["n_synthetic"] == pinfos["class_1"]["n_synthetic"] == int(cinfo["n_synthetic"][1])
