@@ -782,7 +782,7 @@ def main(argv=None) -> Path:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as err:  # a path the checks could not foresee (a disk that filled up, a folder made read-only)
-        if os.environ.get("TAILMIX_DEBUG") or err.filename is None:
+        if os.environ.get("TAILMIX_DEBUG"):
             raise
         print("error: " + " ".join(os_error_message(err).split()), file=sys.stderr)
         raise SystemExit(2) from None
@@ -801,8 +801,11 @@ def os_error_message(err: OSError) -> str:
              errno.EISDIR: "it is a folder where a file was expected; choose another path",
              errno.ENOSPC: "the disk is full; free space or choose a folder on another disk",
              errno.ENOENT: "it does not exist; check the path"}
-    where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
-    return f"{err.strerror or type(err).__name__} on {where}: {fixes.get(err.errno, 'check the path and its permissions')}"
+    if err.filename is None:  # e.g. a write that found the disk full: the run folder or the cache
+        where = "the run folder (--run-dir) or the cache (--cache-dir)"
+    else:
+        where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+    return f"{err.strerror or err} on {where}: {fixes.get(err.errno, 'check the path and its permissions')}"
 
 
 def cli() -> None:
