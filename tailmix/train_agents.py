@@ -436,7 +436,8 @@ def check_deletable(path: Path) -> None:
                          "or choose another --run-dir")
     if not is_tailmix_run(path):
         raise ValueError(f"--overwrite refuses to delete {path}: it holds no run.json with a matching {RUN_MARKER} "
-                         "marker, so tailmix cannot prove it made this folder (a folder of yours, or a run of a tailmix "
+                         "marker, so tailmix cannot prove it made this folder (a folder of yours, or a run of a "
+                         "tailmix "
                          "older than this check). Remove it yourself or choose another --run-dir")
 
 

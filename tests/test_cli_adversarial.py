@@ -161,7 +161,8 @@ EARLIER = {"unknown-algorithm", "unknown-dataset", "infinite-max-ratio", "existi
            "missing-model", "resume-a-missing-folder"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in EARLIER else c for c in sorted(CASES)])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in EARLIER else c
+                                  for c in sorted(CASES)])
 def test_refused_with_one_line_and_nothing_touched(case, tmp_path):
     argv, words, never, cwd = CASES[case](tmp_path)
     guard = tmp_path / "guard"
