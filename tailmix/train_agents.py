@@ -437,8 +437,7 @@ def check_deletable(path: Path) -> None:
     if not is_tailmix_run(path):
         raise ValueError(f"--overwrite refuses to delete {path}: it holds no run.json with a matching {RUN_MARKER} "
                          "marker, so tailmix cannot prove it made this folder (a folder of yours, or a run of a "
-                         "tailmix "
-                         "older than this check). Remove it yourself or choose another --run-dir")
+                         "tailmix older than this check). Remove it yourself or choose another --run-dir")
 
 
 def prepare_run_dir(cfg, command: str) -> Path:
