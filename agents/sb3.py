@@ -185,6 +185,9 @@ def save_model(model, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".zip", dir=path.parent, prefix=".tmp-model-")
     os.close(fd)
+    from tailmix.io.atomic import honour_umask
+
+    honour_umask(tmp)  # mkstemp's 0600 would make a shared run folder's model unreadable to others
     try:
         model.save(tmp)
         os.replace(tmp, path)

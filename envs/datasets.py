@@ -174,7 +174,11 @@ def _as_uint8_nhwc(images, what: str) -> np.ndarray:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     if np.issubdtype(x.dtype, np.floating):
-        if x.size and (not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0):
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(f"{what} hold {bad} NaN or infinite pixel value(s) (of {x.size}); replace or drop those "
+                             "images first (e.g. numpy.nan_to_num, then scale to [0, 1])")
+        if x.size and (x.min() < 0.0 or x.max() > 1.0):
             raise ValueError(f"{what} are floats in [{np.nanmin(x):g}, {np.nanmax(x):g}]; float images must lie in "
                              "[0, 1] (divide 0..255 images by 255, or pass them as uint8)")
         return np.round(x * 255.0).astype(np.uint8)
@@ -430,6 +434,11 @@ def load_medmnist(flag_or_path: str | Path, *, root: str | Path | None = None,
         if is_path and base not in MEDMNIST_CLASS_NAMES:
             raise ValueError(f"file not found: {path}, and {path.stem!r} is not a MedMNIST flag that can be downloaded")
         _download_medmnist(base, size, path)
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # np.load would guess a pickle and suggest allow_pickle=True (unsafe)
+        raise ValueError(f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes); re-download "
+                         "it, or save the six arrays with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in _MEDMNIST_KEYS if k not in npz.files]
@@ -437,7 +446,10 @@ def load_medmnist(flag_or_path: str | Path, *, root: str | Path | None = None,
                 raise ValueError(f"{path} lacks the key(s) {missing} (has {sorted(npz.files)}); a MedMNIST-format "
                                  f".npz needs {list(_MEDMNIST_KEYS)}")
             arrays = {k: npz[k] for k in _MEDMNIST_KEYS}
-    except ValueError:
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # object arrays: loading them would run pickled code
+            raise ValueError(f"{path} holds object (pickled) arrays, which tailmix does not load (unpickling can run "
+                             "code); save plain numeric arrays with numpy.savez") from None
         raise
     except Exception as err:  # zipfile.BadZipFile, OSError, pickled objects
         raise ValueError(f"cannot read {path} as an .npz file ({type(err).__name__}: {err}); re-download it") from err
@@ -452,10 +464,38 @@ def load_medmnist(flag_or_path: str | Path, *, root: str | Path | None = None,
         names = MEDMNIST_CLASS_NAMES.get(base)
         if names is None or len(names) < num_classes:
             names = tuple(f"class_{i}" for i in range(max(num_classes, 2)))
+        _check_label_ids(labels)
         ds = from_arrays(*(arrays[k] for k in _MEDMNIST_KEYS), class_names=names, name=flag)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
     return dataclasses.replace(ds, meta={"source": str(path), "flag": flag})
+
+
+def _check_label_ids(labels: list[np.ndarray]) -> None:
+    """Class ids must be 0..C-1 with every class in train (one per split in ``SPLITS`` order): a gap (labels
+    0, 1, 99) would make a dataset of 100 classes, a class only in val or test one that cannot be learned."""
+    top = max((int(y.max()) for y in labels if len(y)), default=-1)
+    train = np.bincount(labels[0], minlength=top + 1)
+    absent = [c for c in range(top + 1) if train[c] == 0]
+    if not absent:
+        return
+    held = {c: [s for s, y in zip(SPLITS[1:], labels[1:]) if np.any(y == c)] for c in absent}
+    only = [f"label {c} occurs in {' and '.join(held[c])} but not in train" for c in absent if held[c]][:3]
+    gaps = [c for c in absent if not held[c]]
+    parts = only + ([f"labels {_ranges(gaps)} occur in no split (the ids jump; the largest is {top} in "
+                     f"{[s for s, y in zip(SPLITS, labels) if len(y) and int(y.max()) == top][0]})"] if gaps else [])
+    raise ValueError("class ids must run 0..C-1 with every class in train: " + "; ".join(parts) + ". Remap the "
+                     "labels (numpy.unique(..., return_inverse=True)) and give every class train images")
+
+
+def _ranges(ids: list[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``"2..4, 7"`` (at most 5 runs shown)."""
+    runs, start = [], ids[0]
+    for a, b in zip(ids, ids[1:] + [None]):
+        if b != a + 1:
+            runs.append(str(start) if start == a else f"{start}..{a}")
+            start = b
+    return ", ".join(runs[:5]) + (" ..." if len(runs) > 5 else "")
 
 
 # -- a folder of images, one sub-folder per class ----------------------------------------------------
@@ -485,14 +525,37 @@ def _scan_class_folder(folder: Path, extensions: set[str]) -> list[Path]:
     return files
 
 
+#: PIL modes of one channel wider than 8 bits (16-bit integers, 32-bit integers, 32-bit floats): PIL's own
+#: ``convert("L")`` clips them at 255 (a 12-bit scan becomes almost all white), so :func:`_to_8bit` scales them.
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _to_8bit(im, path: Path):
+    """A one-channel image of more than 8 bits, min-max scaled per image to 0..255 (a constant image becomes 0)."""
+    from PIL import Image
+
+    x = np.asarray(im).astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"image {path} ({im.mode}) holds NaN or infinite pixel values; fix or remove the file")
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    return Image.fromarray(np.round(x).astype(np.uint8), mode="L")
+
+
 def _read_image(path: Path, image_size: int, grey: bool) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            if im.mode in WIDE_MODES:  # 16-bit / 32-bit images: scaled, not clipped (see WIDE_MODES)
+                im = _to_8bit(im, path)
             # Convert before resizing: bilinear resampling of palette images would mix palette indices.
             im = im.convert("L" if grey else "RGB").resize((image_size, image_size), Image.BILINEAR)
             x = np.asarray(im, dtype=np.uint8)
+    except ValueError as err:
+        if str(err).startswith(f"image {path}"):
+            raise
+        raise ValueError(f"cannot read image {path} ({type(err).__name__}: {err}); fix or remove the file") from err
     except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError ... on bad files
         raise ValueError(f"cannot read image {path} ({type(err).__name__}: {err}); fix or remove the file") from err
     return x[..., None] if x.ndim == 2 else x
@@ -520,7 +583,10 @@ def load_image_folder(root: str | Path, *, image_size: int = 28, grey: bool = Fa
     Layouts: ``root/<class>/<image>`` (val and test are carved off with a seeded stratified split), or
     ``root/train/<class>/...`` with ``root/val/...`` and/or ``root/test/...`` (a missing one is carved off train).
     Images are converted to L or RGB and resized (PIL, bilinear) to ``image_size`` squared. Hidden files
-    (``.DS_Store``) are ignored.
+    (``.DS_Store``) are ignored. Palette, CMYK, 1-bit and alpha images go through PIL's ``convert`` (alpha is
+    dropped). One-channel images of more than 8 bits (16-bit ``I;16``, 32-bit ``I`` and float ``F``, common in
+    medical imaging) are min-max scaled per image to 0..255 (a constant image becomes 0) instead of being clipped;
+    NaN or infinite pixels are refused.
 
     Args:
         root: The folder.
@@ -574,6 +640,9 @@ def load_dataset(spec: str | Path, *, root: str | Path | None = None, **kwargs) 
     MedMNIST flag such as ``"retinamnist"`` looked up in ``root`` (:func:`load_medmnist`).
     """
     text = str(spec).strip()
+    if not text:  # Path("") is the current folder: never load it as images by accident
+        raise ValueError(f"the dataset spec is empty; pass one of {', '.join(DATASETS)}, a MedMNIST flag, an .npz "
+                         "path or an image folder (write ./ for the current folder)")
     if text.lower() in DATASETS:
         return load_digits_lt(**kwargs)
     path = Path(text).expanduser()

@@ -243,8 +243,21 @@ def _fit_lock(path: Path | None):
         return contextlib.nullcontext()
     from tailmix.envs.atomic import file_lock
 
+    lock = path.parent / f".{path.stem}.lock"
+    try:  # what file_lock opens; fails in a read-only shared cache (os.access would say yes to root)
+        if path.parent.is_dir():
+            open(lock, "a").close()
+        read_only = False
+    except OSError:
+        read_only = True
+    if read_only:
+        # A read-only shared cache: a cached encoder is read without the lock; a missing one cannot be saved.
+        if path.is_file():
+            return contextlib.nullcontext()
+        raise ValueError(f"the encoder cache {path.parent} is read-only and lacks this encoder ({path.name}); make "
+                         "it writable or choose another cache folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return file_lock(path.parent / f".{path.stem}.lock", what="fitting the same encoder")
+    return file_lock(lock, what="fitting the same encoder")
 
 
 _MEMORY: dict[str, FrozenEncoder] = {}

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 import threading
 import warnings
 from collections import defaultdict
@@ -234,6 +235,8 @@ class GeneratorPool:
                  "complete": False, "versions": library_versions()}
         for entry in fresh["classes"].values():
             summarize_class(entry)
+        if _read_only(folder):  # a shared, read-only cache: a complete bank is read without its lock file
+            return _open_read_only(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with _fill_lock(folder):
             manifest = self._resume(folder, fresh)
@@ -261,7 +264,8 @@ class GeneratorPool:
         try:
             manifest = SyntheticBank.read_manifest(folder)
         except BankError as err:
-            warnings.warn(f"discarding the unusable bank in {folder}: {err}", stacklevel=3)
+            reason = re.sub(r"[;.]?\s*(?:[Dd]elete \S+ and )?run fill_bank again.*$", "", str(err))
+            warnings.warn(f"discarding the unusable bank in {folder} and filling it anew: {reason}", stacklevel=3)
             for f in folder.iterdir():
                 if SHARD_RE.match(f.name):
                     f.unlink()
@@ -449,6 +453,26 @@ def _on_device(dev: torch.device):
     if dev.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.device(dev)
     return contextlib.nullcontext()
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` exists but its fill lock cannot be taken (the folder or its lock file is read-only)."""
+    if not folder.is_dir():
+        return False
+    try:  # what file_lock does first; a probe, since os.access misses read-only mounts and says yes to root
+        with open(folder / ".lock", "a"):
+            return False
+    except OSError:
+        return True
+
+
+def _open_read_only(folder: Path) -> SyntheticBank:
+    """The complete bank in a read-only ``folder`` (verified shard by shard), or a :class:`BankError` saying why not."""
+    try:
+        return SyntheticBank.open(folder, verify=True)
+    except BankError as err:
+        raise BankError(f"{err} (the bank folder {folder} is read-only, so it cannot be filled or repaired here; "
+                        "make it writable, or point the cache elsewhere)") from None
 
 
 @contextlib.contextmanager

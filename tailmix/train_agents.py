@@ -11,15 +11,17 @@
 
 Every command writes into a run folder (``--run-dir``, default ``runs/<command>-<time>``) that it refuses
 to overwrite unless ``--overwrite`` (or ``--resume`` for ``train`` and the main job) is given; ``--overwrite``
-only ever deletes a folder holding a ``run.json`` (a tailmix run). Trained generators, filters, encoders and
+only ever deletes a folder tailmix provably made (its ``.tailmix_run`` marker matches its ``run.json``), and never
+the working directory or a folder above it. Trained generators, filters, encoders and
 banks are cached under ``--cache-dir`` by a hash of their config and the dataset, and reused by later runs.
 
 A saved model is evaluated in the env it was trained in: ``evaluate`` and ``benchmark`` take the env settings
 (dataset, mode, generator, ...) from the ``run.json`` beside the model, unless flags override them; ``--resume``
 takes every setting from the run folder's ``run.json``.
 
-Mistakes (an unknown algorithm, a missing file, ...) end with a one-line ``error: ...`` and exit status 2;
-set ``TAILMIX_DEBUG=1`` to see the traceback instead.
+Mistakes (an unknown algorithm, a missing file, a run or cache folder that cannot be written, ...) end with a
+one-line ``error: ...`` and exit status 2, checked before any training where they can be; set
+``TAILMIX_DEBUG=1`` to see the traceback instead.
 
 This module parses arguments, handles run folders and dispatches; the work (data, generator, filter, bank,
 encoder, env settings, with their caches) is done by ``tailmix.pipeline``, which the benchmarks call too.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import inspect
 import json
 import math
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, generator_kinds, load_data, num_sources,
-                              one_kind, phase, prepared_env_kwargs, versions)
+                              one_kind, phase, prepared_env_kwargs, versions, writable_folder_problem)
 
 #: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
 #: with unless flags override them; a resumed run may not change them.
@@ -61,7 +64,7 @@ class Common(Settings):
     run_dir: str | None = None
     """Output folder (default: runs/<command>-<time>)."""
     overwrite: bool = False
-    """Replace an existing run folder (only one holding a run.json)."""
+    """Replace an existing run folder (only one tailmix made: its .tailmix_run marker matches its run.json)."""
     threads: int = 1
     """Torch CPU threads for generator, filter and agent training (the env pins its own). Results depend on it;
     more than 1 only pays on idle machines with spare cores (2 threads on a busy 2-core box ran 10-60x slower)."""
@@ -215,6 +218,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 # -- checking a config before anything is written -----------------------------------------------
+#: Seeds must stay below this: numpy seeds its global generator with 32-bit values, and SB3 seeds env copies with
+#: ``seed + index``.
+MAX_SEED = 2**31
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -245,7 +252,8 @@ def check_config(cfg) -> None:
         _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
              f"--generator-steps must be >= 1; got {cfg.generator_steps}")
-    _require(cfg.seed >= 0, f"--seed must be >= 0; got {cfg.seed}")
+    _require(0 <= cfg.seed < MAX_SEED, f"--seed must lie in 0..{MAX_SEED - 1} (seeds derived from it, seed + env "
+             f"index, must stay in numpy's 32-bit range); got {cfg.seed}")
     _require(math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0,
              f"--guidance-scale must be a number >= 0 (0: no classifier guidance); got {cfg.guidance_scale}")
     _require(not (cfg.guidance_scale or cfg.unlabeled) or "ddpm" in kinds,
@@ -278,7 +286,11 @@ def check_config(cfg) -> None:
         _choice(cfg, "preset", tuple(PRESETS))
     from tailmix.classifiers.device import select_device
 
-    select_device(cfg.device)  # names the visible devices when this one does not exist
+    try:
+        select_device(cfg.device)  # names the visible devices when this one does not exist
+    except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
+        text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
+        raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
 
 
 # -- settings inherited from an earlier run -------------------------------------------------------
@@ -372,18 +384,65 @@ def check_run_dir(cfg, command: str) -> Path:
         from tailmix.agents.sb3 import latest_checkpoint
 
         if latest_checkpoint(path, cfg.algo) is None:
-            raise ValueError(f"--resume: {path / 'checkpoints'} holds no {cfg.algo} checkpoint to continue from; "
-                             "train without --resume (checkpoints are saved every --checkpoint-every timesteps)")
+            raise ValueError(f"--resume: {path / 'checkpoints'} holds no {cfg.algo} checkpoint to continue from (the "
+                             "run stopped before its first one; they are saved every --checkpoint-every timesteps). "
+                             "Start it over: the same command without --resume but with --overwrite")
         return path
     if path.exists() and any(path.iterdir()):
         if not cfg.overwrite:
-            raise ValueError(f"run folder {path} exists; pass --overwrite to replace it"
-                             + (" or --resume to continue it" if can_resume else "") + ", or choose another --run-dir")
-        if not (path / "run.json").is_file():
-            raise ValueError(f"--overwrite refuses to delete {path}: it holds no run.json, so it is not a tailmix run "
-                             "folder. Remove it yourself or choose another --run-dir")
+            hint = ""
+            if can_resume:
+                from tailmix.agents.sb3 import latest_checkpoint
+
+                algo = getattr(cfg, "algo", "ppo")
+                hint = (" or --resume to continue it" if latest_checkpoint(path, algo) is not None else
+                        f" (--resume needs a {algo} checkpoint; it holds none, so only --overwrite applies)")
+            raise ValueError(f"run folder {path} exists; pass --overwrite to replace it" + hint
+                             + ", or choose another --run-dir")
+        check_deletable(path)
+    problem, _ = writable_folder_problem(path)
+    if problem:
+        raise ValueError(f"cannot write the run folder --run-dir {path}: {problem}; choose a folder you can write to")
     cfg.run_dir = str(path)  # recorded in run.json, and named in the resume hint after an interrupt
     return path
+
+
+#: The marker file of a run folder: tailmix writes it when it creates the folder, and ``--overwrite`` deletes only
+#: a folder whose marker checks out against its ``run.json``.
+RUN_MARKER = ".tailmix_run"
+
+
+def _marker_digest(run_id: str) -> str:
+    return hashlib.sha256(f"tailmix run folder {run_id}".encode()).hexdigest()
+
+
+def is_tailmix_run(path: Path) -> bool:
+    """Whether tailmix made ``path``: its marker holds a run id and that id's digest, and its ``run.json`` the same
+    id (a hand-made ``run.json``, even a copied one without the marker, does not count)."""
+    try:
+        marker = json.loads((path / RUN_MARKER).read_text())
+        meta = json.loads((path / "run.json").read_text())
+        run_id = marker["run_id"]
+        return (isinstance(run_id, str) and marker.get("digest") == _marker_digest(run_id)
+                and isinstance(meta, dict) and meta.get("run_id") == run_id)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def check_deletable(path: Path) -> None:
+    """Refuse (``ValueError``) to let ``--overwrite`` delete ``path`` unless tailmix provably made it; never the
+    working directory, a folder above it, the home folder, or a symbolic link."""
+    real, cwd = path.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents or real == Path.home().resolve():
+        raise ValueError(f"--overwrite never deletes the working directory, a folder above it or the home folder "
+                         f"(--run-dir {path} is {real}); choose a new folder below it, e.g. --run-dir runs/mine")
+    if path.is_symlink():
+        raise ValueError(f"--overwrite refuses to delete {path}: it is a symbolic link (to {real}); remove it yourself "
+                         "or choose another --run-dir")
+    if not is_tailmix_run(path):
+        raise ValueError(f"--overwrite refuses to delete {path}: it holds no run.json with a matching {RUN_MARKER} "
+                         "marker, so tailmix cannot prove it made this folder (a folder of yours, or a run of a "
+                         "tailmix older than this check). Remove it yourself or choose another --run-dir")
 
 
 def prepare_run_dir(cfg, command: str) -> Path:
@@ -395,11 +454,16 @@ def prepare_run_dir(cfg, command: str) -> Path:
     path = check_run_dir(cfg, command)
     resume = getattr(cfg, "resume", False)
     meta = _read_json(path / "run.json") if resume else None
-    if not resume and cfg.overwrite and path.exists():
+    if not resume and cfg.overwrite and path.is_dir() and any(path.iterdir()):
+        check_deletable(path)  # checked again right before deleting: never a folder tailmix did not make
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     call = {"argv": sys.argv[1:], "time": time.strftime("%Y-%m-%d %H:%M:%S"), "resume": bool(resume)}
     meta = meta or {"command": command, "history": []}
+    if not (resume and is_tailmix_run(path)):  # a new run, or one made before markers existed: mark it now
+        meta["run_id"] = os.urandom(16).hex()
+        _write_json(path / RUN_MARKER, {"run_id": meta["run_id"], "digest": _marker_digest(meta["run_id"]),
+                                        "note": "written by tailmix; train_agents --overwrite may delete this folder"})
     meta.update(config=dataclasses.asdict(cfg), versions=versions())
     meta.setdefault("history", []).append(call)
     _write_json(path / "run.json", meta)
@@ -659,6 +723,29 @@ def cmd_main(cfg: MainConfig) -> Path:
     return run
 
 
+def check_cache_dir(cfg) -> None:
+    """Refuse a ``--cache-dir`` that is (or is below) a file before any work. A read-only cache is allowed: what
+    it holds is read, and a missing entry is refused before it is trained (``tailmix.pipeline``)."""
+    problem, permission = writable_folder_problem(cfg.cache_dir)
+    if problem and not permission:
+        raise ValueError(f"--cache-dir {cfg.cache_dir}: {problem}; choose a folder (it is made if missing)")
+
+
+def interrupt_hint(cfg, command: str) -> str:
+    """What to do after Ctrl-C: resume from a checkpoint when there is one, else start over (never a loop)."""
+    from tailmix.agents.sb3 import latest_checkpoint
+
+    run = Path(cfg.run_dir)
+    again = "train " if command == "train" else ""
+    if latest_checkpoint(run, cfg.algo) is not None:
+        return f"interrupted; continue with: python train_agents.py {again}--run-dir {run} --resume"
+    if not run.is_dir() or not any(run.iterdir()):
+        return (f"interrupted before anything was written to {run}; run the same command again (generators, banks "
+                "and encoders cached so far are reused)")
+    return (f"interrupted before the first checkpoint (one every --checkpoint-every {cfg.checkpoint_every} "
+            f"timesteps), so {run} holds nothing to resume; start over with the same command plus --overwrite")
+
+
 def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Path:
     """Resolve, check and run one command; returns its run folder (errors are ``ValueError``)."""
     cfg, fixed = resolve_config(command, cfg, explicit)
@@ -666,6 +753,7 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
         _quick(cfg, fixed)
     check_config(cfg)
     check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
+    check_cache_dir(cfg)
     import torch
 
     torch.set_num_threads(cfg.threads)
@@ -676,9 +764,7 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
                "benchmark": cmd_benchmark}[command](cfg)
     except KeyboardInterrupt:
         if command in ("train", "main") and cfg.run_dir:
-            again = "train " if command == "train" else ""
-            print(f"\ninterrupted; continue with: python train_agents.py {again}--run-dir {cfg.run_dir} --resume",
-                  file=sys.stderr)
+            print("\n" + interrupt_hint(cfg, command), file=sys.stderr)
         raise
     total = time.time() - t0
     if phase.timings:
@@ -700,8 +786,31 @@ def main(argv=None) -> Path:
             raise
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:  # a path the checks could not foresee (a disk that filled up, a folder made read-only)
+        if os.environ.get("TAILMIX_DEBUG"):
+            raise
+        print("error: " + " ".join(os_error_message(err).split()), file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def os_error_message(err: OSError) -> str:
+    """One line naming the path an OS error is about, what went wrong, and what to do."""
+    import errno
+
+    fixes = {errno.EACCES: "make it writable (or readable) by you, or choose another path",
+             errno.EPERM: "make it writable (or readable) by you, or choose another path",
+             errno.EROFS: "it is on a read-only file system; choose another path",
+             errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+             errno.EISDIR: "it is a folder where a file was expected; choose another path",
+             errno.ENOSPC: "the disk is full; free space or choose a folder on another disk",
+             errno.ENOENT: "it does not exist; check the path"}
+    if err.filename is None:  # e.g. a write that found the disk full: the run folder or the cache
+        where = "the run folder (--run-dir) or the cache (--cache-dir)"
+    else:
+        where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+    return f"{err.strerror or err} on {where}: {fixes.get(err.errno, 'check the path and its permissions')}"
 
 
 def cli() -> None:

@@ -4,12 +4,19 @@ Every writer of the package (bank shards and manifests, run folders, results tab
 :func:`atomic_write_bytes`: a temporary sibling (``os.replace`` is atomic only within one file system),
 fsynced before the rename, the folder fsynced after it. :func:`file_lock` serialises processes that
 read-modify-write the same files (a bank being filled, a results file several runs extend).
+:func:`save_folder` does the same for a whole folder (a cached model): it appears complete or not at all.
+
+Files and folders are created with the permissions the user's umask gives (``0o666`` / ``0o777`` minus the
+umask), as ``open`` would, not the ``0o600`` / ``0o700`` of :mod:`tempfile`: a cache shared between users (or
+Ray workers running as another user) must stay readable to them.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,11 +51,32 @@ class _HashingWriter:
         return getattr(self._fh, name)
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it where ``/proc`` allows; else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, *, folder: bool = False) -> None:
+    """Give ``path`` (made by :mod:`tempfile`, so ``0o600`` / ``0o700``) the mode ``open`` / ``mkdir`` would."""
+    if os.name == "posix":
+        os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def atomic_write_bytes(path: str | Path, write) -> str:
     """Write a file atomically via ``write(fh)`` (a binary file object); returns the file's SHA-256."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        honour_umask(tmp)
         with os.fdopen(fd, "wb") as fh:
             hashing = _HashingWriter(fh)
             write(hashing)
@@ -66,6 +94,73 @@ def atomic_write_text(path: str | Path, text: str) -> str:
     """Write UTF-8 text atomically; returns the file's SHA-256."""
     data = text.encode("utf-8")
     return atomic_write_bytes(path, lambda fh: fh.write(data))
+
+
+#: Temporary folders of :func:`save_folder` older than this (seconds) belong to a writer that died; removed.
+STALE_AFTER_S = 3600.0
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove temporary siblings of ``path`` that :func:`save_folder` left behind when its process died."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{path.name}.*.saving"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_AFTER_S:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+
+
+def save_folder(path: str | Path, save, *, replace: bool = False) -> bool:
+    """``save(folder)`` into a temporary sibling of ``path``, then rename it to ``path`` in one step.
+
+    A reader sees no folder or a complete one, never a half-saved or half-removed one. Several processes may
+    save the same ``path`` at once (a cache entry whose content its name fixes): the first rename wins and the
+    others discard their copy. ``replace=True`` swaps a complete new folder in for an existing one (a broken
+    cache entry): the old one is renamed aside first, then removed, so ``path`` is never a mix of both.
+    Temporary folders of writers that died (older than :data:`STALE_AFTER_S`) are removed on the way.
+
+    Returns:
+        Whether this call's folder is the one now at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".saving", dir=path.parent))
+    try:
+        honour_umask(tmp, folder=True)
+        save(tmp)
+        for _ in range(100):
+            try:
+                os.rename(tmp, path)  # atomic; refuses a non-empty target (ENOTEMPTY / EEXIST), never merges
+                _fsync_dir(path.parent)
+                return True
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+                    raise
+            if not replace:
+                return False  # another writer saved this entry first: keep theirs
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".saving", dir=path.parent))
+            try:
+                os.replace(path, old)  # an empty folder is replaced by rename(2); `path` then is free
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+            replace = False  # replace the old entry once; a newer one that appears meanwhile is kept
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when the rename succeeded
+
+
+def remove_folder(path: str | Path) -> None:
+    """Remove ``path`` by renaming it aside first, so no reader sees it half removed."""
+    path = Path(path)
+    old = path.parent / f".{path.name}.{os.getpid()}-{time.monotonic_ns()}.saving"
+    try:
+        os.rename(path, old)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
