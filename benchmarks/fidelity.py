@@ -72,7 +72,8 @@ def banks(args, dataset):
 
 def _env_kwargs(dataset, args, variant: str) -> dict:
     base = dict(dataset=dataset, max_steps=args.max_steps, max_ratio=args.max_ratio, eval_split="test",
-                empty_pool="zero", cache_dir=str(Path(args.cache_dir) / "encoders"))
+                empty_pool="zero", draw=getattr(args, "draw", "replace"),
+                cache_dir=str(Path(args.cache_dir) / "encoders"))
     if variant == "pixel":
         base.update(mode="pixel", epochs_per_step=args.pixel_epochs)
     else:
@@ -156,7 +157,7 @@ def pixel_settings(dataset, sources, args) -> dict:
     """What the pixel results depend on; a saved file made with other settings is refused."""
     return {"dataset": dataset.fingerprint(), "banks": [s.fingerprint() for s in sources],
             "max_steps": args.max_steps, "max_ratio": args.max_ratio, "pixel_epochs": args.pixel_epochs,
-            "threads": 1, "pixel_training": PIXEL_TRAINING}
+            "threads": 1, "pixel_training": PIXEL_TRAINING, "draw": getattr(args, "draw", "replace")}
 
 
 def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]:
@@ -164,7 +165,13 @@ def load_pixel(path: Path | None, settings: dict) -> dict[str, dict[str, float]]
     if path is None or not path.exists():
         return {p: {} for p in POLICIES}
     blob = json.loads(path.read_text())
-    if blob.get("settings") != settings:
+    # Files written before --draw existed were all made with draw="replace" (the env's v0 default).
+    blob["settings"] = {"draw": "replace", **blob.get("settings", {})}
+    if blob["settings"]["draw"] != settings["draw"]:
+        raise ValueError(f"{path} holds pixel results made with draw={blob['settings']['draw']!r} and this run uses "
+                         f"draw={settings['draw']!r}; the draws serve different images, so one file holds one "
+                         "draw: pass another --pixel-json path (or the matching --draw)")
+    if blob["settings"] != settings:
         diff = sorted(k for k in set(settings) | set(blob.get("settings", {}))
                       if settings.get(k) != blob.get("settings", {}).get(k))
         raise ValueError(f"{path} holds pixel results made with other settings ({', '.join(diff)} differ); "
@@ -321,6 +328,11 @@ def main(argv=None) -> dict:
                         help="per-seed pixel results: reused when present, extended and saved after each episode")
     parser.add_argument("--pixel-only", action="store_true", help="compute/extend --pixel-json and stop")
     parser.add_argument("--head", choices=("linear", "mlp"), default="linear", help="feature mode's head")
+    parser.add_argument("--draw", choices=("replace", "unique"), default="replace",
+                        help="how both modes draw from a pool (envs.config.RatioEnvConfig.draw): 'replace' (v0, "
+                             "the default here: beyond the pool's size with replacement, so a fill can repeat a "
+                             "one-image pool hundreds of times) or 'unique' (v1: never an image twice in a step, a "
+                             "request beyond the pool is capped)")
     parser.add_argument("--recall-seeds", type=int, default=0,
                         help="also print test recall per class for each policy and mode over this many seeds "
                              "(recomputed; where do the modes disagree?)")
@@ -360,7 +372,7 @@ def main(argv=None) -> dict:
     arr = {v: np.array([results[v][p] for p in args.policies]) for v in results}  # (policies, seeds)
     means = {v: a.mean(1) for v, a in arr.items()}
     print(f"\n## {dataset.name}: test balanced accuracy, mean ± std over {len(seeds)} seeds "
-          f"(max_steps={args.max_steps}, bank per class {args.per_class}, "
+          f"(max_steps={args.max_steps}, bank per class {args.per_class}, draw {args.draw}, "
           f"{'generator ' + args.preset if args.source == 'ddpm' else 'source augment'})\n")
     print("| policy | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
@@ -401,7 +413,7 @@ def main(argv=None) -> dict:
         print("\nResolved pixel pairs (95% t interval of the paired per-seed difference excludes 0): "
               + "; ".join(f"{args.policies[i]} {'>' if d > 0 else '<'} {args.policies[j]} ({d:+.3f})"
                           for i, j, d in pairs) + ".")
-    out = {"dataset": dataset.name, "source": args.source, "policies": args.policies, "seeds": seeds,
+    out = {"dataset": dataset.name, "source": args.source, "draw": args.draw, "policies": args.policies, "seeds": seeds,
            "scores": results, "spearman": rho,
            "spearman_ci95": ci, "delta_vs_crossfit_ci95": delta, "split_half": halves, "ceiling": ceiling,
            "resolved_pairs": [[args.policies[i], args.policies[j], d] for i, j, d in pairs], "pairs_agreed": agree}

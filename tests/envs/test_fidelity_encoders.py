@@ -265,3 +265,53 @@ def test_pool_report_counts_each_pool_and_how_the_fold_models_read_it(tiny_datas
         for r in rows:
             assert sum(r["read_as"]) == pytest.approx(1.0 if r["images"] else 0.0)
     assert "| unfiltered | 2 | 1 |" in capsys.readouterr().out
+
+
+def test_pixel_json_records_its_draw_and_refuses_the_other(tmp_path, monkeypatch):
+    fid = _fidelity()
+    monkeypatch.setattr(fid, "_episode", lambda *a: 0.5)
+    monkeypatch.setattr(fid, "_env_kwargs", lambda *a: {})
+    src = SimpleNamespace(fingerprint=lambda: "bank")
+    ds = SimpleNamespace(fingerprint=lambda: "data")
+    args = SimpleNamespace(max_steps=2, max_ratio=20.0, pixel_epochs=1, cache_dir=str(tmp_path), draw="unique")
+    path = tmp_path / "pixel.json"
+    fid.score_pixel(ds, (src, src), [0], args, path)
+    assert json.loads(path.read_text())["settings"]["draw"] == "unique"
+    args.draw = "replace"
+    with pytest.raises(ValueError, match="draw='unique'.*draw='replace'.*another --pixel-json"):
+        fid.score_pixel(ds, (src, src), [0], args, path)
+    # A file written before --draw existed was made with draw="replace": it still serves replace, not unique.
+    old = tmp_path / "old.json"
+    blob = json.loads(path.read_text())
+    del blob["settings"]["draw"]
+    old.write_text(json.dumps(blob))
+    assert fid.score_pixel(ds, (src, src), [0], args, old)["fill"] == [0.5]
+    args.draw = "unique"
+    with pytest.raises(ValueError, match="draw='replace'"):
+        fid.score_pixel(ds, (src, src), [0], args, old)
+
+
+@pytest.mark.slow
+def test_fidelity_draw_reaches_the_pixel_and_the_feature_envs(tmp_path, monkeypatch):
+    """--draw unique builds every env (pixel mode and each encoder) with draw="unique"; the pixel file keeps it."""
+    import tailmix.agents.evaluate as evaluate
+
+    fid = _fidelity()
+    built = []
+    original = evaluate.make_eval_env
+
+    def spy(kwargs):
+        env = original(kwargs)
+        built.append((env.config.mode, env.config.draw))
+        return env
+
+    monkeypatch.setattr(evaluate, "make_eval_env", spy)
+    pixel = tmp_path / "p.json"
+    argv = ["--source", "augment", "--seeds", "1", "--variants", "random", "--max-steps", "1",
+            "--cache-dir", str(tmp_path), "--pixel-json", str(pixel)]
+    out = fid.main([*argv, "--draw", "unique"])
+    assert out["draw"] == "unique" and json.loads(pixel.read_text())["settings"]["draw"] == "unique"
+    assert {mode for mode, _ in built} == {"pixel", "feature"}
+    assert all(draw == "unique" for _, draw in built)
+    with pytest.raises(ValueError, match="draw='unique'"):
+        fid.main([*argv, "--draw", "replace"])  # the default; this file was made under unique
