@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from tailmix.agents.policy import Policy, RatioBaseline, _source_index, ratio_actions  # noqa: F401 (re-exported)
+
 #: The baselines every benchmark runs (specs for :func:`make_baseline`).
 BASELINES = ("none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random")
 
@@ -42,70 +44,6 @@ def baselines_for(source_names=("source0",)) -> tuple[str, ...]:
     if len(names) <= 1:
         return BASELINES
     return BASELINES + tuple(f"{spec}@{name}" for name in names for spec in PER_SOURCE)
-
-
-def _source_index(target, env) -> int:
-    """The index of source ``target`` (a name in ``env.source_names``, or an index) in ``env``."""
-    names = tuple(getattr(env, "source_names", ("source0",)))
-    if target is None:
-        return 0
-    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
-        g = int(target)
-        if 0 <= g < len(names):
-            return g
-    elif target in names:
-        return names.index(target)
-    raise ValueError(f"the baseline targets source {target!r} but the env's sources are {list(names)} (indices "
-                     f"0..{len(names) - 1}); name one of them after '@'")
-
-
-class Policy:
-    """Base class: subclasses set ``name`` and implement :meth:`act`.
-
-    ``source`` (``None``, a source name or index): where a fixed baseline's ratios go in an env with several
-    sources (``None``: source 0).
-    """
-
-    name: str = "policy"
-    source: str | int | None = None
-
-    def reset(self, seed: int | None = None) -> None:
-        """Called before each episode; stateless policies ignore it."""
-
-    def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
-
-
-class RatioBaseline(Policy):
-    """A fixed per-class ratio vector, the same at every step; subclasses implement :meth:`raw_ratios`."""
-
-    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
-        """The wanted ratio of each class, before clipping to ``[0, max_ratio]``."""
-        raise NotImplementedError
-
-    def ratios(self, env) -> np.ndarray:
-        """The ratios this baseline sets in ``env``: :meth:`raw_ratios` clipped to ``[0, env.max_ratio]``."""
-        counts = np.asarray(env.train_counts, np.float64)
-        return np.clip(self.raw_ratios(counts), 0.0, float(env.max_ratio))
-
-    def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        return ratio_actions(self.ratios(env), env, self.source)
-
-
-def ratio_actions(ratios: np.ndarray, env, source=None) -> dict[str, np.ndarray]:
-    """Per-agent actions that set class ``c``'s ratio to ``ratios[c]`` on ``source`` (``None``: source 0) and 0 on
-    every other source of ``env``: how every fixed policy (static or scheduled) turns its ratios into actions."""
-    g = int(getattr(env, "num_sources", 1))
-    if g > 1 or source is not None:  # the ratios on one source, 0 on the others
-        full = np.zeros((len(ratios), g), np.float64)
-        full[:, _source_index(source, env)] = ratios
-        ratios = full
-    actions = np.asarray(env.ratio_to_action(ratios), np.float32).reshape(len(env.possible_agents), -1)
-    index = {a: i for i, a in enumerate(env.possible_agents)}
-    return {a: actions[index[a]] for a in env.agents}
 
 
 class NoSynthetic(RatioBaseline):
@@ -259,7 +197,7 @@ def make_baseline(spec: str) -> Policy:
         policy.name = f"{policy.name}@{target}"
         return policy
     kind, _, arg = spec.strip().lower().partition(":")
-    from tailmix.agents.schedules import KINDS, make_schedule
+    from tailmix.agents.schedules import KINDS
 
     if kind in KINDS:
         return make_schedule(spec)
@@ -279,3 +217,18 @@ def make_baseline(spec: str) -> Policy:
     except ValueError as err:
         raise ValueError(f"bad baseline spec {spec!r}: {err}; use one of {choices}") from None
     raise ValueError(f"unknown baseline spec {spec!r}; use one of {choices}")
+
+
+def make_schedule(spec: str):
+    """A :class:`agents.schedules.BaselineSchedule` from ``<kind>:<base spec>`` (``decay:fill``,
+    ``warmup:constant:2``, ...): the base shape is parsed here, so the schedules module needs no baseline parser."""
+    from tailmix.agents.schedules import KINDS, BaselineSchedule
+
+    kind, _, base = spec.strip().lower().partition(":")
+    if kind not in KINDS or not base:
+        raise ValueError(f"bad schedule spec {spec!r}; use <kind>:<baseline> with kind in {KINDS}, e.g. decay:fill")
+    policy = make_baseline(base)
+    if not isinstance(policy, RatioBaseline):
+        raise ValueError(f"bad schedule spec {spec!r}: {base!r} is not a fixed per-class shape; use none, "
+                         "constant:<r>, fill or inverse[:<budget>]")
+    return BaselineSchedule(policy, kind)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tailmix.agents.baselines import Policy, RatioBaseline
+from tailmix.agents.policy import action_to_ratio  # noqa: F401 (also part of this module's interface)
 
 #: Seeds of search episodes are drawn below this bound (gymnasium seeds are Python ints).
 _SEED_BOUND = 2**31 - 1
@@ -73,11 +74,6 @@ class CEMResult:
     def best_ratios(self) -> np.ndarray:
         """The ratios of :attr:`best_action`."""
         return action_to_ratio(self.best_action, self.max_ratio)
-
-
-def action_to_ratio(action, max_ratio: float) -> np.ndarray:
-    """The env's affine map ``[-1, 1] -> [0, max_ratio]`` (clipped)."""
-    return (np.clip(np.asarray(action, np.float64), -1.0, 1.0) + 1.0) * 0.5 * float(max_ratio)
 
 
 def _split_kwargs(env_kwargs, dataset, source) -> tuple[dict, object, object]:

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from tailmix.agents.baselines import Policy, RatioBaseline
+from tailmix.agents.policy import Policy, RatioBaseline, action_to_ratio, ratio_actions
 
 #: Schedule kinds of :class:`BaselineSchedule`: name -> multiplier of the base ratios at each knot.
 SCHEDULE_KINDS = {"decay": (1.0, 0.0), "warmup": (0.0, 1.0)}
@@ -96,8 +96,6 @@ class SchedulePolicy(Policy):
         return np.stack([self.ratios_at(env, episode_fraction(s, t)) for s in range(t)])
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        from tailmix.agents.baselines import ratio_actions
-
         fraction = episode_fraction(current_step(observations, env), int(env.config.max_steps))
         return ratio_actions(self.ratios_at(env, fraction), env, self.source)  # with several sources: on one
 
@@ -157,8 +155,6 @@ class KnotSchedule(SchedulePolicy):
                              f"{len(env.possible_agents)}; search again on this dataset")
 
     def ratios_at(self, env, fraction: float) -> np.ndarray:
-        from tailmix.agents.cem import action_to_ratio
-
         self._check(env)
         a = np.clip(interpolate(self.knots, fraction), -1.0, 1.0).astype(np.float32)
         return np.clip(action_to_ratio(a, self.max_ratio), 0.0, float(env.max_ratio))
@@ -170,17 +166,3 @@ class KnotSchedule(SchedulePolicy):
         actions = schedule_actions(self.knots, current_step(observations, env), int(env.config.max_steps))
         index = {a: i for i, a in enumerate(env.possible_agents)}
         return {a: actions[index[a]].reshape(1) for a in env.agents}
-
-
-def make_schedule(spec: str) -> BaselineSchedule:
-    """A :class:`BaselineSchedule` from ``<kind>:<base spec>`` (``decay:fill``, ``warmup:constant:2``, ...)."""
-    from tailmix.agents.baselines import make_baseline
-
-    kind, _, base = spec.strip().lower().partition(":")
-    if kind not in KINDS or not base:
-        raise ValueError(f"bad schedule spec {spec!r}; use <kind>:<baseline> with kind in {KINDS}, e.g. decay:fill")
-    policy = make_baseline(base)
-    if not isinstance(policy, RatioBaseline):
-        raise ValueError(f"bad schedule spec {spec!r}: {base!r} is not a fixed per-class shape; use none, "
-                         "constant:<r>, fill or inverse[:<budget>]")
-    return BaselineSchedule(policy, kind)

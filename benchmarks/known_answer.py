@@ -251,9 +251,9 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {time.time() - t0:.0f} s.", "",
               "Command: `python benchmarks/known_answer.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
               "", f"Commit: {commit}", ""]
-    import tailmix.train_agents as ta
+    from tailmix.pipeline import versions
 
-    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out) if args.out else OUT / "known-answer.md"

@@ -79,12 +79,12 @@ def main(argv=None) -> int:
     for name, f in feats.items():
         lo, hi = bootstrap_rho(pixel, f)
         lines.append(f"| {name} | {_rho(pixel.mean(1), f.mean(1)):+.2f} | [{lo:+.2f}, {hi:+.2f}] |")
-    import tailmix.train_agents as ta
+    from tailmix.pipeline import versions
 
     lines += ["", f"Wall time {time.time() - t0:.0f} s.", "",
               "Command: `python benchmarks/schedule_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
               + "`", "", f"Commit: {_commit()}", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
     text = "\n".join(lines)
     print(text)
     atomic_write_text(Path(args.out) if args.out else OUT / "fidelity-schedules-digits-lt.md", text)

@@ -75,12 +75,12 @@ def main(argv=None) -> int:
                f"{cells[pol.name, s, lr]['test_balanced_accuracy_std']:.3f} "
                f"({cells[pol.name, s, lr]['val_balanced_accuracy_mean']:.3f})" for s, lr in settings]
         lines.append(f"| {pol.name} | " + " | ".join(row) + " |")
-    import tailmix.train_agents as ta
+    from tailmix.pipeline import versions
 
     lines += ["", f"Wall time {time.time() - t0:.0f} s.", "",
               "Command: `python benchmarks/schedules.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
               f"Commit: {_commit()}", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in ta._versions().items()), ""]
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
     text = "\n".join(lines)
     print(text)
     atomic_write_text(Path(args.out) if args.out else OUT / "schedules-digits-lt.md", text)

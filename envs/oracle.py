@@ -27,8 +27,10 @@ KNOWN_ANSWER_CORRUPTION = {4: 9, 6: 5}
 class OracleSource(ArraySource):
     """Real images that are in no split of the dataset, as per-class pools (see :func:`oracle_source`)."""
 
-    name = "oracle"
     space = "image"
+
+    def __init__(self, pools, num_classes: int, quality=None, name: str | None = "oracle") -> None:
+        super().__init__(pools, num_classes, quality, name=name)
 
 
 def oracle_source(dataset) -> OracleSource:

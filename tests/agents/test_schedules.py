@@ -8,8 +8,8 @@ import tailmix.agents.cem as cem
 from tailmix.agents.baselines import FillToHead, make_baseline
 from tailmix.agents.cem import CEMPolicy, cem_search, val_fitness
 from tailmix.agents.evaluate import evaluate, make_eval_env, run_episode
-from tailmix.agents.schedules import (SCHEDULE_BASELINES, BaselineSchedule, KnotSchedule, knot_weights,
-                                      make_schedule)
+from tailmix.agents.baselines import make_schedule
+from tailmix.agents.schedules import SCHEDULE_BASELINES, BaselineSchedule, KnotSchedule, knot_weights
 from tests.agents.helpers import tiny_env_kwargs
 
 
