@@ -70,6 +70,7 @@ def test_run_task_end_to_end_on_a_tiny_dataset(monkeypatch):
 
     monkeypatch.setattr(lb, "task_kwargs", lambda task, args: tiny_env_kwargs())
     args = argparse.Namespace(cem_generations=1, cem_population=2, cem_episodes=1, cem_seed=0, cem_knots=2,
+                              ceiling_generations=1, ceiling_population=2, ceiling_episodes=1,
                               no_schedules=False, learned=["ppo:shared:plain:64"], cache_dir="/nonexistent",
                               train=False, timesteps=64)
     lines, s = lb.run_task("tiny", args, [0, 1])
