@@ -97,7 +97,9 @@ def sb3_policy(task: str, spec: str, kw: dict, args):
     run_dir = (Path(args.cache_dir) / "known-answer-agents" / name if task == "known-answer" else
                Path(args.cache_dir) / "leaderboard-agents" / f"{task}-{name}")
     if (run_dir / "model.zip").exists():
-        return SB3Policy(load_model(algo, run_dir / "model.zip"), wrapper=wrapper, name=spec), f"model `{run_dir}`"
+        how = ("" if task == "known-answer" else " (trained by this script's `--train`: seed 0, the spec's timesteps, "
+               "the val reward)")
+        return SB3Policy(load_model(algo, run_dir / "model.zip"), wrapper=wrapper, name=spec), f"model `{run_dir}`{how}"
     if not args.train:
         return None, f"skipped: no model cached at `{run_dir}` (rerun with --train)"
     t = time.time()
@@ -239,6 +241,10 @@ def table(task: str, rows: dict, skipped=()) -> tuple[list[str], dict]:
         lines.append(f"| {spec} | learned (val reward) | {how} | | | | |")
     lines += ["", f"Best fixed (picked on val among static and schedule rows): **{best_fixed}** "
               f"{base:.3f}; ceiling: **{ceiling}** {top:.3f}; headroom {100 * (top - base):.1f} points."]
+    lo_c, _ = bootstrap_ci(test[ceiling] - test[best_fixed])
+    if top > base and not lo_c > 0:
+        lines.append("The ceiling's paired interval against the best fixed row includes 0: the headroom is not "
+                     "distinguishable from seed noise here, so the shares are noise too.")
     if top <= base:
         lines.append("The ceiling does not beat the best fixed row on these seeds: no headroom measured, shares n/a.")
     above = [k for k in rows if group[k] in ("learned", "reference") and test[k].mean() > top]
