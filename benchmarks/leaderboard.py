@@ -48,9 +48,8 @@ OUT = Path(__file__).resolve().parent / "results"
 TASKS = ("known-answer", "digits", "retinamnist", "breastmnist")
 LEARNED = {"known-answer": ("ppo:shared:difference:100000", "ppo:central:ref0:20000", "sac:shared:difference:30000",
                             "sac:central:ref0:4000"),
-           "digits": ("ppo:shared:difference:20000", "ppo:central:ref0:20000"),
-           "retinamnist": ("ppo:shared:difference:20000", "ppo:central:ref0:20000"),
-           "breastmnist": ("ppo:shared:difference:20000", "ppo:central:ref0:20000")}
+           **{task: ("ppo:shared:difference:20000", "ppo:central:ref0:20000", "sac:shared:difference:20000",
+                     "sac:central:ref0:20000") for task in ("digits", "retinamnist", "breastmnist")}}
 
 
 def bootstrap_ci(diffs, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
