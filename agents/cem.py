@@ -299,7 +299,9 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
         if include_mean:
             cand[0] = np.clip(mean, -1.0, 1.0).astype(np.float32)
         ep_seeds = [int(s) for s in rng.integers(0, _SEED_BOUND, episodes)]
-        fit = evaluate_actions(venv, cand.reshape(population, *shape), ep_seeds, fitness_split).mean(1)
+        # (the split is passed only when it is not the default, so a scorer with the plain 3-argument signature fits)
+        split = {"fitness_split": "test"} if fitness_split == "test" else {}
+        fit = evaluate_actions(venv, cand.reshape(population, *shape), ep_seeds, **split).mean(1)
         # Stable sort on -fitness: ties keep candidate order, so a run repeats exactly.
         order = np.argsort(-fit, kind="stable")
         elites = cand[order[:n_elite]].astype(np.float64)
