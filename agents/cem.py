@@ -9,7 +9,8 @@ seed), keeps the elite fraction and moves the Gaussian towards it (smoothed, wit
 
 The fitness is the env's reward at the last step with ``reward="accuracy"``: balanced val accuracy (minus the
 reference head's when ``reward_reference`` is set, minus ``synthetic_cost`` per sample when that is set). The
-search env is always built with ``eval_split=None``: the test split is never read here.
+search env is built with ``eval_split=None``: the test split is never read here, except by a search asked for
+``fitness_split="test"``, whose result is a ceiling (scored on test), never a method.
 
 Noise: all candidates of a generation share the same episode seeds (common random numbers, so candidates are
 ranked on the same classifier initialisations), and the seeds change every generation (so the search does not
@@ -76,7 +77,7 @@ class CEMResult:
         return action_to_ratio(self.best_action, self.max_ratio)
 
 
-def _split_kwargs(env_kwargs, dataset, source) -> tuple[dict, object, object]:
+def _split_kwargs(env_kwargs, dataset, source, fitness_split: str = "val") -> tuple[dict, object, object]:
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"env_kwargs must be a dict of SyntheticRatioEnv keyword arguments; got "
                          f"{type(env_kwargs).__name__}")
@@ -87,6 +88,10 @@ def _split_kwargs(env_kwargs, dataset, source) -> tuple[dict, object, object]:
     kw.pop("source", None)
     # The objective is the final balanced val accuracy; the test split is never read during the search.
     kw.update(reward="accuracy", eval_split=None)
+    if fitness_split == "test":  # a CEILING search only (see cem_search's fitness_split): never a method's row
+        kw.update(eval_split="test")
+    elif fitness_split != "val":
+        raise ValueError(f"fitness_split={fitness_split!r} is invalid: use 'val' (every method) or 'test' (a ceiling)")
     return kw, dataset, source
 
 
@@ -166,7 +171,7 @@ class _CountsView:
         self.max_ratio = float(max_ratio)
 
 
-def evaluate_actions(venv, actions: np.ndarray, seeds: list[int]) -> np.ndarray:
+def evaluate_actions(venv, actions: np.ndarray, seeds: list[int], fitness_split: str = "val") -> np.ndarray:
     """Final-step val fitness of every action vector under every episode seed, in one batched run.
 
     Args:
@@ -175,9 +180,11 @@ def evaluate_actions(venv, actions: np.ndarray, seeds: list[int]) -> np.ndarray:
         actions: ``(N, C)`` actions held fixed for the whole episode, or ``(N, K, C)`` knot schedules
             (:func:`agents.schedules.schedule_actions` gives each step's actions).
         seeds: Episode seeds, shared by all actions (common random numbers).
+        fitness_split: ``"val"``: the final rewards. ``"test"``: the final TEST balanced accuracy (the env must be
+            built with ``fitness_split="test"``); only for a ceiling that no method may train on.
 
     Returns:
-        ``(N, len(seeds))`` final rewards.
+        ``(N, len(seeds))`` final rewards (or test balanced accuracies).
     """
     from tailmix.agents.schedules import schedule_actions
 
@@ -190,16 +197,19 @@ def evaluate_actions(venv, actions: np.ndarray, seeds: list[int]) -> np.ndarray:
     max_steps = venv.core.config.max_steps
     for step in range(max_steps):
         now = schedule_actions(batch, step, max_steps) if batch.ndim == 3 else batch
-        _, reward, _, truncated, _ = venv.step(now)
+        _, reward, _, truncated, infos = venv.step(now)
     assert truncated.all()
+    if fitness_split == "test":
+        reward = [t["balanced_accuracy"] for t in infos["test"]]
     return np.asarray(reward, np.float64).reshape(n, e)
 
 
-def make_search_env(num_envs: int, env_kwargs: dict, dataset=None, source=None):
-    """A batched env for the search: ``env_kwargs`` with ``reward="accuracy"`` and no test split."""
+def make_search_env(num_envs: int, env_kwargs: dict, dataset=None, source=None, fitness_split: str = "val"):
+    """A batched env for the search: ``env_kwargs`` with ``reward="accuracy"`` and no test split (with
+    ``fitness_split="test"``: test metrics at the last step, for a ceiling search only)."""
     from tailmix.envs.vector import SyntheticRatioVectorEnv
 
-    kw, dataset, source = _split_kwargs(env_kwargs, dataset, source)
+    kw, dataset, source = _split_kwargs(env_kwargs, dataset, source, fitness_split)
     return SyntheticRatioVectorEnv(num_envs, dataset, source, **kw)
 
 
@@ -222,7 +232,7 @@ def val_fitness(actions, env_kwargs: dict, seeds, dataset=None, source=None) -> 
 def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int = 10, population: int = 16,
                elite_frac: float = 0.25, episodes_per_candidate: int = 1, seed: int = 0, init_mean=None,
                init_std: float = 0.5, min_std: float = 0.1, smoothing: float = 0.7, include_mean: bool = True,
-               progress: bool = False, knots: int | None = None) -> CEMResult:
+               progress: bool = False, knots: int | None = None, fitness_split: str = "val") -> CEMResult:
     """Search a static per-class action vector (or a schedule) that maximises the final balanced val accuracy.
 
     Args:
@@ -248,6 +258,9 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
         knots: ``None`` (default): a static vector. ``K >= 2``: a schedule, per-class actions at ``K`` knots over
             the episode, linearly interpolated (``K * C`` numbers searched). ``init_mean`` may then also be a
             schedule spec (``"decay:fill"``) or a ``(K, C)`` array; a static start is held at every knot.
+        fitness_split: ``"val"`` (default; every method): the val reward. ``"test"``: the final TEST balanced
+            accuracy, which makes the result a CEILING (how far the action space reaches on test), never a method;
+            label its row as such (``benchmarks/leaderboard.py``).
 
     Returns:
         A :class:`CEMResult` (vectors ``(K, C)`` for a schedule search).
@@ -265,7 +278,7 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
     if knots is not None:
         knots = _check_int("knots", knots, 2)
     n_elite = max(1, int(round(elite_frac * population)))
-    venv = make_search_env(population * episodes, env_kwargs, dataset, source)
+    venv = make_search_env(population * episodes, env_kwargs, dataset, source, fitness_split)
     mean = resolve_init_mean(init_mean, venv) if knots is None else resolve_init_knots(init_mean, venv, knots)
     shape = mean.shape  # (C,) or (K, C): the Gaussian is over the flattened vector
     mean = mean.reshape(-1)
@@ -282,7 +295,9 @@ def cem_search(env_kwargs: dict, dataset=None, source=None, *, generations: int 
         if include_mean:
             cand[0] = np.clip(mean, -1.0, 1.0).astype(np.float32)
         ep_seeds = [int(s) for s in rng.integers(0, _SEED_BOUND, episodes)]
-        fit = evaluate_actions(venv, cand.reshape(population, *shape), ep_seeds).mean(1)
+        # (the split is passed only when it is not the default, so a scorer with the plain 3-argument signature fits)
+        split = {"fitness_split": "test"} if fitness_split == "test" else {}
+        fit = evaluate_actions(venv, cand.reshape(population, *shape), ep_seeds, **split).mean(1)
         # Stable sort on -fitness: ties keep candidate order, so a run repeats exactly.
         order = np.argsort(-fit, kind="stable")
         elites = cand[order[:n_elite]].astype(np.float64)

@@ -1,0 +1,330 @@
+"""The leaderboard: one table per task, every method against the best fixed policy and a test-scored ceiling.
+
+    python benchmarks/leaderboard.py --tasks known-answer digits --seeds 5 --cache-dir /work/cache
+    python benchmarks/leaderboard.py --quick --tasks known-answer --out /tmp/lb     # tiny budgets (a smoke run)
+
+Rows of each task (every row is scored on the TEST split by ``agents.evaluate`` over the same episode seeds, so
+differences between rows are paired by seed):
+
+- **no synthetic**: cross-entropy, and the best long-tail loss of the feature head (picked on val);
+- **best fixed static** (none, constant 0.5-8, fill, inverse, fill x 0.25 / 0.5) and **best fixed schedule**
+  (``agents.schedules.SCHEDULE_BASELINES``), each picked on the final VAL balanced accuracy;
+- **CEM** (``agents.cem.cem_search``) on the val reward: a static vector and a schedule (``--cem-knots`` knots),
+  started from the best fixed static / schedule row (on val);
+- **learned SB3 rows** (``--learned``, specs ``algo:wrapper:variant[:timesteps]`` as in
+  ``benchmarks/known_answer.py``): PPO / SAC, shared or centralised, ``difference`` credit, ``ref0`` or ``plain``
+  reward; trained on the val reward, cached under ``--cache-dir`` (the known-answer task reuses
+  ``known-answer-agents/``, the others use ``leaderboard-agents/<task>-...``); a spec whose model is not cached is
+  trained only with ``--train``, else the row is listed as skipped;
+- **CEILING**: the best policy CEM finds when its fitness is the TEST balanced accuracy (``cem_search(...,
+  fitness_split="test")``), static and schedule, each continuing from the end of its val search; the better of the two
+  on test is the ceiling. It is NOT a method: it read the test split, and it only says how far the action space
+  reaches (a lower bound on the true ceiling: the search has a small budget).
+
+Headroom share of a learned row = (learned - best fixed) / (ceiling - best fixed), with the best fixed row the
+better on VAL of the best static and the best schedule. Paired differences: per-seed test difference from that
+row, mean and a 95% bootstrap interval over seeds (resampling seeds; with 3-5 seeds the interval is rough).
+
+Tasks: ``known-answer`` (digits-LT, oracle source, corruption {4: 9, 6: 5}; ``envs.oracle.known_answer_kwargs``;
+its oracle policy is shown as a reference), ``digits`` (the DDPM bank of ``benchmarks/results.py``, plus a
+*perfect generator* reference row: fill from the oracle source, the real digits the long-tail builder left out),
+``retinamnist`` and ``breastmnist`` (DDPM bank, ``--generator-steps 300``; need ``TAILMIX_DATA_DIR``).
+Tables go to ``<out>/leaderboard-<task>.md`` with each row's provenance, the command and the commit.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results"
+TASKS = ("known-answer", "digits", "retinamnist", "breastmnist")
+LEARNED = {"known-answer": ("ppo:shared:difference:100000", "ppo:central:ref0:20000", "sac:shared:difference:30000",
+                            "sac:central:ref0:4000"),
+           **{task: ("ppo:shared:difference:20000", "ppo:central:ref0:20000", "sac:shared:difference:20000",
+                     "sac:central:ref0:20000") for task in ("digits", "retinamnist", "breastmnist")}}
+
+
+def bootstrap_ci(diffs, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired per-seed differences (resampling seeds)."""
+    d = np.asarray(diffs, np.float64)
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def task_kwargs(task: str, args) -> dict:
+    """Env keyword arguments of a task (feature mode; the bank tasks as ``benchmarks/results.py`` builds them)."""
+    if task == "known-answer":
+        from tailmix.envs.oracle import known_answer_kwargs
+
+        return known_answer_kwargs(cache_dir=str(Path(args.cache_dir) / "encoders"))
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    from benchmarks.results import build_env_kwargs
+
+    steps = args.generator_steps if args.generator_steps is not None else (None if task == "digits" else 300)
+    ns = argparse.Namespace(preset="small", generator_steps=steps, per_class=128, cache_dir=args.cache_dir,
+                            max_steps=10, max_ratio=8.0, replicas=1, reference=None)
+    return build_env_kwargs(task, ns)[1]
+
+
+def sb3_policy(task: str, spec: str, kw: dict, args):
+    """The SB3 row ``spec`` from the cache (or trained with ``--train``); ``(policy, note)``, policy None if skipped."""
+    from benchmarks.known_answer import _train_kwargs
+    from tailmix.agents.baselines import SB3Policy
+    from tailmix.agents.sb3 import load_model, train
+
+    algo, wrapper, rest = (spec.split(":", 2) + ["", ""])[:3]
+    variant, _, steps = rest.partition(":")
+    if algo not in ("ppo", "sac") or wrapper not in ("shared", "central") or not variant:
+        raise ValueError(f"learned row {spec!r} is invalid: use algo:wrapper:variant[:timesteps], e.g. "
+                         "ppo:shared:difference:20000 (algo ppo/sac, wrapper shared/central, variant "
+                         "difference/ref0/plain)")
+    timesteps = int(steps) if steps else args.timesteps
+    name = f"{algo}-{wrapper}-{variant}-{timesteps}-seed0"
+    run_dir = (Path(args.cache_dir) / "known-answer-agents" / name if task == "known-answer" else
+               Path(args.cache_dir) / "leaderboard-agents" / f"{task}-{name}")
+    if (run_dir / "model.zip").exists():
+        how = ("" if task == "known-answer" else " (trained by this script's `--train`: seed 0, the spec's timesteps, "
+               "the val reward)")
+        return SB3Policy(load_model(algo, run_dir / "model.zip"), wrapper=wrapper, name=spec), f"model `{run_dir}`{how}"
+    if not args.train:
+        return None, f"skipped: no model cached at `{run_dir}` (rerun with --train)"
+    t = time.time()
+    model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=0,
+                  log_dir=str(run_dir))
+    model.get_env().close()
+    return SB3Policy(model, wrapper=wrapper, name=spec), f"trained here ({time.time() - t:.0f} s), `{run_dir}`"
+
+
+def cem_policy(kw: dict, args, knots, init, fitness_split: str = "val"):
+    """CEM from ``init`` on the val reward (``fitness_split="test"``: the ceiling search, with the ceiling budget).
+
+    Returns the policy of the final mean and that mean (where a ceiling search continues)."""
+    from tailmix.agents.cem import CEMPolicy, cem_search
+
+    pre = "ceiling_" if fitness_split == "test" else "cem_"
+    res = cem_search(kw, generations=getattr(args, pre + "generations"), population=getattr(args, pre + "population"),
+                     episodes_per_candidate=getattr(args, pre + "episodes"), seed=args.cem_seed, init_mean=init,
+                     knots=knots, fitness_split=fitness_split)
+    return CEMPolicy.from_result(res), res.mean_action
+
+
+def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
+    """Every row of ``task``; returns the markdown lines and the summary numbers."""
+    from benchmarks.known_answer import STATIC, ScaledBaseline
+    from benchmarks.results import NO_SYN_LOSSES
+    from tailmix.agents.baselines import FillToHead, make_baseline
+    from tailmix.agents.evaluate import evaluate, make_eval_env
+    from tailmix.agents.schedules import SCHEDULE_BASELINES
+
+    t0 = time.time()
+    kw = task_kwargs(task, args)
+    env = make_eval_env(kw)
+    rows: dict = {}  # label -> (group, per-seed rows, provenance)
+
+    def run(label, group, policy, how, env_kw=None):
+        t = time.time()
+        per = evaluate(policy, env_kw or kw, seeds=seeds, env=None if env_kw is not None else env)
+        rows[label] = (group, per, how)
+        print(f"[{task}] {label}: test {np.mean([r['test_balanced_accuracy'] for r in per]):.4f} "
+              f"val {np.mean([r['val_balanced_accuracy'] for r in per]):.4f} ({time.time() - t:.0f} s)", flush=True)
+
+    none = make_baseline("none")
+    run("no synthetic, ce", "nosyn", none, "`make_baseline('none')`, loss ce", dict(kw, loss="ce"))
+    for loss in NO_SYN_LOSSES:
+        run(f"no synthetic, {loss}", "nosyn-lt", none, f"`make_baseline('none')`, loss {loss}", dict(kw, loss=loss))
+    static = {s: make_baseline(s) for s in STATIC}
+    static.update({f"fill x {f:g}": ScaledBaseline(f"fill x {f:g}", base=FillToHead(), factor=f) for f in (0.25, 0.5)})
+    for label, pol in static.items():
+        run(label, "static", pol, f"fixed `{label}`")
+    if not args.no_schedules:
+        for spec in SCHEDULE_BASELINES:
+            run(spec, "schedule", make_baseline(spec), f"fixed schedule `{spec}`")
+    # The val searches start from the best fixed row of their kind on VAL; each ceiling search continues from
+    # where its val search ended, so it starts at least as high as the CEM row and only adds what test can tell.
+    val = {k: np.mean([r["val_balanced_accuracy"] for r in per]) for k, (_, per, _) in rows.items()}
+    init_static = max(static, key=lambda k: val[k])
+    init_sched = None if args.no_schedules else max(SCHEDULE_BASELINES, key=lambda k: val[k])
+    cem = f"CEM {args.cem_generations} gen x {args.cem_population} cand x {args.cem_episodes} ep, seed {args.cem_seed}"
+    ceil = (f"CEM {args.ceiling_generations} gen x {args.ceiling_population} cand x {args.ceiling_episodes} ep, "
+            f"seed {args.cem_seed}")
+    pol, end_static = cem_policy(kw, args, None, static[init_static])
+    run("CEM static (val)", "learned", pol, cem + f", from `{init_static}`, fitness = final val bal. acc.")
+    if not args.no_schedules:
+        pol, end_sched = cem_policy(kw, args, args.cem_knots, init_sched)
+        run("CEM schedule (val)", "learned", pol,
+            cem + f", {args.cem_knots} knots, from `{init_sched}`, fitness = final val bal. acc.")
+    skipped = []
+    for spec in (args.learned if args.learned is not None else LEARNED[task]):
+        pol, how = sb3_policy(task, spec, kw, args)
+        if pol is None:
+            skipped.append((spec, how))
+            print(f"[{task}] {spec}: {how}", flush=True)
+            continue
+        run(spec, "learned", pol, how)
+    run("CEILING: CEM static scored on TEST", "ceiling", cem_policy(kw, args, None, end_static, "test")[0],
+        ceil + ", from the end of `CEM static (val)`, fitness = final TEST bal. acc. (a ceiling, not a method)")
+    if not args.no_schedules:
+        run("CEILING: CEM schedule scored on TEST", "ceiling",
+            cem_policy(kw, args, args.cem_knots, end_sched, "test")[0],
+            ceil + f", {args.cem_knots} knots, from the end of `CEM schedule (val)`, fitness = final TEST bal. acc. "
+            "(a ceiling, not a method)")
+    if task == "known-answer":
+        from tailmix.envs.oracle import oracle_policy_ratios
+
+        ratios = oracle_policy_ratios(kw["dataset"].train_counts, sorted(kw["source"].corruption), kw["max_ratio"])
+        run("reference: oracle policy (the known answer)", "reference",
+            ScaledBaseline("oracle policy", ratios=ratios), "fill the clean classes, 0 for the corrupted ones")
+    if task == "digits":
+        from tailmix.envs.oracle import oracle_source
+
+        run("reference: perfect generator, fill", "reference", make_baseline("fill"),
+            "fill, source = the real digits left out of digits-LT (`envs.oracle.oracle_source`)",
+            dict(kw, source=oracle_source(kw["dataset"])))
+    lines, summary = table(task, rows, skipped)
+    summary["seconds"] = time.time() - t0
+    return lines, summary
+
+
+def table(task: str, rows: dict, skipped=()) -> tuple[list[str], dict]:
+    """The leaderboard lines from ``{label: (group, per-seed rows, provenance)}``."""
+    test = {k: np.array([r["test_balanced_accuracy"] for r in per]) for k, (_, per, _) in rows.items()}
+    val = {k: float(np.mean([r["val_balanced_accuracy"] for r in per])) for k, (_, per, _) in rows.items()}
+    group = {k: g for k, (g, _, _) in rows.items()}
+
+    def best(groups):
+        cands = [k for k in rows if group[k] in groups]
+        return max(cands, key=lambda k: val[k]) if cands else None
+
+    best_lt = best(("nosyn-lt",))
+    best_static, best_sched = best(("static",)), best(("schedule",))
+    best_fixed = best(("static", "schedule"))
+    ceilings = [k for k in rows if group[k] == "ceiling"]
+    ceiling = max(ceilings, key=lambda k: test[k].mean())
+    base, top = test[best_fixed].mean(), test[ceiling].mean()
+    shown = ["no synthetic, ce", best_lt, best_static, best_sched]
+    shown += [k for k in rows if group[k] in ("learned", "ceiling", "reference")]
+    tags = {"no synthetic, ce": "no synthetic", best_lt: "no synthetic, best long-tail loss (val)",
+            best_static: "best fixed static (val)", best_sched: "best fixed schedule (val)"}
+    lines = ["| row | what | test bal. acc. | val bal. acc. | vs best fixed (paired, 95% boot. CI) | "
+             "share of headroom | mean ratio |", "|---|---|---|---|---|---|---|"]
+    share = {}
+    for k in [s for s in shown if s is not None]:
+        t = test[k]
+        diff = t - test[best_fixed]
+        lo, hi = bootstrap_ci(diff)
+        vs = "(the reference)" if k == best_fixed else f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        sh = ""
+        if group[k] == "learned":
+            share[k] = (t.mean() - base) / (top - base) if top > base else float("nan")
+            sh = "n/a" if np.isnan(share[k]) else f"{100 * share[k]:.0f}%"
+        what = tags.get(k, {"learned": "learned (val reward)", "ceiling": "**CEILING (scored on test; not a "
+                            "method)**", "reference": "reference (not a method)"}.get(group[k], group[k]))
+        label = f"**{k}**" if k in (best_fixed, ceiling) else k
+        mean_ratio = np.mean([r["mean_ratio"] for r in rows[k][1]])
+        lines.append(f"| {label} | {what} | {t.mean():.3f} ± {t.std(ddof=1) if len(t) > 1 else 0:.3f} | "
+                     f"{val[k]:.3f} | {vs} | {sh} | {mean_ratio:.2f} |")
+    for spec, how in skipped:
+        lines.append(f"| {spec} | learned (val reward) | {how} | | | | |")
+    lines += ["", f"Best fixed (picked on val among static and schedule rows): **{best_fixed}** "
+              f"{base:.3f}; ceiling: **{ceiling}** {top:.3f}; headroom {100 * (top - base):.1f} points."]
+    lo_c, _ = bootstrap_ci(test[ceiling] - test[best_fixed])
+    if top > base and not lo_c > 0:
+        lines.append("The ceiling's paired interval against the best fixed row includes 0: the headroom is not "
+                     "distinguishable from seed noise here, so the shares are noise too.")
+    if top <= base:
+        lines.append("The ceiling does not beat the best fixed row on these seeds: no headroom measured, shares n/a.")
+    above = [k for k in rows if group[k] in ("learned", "reference") and test[k].mean() > top]
+    if above:
+        lines.append("Rows above the ceiling on test: " + ", ".join(f"`{k}`" for k in above) + ". The CEM ceiling "
+                     "is a lower bound on the true one (a small search budget, noisy fitness), so a share above 100% "
+                     "means the ceiling is loose, not that the row beat a bound.")
+    lines += ["", "Provenance of each row:", ""]
+    lines += [f"- `{k}`: {rows[k][2]}" for k in shown if k is not None]
+    lines += ["", "Every fixed row measured (test / val):", "",
+              ", ".join(f"{k} {test[k].mean():.3f} / {val[k]:.3f}" for k in rows
+                        if group[k] in ("nosyn", "nosyn-lt", "static", "schedule"))]
+    summary = {"best_fixed": best_fixed, "best_fixed_test": float(base), "ceiling": ceiling, "ceiling_test": float(top),
+               "share": share, "test": {k: float(v.mean()) for k, v in test.items()}}
+    return lines, summary
+
+
+def _commit() -> str:
+    from benchmarks.known_answer import _commit as commit
+
+    return commit()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=["known-answer", "digits"], choices=TASKS)
+    p.add_argument("--seeds", type=int, default=5, help="episode seeds 0..N-1 (test scores)")
+    p.add_argument("--learned", nargs="*", default=None,
+                   help="SB3 rows algo:wrapper:variant[:timesteps] (default: per task, see LEARNED)")
+    p.add_argument("--timesteps", type=int, default=20_000, help="SB3 timesteps when a spec gives none")
+    p.add_argument("--train", action="store_true", help="train SB3 rows whose model is not cached (else skip them)")
+    p.add_argument("--cem-generations", type=int, default=5)
+    p.add_argument("--cem-population", type=int, default=8)
+    p.add_argument("--cem-episodes", type=int, default=3)
+    p.add_argument("--cem-knots", type=int, default=3)
+    p.add_argument("--cem-seed", type=int, default=0)
+    p.add_argument("--ceiling-generations", type=int, default=None, help="ceiling CEM (default: --cem-generations)")
+    p.add_argument("--ceiling-population", type=int, default=None, help="default: --cem-population")
+    p.add_argument("--ceiling-episodes", type=int, default=None, help="default: --cem-episodes")
+    p.add_argument("--generator-steps", type=int, default=None, help="DDPM steps (default: digits preset, MedMNIST 300)")
+    p.add_argument("--no-schedules", action="store_true", help="leave out schedule rows (fixed, CEM and ceiling)")
+    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.cem_generations, args.cem_population, args.cem_episodes = 2, 1, 4, 1
+    for name in ("generations", "population", "episodes"):
+        if getattr(args, "ceiling_" + name) is None:
+            setattr(args, "ceiling_" + name, getattr(args, "cem_" + name))
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds} is invalid: use at least 1 (3-5 for an interval)")
+    import torch
+
+    torch.set_num_threads(1)
+    import tailmix.pipeline as ta
+
+    commit = _commit()  # at the start: the code that ran
+    seeds = list(range(args.seeds))
+    out = Path(args.out) if args.out else OUT
+    results = {}
+    for task in args.tasks:
+        lines, summary = run_task(task, args, seeds)
+        results[task] = summary
+        head = [f"# Leaderboard: {task}", "",
+                f"Test balanced accuracy at the end of the episode, mean ± std over episode seeds {seeds}; val = final "
+                "balanced val accuracy, mean over the same seeds. Best rows are picked on val. Learned rows train on "
+                "the val reward only. The CEILING row's CEM read the TEST split (its fitness) and is no method; "
+                "share of headroom = (learned - best fixed) / (ceiling - best fixed).", ""]
+        tail = ["", f"Time: {summary['seconds']:.0f} s.", "",
+                "Command: `python benchmarks/leaderboard.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
+                "", f"Commit: {commit}", "",
+                "Versions: " + ", ".join(f"{k} {v}" for k, v in ta.versions().items()), ""]
+        text = "\n".join(head + lines + tail)
+        print(text, flush=True)
+        if not args.quick or args.out:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / f"leaderboard-{task}.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

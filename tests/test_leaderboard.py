@@ -1,0 +1,79 @@
+"""benchmarks/leaderboard.py: the table's picks and shares, the bootstrap, and the test-scored CEM ceiling hook."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tailmix.agents import cem
+from tailmix.agents.evaluate import evaluate
+from tests.agents.helpers import tiny_env_kwargs
+
+
+def _rows(test, val, ratio=1.0):
+    return [{"test_balanced_accuracy": t, "val_balanced_accuracy": v, "mean_ratio": ratio} for t, v in zip(test, val)]
+
+
+def test_table_picks_on_val_and_shares_against_the_ceiling():
+    from benchmarks.leaderboard import table
+
+    rows = {
+        "no synthetic, ce": ("nosyn", _rows([0.5, 0.5, 0.5], [0.5] * 3), "n"),
+        "no synthetic, logit_adjustment": ("nosyn-lt", _rows([0.6] * 3, [0.6] * 3), "n"),
+        # the best on test is NOT the best on val: the table must pick "fill" (val), not "constant:1" (test)
+        "constant:1": ("static", _rows([0.9, 0.9, 0.9], [0.6] * 3), "f"),
+        "fill": ("static", _rows([0.7, 0.7, 0.7], [0.8] * 3), "f"),
+        "decay:fill": ("schedule", _rows([0.65] * 3, [0.7] * 3), "s"),
+        "ppo": ("learned", _rows([0.75, 0.75, 0.75], [0.8] * 3), "l"),
+        "CEILING: x": ("ceiling", _rows([0.8, 0.8, 0.8], [0.8] * 3), "c"),
+    }
+    lines, s = table("t", rows)
+    assert s["best_fixed"] == "fill" and s["ceiling"] == "CEILING: x"
+    assert s["share"]["ppo"] == pytest.approx(0.5)
+    text = "\n".join(lines)
+    assert "CEILING (scored on test; not a method)" in text
+    assert "best fixed schedule (val)" in text and "no synthetic, best long-tail loss (val)" in text
+    ppo = next(line for line in lines if line.startswith("| ppo |"))
+    assert "+0.050 [+0.050, +0.050]" in ppo and "50%" in ppo
+
+
+def test_bootstrap_interval_brackets_the_mean_and_needs_two_seeds():
+    from benchmarks.leaderboard import bootstrap_ci
+
+    lo, hi = bootstrap_ci([0.01, 0.03, 0.02, 0.05])
+    assert lo <= 0.0275 <= hi and lo >= 0.01 and hi <= 0.05
+    assert np.isnan(bootstrap_ci([0.1])[0])
+
+
+def test_test_fitness_is_the_test_score_evaluate_reports():
+    """The ceiling's fitness is exactly the final test balanced accuracy of the same action and seed."""
+    kw = tiny_env_kwargs(encoder_epochs=10)  # a head that learns (val balanced accuracy 1 on this tiny set)
+    ds = kw["dataset"]
+    # test labels shifted by one class: a test score far from the val score, so reading the wrong split shows
+    kw["dataset"] = dataclasses.replace(ds, test_labels=(ds.test_labels + 1) % ds.num_classes)
+    action = np.array([[-1.0, 0.0, 0.5]], np.float32)
+    venv = cem.make_search_env(2, kw, fitness_split="test")
+    fit = cem.evaluate_actions(venv, action, [0, 1], fitness_split="test")
+    rows = evaluate(cem.CEMPolicy(action[0], venv.core.config.max_ratio), kw, seeds=(0, 1))
+    assert np.allclose(fit[0], [r["test_balanced_accuracy"] for r in rows], atol=1e-6)
+    assert np.allclose(cem.evaluate_actions(venv, action, [0, 1])[0], [r["val_balanced_accuracy"] for r in rows])
+    assert fit[0].max() < 0.5 < min(r["val_balanced_accuracy"] for r in rows)
+    with pytest.raises(ValueError, match="fitness_split"):
+        cem.make_search_env(1, kw, fitness_split="train")
+
+
+@pytest.mark.slow
+def test_run_task_end_to_end_on_a_tiny_dataset(monkeypatch):
+    import benchmarks.leaderboard as lb
+
+    monkeypatch.setattr(lb, "task_kwargs", lambda task, args: tiny_env_kwargs())
+    args = argparse.Namespace(cem_generations=1, cem_population=2, cem_episodes=1, cem_seed=0, cem_knots=2,
+                              ceiling_generations=1, ceiling_population=2, ceiling_episodes=1,
+                              no_schedules=False, learned=["ppo:shared:plain:64"], cache_dir="/nonexistent",
+                              train=False, timesteps=64)
+    lines, s = lb.run_task("tiny", args, [0, 1])
+    text = "\n".join(lines)
+    assert "CEILING: CEM static scored on TEST" in s["test"] and "CEM schedule (val)" in s["test"]
+    assert "skipped: no model cached" in text  # an SB3 row without a cached model and no --train
