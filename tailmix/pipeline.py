@@ -261,8 +261,6 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
     """Train the configured generator, or load it from the cache when this exact one was trained before."""
     import torch
 
-    from tailmix.generators.base import load_generator
-
     if getattr(cfg, "guidance_scale", 0.0) and cfg.generator == "ddpm":  # other kinds have no classifier guidance
         return guided_generator(cfg, dataset, progress=progress)
     gen = new_generator(cfg, dataset)
@@ -270,12 +268,9 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
     extra = () if unlabeled is None else (unlabeled_fingerprint(unlabeled),)  # only when given: old keys hold
     key = cache_key(dataset.fingerprint(), gen.config(), cfg.seed, *extra)
     path = Path(cfg.cache_dir) / "generators" / f"{cfg.generator}-{key}"
-    if (path / "config.json").exists():
-        try:
-            return load_generator(path, device=gen.device)
-        except Exception as err:  # a broken cache entry is retrained, never trusted
-            print(f"cached generator at {path} is unreadable ({err}); retraining")
-            _remove_folder(path)
+    cached = _cached_generator(path, gen.device)
+    if cached is not None:
+        return cached
     _require_writable_cache(cfg, path.parent, f"{cfg.generator} generator")
     fit_kw = {} if unlabeled is None else {"unlabeled": unlabeled}
     gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress, **fit_kw)
@@ -283,12 +278,24 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
     return gen
 
 
+def _cached_generator(path: Path, device):
+    """The generator saved at ``path``, or ``None`` when there is none; a broken entry is removed, never trusted."""
+    from tailmix.generators.base import load_generator
+
+    if not (path / "config.json").exists():
+        return None
+    try:
+        return load_generator(path, device=device)
+    except Exception as err:
+        print(f"cached generator at {path} is unreadable ({err}); retraining")
+        _remove_folder(path)
+        return None
+
+
 def guided_generator(cfg, dataset, *, progress: bool = True):
     """The ddpm generator with classifier guidance: the unguided DDPM of the same settings (trained or found in the
     cache) plus a noise-aware classifier trained on top, cached under a key that includes the guidance scale."""
     import torch
-
-    from tailmix.generators.base import load_generator
 
     scale = cfg.guidance_scale
     if not isinstance(scale, (int, float)) or not scale > 0:
@@ -298,12 +305,9 @@ def guided_generator(cfg, dataset, *, progress: bool = True):
     gen = fitted_generator(dataclasses.replace(cfg, guidance_scale=0.0), dataset, progress=progress)
     gen.classifier_scale = float(scale)
     path = Path(cfg.cache_dir) / "generators" / f"ddpm-guided-{cache_key(gen.config(), cfg.seed)}"
-    if (path / "config.json").exists():
-        try:
-            return load_generator(path, device=gen.device)
-        except Exception as err:  # a broken cache entry is retrained, never trusted
-            print(f"cached generator at {path} is unreadable ({err}); retraining")
-            _remove_folder(path)
+    cached = _cached_generator(path, gen.device)
+    if cached is not None:
+        return cached
     _require_writable_cache(cfg, path.parent, "guided ddpm generator")
     gen.fit_guidance(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
     _save_folder(path, gen.save)
