@@ -9,17 +9,9 @@ from tailmix.generators import load_generator
 from tailmix.generators.ddpm import ClassConditionalDDPM, images_fingerprint
 from tailmix.generators.guidance import class_probability
 from tests.conftest import make_tiny_dataset
+from tests.generators.test_ddpm import g, tiny  # the same tiny DDPM and seeded generator
 
 CLF = {"steps": 150, "batch_size": 32, "lr": 5e-3, "width": 8}
-
-
-def g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def tiny(ds, **kw) -> ClassConditionalDDPM:
-    kw = {"preset": "tiny", "batch_size": 16, **kw}
-    return ClassConditionalDDPM(ds.image_shape, ds.num_classes, **kw)
 
 
 @pytest.fixture(scope="module")
