@@ -47,6 +47,9 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
         "medmnist": ["medmnist>=3.0"],
         "ray": ["ray[rllib]>=2.60,<3"],
+        # TorchRL's wrappers (tests/agents/test_torchrl.py); tested with torchrl 0.14.1 / tensordict 0.14.3 on torch
+        # 2.14.1. A torchrl minor release follows a torch release, hence the upper bound.
+        "torchrl": ["torchrl>=0.14.1,<0.15"],
     },
     entry_points={"console_scripts": ["train_agents=tailmix.train_agents:cli", "tailmix=tailmix.train_agents:cli"]},
 )

@@ -8,7 +8,9 @@ only: pixel mode trains a CNN per copy, which gains nothing from batching here.
 ``(K, C, 8 + C)``, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), the ``vector_entry_point`` of the
 central ids (``gymnasium.make_vec(id, num_envs=K, vectorization_mode="vector_entry_point")``). Autoreset:
 ``NEXT_STEP`` by default (gymnasium's, which its vector wrappers expect), ``SAME_STEP`` on request (SB3's
-convention; ``tailmix.agents.wrappers.make_vec_env`` turns the env into an SB3 ``VecEnv`` with it).
+convention; ``tailmix.agents.wrappers.make_vec_env`` turns the env into an SB3 ``VecEnv`` with it), ``DISABLED``
+on request (no autoreset: ``reset(options={"reset_mask": mask})`` restarts the ended copies; what TorchRL's
+``GymWrapper`` prefers, which refuses ``NEXT_STEP``).
 
 Infos are :meth:`envs.core.RatioCore.infos`: arrays with the copies first, numbers only (names:
 :attr:`SyntheticRatioVectorEnv.class_names`). With ``credit="difference"`` the env still returns the team
@@ -30,12 +32,12 @@ from tailmix.envs.core import RatioCore, accepted_render_mode, as_action_array, 
 
 def _autoreset_mode(mode) -> AutoresetMode:
     """``mode`` as a supported :class:`AutoresetMode` (also from ``"next_step"``, ``"NextStep"``, ...)."""
-    for m in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+    for m in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED):
         if mode == m or (isinstance(mode, str) and mode.replace("_", "").lower() in (m.value.lower(),
                                                                                        m.name.replace("_", "").lower())):
             return m
-    raise ValueError(f"autoreset_mode={mode!r} is not supported; use AutoresetMode.NEXT_STEP (gymnasium's default) "
-                     "or AutoresetMode.SAME_STEP (SB3's)")
+    raise ValueError(f"autoreset_mode={mode!r} is not supported; use AutoresetMode.NEXT_STEP (gymnasium's default), "
+                     "AutoresetMode.SAME_STEP (SB3's) or AutoresetMode.DISABLED (TorchRL's)")
 
 
 class SyntheticRatioVectorEnv(VectorEnv):
@@ -49,7 +51,9 @@ class SyntheticRatioVectorEnv(VectorEnv):
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default; gymnasium's): the step that ends the episodes
             returns their last observations, the next ``step()`` resets those copies (their actions are ignored,
             rewards 0). ``SAME_STEP``: ended copies are reset within the step; the observation returned is the
-            new episode's first and ``infos["final_obs"]`` holds the last. Strings (``"next_step"``) work too.
+            new episode's first and ``infos["final_obs"]`` holds the last. ``DISABLED``: no autoreset; restart
+            ended copies with ``reset(options={"reset_mask": mask})`` (a step with an ended copy raises).
+            Strings (``"next_step"``) work too.
         **kwargs: :class:`envs.config.RatioEnvConfig` fields (``mode`` must be ``"feature"``).
     """
 
@@ -92,6 +96,12 @@ class SyntheticRatioVectorEnv(VectorEnv):
         return per_class_info(self.core, k)
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Reset every copy, or with ``options={"reset_mask": mask}`` (bool ``(K,)``) only the masked ones.
+
+        ``seed``: ``None``, an int (copy ``k`` gets ``seed + k``) or one seed per copy (unmasked copies' unused).
+        Returns every copy's observations and infos.
+        """
+        mask = self._reset_mask(options)
         if seed is None or isinstance(seed, numbers.Integral):
             seeds = [None if seed is None else int(seed) + k for k in range(self.num_envs)]
         elif isinstance(seed, (list, tuple, np.ndarray)):
@@ -102,10 +112,21 @@ class SyntheticRatioVectorEnv(VectorEnv):
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} copies")
         else:
             raise ValueError(f"seed must be None, an int, or a list of {self.num_envs} ints/None; got {seed!r}")
-        self.core.reset(list(range(self.num_envs)), seeds)
-        self._episode_return[:] = 0
-        self._autoreset[:] = False
+        copies = list(np.flatnonzero(mask))
+        self.core.reset(copies, [seeds[k] for k in copies])
+        self._episode_return[mask] = 0
+        self._autoreset[mask] = False
         return self._obs(), self.core.infos()
+
+    def _reset_mask(self, options: dict | None) -> np.ndarray:
+        """``options["reset_mask"]`` checked (gymnasium's partial-reset option), or all copies."""
+        if not options or options.get("reset_mask") is None:
+            return np.ones(self.num_envs, bool)
+        mask = np.asarray(options["reset_mask"])
+        if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
+            raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with at least one "
+                             f"True (the copies to reset); got {options['reset_mask']!r}")
+        return mask
 
     def step(self, actions):
         a = as_action_array(actions, "actions")
@@ -113,6 +134,10 @@ class SyntheticRatioVectorEnv(VectorEnv):
             raise ValueError(f"actions must have shape {(self.num_envs, *self._action_shape)}; got {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError("actions contain NaN or inf; use finite numbers in [-1, 1]")
+        if self.autoreset_mode == AutoresetMode.DISABLED and self.core.done.any():
+            ended = np.flatnonzero(self.core.done).tolist()
+            raise RuntimeError(f"copies {ended} ended their episode and autoreset_mode is DISABLED; restart them "
+                               "first with reset(options={'reset_mask': mask}) (mask True for those copies)")
         if self._autoreset.any():  # NEXT_STEP: the copies that ended last step start anew, the actions unused
             # Copies run in lockstep (one reset, one episode length), so they all end, and restart, together.
             done = list(np.flatnonzero(self._autoreset))
@@ -136,7 +161,7 @@ class SyntheticRatioVectorEnv(VectorEnv):
                 done = list(np.flatnonzero(truncated))
                 self.core.reset(done, [None] * len(done))
                 self._episode_return[done] = 0
-            else:
+            elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
                 self._autoreset = truncated.copy()
         return self._obs(), reward, terminated, truncated, infos
 
