@@ -17,7 +17,7 @@ from tailmix.runs import _stored_config
 #: with unless flags override them; a resumed run may not change them.
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
-              "guidance_scale", "unlabeled")
+              "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -122,12 +122,14 @@ def check_config(cfg) -> None:
     _require(len(kinds) == 1 or cfg.source == "bank", f"several generators ({cfg.generator}) fill one bank each: "
              "they need --source bank")
     _choice(cfg, "source", SOURCES)
-    from tailmix.envs.config import MODES, REWARDS
+    from tailmix.envs.config import DRAWS, LR_SCHEDULES, MODES, REWARDS
 
     _choice(cfg, "mode", MODES)
     _choice(cfg, "reward", REWARDS)
+    _choice(cfg, "draw", DRAWS)
+    _choice(cfg, "lr_schedule", LR_SCHEDULES)
     for name in ("max_steps", "per_class", "filter_epochs", "timesteps", "n_envs", "checkpoint_every", "seeds",
-                 "threads"):
+                 "threads", "val_folds"):
         value = getattr(cfg, name, 1)
         _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
