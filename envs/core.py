@@ -20,8 +20,7 @@ from tailmix.envs.assembly import build_engine, resolve_dataset, resolve_sources
 from tailmix.envs.config import RatioEnvConfig
 from tailmix.envs.engine import masked_confusion, synthetic_counts
 from tailmix.envs.heads import HeadLayout
-from tailmix.envs.rewards import (bootstrap_std, class_scores, counterfactual_mixes, rank_within, relative_score,
-                                  step_rewards)
+from tailmix.envs.rewards import bootstrap_std, class_scores, counterfactual_mixes, relative_score, step_rewards
 
 #: Per-class observation columns before the one-hot class id (v0: one source, no pool-size columns).
 OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
@@ -41,9 +40,6 @@ def observation_columns(names: tuple[str, ...], pool_obs: bool = False) -> tuple
 
     cols = OBS_COLUMNS[:4] + per("ratio") + per("pool_quality") + OBS_COLUMNS[6:]
     return cols + (per("pool_fraction") if pool_obs else ())
-
-
-_rank_within = rank_within  # its earlier home
 
 
 class RatioCore:
