@@ -6,9 +6,9 @@ through these members only, so a third engine (another model family, another dev
 touching the core.
 
 A *mix* is the same type in every engine: a 1-D int64 array of row indices into the engine's sample table,
-the head's real rows first (:meth:`Engine.real_rows`), then its synthetic draws, source-major and class by class
-within a source. :meth:`Engine.row_labels` gives the class of any row, so the core can build counterfactual
-mixes (difference credit) without knowing how an engine stores its samples.
+the head's real rows first (:meth:`Engine.real_rows`), then its synthetic draws (in an order of the engine's
+choosing; a row drawn twice appears twice). :meth:`Engine.row_labels` gives the class of any row, so the core can
+build counterfactual mixes (difference credit) without knowing how an engine stores its samples.
 """
 from __future__ import annotations
 
