@@ -91,7 +91,7 @@ class RatioCore:
             self.ref, self.diff = self.layout.reference, self.layout.counterfactual
             self.sources = resolve_sources(self.dataset, specs, config)
             self.source_names = source_names(self.sources)
-            self.engine, self.quality = build_engine(self.dataset, self.sources, config, num_copies * self.h)
+            self.engine, self.quality = build_engine(self.dataset, self.sources, config, self.layout.total)
         self.train_counts = self.dataset.train_counts
         self.pool_sizes_g = self.engine.source_pool_sizes  # (C, G)
         self.pool_sizes = self.pool_sizes_g.sum(1)  # (C,): every source's candidates of the class
@@ -116,8 +116,8 @@ class RatioCore:
         self.obs_low, self.obs_high = low, high
         self._onehot = np.eye(c, dtype=np.float32)
         self.np_randoms: list[np.random.Generator | None] = [None] * num_copies
-        self.torch_gens = [torch.Generator() for _ in range(num_copies * self.h)]
-        self._draw_rngs: list[np.random.Generator | None] = [None] * (num_copies * self.h)
+        self.torch_gens = [torch.Generator() for _ in range(self.layout.total)]
+        self._draw_rngs: list[np.random.Generator | None] = [None] * self.layout.total
         self.reference_bal = np.full(num_copies, np.nan)
         self.counterfactual_bal = np.full((num_copies, c), np.nan)
         self.prev_class_score = np.zeros((num_copies, c), np.float64)
@@ -274,7 +274,7 @@ class RatioCore:
         source 0) for its reference."""
         per = self.layout.per_head(n_syn)
         if self.ref:  # a reference cannot draw from an empty pool either
-            per[self.r::self.h] = self._on_source0(self.config.reward_reference, self.copy_counts)
+            per[self.layout.reference_heads()] = self._on_source0(self.config.reward_reference, self.copy_counts)
         return per
 
     def step(self, ratios: np.ndarray) -> dict:

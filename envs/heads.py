@@ -54,6 +54,10 @@ class HeadLayout:
         """Head of copy ``k``'s reference (``reference`` must be set)."""
         return k * self.per_copy + self.replicas
 
+    def reference_heads(self) -> slice:
+        """Every copy's reference head (``reference`` must be set), as a slice of the flat head list."""
+        return slice(self.replicas, None, self.per_copy)
+
     def counterfactual_head(self, k: int, j: int, cls: int) -> int:
         """Head of the counterfactual of copy ``k``, replica ``j``, class ``cls``."""
         return k * self.per_copy + self.first_counterfactual + j * self.classes + cls

@@ -25,6 +25,7 @@ def test_replicas_reference_and_counterfactuals_do_not_overlap():
                  + [lay.counterfactual_head(k, j, c) for j in range(2) for c in range(3)])
         assert sorted(named) == own  # every head of the copy named exactly once
     assert lay.reference_head(1) == 9 + 2
+    assert list(range(lay.total))[lay.reference_heads()] == [lay.reference_head(0), lay.reference_head(1)]
     assert lay.counterfactual_head(1, 1, 2) == 9 + 3 + 3 + 2
     assert lay.replica_heads() == [0, 1, 9, 10]
 
