@@ -9,6 +9,7 @@ import numpy as np
 
 from tailmix.envs.config import RatioEnvConfig
 from tailmix.envs.engine import FeatureEngine, PixelEngine
+from tailmix.envs.protocols import Engine
 
 
 def resolve_dataset(dataset):
@@ -70,7 +71,7 @@ def source_names(sources: list) -> tuple[str, ...]:
     return tuple(names)
 
 
-def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1):
+def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1) -> tuple[Engine, np.ndarray]:
     """Build the feature or pixel engine and the pool quality ``(C, G)`` for ``dataset`` and its sources.
 
     ``source`` is one source spec (``envs.sources.make_source``) or a list of them (``G`` sources). The engine

@@ -20,6 +20,7 @@ from tailmix.envs.assembly import build_engine, resolve_dataset, resolve_sources
 from tailmix.envs.config import RatioEnvConfig
 from tailmix.envs.engine import masked_confusion, synthetic_counts
 from tailmix.envs.heads import HeadLayout
+from tailmix.envs.protocols import Engine
 from tailmix.envs.rewards import bootstrap_std, class_scores, counterfactual_mixes, relative_score, step_rewards
 
 #: Per-class observation columns before the one-hot class id (v0: one source, no pool-size columns).
@@ -91,6 +92,7 @@ class RatioCore:
             self.ref, self.diff = self.layout.reference, self.layout.counterfactual
             self.sources = resolve_sources(self.dataset, specs, config)
             self.source_names = source_names(self.sources)
+            self.engine: Engine
             self.engine, self.quality = build_engine(self.dataset, self.sources, config, self.layout.total)
         self.train_counts = self.dataset.train_counts
         self.pool_sizes_g = self.engine.source_pool_sizes  # (C, G)
