@@ -366,7 +366,7 @@ def _resolve_env_kwargs(env_kwargs: dict) -> tuple[dict, int]:
     dataset spec once (env runners get the arrays, not a path they may not see) and make the encoder cache path
     absolute (env runners find the encoder the driver fitted instead of fitting their own)."""
     from tailmix.envs.config import RatioEnvConfig
-    from tailmix.envs.core import resolve_dataset
+    from tailmix.envs.assembly import resolve_dataset
 
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"env_kwargs must be a dict of SyntheticRatioEnv arguments; got {type(env_kwargs).__name__}")

@@ -379,7 +379,7 @@ class BatchedVecEnv(VecEnv):
 
     def _slot_infos(self, infos: dict) -> list[dict]:
         """Per-slot infos from the vector env's arrays: a class agent's (shared) or a copy's (central)."""
-        from tailmix.envs.core import class_infos, copy_info
+        from tailmix.envs.views import class_infos, copy_info
 
         arrays = {key: v for key, v in infos.items()
                   if isinstance(v, np.ndarray) and key not in ("final_obs", "episode_return")}

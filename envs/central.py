@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tailmix.envs.core import SingleCopyViews, as_action_array, copy_info
+from tailmix.envs.views import SingleCopyViews, as_action_array, copy_info
 
 
 class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):

@@ -7,6 +7,8 @@ copy's trajectory is the single env's (up to floating-point summation order).
   (``envs.features``); a step gathers the mix's rows from one feature table and trains ``K`` heads in
   batched tensor ops (``classifiers.batched_head``).
 - :class:`PixelEngine`: a step fine-tunes a CNN on the mixed images (``K = 1`` per engine).
+
+Both implement the :class:`envs.protocols.Engine` protocol (a mix is an array of table rows in both).
 """
 from __future__ import annotations
 
@@ -174,6 +176,10 @@ class FeatureEngine:
         """Table rows of the real images head ``head`` trains on (its episode's folds, or the train split)."""
         return self.real_idx if self.folds is None else self._real_rows[head]
 
+    def row_labels(self, rows: np.ndarray) -> np.ndarray:
+        """The class of each of the table's ``rows``."""
+        return self.labels_np[rows]
+
     def reset(self, generators: list[torch.Generator], copies: list[int] | None = None) -> None:
         self.head.reset(generators, copies)
 
@@ -326,6 +332,8 @@ class PixelEngine:
         self.num_sources = len(segments) // self.num_classes
         self.pools = [np.asarray(p, np.uint8).reshape(-1, *dataset.image_shape) for p in segments]
         self.pool_sizes = np.array([len(p) for p in self.pools], np.int64)  # per segment
+        # A mix's synthetic rows are numbered after the real ones, segment by segment (the Engine protocol's table)
+        self._seg_starts = np.concatenate([[0], np.cumsum(self.pool_sizes)[:-1]]).astype(np.int64)
         self.real_counts = dataset.train_counts
         self.val_y = dataset.val_labels
         self.test_y = dataset.test_labels if eval_test else None
@@ -371,20 +379,36 @@ class PixelEngine:
         """Pool size per class and source, ``(C, G)``."""
         return self.pool_sizes.reshape(self.num_sources, self.num_classes).T.copy()
 
-    def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator]) -> list[tuple]:
-        n_syn = segment_counts(n_syn)[0]
-        picks = [draw_pool_indices(rngs[0], int(n), int(self.pool_sizes[s])) if n else np.zeros(0, np.int64)
-                 for s, n in enumerate(n_syn)]
-        return [tuple(picks)]
+    def real_rows(self, head: int) -> np.ndarray:
+        """Rows ``0 .. n_real - 1``: the episode's real train images (its training folds with ``folds``)."""
+        return np.arange(len(self._real_y))
 
-    def train(self, mixes: list[tuple]) -> np.ndarray:
+    def row_labels(self, rows: np.ndarray) -> np.ndarray:
+        """The class of each of ``rows``: the real images' labels, then each pool segment's class."""
+        rows = np.asarray(rows, np.int64)
+        n_real = len(self._real_y)
+        seg = np.searchsorted(self._seg_starts, rows - n_real, side="right") - 1
+        return np.where(rows < n_real, self._real_y[np.minimum(rows, n_real - 1)], self._seg_class[seg])
+
+    def mix_indices(self, n_syn: np.ndarray, rngs: list[np.random.Generator], heads=None) -> list[np.ndarray]:
+        """The one head's mix (``K = 1``): every real row, then each (source, class) pool's draws."""
+        n_syn = segment_counts(n_syn)[0]
+        n_real = len(self._real_y)
+        picks = [n_real + self._seg_starts[s] + draw_pool_indices(rngs[0], int(n), int(self.pool_sizes[s]))
+                 for s, n in enumerate(n_syn) if n]
+        return [np.concatenate([np.arange(n_real), *picks]).astype(np.int64)]
+
+    def train(self, mixes: list[np.ndarray]) -> np.ndarray:
         from tailmix.classifiers.losses import make_loss
         from tailmix.classifiers.training import train_classifier
 
-        picks = mixes[0]
-        imgs = [self._real_x] + [self.pools[s][p] for s, p in enumerate(picks) if len(p)]
-        labels = [self._real_y] + [np.full(len(p), self._seg_class[s], np.int64)
-                                                for s, p in enumerate(picks) if len(p)]
+        mix = mixes[0]
+        n_real = len(self._real_y)
+        real, syn = mix[:n_real], mix[n_real:] - n_real
+        seg = np.searchsorted(self._seg_starts, syn, side="right") - 1  # the mix lists segments in order
+        picks = [(s, syn[seg == s] - self._seg_starts[s]) for s in np.unique(seg)]
+        imgs = [self._real_x[real]] + [self.pools[s][p] for s, p in picks]
+        labels = [self._real_y[real]] + [np.full(len(p), self._seg_class[s], np.int64) for s, p in picks]
         x, y = np.concatenate(imgs), np.concatenate(labels)
         inner = make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1))  # the mix's prior
         n_real = len(self._real_y)

@@ -7,7 +7,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from tailmix.envs.core import SingleCopyViews, as_action_array, class_infos
+from tailmix.envs.views import SingleCopyViews, as_action_array, class_infos
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):

@@ -27,7 +27,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.core import RatioCore, accepted_render_mode, as_action_array, per_class_info
+from tailmix.envs.core import RatioCore
+from tailmix.envs.views import accepted_render_mode, as_action_array, per_class_info
 
 
 def _autoreset_mode(mode) -> AutoresetMode:

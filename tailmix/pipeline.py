@@ -1,9 +1,9 @@
 """The application layer: from settings to a dataset, a trained generator, a filter, a filled bank, a fitted
 encoder and the env's keyword arguments, each cached under ``cache_dir`` and reused by later runs.
 
-The CLI (``tailmix.train_agents``: arguments, run folders, dispatch) and the scripts in ``benchmarks/`` both call
-this module, so a bank or encoder made by one is found by the other. It sits above the env and the agents and
-below the CLI::
+The commands (``tailmix.commands``, beside ``tailmix.configs``, ``tailmix.runs`` and ``tailmix.policies``; the
+CLI ``tailmix.train_agents`` parses and dispatches to them) and the scripts in ``benchmarks/`` both call this module,
+so a bank or encoder made by one is found by the other. It sits above the env and the agents and below the CLI::
 
     bank = ensure_bank(Settings(dataset="digits"), load_data(Settings()))   # train + filter + fill (cached)
     kw = prepared_env_kwargs(Settings(), dataset)                           # SyntheticRatioEnv(**kw)
@@ -87,6 +87,15 @@ class Settings:
     unlabeled: str | None = None
     """A folder of images without labels (any layout, read at the dataset's size) that join the ddpm generator's
     unconditional pretraining phase."""
+    draw: str = "replace"
+    """How an env step draws from a pool: 'replace' (v0: with replacement beyond the pool's size) or 'unique'
+    (never one image twice in a step; what the pool lacks is reported as the shortfall)."""
+    val_folds: int = 1
+    """Env reward split: 1 (the fixed val split) or k >= 2 (train + val pooled into k folds; each episode trains
+    on k - 1 of them and is rewarded on the held-out one)."""
+    lr_schedule: str = "constant"
+    """Feature mode: the env head's learning rate over an episode, 'constant' (v0) or 'cosine' (decays to near 0
+    at the last step; pixel mode always decays)."""
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -444,6 +453,10 @@ def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
     if len(banks) > 1:  # several generators: one source per bank, one ratio per source in each action
         del kw["source"]
         kw["sources"] = banks
+    # env v1 options, passed only when set, so that a v0 run's env keywords stay exactly as before
+    for name, v0 in (("draw", "replace"), ("val_folds", 1), ("lr_schedule", "constant")):
+        if getattr(cfg, name) != v0:
+            kw[name] = getattr(cfg, name)
     if cfg.quick:
         kw.update(encoder_epochs=5, encoder_folds=3)
     return kw

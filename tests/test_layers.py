@@ -1,7 +1,8 @@
 """The package's layers import downward only, and no modules import each other in a cycle.
 
 Bottom to top: ``tailmix.io`` (atomic writes, file lock, leakage checks) -> ``classifiers`` -> ``generators``
--> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` (the application layer) -> ``tailmix.train_agents`` (the CLI).
+-> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` and its neighbours ``tailmix.configs``, ``runs``, ``policies``,
+``commands`` (the application layer) -> ``tailmix.train_agents`` (the CLI).
 Every ``import`` of every module counts, at module level and inside functions (a lazy import is still a
 dependency); only ``if TYPE_CHECKING:`` blocks, which never run, are skipped.
 """
@@ -17,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "train_agents")
 SOURCES = {"io": ROOT / "tailmix" / "io", "classifiers": ROOT / "classifiers", "generators": ROOT / "generators",
            "envs": ROOT / "envs", "agents": ROOT / "agents", "pipeline": ROOT / "tailmix" / "pipeline.py",
+           "runs": ROOT / "tailmix" / "runs.py", "policies": ROOT / "tailmix" / "policies.py",
+           "configs": ROOT / "tailmix" / "configs.py", "commands": ROOT / "tailmix" / "commands.py",
            "train_agents": ROOT / "tailmix" / "train_agents.py"}
+#: Modules of the application layer beside ``tailmix.pipeline`` (the CLI imports them, never the reverse).
+APPLICATION = ("runs", "policies", "configs", "commands")
 #: ``tailmix/__init__.py`` registers the env ids (it imports ``tailmix.envs``); it sits on top, with the CLI.
 PACKAGE_ROOT = ROOT / "tailmix" / "__init__.py"
 
@@ -38,7 +43,7 @@ def layer_of(module: str) -> int:
     parts = module.split(".")
     if len(parts) == 1:
         return len(LAYERS) - 1
-    return LAYERS.index(parts[1])
+    return LAYERS.index("pipeline" if parts[1] in APPLICATION else parts[1])
 
 
 def _type_checking(node: ast.If) -> bool:

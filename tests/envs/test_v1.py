@@ -194,11 +194,8 @@ def test_unique_draws_never_repeat_an_image_and_report_the_shortfall(mode, draw)
     e.reset(seed=0)
     mix, infos = _captured_mixes(e, {a: np.ones(1, np.float32) for a in e.agents})  # ratio 8
     asked = 8 * DS.train_counts
-    if mode == "feature":
-        syn = mix[len(e.core.engine.real_idx):]
-        repeats = len(syn) - len(np.unique(syn))
-    else:
-        repeats = sum(len(p) - len(np.unique(p)) for p in mix)
+    syn = mix[len(e.core.engine.real_rows(0)):]  # both engines: a mix is table rows, the real ones first
+    repeats = len(syn) - len(np.unique(syn))
     if draw == "unique":
         assert repeats == 0
         assert [infos[a]["n_synthetic"] for a in e.possible_agents] == [1, 1, 1]

@@ -1,0 +1,138 @@
+"""The commands' bodies (``generate``, ``train``, ``evaluate``, ``benchmark`` and the main job): each loads the
+data, prepares the env settings (``tailmix.pipeline``), creates its run folder (``tailmix.runs``) and does its work.
+The CLI (``tailmix.train_agents``) resolves and checks the settings first, then calls one of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tailmix.configs import BenchmarkConfig, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig
+from tailmix.pipeline import (ensure_bank, generator_kinds, load_data, num_sources, one_kind, phase,
+                              prepared_env_kwargs)
+from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, benchmark_specs, load_policies,
+                              load_policy)
+from tailmix.runs import _atomic_write_text, _read_json, _write_json, prepare_run_dir
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_generate(cfg: GenerateConfig) -> Path:
+    from tailmix.generators.quality import format_quality_report, quality_report, save_sample_grid
+
+    dataset = load_data(cfg)
+    run = prepare_run_dir(cfg, "generate")
+    kinds = generator_kinds(cfg)
+    for kind in kinds[1:]:  # several generators: every bank is filled; the report below is the first one's
+        ensure_bank(one_kind(cfg, kind), dataset)
+    bank = ensure_bank(one_kind(cfg, kinds[0]), dataset)
+    report = quality_report(bank, dataset)
+    text = format_quality_report(report, dataset.class_names)
+    print(text)
+    _atomic_write_text(run / "quality.txt", text + "\n")
+    _write_json(run / "quality.json", report)
+    save_sample_grid(bank, run / "samples.png", class_names=dataset.class_names)
+    from tailmix.generators.memorisation import bank_leakage_report, format_bank_leakage
+
+    leak = bank_leakage_report(bank, dataset, threshold=0.05)  # exact copies of any split, near-copies of train
+    leak_text = format_bank_leakage(leak, dataset.class_names)
+    print(leak_text)
+    _atomic_write_text(run / "leakage.txt", leak_text + "\n")
+    _write_json(run / "leakage.json", leak)
+    _write_json(run / "bank.json", {"path": str(bank.path), "counts": bank.counts().tolist()})
+    return run
+
+
+def _train_model(cfg, run: Path, kw: dict):
+    from tailmix.agents.sb3 import train
+
+    what = "training"
+    if cfg.resume:
+        from tailmix.agents.sb3 import latest_checkpoint, load_model
+
+        final = (_read_json(run / "agent.json") or {}).get("num_timesteps", -1)
+        if (run / "model.zip").is_file() and final >= cfg.timesteps:
+            # Training finished before; retraining from an older checkpoint would replace the final model.
+            print(f"{run / 'model.zip'} is already trained to {final} >= --timesteps {cfg.timesteps} timesteps; "
+                  "nothing left to train (pass a larger --timesteps to train on)")
+            return load_model(cfg.algo, run / "model.zip")
+        what = f"resuming from timestep {latest_checkpoint(run, cfg.algo)[1]}:"
+    print(f"{what} {cfg.algo} ({cfg.wrapper}) to {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir {run}",
+          flush=True)
+    with phase(f"train {cfg.algo}"):
+        return train(cfg.algo, kw, wrapper=cfg.wrapper, n_envs=cfg.n_envs, total_timesteps=cfg.timesteps,
+                     seed=cfg.seed, log_dir=str(run), checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
+                     progress_bar=True)
+
+
+def _close(model) -> None:
+    """Close a trained model's env (a model loaded from disk has none)."""
+    env = model.get_env()
+    if env is not None:
+        env.close()
+
+
+def cmd_train(cfg: TrainConfig) -> Path:
+    dataset = load_data(cfg)
+    kw = prepared_env_kwargs(cfg, dataset)
+    run = prepare_run_dir(cfg, "train")
+    if cfg.backend == "rllib":
+        from tailmix.agents.rllib import train_rllib
+
+        with phase("train rllib ppo"):
+            ckpt = train_rllib(kw, log_dir=run, total_timesteps=cfg.timesteps, seed=cfg.seed,
+                               num_env_runners=cfg.env_runners, checkpoint_every=cfg.checkpoint_every, verbose=1)
+        print(f"checkpoint: {ckpt} (evaluate it with `python train_agents.py evaluate --policy {ckpt}`)")
+        return run
+    _close(_train_model(cfg, run, kw))
+    print(f"model: {run / 'model.zip'} (evaluate it with `python train_agents.py evaluate --policy "
+          f"{run / 'model.zip'}`)")
+    return run
+
+
+def cmd_evaluate(cfg: EvaluateConfig) -> Path:
+    from tailmix.agents.evaluate import benchmark
+
+    policy = load_policy(cfg.policy)
+    dataset = load_data(cfg)
+    _check_policy_fits(policy, dataset, cfg.policy, num_sources(cfg))
+    kw = prepared_env_kwargs(cfg, dataset)
+    run = prepare_run_dir(cfg, "evaluate")
+    label = cfg.policy if _model_path(cfg.policy) is None else _learned_label(cfg.policy)
+    with phase(f"evaluate {label} x {cfg.seeds} seeds on the test split"):
+        benchmark({label: policy}, kw, seeds=list(range(cfg.seeds)), out_dir=run)
+    print((run / "results.md").read_text())
+    return run
+
+
+def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | None = None,
+                  kw: dict | None = None) -> Path:
+    from tailmix.agents.evaluate import benchmark
+
+    policies = load_policies(benchmark_specs(cfg), learned=cfg.learned)
+    policies.update(extra or {})
+    if run is None:
+        dataset = load_data(cfg)
+        for label, policy in policies.items():
+            _check_policy_fits(policy, dataset, label, num_sources(cfg))
+        kw = prepared_env_kwargs(cfg, dataset)
+        run = prepare_run_dir(cfg, "benchmark")
+    with phase(f"benchmark: {len(policies)} policies x {cfg.seeds} seeds on the test split"):
+        benchmark(policies, kw, seeds=list(range(cfg.seeds)), out_dir=run)
+    print((run / "results.md").read_text())
+    return run
+
+
+def cmd_main(cfg: MainConfig) -> Path:
+    """Bank -> PPO sampler -> benchmark against every baseline, all in one run folder."""
+    from tailmix.agents.baselines import SB3Policy
+
+    dataset = load_data(cfg)
+    print(f"dataset: {dataset!r}", flush=True)
+    kw = prepared_env_kwargs(cfg, dataset)
+    run = prepare_run_dir(cfg, "main")
+    model = _train_model(cfg, run, kw)
+    _close(model)
+    bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
+                               if hasattr(cfg, f.name)})
+    cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": SB3Policy(model, wrapper=cfg.wrapper)}, run=run, kw=kw)
+    return run

@@ -1,0 +1,251 @@
+"""The commands' settings: one dataclass per command (the attribute docstrings are the CLI's ``--help`` text),
+checked before any work (:func:`check_config`), filled from an earlier run (:func:`resolve_config`) and shrunk by
+``--quick`` (:func:`_quick`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tailmix.pipeline import GENERATORS, SOURCES, Settings, generator_kinds
+from tailmix.policies import _model_path, _split_algo
+from tailmix.runs import _stored_config
+
+
+#: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
+#: with unless flags override them; a resumed run may not change them.
+ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
+              "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
+              "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule")
+#: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
+PLACE_FIELDS = ("data_root", "cache_dir", "device")
+#: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
+MODEL_FIELDS = ("algo", "wrapper", "n_envs")
+
+
+# -- configs: one dataclass per command; the attribute docstrings are the --help text ----------
+@dataclass
+class Common(Settings):
+    """Settings every command shares: the pipeline's (``tailmix.pipeline.Settings``) and the run folder's."""
+
+    run_dir: str | None = None
+    """Output folder (default: runs/<command>-<time>)."""
+    overwrite: bool = False
+    """Replace an existing run folder (only one tailmix made: its .tailmix_run marker matches its run.json)."""
+    threads: int = 1
+    """Torch CPU threads for generator, filter and agent training (the env pins its own). Results depend on it;
+    more than 1 only pays on idle machines with spare cores (2 threads on a busy 2-core box ran 10-60x slower)."""
+
+
+@dataclass
+class GenerateConfig(Common):
+    """Fill the synthetic bank (train the generator if needed) and print its quality report."""
+
+
+@dataclass
+class TrainConfig(Common):
+    """Train an SB3 sampler policy on the env."""
+
+    algo: str = "ppo"
+    """SB3 algorithm: ppo, sac, a2c, td3."""
+    wrapper: str = "shared"
+    """'shared' (one policy for every class agent) or 'central' (one agent sets every ratio)."""
+    timesteps: int = 20000
+    """Total SB3 timesteps (with 'shared', each class agent's step counts)."""
+    n_envs: int = 1
+    """Env copies, each with its own seed."""
+    checkpoint_every: int = 5000
+    """Save a checkpoint every this many timesteps."""
+    resume: bool = False
+    """Continue from the latest checkpoint in --run-dir (its settings are read from the run.json there)."""
+    backend: str = "sb3"
+    """'sb3' (Stable-Baselines3 in this process) or 'rllib' (Ray RLlib PPO, one shared policy, several env runners; needs the ray extra; train command only)."""
+    env_runners: int = 2
+    """--backend rllib: Ray actors stepping env copies, one CPU each."""
+
+
+@dataclass
+class EvaluateConfig(Common):
+    """Evaluate one policy (a saved SB3 model.zip or a baseline spec) on the test split over seeds."""
+
+    policy: str = "none"
+    """A saved model (path to model.zip; its algo and wrapper are read from agent.json beside it, or give
+    ALGO:path) or a baseline: none, constant:R, fill, inverse[:B], random[:S]."""
+    seeds: int = 5
+    """Number of evaluation seeds (episodes with a fresh classifier each)."""
+
+
+@dataclass
+class BenchmarkConfig(Common):
+    """Every baseline plus learned policies, mean and std over seeds: CSV, markdown and PNG."""
+
+    seeds: int = 5
+    """Number of evaluation seeds."""
+    learned: list[str] = field(default_factory=list)
+    """Saved models (model.zip paths) to include."""
+    baselines: list[str] = field(default_factory=lambda: ["none", "constant:0.5", "constant:1", "constant:2",
+                                                          "fill", "inverse", "random"])
+    """Baseline specs to include."""
+
+
+@dataclass
+class MainConfig(TrainConfig):
+    """The main job: fill the bank, train a PPO sampler, benchmark it against every baseline."""
+
+    seeds: int = 5
+    """Number of benchmark seeds."""
+
+
+# -- checking a config before anything is written -----------------------------------------------
+#: Seeds must stay below this: numpy seeds its global generator with 32-bit values, and SB3 seeds env copies with
+#: ``seed + index``.
+MAX_SEED = 2**31
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _choice(cfg, name: str, choices) -> None:
+    value = getattr(cfg, name)
+    _require(value in choices, f"unknown --{name.replace('_', '-')} {value!r}; choose one of {', '.join(choices)}")
+
+
+def check_config(cfg) -> None:
+    """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
+    kinds = generator_kinds(cfg)
+    _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
+    for kind in kinds:
+        _require(kind in GENERATORS, f"unknown --generator {kind!r}; choose one or several of {', '.join(GENERATORS)}")
+    _require(len(set(kinds)) == len(kinds), f"--generator lists a kind twice ({cfg.generator}); give each once")
+    _require(len(kinds) == 1 or cfg.source == "bank", f"several generators ({cfg.generator}) fill one bank each: "
+             "they need --source bank")
+    _choice(cfg, "source", SOURCES)
+    from tailmix.envs.config import DRAWS, LR_SCHEDULES, MODES, REWARDS
+
+    _choice(cfg, "mode", MODES)
+    _choice(cfg, "reward", REWARDS)
+    _choice(cfg, "draw", DRAWS)
+    _choice(cfg, "lr_schedule", LR_SCHEDULES)
+    for name in ("max_steps", "per_class", "filter_epochs", "timesteps", "n_envs", "checkpoint_every", "seeds",
+                 "threads", "val_folds"):
+        value = getattr(cfg, name, 1)
+        _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
+    _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
+             f"--generator-steps must be >= 1; got {cfg.generator_steps}")
+    _require(0 <= cfg.seed < MAX_SEED, f"--seed must lie in 0..{MAX_SEED - 1} (seeds derived from it, seed + env "
+             f"index, must stay in numpy's 32-bit range); got {cfg.seed}")
+    _require(math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0,
+             f"--guidance-scale must be a number >= 0 (0: no classifier guidance); got {cfg.guidance_scale}")
+    _require(not (cfg.guidance_scale or cfg.unlabeled) or "ddpm" in kinds,
+             "--guidance-scale and --unlabeled apply to the ddpm generator; add ddpm to --generator")
+    _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
+    _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
+             f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
+    if hasattr(cfg, "algo"):
+        from tailmix.agents.sb3 import ALGORITHMS
+
+        _choice(cfg, "algo", ALGORITHMS)
+        _choice(cfg, "wrapper", ("shared", "central"))
+        _require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one")
+        _require(not cfg.resume or cfg.run_dir, "--resume needs --run-dir: the run folder to continue")
+        _choice(cfg, "backend", ("sb3", "rllib"))
+        if cfg.backend == "rllib":
+            _require(type(cfg) is TrainConfig, "--backend rllib is for the train command; the main job uses sb3")
+            _require(cfg.algo == "ppo" and cfg.wrapper == "shared" and cfg.n_envs == 1 and not cfg.resume,
+                     "--backend rllib trains PPO with one policy shared by the class agents: use --algo ppo "
+                     "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
+    if isinstance(cfg, BenchmarkConfig):
+        _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
+    from tailmix.classifiers.batched_head import HEAD_LOSSES
+    from tailmix.classifiers.losses import LOSSES
+
+    _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
+    if any(kind != "augment" for kind in kinds):
+        from tailmix.generators.ddpm import PRESETS
+
+        _choice(cfg, "preset", tuple(PRESETS))
+    from tailmix.classifiers.device import select_device
+
+    try:
+        select_device(cfg.device)  # names the visible devices when this one does not exist
+    except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
+        text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
+        raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
+
+
+def _inherit(cfg, fixed: set[str], stored: dict, names) -> list[str]:
+    """Copy ``stored`` values of ``names`` that are not ``fixed`` (given by the user) into ``cfg``, adding them to
+    ``fixed``; return the fixed ones whose value differs from the stored one."""
+    clashes = []
+    for name in names:
+        if name not in stored or not hasattr(cfg, name):
+            continue
+        if name in fixed:
+            if stored[name] != getattr(cfg, name):
+                clashes.append(name)
+        else:
+            setattr(cfg, name, stored[name])
+            fixed.add(name)
+    return clashes
+
+
+def resolve_config(command: str, cfg, explicit: frozenset[str]):
+    """Fill settings the user did not give from an earlier run: the run folder's ``run.json`` for ``--resume``,
+    the trained model's ``run.json`` for ``evaluate`` and ``benchmark --learned``.
+
+    Returns:
+        ``(cfg, fixed)``: the config and the names of the fields given or inherited (``--quick`` leaves them).
+    """
+    fixed = set(explicit)
+    if getattr(cfg, "resume", False) and cfg.run_dir:
+        folder = Path(cfg.run_dir)
+        if not folder.is_dir():
+            raise ValueError(f"--resume: run folder {folder} does not exist; train without --resume first")
+        stored = _stored_config(folder)
+        if stored is not None:
+            clashes = _inherit(cfg, fixed, stored, ENV_FIELDS + MODEL_FIELDS)
+            if clashes:
+                shown = ", ".join(f"--{n.replace('_', '-')} (run: {stored[n]!r}, now: {getattr(cfg, n)!r})"
+                                  for n in clashes)
+                raise ValueError(f"cannot change {shown} when resuming {folder}; drop those flags, or start a new "
+                                 "run with another --run-dir")
+            _inherit(cfg, fixed, stored, PLACE_FIELDS + ("timesteps", "checkpoint_every"))  # these may change
+        return cfg, fixed
+    if isinstance(cfg, EvaluateConfig):
+        models = [_model_path(cfg.policy)]
+    else:
+        models = [Path(_split_algo(spec)[1]).expanduser() for spec in getattr(cfg, "learned", [])]
+    origin = None
+    for path in models:
+        if path is None or not path.is_file():
+            continue
+        stored = _stored_config(path.parent)
+        if stored is None:
+            continue
+        if origin is None:
+            origin = path
+            _inherit(cfg, fixed, stored, ENV_FIELDS + PLACE_FIELDS)
+        else:
+            differ = [n for n in ENV_FIELDS if n in stored and n not in explicit and stored[n] != getattr(cfg, n)]
+            if differ:
+                raise ValueError(f"{path} was trained with other env settings than {origin} ({', '.join(differ)}); "
+                                 "benchmark them separately, or pass those flags to evaluate both in one env")
+    return cfg, fixed
+
+
+# -- --quick ----------------------------------------------------------------------------------------
+#: What ``--quick`` sets, unless the user gave the field (or it was inherited from an earlier run).
+QUICK = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 4, "filter_epochs": 10,
+         "timesteps": 256, "checkpoint_every": 128, "seeds": 2}
+
+
+def _quick(cfg, fixed: set[str] | frozenset[str] = frozenset()) -> None:
+    """Shrink every budget (``--quick``) in place, leaving the ``fixed`` fields as they are.
+
+    The env's encoder is shrunk too (``tailmix.pipeline.env_kwargs``, keyed on ``cfg.quick``).
+    """
+    for name, value in QUICK.items():
+        if hasattr(cfg, name) and name not in fixed:
+            setattr(cfg, name, value)
