@@ -32,7 +32,7 @@ TINY = ["--preset", "tiny", "--train-steps", "2", "--n", "2", "--device", "cpu"]
 def test_generator_speed_tiny(tmp_path, capsys):
     bench = _load("generator_speed")
     out_json = tmp_path / "rows.json"
-    rows = bench.main(TINY + ["--timesteps", "12", "--ks", "2", "4", "--classes", "0", "9",
+    rows = bench.main(TINY + ["--timesteps", "12", "--ks", "2", "4", "--classes", "0", "9", "--bank-quota", "0",
                               "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json)])
     text = capsys.readouterr().out
     assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 2), ("ddim", 4), ("ddpm", 12)]
@@ -53,6 +53,25 @@ def test_generator_speed_tiny(tmp_path, capsys):
     assert "command: python benchmarks/generator_speed.py" in text and "device: cpu" in text
     assert len(json.loads(out_json.read_text())["rows"]) == 3
     assert len(list((tmp_path / "cache" / "filters").iterdir())) == 1  # the CLI's cached reference filter
+
+
+def test_generator_speed_reports_flops_against_the_matmul_peak_and_a_bank_fill_row(tmp_path, capsys):
+    bench = _load("generator_speed")
+    rows = bench.main(TINY + ["--timesteps", "12", "--ks", "2", "--classes", "0", "9", "--bank-quota", "3",
+                              "--bank-batch", "2", "--matmul-size", "64", "--cache-dir", str(tmp_path / "cache")])
+    text = capsys.readouterr().out
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("ddim", 2), ("ddpm", 12), ("bank fill", 2)]
+    per_step = rows[0]["flops_per_image"] / 2
+    assert per_step > 0
+    for r in rows:
+        assert r["flops_per_image"] == pytest.approx(per_step * r["steps"])  # linear in the denoising steps
+        assert r["flops_per_s"] == pytest.approx(r["flops_per_image"] * r["images_per_s"])
+        assert 0 < r["peak_share"] == pytest.approx(r["flops_per_s"] / rows[0]["flops_per_s"] * rows[0]["peak_share"])
+    bank = rows[-1]
+    assert bank["images"] >= 2 * 3  # candidates tried: at least the quota of each of the two classes
+    assert set(bank["acceptance"]) == {0, 9}
+    assert "matmul peak:" in text and "% of matmul peak" in text
+    assert [r[0] for r in _table_rows(text, "bank fill")] == ["bank fill"]
 
 
 def test_class_labels_show_the_id_once():

@@ -1,0 +1,46 @@
+"""benchmarks/perfect_generator.py: pool specs, the share of the oracle's gain, and the flags it refuses."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import benchmarks.perfect_generator as pg
+
+
+def test_pool_specs_parse_with_types_and_bad_ones_say_what_is_accepted():
+    assert pg.parse_pool("none") == {"kind": "none"}
+    assert pg.parse_pool("bank:tau=0.9,steps=300") == {"kind": "bank", "tau": 0.9, "steps": 300}
+    assert pg.parse_pool("bank:filter=0") == {"kind": "bank", "filter": 0}
+    assert pg.parse_pool("bank:cfg=1,ddim=50") == {"kind": "bank", "cfg": 1.0, "ddim": 50}
+    for bad, words in (("gan", "unknown pool"), ("bank:lr=1", "key=value"), ("bank:steps=many", "needs a int"),
+                       ("oracle:tau=1", "unknown pool")):
+        with pytest.raises(ValueError, match=words):
+            pg.parse_pool(bad)
+
+
+def test_settings_carry_the_overrides_into_the_cli_config():
+    args = pg.argparse.Namespace(preset="small", per_class=128, cache_dir="c")
+    cfg = pg.settings(pg.parse_pool("bank:filter=0,guidance=0.5,steps=300"), args)
+    assert (cfg.filter, cfg.guidance_scale, cfg.generator_steps, cfg.tau) == (False, 0.5, 300, 0.5)
+    assert pg.settings(pg.parse_pool("bank"), args).generator_steps is None  # the preset's default
+
+
+def test_table_gives_each_pool_its_share_between_none_and_oracle():
+    nan = math.nan
+    rows = [dict(pool="none", mean=0.90, std=0.01, val=0.80, frechet=nan, acceptance=nan, train_s=nan,
+                 train_steps=""),
+            dict(pool="oracle", mean=0.94, std=0.01, val=0.90, frechet=1.0, acceptance=nan, train_s=nan,
+                 train_steps=""),
+            dict(pool="bank", mean=0.91, std=0.02, val=0.85, frechet=3.0, acceptance=0.9, train_s=120.0,
+                 train_steps="200 + 1000")]
+    text = pg.format_table(rows)
+    bank = [line for line in text.splitlines() if line.startswith("| bank")][0]
+    assert "| 25% | 0.850 | 50% |" in bank and "90.0%" in bank and "| 2.0 |" in bank
+    assert "| oracle (left-out real images) | 0.940 ± 0.010 | - |" in text
+
+
+def test_refuses_a_table_without_its_two_ends(capsys):
+    with pytest.raises(SystemExit):
+        pg.main(["--pools", "bank", "oracle"])
+    assert "must include 'none'" in capsys.readouterr().err
