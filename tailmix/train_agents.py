@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
 from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, generator_kinds, load_data, num_sources,
                               one_kind, phase, prepared_env_kwargs, versions, writable_folder_problem)
 
@@ -49,7 +50,7 @@ from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, genera
 #: with unless flags override them; a resumed run may not change them.
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
-              "guidance_scale", "unlabeled")
+              "guidance_scale", "unlabeled", "pretrain_steps", "filter_tries", "encoder_epochs")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -127,6 +128,10 @@ class MainConfig(TrainConfig):
 
     seeds: int = 5
     """Number of benchmark seeds."""
+    budget_minutes: float | str | None = DEFAULT_BUDGET_MINUTES
+    """Minutes the main job may take on this machine: before the generator trains, a few steps of each phase are
+    measured and generator steps, bank size, encoder epochs and agent timesteps are shrunk (never grown past their
+    defaults) to fit; sizes given as flags are kept. 0 or none: no budget (the default sizes)."""
 
 
 COMMANDS = {"generate": GenerateConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
@@ -252,6 +257,7 @@ def check_config(cfg) -> None:
         _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
              f"--generator-steps must be >= 1; got {cfg.generator_steps}")
+    check_budget_fields(cfg)
     _require(0 <= cfg.seed < MAX_SEED, f"--seed must lie in 0..{MAX_SEED - 1} (seeds derived from it, seed + env "
              f"index, must stay in numpy's 32-bit range); got {cfg.seed}")
     _require(math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0,
@@ -291,6 +297,18 @@ def check_config(cfg) -> None:
     except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
+
+
+def check_budget_fields(cfg) -> None:
+    """``--budget-minutes`` and the sizes a budget sets (``tailmix.budget``)."""
+    from tailmix.budget import parse_minutes
+
+    parse_minutes(cfg.budget_minutes)
+    _require(cfg.pretrain_steps is None or cfg.pretrain_steps >= 0,
+             f"--pretrain-steps must be >= 0; got {cfg.pretrain_steps}")
+    for name in ("filter_tries", "encoder_epochs"):
+        value = getattr(cfg, name)
+        _require(value is None or value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
 
 
 # -- settings inherited from an earlier run -------------------------------------------------------
@@ -707,14 +725,17 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
     return run
 
 
-def cmd_main(cfg: MainConfig) -> Path:
+def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
     """Bank -> PPO sampler -> benchmark against every baseline, all in one run folder."""
     from tailmix.agents.baselines import SB3Policy
+    from tailmix.budget import apply_budget
 
     dataset = load_data(cfg)
     print(f"dataset: {dataset!r}", flush=True)
+    budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "main")
+    _update_json(run / "run.json", budget=budget)
     model = _train_model(cfg, run, kw)
     _close(model)
     bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
@@ -760,7 +781,7 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     t0 = time.time()
     phase.timings = []
     try:
-        run = {"main": cmd_main, "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
+        run = {"main": lambda c: cmd_main(c, frozenset(fixed)), "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
                "benchmark": cmd_benchmark}[command](cfg)
     except KeyboardInterrupt:
         if command in ("train", "main") and cfg.run_dir:
@@ -772,8 +793,29 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
         _write_json(run / "timings.json", {
             "phases": [{"phase": n, "seconds": round(w, 2), "cpu_seconds": round(c, 2)} for n, w, c in phase.timings],
             "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
+    if command == "main":
+        _budget_report(run, total)
     print(f"done in {total:.0f} s; outputs in {run}")
     return run
+
+
+def _update_json(path: Path, **entries) -> None:
+    meta = _read_json(path) or {}
+    meta.update(entries)
+    _write_json(path, meta)
+
+
+def _budget_report(run: Path, total: float) -> None:
+    """Print each phase's estimate beside its actual time, and store both in ``run.json``."""
+    from tailmix.budget import actual_report
+
+    meta = _read_json(run / "run.json") or {}
+    budget = meta.get("budget")
+    if not budget or not budget.get("applied"):
+        return
+    text, budget = actual_report(budget, phase.timings, total)
+    print(text)
+    _update_json(run / "run.json", budget=budget)
 
 
 def main(argv=None) -> Path:
