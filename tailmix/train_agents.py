@@ -8,6 +8,7 @@
     python train_agents.py evaluate --policy runs/<run>/model.zip
     python train_agents.py benchmark --learned runs/<run>/model.zip
     python train_agents.py --dataset retinamnist                    # or a .npz path, or an image folder
+    python train_agents.py --dataset my_images/ --budget-minutes 20 # sizes fitted to 20 minutes (default 10)
 
 Every command writes into a run folder (``--run-dir``, default ``runs/<command>-<time>``) that it refuses
 to overwrite unless ``--overwrite`` (or ``--resume`` for ``train`` and the main job) is given; ``--overwrite``
@@ -303,7 +304,9 @@ def check_budget_fields(cfg) -> None:
     """``--budget-minutes`` and the sizes a budget sets (``tailmix.budget``)."""
     from tailmix.budget import parse_minutes
 
-    parse_minutes(cfg.budget_minutes)
+    _require(parse_minutes(cfg.budget_minutes) is None or isinstance(cfg, MainConfig),
+             "--budget-minutes sizes the main job (python train_agents.py --budget-minutes M, no subcommand); the "
+             "other commands take the sizes themselves (--generator-steps, --per-class, --encoder-epochs, ...)")
     _require(cfg.pretrain_steps is None or cfg.pretrain_steps >= 0,
              f"--pretrain-steps must be >= 0; got {cfg.pretrain_steps}")
     for name in ("filter_tries", "encoder_epochs"):

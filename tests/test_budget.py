@@ -165,3 +165,11 @@ def test_a_bad_budget_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as err:
         train_agents.main(["--budget-minutes", "soon", "--run-dir", "/nonexistent/never"])
     assert err.value.code == 2 and "--budget-minutes" in capsys.readouterr().err
+
+
+def test_the_budget_belongs_to_the_main_job(capsys):
+    from tailmix import train_agents
+
+    with pytest.raises(SystemExit):
+        train_agents.main(["generate", "--budget-minutes", "5", "--run-dir", "/nonexistent/never"])
+    assert "sizes the main job" in capsys.readouterr().err
