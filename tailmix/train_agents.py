@@ -738,7 +738,8 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
     budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "main")
-    _update_json(run / "run.json", budget=budget)
+    if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
+        _update_json(run / "run.json", budget=budget)
     model = _train_model(cfg, run, kw)
     _close(model)
     bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
@@ -818,7 +819,8 @@ def _budget_report(run: Path, total: float) -> None:
         return
     text, budget = actual_report(budget, phase.timings, total)
     print(text)
-    _update_json(run / "run.json", budget=budget)
+    if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
+        _update_json(run / "run.json", budget=budget)
 
 
 def main(argv=None) -> Path:
