@@ -1,7 +1,8 @@
 """The package's layers import downward only, and no modules import each other in a cycle.
 
 Bottom to top: ``tailmix.io`` (atomic writes, file lock, leakage checks) -> ``classifiers`` -> ``generators``
--> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` (the application layer) -> ``tailmix.train_agents`` (the CLI).
+-> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` (the application layer) -> ``tailmix.budget`` (the main job's time
+budget, on top of the pipeline) -> ``tailmix.train_agents`` (the CLI).
 Every ``import`` of every module counts, at module level and inside functions (a lazy import is still a
 dependency); only ``if TYPE_CHECKING:`` blocks, which never run, are skipped.
 """
@@ -14,10 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Layers from the bottom up, and where each one's source lives in the repository.
-LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "train_agents")
+LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "budget", "train_agents")
 SOURCES = {"io": ROOT / "tailmix" / "io", "classifiers": ROOT / "classifiers", "generators": ROOT / "generators",
            "envs": ROOT / "envs", "agents": ROOT / "agents", "pipeline": ROOT / "tailmix" / "pipeline.py",
-           "train_agents": ROOT / "tailmix" / "train_agents.py"}
+           "budget": ROOT / "tailmix" / "budget.py", "train_agents": ROOT / "tailmix" / "train_agents.py"}
 #: ``tailmix/__init__.py`` registers the env ids (it imports ``tailmix.envs``); it sits on top, with the CLI.
 PACKAGE_ROOT = ROOT / "tailmix" / "__init__.py"
 
