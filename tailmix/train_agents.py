@@ -819,8 +819,7 @@ def _budget_report(run: Path, total: float) -> None:
         return
     text, budget = actual_report(budget, phase.timings, total)
     print(text)
-    if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
-        _update_json(run / "run.json", budget=budget)
+    _update_json(run / "run.json", budget=budget)
 
 
 def main(argv=None) -> Path:
