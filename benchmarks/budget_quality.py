@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tailmix, as the other benchmarks
 
 
 def bank_of(run: Path):
@@ -27,7 +30,7 @@ def bank_of(run: Path):
     names = {f.name for f in dataclasses.fields(Settings)}
     cfg = Settings(**{k: v for k, v in meta["config"].items() if k in names})
     dataset = load_data(cfg)
-    return meta, dataset, ensure_bank(cfg, dataset, progress=False)
+    return meta, dataset, ensure_bank(cfg, dataset)
 
 
 def summary(report: dict) -> dict:
@@ -43,6 +46,9 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="main-job run folders (with run.json)")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as the CLI: more threads on a busy 2-core machine run many times slower
     loaded = [(Path(r), *bank_of(Path(r))) for r in args.runs]
     common = min(int(min(bank.counts())) for _, _, _, bank in loaded)
     rows = []
