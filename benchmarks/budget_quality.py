@@ -1,7 +1,7 @@
 """What a time budget costs in bank quality: compare the banks of finished main-job runs.
 
     python benchmarks/make_folder.py /tmp/folder780
-    python train_agents.py --dataset /tmp/folder780/ --cache-dir /tmp/c10 --run-dir /tmp/b10                      # 10 min
+    python train_agents.py --dataset /tmp/folder780/ --cache-dir /tmp/c10 --run-dir /tmp/b10   # 10 min
     python train_agents.py --dataset /tmp/folder780/ --cache-dir /tmp/c30 --run-dir /tmp/b30 --budget-minutes 30
     python benchmarks/budget_quality.py /tmp/b10 /tmp/b30
 

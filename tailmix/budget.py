@@ -133,8 +133,9 @@ def plan(costs: Costs, shape: Shape, budget_seconds: float, defaults: Sizes, *, 
     """The sizes that fit ``budget_seconds``, each at most its default, and warnings.
 
     Order: what the user fixed stays; filter epochs, encoder epochs and agent timesteps keep their defaults unless
-    the three take more than :data:`ENV_SHARE` of the budget (then they shrink by one factor); the bank may take up to :data:`BANK_SHARE` of the rest (fewer
-    filter tries first, then fewer images per class); the generator gets what is left. A size that would fall
+    the three take more than :data:`ENV_SHARE` of the budget (then they shrink by one factor); the bank may take
+    up to :data:`BANK_SHARE` of the rest (fewer filter tries first, then fewer images per class); the generator
+    gets what is left. A size that would fall
     below its :data:`FLOORS` entry is set to the floor with a warning that the budget is too small.
 
     Raises:
@@ -356,8 +357,12 @@ def apply_budget(cfg, dataset, *, minutes=None, fixed=frozenset(), costs: Costs 
     head = ("no budget" if minutes is None else f"budget {minutes:g} min") + f" (measured: generator step " \
         f"{costs.generator_step:.2f} s, bank image {costs.sample_image:.3f} s, encoder image-epoch " \
         f"{costs.encoder_image_epoch * 1e3:.2f} ms, agent timestep {costs.agent_timestep * 1e3:.2f} ms)"
-    shown = ", ".join(f"{k} {getattr(sizes, k)}" + ("" if k in changed else " (default)" if k not in fixed else
-                                                    " (given)") for k in SIZE_FIELDS if filtered or not k.startswith("filter"))
+
+    def note(k: str) -> str:
+        return "" if k in changed else " (given)" if k in fixed else " (default)"
+
+    shown = ", ".join(f"{k} {getattr(sizes, k)}{note(k)}" for k in SIZE_FIELDS
+                      if filtered or not k.startswith("filter"))
     print(f"time budget: {head}\nsizes: {shown}\n" + format_estimate(est, title="estimate on this machine"),
           flush=True)
     for line in warnings:
