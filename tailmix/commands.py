@@ -12,7 +12,7 @@ from tailmix.pipeline import (ensure_bank, generator_kinds, load_data, num_sourc
                               prepared_env_kwargs)
 from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, benchmark_specs, load_policies,
                               load_policy)
-from tailmix.runs import _atomic_write_text, _read_json, _write_json, prepare_run_dir
+from tailmix.runs import _atomic_write_text, _read_json, _update_json, _write_json, prepare_run_dir
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -122,17 +122,34 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
     return run
 
 
-def cmd_main(cfg: MainConfig) -> Path:
+def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
     """Bank -> PPO sampler -> benchmark against every baseline, all in one run folder."""
     from tailmix.agents.baselines import SB3Policy
+    from tailmix.budget import apply_budget
 
     dataset = load_data(cfg)
     print(f"dataset: {dataset!r}", flush=True)
+    budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "main")
+    if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
+        _update_json(run / "run.json", budget=budget)
     model = _train_model(cfg, run, kw)
     _close(model)
     bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
                                if hasattr(cfg, f.name)})
     cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": SB3Policy(model, wrapper=cfg.wrapper)}, run=run, kw=kw)
     return run
+
+
+def budget_report(run: Path, total: float) -> None:
+    """Print each phase's estimate beside its actual time, and store both in ``run.json`` (main job)."""
+    from tailmix.budget import actual_report
+
+    meta = _read_json(run / "run.json") or {}
+    budget = meta.get("budget")
+    if not budget or not budget.get("applied"):
+        return
+    text, budget = actual_report(budget, phase.timings, total)
+    print(text)
+    _update_json(run / "run.json", budget=budget)

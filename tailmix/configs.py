@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
 from tailmix.pipeline import GENERATORS, SOURCES, Settings, generator_kinds
 from tailmix.policies import _model_path, _split_algo
 from tailmix.runs import _stored_config
@@ -17,7 +18,8 @@ from tailmix.runs import _stored_config
 #: with unless flags override them; a resumed run may not change them.
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
-              "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule")
+              "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule", "pretrain_steps", "filter_tries",
+              "encoder_epochs")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -95,6 +97,10 @@ class MainConfig(TrainConfig):
 
     seeds: int = 5
     """Number of benchmark seeds."""
+    budget_minutes: float | str | None = DEFAULT_BUDGET_MINUTES
+    """Minutes the main job may take on this machine: before the generator trains, a few steps of each phase are
+    measured and generator steps, bank size, encoder epochs and agent timesteps are shrunk (never grown past their
+    defaults) to fit; sizes given as flags are kept. 0 or none: no budget (the default sizes)."""
 
 
 # -- checking a config before anything is written -----------------------------------------------
@@ -134,6 +140,7 @@ def check_config(cfg) -> None:
         _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
              f"--generator-steps must be >= 1; got {cfg.generator_steps}")
+    check_budget_fields(cfg)
     _require(0 <= cfg.seed < MAX_SEED, f"--seed must lie in 0..{MAX_SEED - 1} (seeds derived from it, seed + env "
              f"index, must stay in numpy's 32-bit range); got {cfg.seed}")
     _require(math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0,
@@ -173,6 +180,20 @@ def check_config(cfg) -> None:
     except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
+
+
+def check_budget_fields(cfg) -> None:
+    """``--budget-minutes`` and the sizes a budget sets (``tailmix.budget``)."""
+    from tailmix.budget import parse_minutes
+
+    _require(parse_minutes(cfg.budget_minutes) is None or isinstance(cfg, MainConfig),
+             "--budget-minutes sizes the main job (python train_agents.py --budget-minutes M, no subcommand); the "
+             "other commands take the sizes themselves (--generator-steps, --per-class, --encoder-epochs, ...)")
+    _require(cfg.pretrain_steps is None or cfg.pretrain_steps >= 0,
+             f"--pretrain-steps must be >= 0; got {cfg.pretrain_steps}")
+    for name in ("filter_tries", "encoder_epochs"):
+        value = getattr(cfg, name)
+        _require(value is None or value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
 
 
 def _inherit(cfg, fixed: set[str], stored: dict, names) -> list[str]:

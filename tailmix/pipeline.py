@@ -96,6 +96,16 @@ class Settings:
     lr_schedule: str = "constant"
     """Feature mode: the env head's learning rate over an episode, 'constant' (v0) or 'cosine' (decays to near 0
     at the last step; pixel mode always decays)."""
+    budget_minutes: float | str | None = None
+    """Minutes the main job may take: a few steps of each phase are measured and generator steps, bank size,
+    encoder epochs and agent timesteps are shrunk (never grown past their defaults) to fit; sizes given as flags
+    are kept. 0 or none: no budget (``tailmix.budget``)."""
+    pretrain_steps: int | None = None
+    """DDPM unconditional pretraining steps (default: the preset's)."""
+    filter_tries: int | None = None
+    """Most candidate batches the filter generates per class shard (default: the filter's 10)."""
+    encoder_epochs: int | None = None
+    """Training epochs of the feature-mode encoder's CNNs (default: the env's 30; 5 with --quick)."""
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -263,6 +273,8 @@ def new_generator(cfg, dataset):
     kw = dict(preset=cfg.preset, device=device)
     if cfg.generator_steps:
         kw["train_steps"] = cfg.generator_steps
+    if getattr(cfg, "pretrain_steps", None) is not None and cfg.generator in ("ddpm", "sketch", "lora"):
+        kw["pretrain_steps"] = cfg.pretrain_steps
     return make_generator(cfg.generator, dataset, **kw)
 
 
@@ -386,6 +398,8 @@ def ensure_bank(cfg, dataset, *, progress: bool = True):
     if cfg.filter:
         with phase("reference filter"):
             flt = reference_filter(cfg, dataset, progress=progress)
+        if getattr(cfg, "filter_tries", None):  # a fill setting, not the filter's training: enters the bank key
+            flt.max_tries = int(cfg.filter_tries)
     with phase("synthetic bank"):
         pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
         bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
@@ -459,6 +473,8 @@ def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
             kw[name] = getattr(cfg, name)
     if cfg.quick:
         kw.update(encoder_epochs=5, encoder_folds=3)
+    if getattr(cfg, "encoder_epochs", None):
+        kw["encoder_epochs"] = cfg.encoder_epochs
     return kw
 
 

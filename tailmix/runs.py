@@ -41,6 +41,13 @@ def _read_json(path: Path) -> dict | None:
 
 
 # -- settings inherited from an earlier run -------------------------------------------------------
+
+def _update_json(path: Path, **entries) -> None:
+    """Merge ``entries`` into the JSON object at ``path`` (written atomically)."""
+    meta = _read_json(path) or {}
+    meta.update(entries)
+    _write_json(path, meta)
+
 def _stored_config(folder: Path) -> dict | None:
     """The ``config`` of the ``run.json`` in ``folder``, or ``None`` when it holds none."""
     meta = _read_json(folder / "run.json")

@@ -8,6 +8,7 @@
     python train_agents.py evaluate --policy runs/<run>/model.zip
     python train_agents.py benchmark --learned runs/<run>/model.zip
     python train_agents.py --dataset retinamnist                    # or a .npz path, or an image folder
+    python train_agents.py --dataset my_images/ --budget-minutes 20 # sizes fitted to 20 minutes (default 10)
 
 Every command writes into a run folder (``--run-dir``, default ``runs/<command>-<time>``) that it refuses
 to overwrite unless ``--overwrite`` (or ``--resume`` for ``train`` and the main job) is given; ``--overwrite``
@@ -39,8 +40,8 @@ import sys
 import time
 
 # The application layer; its names stay importable from here (tests, scripts and notebooks import them).
-from tailmix.commands import (_close, _train_model, cmd_benchmark, cmd_evaluate, cmd_generate,  # noqa: F401
-                              cmd_main, cmd_train)
+from tailmix.commands import (_close, _train_model, budget_report, cmd_benchmark, cmd_evaluate,  # noqa: F401
+                              cmd_generate, cmd_main, cmd_train)
 from tailmix.configs import (ENV_FIELDS, MAX_SEED, MODEL_FIELDS, PLACE_FIELDS, QUICK, BenchmarkConfig,  # noqa: F401
                              Common, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig, _choice, _inherit,
                              _quick, _require, check_config, resolve_config)
@@ -134,7 +135,7 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     t0 = time.time()
     phase.timings = []
     try:
-        run = {"main": cmd_main, "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
+        run = {"main": lambda c: cmd_main(c, frozenset(fixed)), "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
                "benchmark": cmd_benchmark}[command](cfg)
     except KeyboardInterrupt:
         if command in ("train", "main") and cfg.run_dir:
@@ -146,6 +147,8 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
         _write_json(run / "timings.json", {
             "phases": [{"phase": n, "seconds": round(w, 2), "cpu_seconds": round(c, 2)} for n, w, c in phase.timings],
             "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
+    if command == "main":
+        budget_report(run, total)
     print(f"done in {total:.0f} s; outputs in {run}")
     return run
 

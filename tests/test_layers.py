@@ -2,7 +2,7 @@
 
 Bottom to top: ``tailmix.io`` (atomic writes, file lock, leakage checks) -> ``classifiers`` -> ``generators``
 -> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` and its neighbours ``tailmix.configs``, ``runs``, ``policies``,
-``commands`` (the application layer) -> ``tailmix.train_agents`` (the CLI).
+``commands``, ``budget`` (the application layer) -> ``tailmix.train_agents`` (the CLI).
 Every ``import`` of every module counts, at module level and inside functions (a lazy import is still a
 dependency); only ``if TYPE_CHECKING:`` blocks, which never run, are skipped.
 """
@@ -20,9 +20,10 @@ SOURCES = {"io": ROOT / "tailmix" / "io", "classifiers": ROOT / "classifiers", "
            "envs": ROOT / "envs", "agents": ROOT / "agents", "pipeline": ROOT / "tailmix" / "pipeline.py",
            "runs": ROOT / "tailmix" / "runs.py", "policies": ROOT / "tailmix" / "policies.py",
            "configs": ROOT / "tailmix" / "configs.py", "commands": ROOT / "tailmix" / "commands.py",
+           "budget": ROOT / "tailmix" / "budget.py",
            "train_agents": ROOT / "tailmix" / "train_agents.py"}
 #: Modules of the application layer beside ``tailmix.pipeline`` (the CLI imports them, never the reverse).
-APPLICATION = ("runs", "policies", "configs", "commands")
+APPLICATION = ("runs", "policies", "configs", "commands", "budget")
 #: ``tailmix/__init__.py`` registers the env ids (it imports ``tailmix.envs``); it sits on top, with the CLI.
 PACKAGE_ROOT = ROOT / "tailmix" / "__init__.py"
 
