@@ -30,6 +30,16 @@ its oracle policy is shown as a reference), ``digits`` (the DDPM bank of ``bench
 *perfect generator* reference row: fill from the oracle source, the real digits the long-tail builder left out),
 ``retinamnist`` and ``breastmnist`` (DDPM bank, ``--generator-steps 300``; need ``TAILMIX_DATA_DIR``).
 Tables go to ``<out>/leaderboard-<task>.md`` with each row's provenance, the command and the commit.
+
+Options that add to a table (defaults off, so the older tables reproduce from their commands):
+
+- ``--val-folds K``: the env's ``val_folds=K`` (reward on K cross-validated folds of train + val): every row, the
+  fixed-row pick and CEM's fitness use it; SB3 models get their own folders; table ``leaderboard-<task>-foldsK.md``.
+- ``--fresh-seeds N``: the best fixed, learned and ceiling rows played again on episode seeds 1000..1000+N-1, with
+  the picks kept (the de-biased ceiling: no pick or search saw those seeds; the test images are the same).
+- ``--loss-rows``: every fixed row, CEM (static, schedule) and the ceiling again with the head trained under the
+  best long-tail loss (picked on val among the no-synthetic rows); ``none`` under it is no synthetic + the loss,
+  so its best fixed row is the bar for a learned sampler combined with the loss.
 """
 from __future__ import annotations
 
