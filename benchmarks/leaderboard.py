@@ -30,6 +30,16 @@ its oracle policy is shown as a reference), ``digits`` (the DDPM bank of ``bench
 *perfect generator* reference row: fill from the oracle source, the real digits the long-tail builder left out),
 ``retinamnist`` and ``breastmnist`` (DDPM bank, ``--generator-steps 300``; need ``TAILMIX_DATA_DIR``).
 Tables go to ``<out>/leaderboard-<task>.md`` with each row's provenance, the command and the commit.
+
+Options that add to a table (defaults off, so the older tables reproduce from their commands):
+
+- ``--val-folds K``: the env's ``val_folds=K`` (reward on K cross-validated folds of train + val): every row, the
+  fixed-row pick and CEM's fitness use it; SB3 models get their own folders; table ``leaderboard-<task>-foldsK.md``.
+- ``--fresh-seeds N``: the best fixed, learned and ceiling rows played again on episode seeds 1000..1000+N-1, with
+  the picks kept (the de-biased ceiling: no pick or search saw those seeds; the test images are the same).
+- ``--loss-rows``: every fixed row, CEM (static, schedule) and the ceiling again with the head trained under the
+  best long-tail loss (picked on val among the no-synthetic rows); ``none`` under it is no synthetic + the loss,
+  so its best fixed row is the bar for a learned sampler combined with the loss.
 """
 from __future__ import annotations
 
@@ -92,7 +102,9 @@ def sb3_policy(task: str, spec: str, kw: dict, args):
                          "ppo:shared:difference:20000 (algo ppo/sac, wrapper shared/central, variant "
                          "difference/ref0/plain)")
     timesteps = int(steps) if steps else args.timesteps
-    name = f"{algo}-{wrapper}-{variant}-{timesteps}-seed0"
+    # an option that changes the env (val_folds) names its own folder, so a fixed-split model is never reused
+    folds = getattr(args, "val_folds", 1)
+    name = f"{algo}-{wrapper}-{variant}-{timesteps}" + (f"-folds{folds}" if folds > 1 else "") + "-seed0"
     run_dir = (Path(args.cache_dir) / "known-answer-agents" / name if task == "known-answer" else
                Path(args.cache_dir) / "leaderboard-agents" / f"{task}-{name}")
     if (run_dir / "model.zip").exists():
@@ -131,13 +143,21 @@ def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
 
     t0 = time.time()
     kw = task_kwargs(task, args)
+    if getattr(args, "val_folds", 1) > 1:  # the cross-validated reward: every row, fixed pick and CEM fitness use it
+        kw = dict(kw, val_folds=args.val_folds)
     env = make_eval_env(kw)
     rows: dict = {}  # label -> (group, per-seed rows, provenance)
+    played: dict = {}  # label -> (policy, env kwargs or None): what --fresh-seeds re-scores
+
+    envs = {}  # id(env kwargs) -> its eval env, built once (the loss rows play ~30 policies in one)
 
     def run(label, group, policy, how, env_kw=None):
         t = time.time()
-        per = evaluate(policy, env_kw or kw, seeds=seeds, env=None if env_kw is not None else env)
+        if env_kw is not None and id(env_kw) not in envs:
+            envs[id(env_kw)] = make_eval_env(env_kw)
+        per = evaluate(policy, env_kw or kw, seeds=seeds, env=env if env_kw is None else envs[id(env_kw)])
         rows[label] = (group, per, how)
+        played[label] = (policy, env_kw)
         print(f"[{task}] {label}: test {np.mean([r['test_balanced_accuracy'] for r in per]):.4f} "
               f"val {np.mean([r['val_balanced_accuracy'] for r in per]):.4f} ({time.time() - t:.0f} s)", flush=True)
 
@@ -181,6 +201,9 @@ def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
             cem_policy(kw, args, args.cem_knots, end_sched, "test")[0],
             ceil + f", {args.cem_knots} knots, from the end of `CEM schedule (val)`, fitness = final TEST bal. acc. "
             "(a ceiling, not a method)")
+    lt_loss = None
+    if getattr(args, "loss_rows", False):
+        lt_loss = _loss_rows(kw, args, rows, run, static)
     if task == "known-answer":
         from tailmix.envs.oracle import oracle_policy_ratios
 
@@ -194,12 +217,95 @@ def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
             "fill, source = the real digits left out of digits-LT (`envs.oracle.oracle_source`)",
             dict(kw, source=oracle_source(kw["dataset"])))
     lines, summary = table(task, rows, skipped)
+    fresh = list(range(1000, 1000 + getattr(args, "fresh_seeds", 0)))
+    if fresh:
+        lines += _fresh_lines(rows, played, summary, fresh, kw, "")
+    if lt_loss is not None:
+        lt_rows = {k: (LT_GROUPS.get(g, g), per, how) for k, (g, per, how) in rows.items()
+                   if g in LT_GROUPS or g in ("nosyn", "nosyn-lt")}
+        lt_lines, lt_summary = table(task, lt_rows)
+        summary["loss_rows"] = lt_summary
+        lt_summary["loss"] = lt_loss
+        lines += ["", f"### With the best long-tail loss inside the env: `loss={lt_loss}` (picked on val)", "",
+                  f"Every fixed row again with the head trained under `{lt_loss}` (`none` is no synthetic + that "
+                  "loss), CEM on the val reward and the test-scored ceiling under it. The best fixed row is picked "
+                  "on val among these rows, so a learned row here must beat no synthetic + the loss too.", ""]
+        lines += lt_lines
+        if fresh:
+            lines += _fresh_lines(lt_rows, played, lt_summary, fresh, kw, f" (loss {lt_loss})")
     summary["seconds"] = time.time() - t0
     return lines, summary
 
 
-def table(task: str, rows: dict, skipped=()) -> tuple[list[str], dict]:
-    """The leaderboard lines from ``{label: (group, per-seed rows, provenance)}``."""
+#: groups of the rows under the best long-tail loss -> the groups ``table`` reads
+LT_GROUPS = {"static-lt": "static", "schedule-lt": "schedule", "learned-lt": "learned", "ceiling-lt": "ceiling"}
+
+
+def _loss_rows(kw: dict, args, rows: dict, run, static: dict) -> str:
+    """Fixed rows, CEM (val) and the ceiling again under the best long-tail loss (picked on val); its name."""
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.agents.schedules import SCHEDULE_BASELINES
+
+    val = {k: np.mean([r["val_balanced_accuracy"] for r in per]) for k, (_, per, _) in rows.items()}
+    best = max((k for k, (g, _, _) in rows.items() if g == "nosyn-lt"), key=lambda k: val[k])
+    loss = best.rsplit(", ", 1)[1]
+    kw_lt = dict(kw, loss=loss)
+    tag = f" [loss {loss}]"
+    for label, pol in static.items():
+        run(label + tag, "static-lt", pol, f"fixed `{label}`, loss {loss}", kw_lt)
+    scheds = [] if args.no_schedules else list(SCHEDULE_BASELINES)
+    for spec in scheds:
+        run(spec + tag, "schedule-lt", make_baseline(spec), f"fixed schedule `{spec}`, loss {loss}", kw_lt)
+    val = {k: np.mean([r["val_balanced_accuracy"] for r in per]) for k, (_, per, _) in rows.items()}
+    init_static = max(static, key=lambda k: val[k + tag])
+    cem = f"CEM {args.cem_generations} gen x {args.cem_population} cand x {args.cem_episodes} ep, seed {args.cem_seed}"
+    ceil = (f"CEM {args.ceiling_generations} gen x {args.ceiling_population} cand x {args.ceiling_episodes} ep, "
+            f"seed {args.cem_seed}")
+    pol, end_static = cem_policy(kw_lt, args, None, static[init_static])
+    run("CEM static (val)" + tag, "learned-lt", pol,
+        cem + f", loss {loss}, from `{init_static}`, fitness = final val bal. acc.", kw_lt)
+    ends = [(None, end_static, "static")]
+    if scheds:
+        init_sched = max(scheds, key=lambda k: val[k + tag])
+        pol, end_sched = cem_policy(kw_lt, args, args.cem_knots, make_baseline(init_sched))
+        run("CEM schedule (val)" + tag, "learned-lt", pol, cem + f", {args.cem_knots} knots, loss {loss}, from "
+            f"`{init_sched}`, fitness = final val bal. acc.", kw_lt)
+        ends.append((args.cem_knots, end_sched, "schedule"))
+    for knots, end, kind in ends:
+        run(f"CEILING: CEM {kind} scored on TEST" + tag, "ceiling-lt", cem_policy(kw_lt, args, knots, end, "test")[0],
+            ceil + f", loss {loss}, from the end of `CEM {kind} (val)`, fitness = final TEST bal. acc. (a ceiling, "
+            "not a method)", kw_lt)
+    return loss
+
+
+def _fresh_lines(rows: dict, played: dict, summary: dict, fresh: list[int], kw: dict, what: str) -> list[str]:
+    """The best fixed, learned and ceiling rows re-scored on fresh episode seeds (the de-biased ceiling).
+
+    The ceiling is the better on test of two searches scored on the table's seeds: re-scored on seeds that picked
+    nothing, its advantage over the best fixed row loses that selection bias (the test images stay the same)."""
+    from tailmix.agents.evaluate import evaluate
+
+    keep = [k for k, (g, _, _) in rows.items() if g in ("nosyn", "learned", "ceiling")]
+    keep += [summary["best_fixed"]]
+    again = {}
+    for k in keep:
+        policy, env_kw = played[k]
+        again[k] = (rows[k][0], evaluate(policy, env_kw or kw, seeds=fresh), rows[k][2])
+    lines, s = table("fresh", again, best_fixed=summary["best_fixed"], ceiling=summary["ceiling"])
+    summary["fresh"] = s
+    return ["", f"#### Re-scored on fresh episode seeds {fresh[0]}-{fresh[-1]}{what}: the de-biased ceiling", "",
+            f"The best fixed row ({summary['best_fixed']}, picked on val above), every learned row and the ceilings, "
+            "played again on episode seeds that no pick or search saw; the ceiling row is the one picked above "
+            f"(table seeds: ceiling {summary['ceiling_test']:.3f}, headroom "
+            f"{100 * (summary['ceiling_test'] - summary['best_fixed_test']):.1f} points; fresh seeds: "
+            f"{s['ceiling_test']:.3f}, {100 * (s['ceiling_test'] - s['best_fixed_test']):.1f} points).", ""] + lines
+
+
+def table(task: str, rows: dict, skipped=(), best_fixed: str | None = None,
+          ceiling: str | None = None) -> tuple[list[str], dict]:
+    """The leaderboard lines from ``{label: (group, per-seed rows, provenance)}``.
+
+    ``best_fixed`` / ``ceiling``: labels to use instead of picking them (a re-scoring keeps the original picks)."""
     test = {k: np.array([r["test_balanced_accuracy"] for r in per]) for k, (_, per, _) in rows.items()}
     val = {k: float(np.mean([r["val_balanced_accuracy"] for r in per])) for k, (_, per, _) in rows.items()}
     group = {k: g for k, (g, _, _) in rows.items()}
@@ -210,11 +316,12 @@ def table(task: str, rows: dict, skipped=()) -> tuple[list[str], dict]:
 
     best_lt = best(("nosyn-lt",))
     best_static, best_sched = best(("static",)), best(("schedule",))
-    best_fixed = best(("static", "schedule"))
+    best_fixed = best_fixed or best(("static", "schedule"))
     ceilings = [k for k in rows if group[k] == "ceiling"]
-    ceiling = max(ceilings, key=lambda k: test[k].mean())
+    ceiling = ceiling or max(ceilings, key=lambda k: test[k].mean())
     base, top = test[best_fixed].mean(), test[ceiling].mean()
-    shown = ["no synthetic, ce", best_lt, best_static, best_sched]
+    shown = list(dict.fromkeys(k for k in ("no synthetic, ce", best_lt, best_static, best_sched, best_fixed)
+                               if k in rows))
     shown += [k for k in rows if group[k] in ("learned", "ceiling", "reference")]
     tags = {"no synthetic, ce": "no synthetic", best_lt: "no synthetic, best long-tail loss (val)",
             best_static: "best fixed static (val)", best_sched: "best fixed schedule (val)"}
@@ -286,6 +393,13 @@ def main(argv=None) -> int:
     p.add_argument("--ceiling-episodes", type=int, default=None, help="default: --cem-episodes")
     p.add_argument("--generator-steps", type=int, default=None, help="DDPM steps (default: digits preset, MedMNIST 300)")
     p.add_argument("--no-schedules", action="store_true", help="leave out schedule rows (fixed, CEM and ceiling)")
+    p.add_argument("--val-folds", type=int, default=1,
+                   help="the env's val_folds: k >= 2 pools train + val into k folds for the reward, the fixed row "
+                        "pick and CEM's fitness (tables go to leaderboard-<task>-folds<k>.md)")
+    p.add_argument("--fresh-seeds", type=int, default=0,
+                   help="re-score the best fixed, learned and ceiling rows on N fresh episode seeds (1000..)")
+    p.add_argument("--loss-rows", action="store_true",
+                   help="every fixed row, CEM and the ceiling again under the best long-tail loss (picked on val)")
     p.add_argument("--cache-dir", default=".tailmix_cache")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
@@ -295,6 +409,10 @@ def main(argv=None) -> int:
     for name in ("generations", "population", "episodes"):
         if getattr(args, "ceiling_" + name) is None:
             setattr(args, "ceiling_" + name, getattr(args, "cem_" + name))
+    if args.val_folds < 1:
+        raise ValueError(f"--val-folds {args.val_folds} is invalid: use 1 (the fixed val split) or k >= 2")
+    if args.fresh_seeds < 0:
+        raise ValueError(f"--fresh-seeds {args.fresh_seeds} is invalid: use 0 (none) or a count such as 5")
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds} is invalid: use at least 1 (3-5 for an interval)")
     import torch
@@ -314,6 +432,14 @@ def main(argv=None) -> int:
                 "balanced val accuracy, mean over the same seeds. Best rows are picked on val. Learned rows train on "
                 "the val reward only. The CEILING row's CEM read the TEST split (its fitness) and is no method; "
                 "share of headroom = (learned - best fixed) / (ceiling - best fixed).", ""]
+        if args.val_folds > 1:
+            head[-1:-1] = [f"Reward on cross-validated folds (`val_folds={args.val_folds}`): train + val are pooled "
+                           f"into {args.val_folds} stratified folds; each episode trains on {args.val_folds - 1} of "
+                           "them and is rewarded on the held-out one, so the val column, the fixed-row pick and "
+                           "CEM's fitness read held-out folds (each ~1/k of train + val) instead of the fixed val "
+                           f"split, and every row's head trains on {args.val_folds - 1}/{args.val_folds} of train + val "
+                           "(not on the train split alone), so the numbers differ from the fixed-split table. Test is "
+                           "the same split.", ""]
         tail = ["", f"Time: {summary['seconds']:.0f} s.", "",
                 "Command: `python benchmarks/leaderboard.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
                 "", f"Commit: {commit}", "",
@@ -322,7 +448,8 @@ def main(argv=None) -> int:
         print(text, flush=True)
         if not args.quick or args.out:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / f"leaderboard-{task}.md", text)
+            suffix = f"-folds{args.val_folds}" if args.val_folds > 1 else ""
+            atomic_write_text(out / f"leaderboard-{task}{suffix}.md", text)
     return 0
 
 

@@ -118,3 +118,27 @@ def test_known_answer_script_writes_the_gap_table(tmp_path):
     assert "share of the gap" in text and "Commit: " in text and "decay:fill" not in text
     row = next(line for line in text.splitlines() if line.startswith("| **oracle policy**"))
     assert row.endswith("| 0.00 / 0.00 |")  # the corrupted classes get nothing
+
+
+def test_known_answer_algo_kwargs_parse_and_reject_bad_items():
+    from benchmarks.known_answer import parse_algo_kwargs
+
+    assert parse_algo_kwargs(["learning_rate=1e-3", "n_steps=64"]) == {"learning_rate": 0.001, "n_steps": 64}
+    assert parse_algo_kwargs(None) == {}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_algo_kwargs(["learning_rate"])
+    with pytest.raises(ValueError, match="number"):
+        parse_algo_kwargs(["ent_coef=high"])
+
+
+def test_known_answer_model_seed_lines_judge_every_seed():
+    """The goal is met only if EVERY training seed reaches 70%: a good mean with one bad seed is 'not met'."""
+    from benchmarks.known_answer import model_seed_lines
+
+    rows = {f"ppo:x [model {m}]": ("learned", [{"val_balanced_accuracy": 0.9}]) for m in range(3)}
+    goal = {"share": {"ppo:x [model 0]": 0.9, "ppo:x [model 1]": 0.95, "ppo:x [model 2]": 0.5}}
+    (line,) = model_seed_lines(rows, goal, ["ppo:x"], 3)
+    assert "mean 78%" in line and "min 50%" in line and "not met on every model seed" in line
+    goal["share"]["ppo:x [model 2]"] = 0.7
+    assert "met on every model seed" in model_seed_lines(rows, goal, ["ppo:x"], 3)[0]
+    assert "not met" not in model_seed_lines(rows, goal, ["ppo:x"], 3)[0]

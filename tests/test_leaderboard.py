@@ -77,3 +77,53 @@ def test_run_task_end_to_end_on_a_tiny_dataset(monkeypatch):
     text = "\n".join(lines)
     assert "CEILING: CEM static scored on TEST" in s["test"] and "CEM schedule (val)" in s["test"]
     assert "skipped: no model cached" in text  # an SB3 row without a cached model and no --train
+
+
+def test_table_keeps_given_picks_when_re_scoring():
+    """A re-scoring on fresh seeds keeps the best fixed row and ceiling picked before, even if others now lead."""
+    from benchmarks.leaderboard import table
+
+    rows = {
+        "no synthetic, ce": ("nosyn", _rows([0.5] * 3, [0.5] * 3), "n"),
+        "fill": ("static", _rows([0.7] * 3, [0.8] * 3), "f"),
+        "constant:1": ("static", _rows([0.72] * 3, [0.9] * 3), "f"),  # best on val here, but not the given pick
+        "ppo": ("learned", _rows([0.75] * 3, [0.8] * 3), "l"),
+        "CEILING: a": ("ceiling", _rows([0.8] * 3, [0.8] * 3), "c"),
+        "CEILING: b": ("ceiling", _rows([0.9] * 3, [0.8] * 3), "c"),
+    }
+    _, s = table("t", rows, best_fixed="fill", ceiling="CEILING: a")
+    assert s["best_fixed"] == "fill" and s["ceiling"] == "CEILING: a"
+    assert s["share"]["ppo"] == pytest.approx(0.5)
+    _, s = table("t", rows)
+    assert s["best_fixed"] == "constant:1" and s["ceiling"] == "CEILING: b"
+
+
+def test_val_folds_names_its_own_model_folder(tmp_path):
+    """A fold-reward env is another task: its SB3 row must never load a model trained on the fixed split."""
+    from benchmarks.leaderboard import sb3_policy
+
+    args = argparse.Namespace(cache_dir=str(tmp_path), train=False, timesteps=64, val_folds=5)
+    pol, how = sb3_policy("retinamnist", "ppo:shared:plain:64", {}, args)
+    assert pol is None and "retinamnist-ppo-shared-plain-64-folds5-seed0" in how
+    args.val_folds = 1
+    assert "retinamnist-ppo-shared-plain-64-seed0" in sb3_policy("retinamnist", "ppo:shared:plain:64", {}, args)[1]
+
+
+@pytest.mark.slow
+def test_loss_rows_and_fresh_seeds_end_to_end(monkeypatch):
+    import benchmarks.leaderboard as lb
+
+    monkeypatch.setattr(lb, "task_kwargs", lambda task, args: tiny_env_kwargs())
+    args = argparse.Namespace(cem_generations=1, cem_population=2, cem_episodes=1, cem_seed=0, cem_knots=2,
+                              ceiling_generations=1, ceiling_population=2, ceiling_episodes=1,
+                              no_schedules=True, learned=[], cache_dir="/nonexistent", train=False, timesteps=64,
+                              loss_rows=True, fresh_seeds=2, val_folds=1)
+    lines, s = lb.run_task("tiny", args, [0, 1])
+    text = "\n".join(lines)
+    lt = s["loss_rows"]
+    assert lt["loss"] in ("logit_adjustment", "balanced_softmax", "class_balanced")
+    assert lt["best_fixed"].endswith(f"[loss {lt['loss']}]") and lt["ceiling"].endswith(f"[loss {lt['loss']}]")
+    assert f"CEM static (val) [loss {lt['loss']}]" in lt["share"]
+    # the fresh re-scoring keeps the picks and plays other episodes
+    assert s["fresh"]["best_fixed"] == s["best_fixed"] and s["fresh"]["ceiling"] == s["ceiling"]
+    assert "fresh episode seeds 1000-1001" in text and lt["fresh"]["ceiling"] == lt["ceiling"]
