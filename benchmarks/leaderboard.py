@@ -40,10 +40,13 @@ Options that add to a table (defaults off, so the older tables reproduce from th
 - ``--loss-rows``: every fixed row, CEM (static, schedule) and the ceiling again with the head trained under the
   best long-tail loss (picked on val among the no-synthetic rows); ``none`` under it is no synthetic + the loss,
   so its best fixed row is the bar for a learned sampler combined with the loss.
+- ``--name-suffix=S``: the table goes to ``leaderboard-<task>[-foldsK]S.md`` (a variant, e.g. a larger CEM budget
+  ``--cem-generations/--cem-population/--cem-episodes``, written beside the existing table, not over it).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -403,6 +406,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=".tailmix_cache")
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    p.add_argument("--name-suffix", default="",
+                   help="appended to the table's file name: --name-suffix=-cem-large writes "
+                        "leaderboard-<task>-cem-large.md (a variant run beside an existing table, not over it)")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.cem_generations, args.cem_population, args.cem_episodes = 2, 1, 4, 1
@@ -415,6 +421,9 @@ def main(argv=None) -> int:
         raise ValueError(f"--fresh-seeds {args.fresh_seeds} is invalid: use 0 (none) or a count such as 5")
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds} is invalid: use at least 1 (3-5 for an interval)")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]*", args.name_suffix):
+        raise ValueError(f"--name-suffix {args.name_suffix!r} is invalid: use letters, digits, '-', '_' or '.' "
+                         "(it becomes part of a file name), e.g. --name-suffix=-cem-large")
     import torch
 
     torch.set_num_threads(1)
@@ -448,7 +457,7 @@ def main(argv=None) -> int:
         print(text, flush=True)
         if not args.quick or args.out:
             out.mkdir(parents=True, exist_ok=True)
-            suffix = f"-folds{args.val_folds}" if args.val_folds > 1 else ""
+            suffix = (f"-folds{args.val_folds}" if args.val_folds > 1 else "") + args.name_suffix
             atomic_write_text(out / f"leaderboard-{task}{suffix}.md", text)
     return 0
 

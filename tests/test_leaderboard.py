@@ -127,3 +127,17 @@ def test_loss_rows_and_fresh_seeds_end_to_end(monkeypatch):
     # the fresh re-scoring keeps the picks and plays other episodes
     assert s["fresh"]["best_fixed"] == s["best_fixed"] and s["fresh"]["ceiling"] == s["ceiling"]
     assert "fresh episode seeds 1000-1001" in text and lt["fresh"]["ceiling"] == lt["ceiling"]
+
+
+def test_name_suffix_writes_beside_the_table_not_over_it(monkeypatch, tmp_path):
+    """--name-suffix puts a variant run (e.g. a larger CEM budget) in its own file; a bad suffix is refused."""
+    import benchmarks.leaderboard as lb
+
+    monkeypatch.setattr(lb, "run_task", lambda task, args, seeds: (["| row |"], {"seconds": 0.0}))
+    (tmp_path / "leaderboard-digits.md").write_text("old table")
+    assert lb.main(["--tasks", "digits", "--seeds", "1", "--out", str(tmp_path), "--name-suffix=-cem-large"]) == 0
+    assert (tmp_path / "leaderboard-digits.md").read_text() == "old table"
+    text = (tmp_path / "leaderboard-digits-cem-large.md").read_text()
+    assert "--name-suffix=-cem-large" in text
+    with pytest.raises(ValueError, match="--name-suffix"):
+        lb.main(["--tasks", "digits", "--out", str(tmp_path), "--name-suffix=../x"])
