@@ -150,6 +150,6 @@ def budget_report(run: Path, total: float) -> None:
     budget = meta.get("budget")
     if not budget or not budget.get("applied"):
         return
-    text, budget = actual_report(budget, phase.timings, total)
+    text, meta["budget"] = actual_report(budget, phase.timings, total)
     print(text)
-    _update_json(run / "run.json", budget=budget)
+    _write_json(run / "run.json", meta)
