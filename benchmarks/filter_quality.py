@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generator_speed import class_label, cli_config, device_description, tail_classes, versions  # noqa: E402
+from generator_speed import (add_generator_arguments, class_label, cli_config, device_description,  # noqa: E402
+                             require_positive, tail_classes, versions)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,29 +39,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="digits",
-                   help="what envs.datasets.load_dataset takes: 'digits' (embedded), a MedMNIST flag looked up in "
-                        "--data-root, an .npz path or an image folder")
-    p.add_argument("--data-root", default=None, help="folder of MedMNIST .npz files (default $TAILMIX_DATA_DIR)")
+    add_generator_arguments(p)
     p.add_argument("--calibrations", nargs="+", default=["none"] + [c for c in CALIBRATIONS if c != "none"],
                    choices=CALIBRATIONS, help="reference calibrations to compare")
     p.add_argument("--filter-epochs", type=int, default=30, help="training epochs of each reference classifier")
-    p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
-    p.add_argument("--preset", default="small", help="DDPM preset: tiny, small or base")
     p.add_argument("--train-steps", type=int, default=300,
                    help="DDPM conditional training steps (after the preset's unconditional pretraining)")
     p.add_argument("--n", type=int, default=32, help="generated images per class (the model's DDIM sampler)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generator, the filters and the samples")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (pinned: results change with them)")
-    p.add_argument("--cache-dir", default=".tailmix_cache", help="cache of trained generators and filters")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    for name in ("filter_epochs", "train_steps", "n", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if not 0.0 <= args.tau <= 1.0:
-        p.error(f"--tau is a probability in [0, 1]; got {args.tau}")
+    require_positive(p, args, ("filter_epochs", "train_steps", "n", "threads"))
     args.calibrations = list(dict.fromkeys(args.calibrations))
     return args
 

@@ -44,14 +44,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DDPM_TIMESTEPS = 1000  # the DDPM default diffusion length; the CLI's generators are trained with it
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_generator_arguments(p: argparse.ArgumentParser, *, pinned: str = "pinned: results change with them",
+                            cache_help: str = "cache of trained generators and filters") -> None:
+    """The arguments every generator benchmark shares (dataset, preset, filter threshold, seed, device, threads,
+    cache), with one meaning and one default across scripts."""
     p.add_argument("--dataset", default="digits",
                    help="what envs.datasets.load_dataset takes: 'digits' (embedded), a MedMNIST flag looked up in "
                         "--data-root, an .npz path or an image folder")
     p.add_argument("--data-root", default=None, help="folder of MedMNIST .npz files (default $TAILMIX_DATA_DIR)")
     p.add_argument("--preset", default="small", help="DDPM preset: tiny, small or base")
+    p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator, the filter and the sampling noise")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
+    p.add_argument("--threads", type=int, default=1, help=f"torch CPU threads ({pinned})")
+    p.add_argument("--cache-dir", default=".tailmix_cache", help=cache_help)
+
+
+def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names) -> None:
+    """``p.error`` for the first of ``names`` (attribute names) below 1, and for a --tau outside [0, 1]."""
+    for name in names:
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if not 0.0 <= args.tau <= 1.0:
+        p.error(f"--tau is a probability in [0, 1]; got {args.tau}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_generator_arguments(p, pinned="pinned so timings repeat")
     p.add_argument("--train-steps", type=int, default=300,
                    help="conditional training steps (after the preset's unconditional pretraining)")
     p.add_argument("--timesteps", type=int, default=DDPM_TIMESTEPS,
@@ -60,11 +81,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50], help="DDIM step counts to compare")
     p.add_argument("--n", type=int, default=4, help="images per class per sampler (one batch per class)")
     p.add_argument("--classes", type=int, nargs="*", default=None, help="class ids to sample (default: all)")
-    p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generator, the filter and the sampling noise")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (pinned so timings repeat)")
-    p.add_argument("--cache-dir", default=".tailmix_cache", help="cache of trained generators and filters")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--bank-quota", type=int, default=128,
                    help="images kept per class by the bank-fill row (the CLI's --per-class; 0: no bank-fill row)")
@@ -73,16 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices of the peak matmul")
     p.add_argument("--matmul-repeats", type=int, default=3, help="timed matmuls per peak measurement (best kept)")
     args = p.parse_args(argv)
-    for name in ("train_steps", "timesteps", "n", "threads", "bank_batch", "matmul_size", "matmul_repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    require_positive(p, args, ("train_steps", "timesteps", "n", "threads", "bank_batch", "matmul_size",
+                               "matmul_repeats"))
     bad = [k for k in args.ks if not 1 <= k <= args.timesteps]
     if bad:
         p.error(f"--ks must lie in 1..--timesteps ({args.timesteps}); got {bad}")
     if args.bank_quota < 0:
         p.error(f"--bank-quota must be >= 0 (0: no bank-fill row); got {args.bank_quota}")
-    if not 0.0 <= args.tau <= 1.0:
-        p.error(f"--tau is a probability in [0, 1]; got {args.tau}")
     return args
 
 

@@ -26,32 +26,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generator_speed import class_label, device_description, tail_classes, versions  # noqa: E402
+from generator_speed import (add_generator_arguments, class_label, device_description,  # noqa: E402
+                             require_positive, tail_classes, versions)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="digits", help="what the CLI's --dataset takes (digits, retinamnist, ...)")
-    p.add_argument("--data-root", default=None, help="folder of MedMNIST .npz files (default $TAILMIX_DATA_DIR)")
-    p.add_argument("--preset", default="small", help="DDPM preset: tiny, small or base")
+    add_generator_arguments(p)
     p.add_argument("--generator-steps", type=int, default=None, help="DDPM training steps (default: the preset's)")
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0],
                    help="classifier-guidance scales to compare (0: unguided)")
     p.add_argument("--classifier-steps", type=int, default=None,
                    help="training steps of the noise-aware classifier (default: the preset's, as the CLI trains it)")
     p.add_argument("--n", type=int, default=32, help="generated images per class and scale")
-    p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
     p.add_argument("--filter-epochs", type=int, default=30, help="training epochs of the reference filter")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generator, classifier, filter and samples")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (pinned: results change with them)")
-    p.add_argument("--cache-dir", default=".tailmix_cache", help="cache of trained generators and filters")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/guidance-<dataset>.md)")
     args = p.parse_args(argv)
-    for name in ("n", "threads", "filter_epochs"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    require_positive(p, args, ("n", "threads", "filter_epochs"))
     if any(s < 0 for s in args.scales):
         p.error(f"--scales must be >= 0; got {args.scales}")
     args.scales = sorted(set(args.scales))
