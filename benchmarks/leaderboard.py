@@ -11,8 +11,8 @@ differences between rows are paired by seed):
   (``agents.schedules.SCHEDULE_BASELINES``), each picked on the final VAL balanced accuracy;
 - **CEM** (``agents.cem.cem_search``) on the val reward: a static vector and a schedule (``--cem-knots`` knots),
   started from the best fixed static / schedule row (on val);
-- **learned SB3 rows** (``--learned``, specs ``algo:wrapper:variant[:timesteps]`` as in
-  ``benchmarks/known_answer.py``): PPO / SAC, shared or centralised, ``difference`` credit, ``ref0`` or ``plain``
+- **learned SB3 rows** (``--learned``, specs ``algo:wrapper:variant[:timesteps][@seed]`` as in
+  ``benchmarks/known_answer.py``; ``@seed`` is the training seed, default 0, so ``@0 @1 @2`` are three rows): PPO / SAC, shared or centralised, ``difference`` credit, ``ref0`` or ``plain``
   reward; trained on the val reward, cached under ``--cache-dir`` (the known-answer task reuses
   ``known-answer-agents/``, the others use ``leaderboard-agents/<task>-...``); a spec whose model is not cached is
   trained only with ``--train``, else the row is listed as skipped;
@@ -98,26 +98,29 @@ def sb3_policy(task: str, spec: str, kw: dict, args):
     from tailmix.agents.baselines import SB3Policy
     from tailmix.agents.sb3 import load_model, train
 
-    algo, wrapper, rest = (spec.split(":", 2) + ["", ""])[:3]
+    body, at, seed_text = spec.partition("@")
+    algo, wrapper, rest = (body.split(":", 2) + ["", ""])[:3]
     variant, _, steps = rest.partition(":")
-    if algo not in ("ppo", "sac") or wrapper not in ("shared", "central") or not variant:
-        raise ValueError(f"learned row {spec!r} is invalid: use algo:wrapper:variant[:timesteps], e.g. "
-                         "ppo:shared:difference:20000 (algo ppo/sac, wrapper shared/central, variant "
-                         "difference/ref0/plain)")
+    if (algo not in ("ppo", "sac") or wrapper not in ("shared", "central") or not variant
+            or (steps and not steps.isdigit()) or (at and not seed_text.isdigit())):
+        raise ValueError(f"learned row {spec!r} is invalid: use algo:wrapper:variant[:timesteps][@seed], e.g. "
+                         "ppo:shared:difference:20000 or ppo:central:ref0:20000@1 (algo ppo/sac, wrapper "
+                         "shared/central, variant difference/ref0/plain, seed the training seed, default 0)")
     timesteps = int(steps) if steps else args.timesteps
+    seed = int(seed_text) if at else 0
     # an option that changes the env (val_folds) names its own folder, so a fixed-split model is never reused
     folds = getattr(args, "val_folds", 1)
-    name = f"{algo}-{wrapper}-{variant}-{timesteps}" + (f"-folds{folds}" if folds > 1 else "") + "-seed0"
+    name = f"{algo}-{wrapper}-{variant}-{timesteps}" + (f"-folds{folds}" if folds > 1 else "") + f"-seed{seed}"
     run_dir = (Path(args.cache_dir) / "known-answer-agents" / name if task == "known-answer" else
                Path(args.cache_dir) / "leaderboard-agents" / f"{task}-{name}")
     if (run_dir / "model.zip").exists():
-        how = ("" if task == "known-answer" else " (trained by this script's `--train`: seed 0, the spec's timesteps, "
-               "the val reward)")
+        how = ("" if task == "known-answer" else f" (trained by this script's `--train`: seed {seed}, the spec's "
+               "timesteps, the val reward)")
         return SB3Policy(load_model(algo, run_dir / "model.zip"), wrapper=wrapper, name=spec), f"model `{run_dir}`{how}"
     if not args.train:
         return None, f"skipped: no model cached at `{run_dir}` (rerun with --train)"
     t = time.time()
-    model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=0,
+    model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=seed,
                   log_dir=str(run_dir))
     model.get_env().close()
     return SB3Policy(model, wrapper=wrapper, name=spec), f"trained here ({time.time() - t:.0f} s), `{run_dir}`"
@@ -383,7 +386,8 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", nargs="+", default=["known-answer", "digits"], choices=TASKS)
     p.add_argument("--seeds", type=int, default=5, help="episode seeds 0..N-1 (test scores)")
     p.add_argument("--learned", nargs="*", default=None,
-                   help="SB3 rows algo:wrapper:variant[:timesteps] (default: per task, see LEARNED)")
+                   help="SB3 rows algo:wrapper:variant[:timesteps][@seed] (default: per task, see LEARNED; @seed: "
+                        "the training seed, default 0)")
     p.add_argument("--timesteps", type=int, default=20_000, help="SB3 timesteps when a spec gives none")
     p.add_argument("--train", action="store_true", help="train SB3 rows whose model is not cached (else skip them)")
     p.add_argument("--cem-generations", type=int, default=5)

@@ -109,6 +109,18 @@ def test_val_folds_names_its_own_model_folder(tmp_path):
     assert "retinamnist-ppo-shared-plain-64-seed0" in sb3_policy("retinamnist", "ppo:shared:plain:64", {}, args)[1]
 
 
+def test_training_seed_suffix_names_its_own_model_folder(tmp_path):
+    """``spec@k`` is training seed k: its own model folder, never seed 0's; a malformed spec is refused."""
+    from benchmarks.leaderboard import sb3_policy
+
+    args = argparse.Namespace(cache_dir=str(tmp_path), train=False, timesteps=64, val_folds=1)
+    how = sb3_policy("retinamnist", "ppo:central:ref0:64@2", {}, args)[1]
+    assert "retinamnist-ppo-central-ref0-64-seed2" in how and "seed0" not in how
+    for bad in ("ppo:central:ref0:64@", "ppo:central:ref0:64@x", "ppo:central:ref0:abc", "dqn:central:ref0"):
+        with pytest.raises(ValueError, match="algo:wrapper:variant"):
+            sb3_policy("retinamnist", bad, {}, args)
+
+
 @pytest.mark.slow
 def test_loss_rows_and_fresh_seeds_end_to_end(monkeypatch):
     import benchmarks.leaderboard as lb
