@@ -18,7 +18,9 @@ class's count) scored on the TEST split over ``--seeds`` episode seeds, once per
   ``ddim`` (DDIM sampling steps; the default 20) and ``nearcopy`` (also reject candidates whose nearest real train
   image of the class is closer than this RMS pixel distance, ``generators.memorisation.NearCopyFilter``). These
   three change only how the trained model's bank is filled: here, with the pipeline's filter and seed
-  (``GeneratorPool.fill_bank``, cached under its own key).
+  (``GeneratorPool.fill_bank``, cached under its own key). ``ema`` trains the DDPM with an exponential moving
+  average of its weights at this decay (``ClassConditionalDDPM(ema_decay=...)``; the CLI has no flag for it) and
+  fills the bank from the averaged weights, the generator cached under its own key beside the CLI's.
 
 Share of the oracle's gain = (pool - none) / (oracle - none), on the test means; the same on the val split (the
 env's reward split, what a user can select on) beside it. Nothing here is tuned on test: the table reports every
@@ -39,6 +41,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,7 +52,7 @@ POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearco
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
          "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5")
 BANK_KEYS = {"steps": int, "filter": int, "tau": float, "guidance": float, "cfg": float, "ddim": int,
-             "nearcopy": float}
+             "nearcopy": float, "ema": float}
 
 
 def parse_pool(spec: str) -> dict:
@@ -107,6 +110,25 @@ def frechet_mean(source, dataset) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def ema_generator(cfg, dataset, decay: float):
+    """``pipeline.fitted_generator`` for a DDPM with ``ema_decay=decay``: trained once, cached by its config."""
+    import torch
+
+    from tailmix import pipeline
+
+    if cfg.generator != "ddpm" or cfg.guidance_scale:
+        raise ValueError("ema applies to the unguided ddpm generator; drop guidance= from the pool")
+    gen = pipeline.new_generator(cfg, dataset)
+    gen.ema_decay = float(decay)
+    path = Path(cfg.cache_dir) / "generators" / f"ddpm-{pipeline.cache_key(dataset.fingerprint(), gen.config(), cfg.seed)}"
+    cached = pipeline._cached_generator(path, gen.device)
+    if cached is not None:
+        return cached
+    gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    pipeline._save_folder(path, gen.save)
+    return gen
+
+
 def sampled_bank(gen, cfg, dataset, pool: dict):
     """The pipeline's bank, filled at the pool's ``cfg`` / ``ddim`` sampling settings and ``nearcopy`` filter."""
     from tailmix import pipeline
@@ -142,12 +164,16 @@ def run_pool(spec: str, dataset, base_kw: dict, args, seeds: list[int], per_step
         row["frechet"] = frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset)
     else:
         cfg = settings(pool, args)
-        kw = pipeline.env_kwargs(cfg, dataset, progress=False)
+        # an ema pool's bank comes from its own generator: the env keywords without the CLI's bank
+        kw = pipeline.env_kwargs(replace(cfg, source="gaussian") if "ema" in pool else cfg, dataset, progress=False)
         kw.update(reward_replicas=1, reward_reference=None)
         policy = make_baseline("fill")
-        bank = kw["source"].bank
-        gen = pipeline.fitted_generator(cfg, dataset, progress=False)
-        if {"cfg", "ddim", "nearcopy"} & set(pool):
+        if "ema" in pool:
+            gen = ema_generator(cfg, dataset, pool["ema"])
+        else:
+            bank = kw["source"].bank
+            gen = pipeline.fitted_generator(cfg, dataset, progress=False)
+        if {"cfg", "ddim", "nearcopy", "ema"} & set(pool):
             bank = sampled_bank(gen, cfg, dataset, pool)
             kw["source"] = BankSource(bank)
         row["frechet"] = frechet_mean(bank, dataset)

@@ -44,3 +44,20 @@ def test_refuses_a_table_without_its_two_ends(capsys):
     with pytest.raises(SystemExit):
         pg.main(["--pools", "bank", "oracle"])
     assert "must include 'none'" in capsys.readouterr().err
+
+
+def test_ema_pools_train_their_own_cached_generator_beside_the_clis(tmp_path):
+    from tailmix import pipeline
+
+    assert pg.parse_pool("bank:steps=300,ema=0.999") == {"kind": "bank", "steps": 300, "ema": 0.999}
+    args = pg.argparse.Namespace(preset="tiny", per_class=4, cache_dir=str(tmp_path))
+    cfg = pg.settings(pg.parse_pool("bank:ema=0.9"), args)
+    dataset = pipeline.load_data(cfg)
+    gen = pg.ema_generator(cfg, dataset, 0.9)
+    assert gen.ema_decay == 0.9 and gen.raw_state is not None  # trained here, with the average
+    again = pg.ema_generator(cfg, dataset, 0.9)
+    assert again.raw_state is None and again.config() == gen.config()  # loaded from the cache
+    plain = pipeline.fitted_generator(cfg, dataset, progress=False)
+    assert "ema_decay" not in plain.config() and len(list((tmp_path / "generators").iterdir())) == 2
+    with pytest.raises(ValueError, match="unguided"):
+        pg.ema_generator(pg.settings(pg.parse_pool("bank:guidance=0.5"), args), dataset, 0.9)
