@@ -20,7 +20,11 @@ class's count) scored on the TEST split over ``--seeds`` episode seeds, once per
   three change only how the trained model's bank is filled: here, with the pipeline's filter and seed
   (``GeneratorPool.fill_bank``, cached under its own key). ``ema`` trains the DDPM with an exponential moving
   average of its weights at this decay (``ClassConditionalDDPM(ema_decay=...)``; the CLI has no flag for it) and
-  fills the bank from the averaged weights, the generator cached under its own key beside the CLI's.
+  fills the bank from the averaged weights, the generator cached under its own key beside the CLI's; ``gseed``
+  trains the generator from this seed instead of the pipeline's 0 (filter, bank and env seeds stay 0). Two keys
+  mix two generators in one bank of the same size: half of each class's images come from the pool as written,
+  half from its twin trained with ``steps=mix`` (``mix``) or ``gseed=mixseed`` (``mixseed``), for variety; the
+  training time is then the sum of both.
 
 Share of the oracle's gain = (pool - none) / (oracle - none), on the test means; the same on the val split (the
 env's reward split, what a user can select on) beside it. Nothing here is tuned on test: the table reports every
@@ -52,7 +56,7 @@ POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearco
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
          "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5")
 BANK_KEYS = {"steps": int, "filter": int, "tau": float, "guidance": float, "cfg": float, "ddim": int,
-             "nearcopy": float, "ema": float}
+             "nearcopy": float, "ema": float, "gseed": int, "mix": int, "mixseed": int}
 
 
 def parse_pool(spec: str) -> dict:
@@ -110,23 +114,51 @@ def frechet_mean(source, dataset) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def ema_generator(cfg, dataset, decay: float):
-    """``pipeline.fitted_generator`` for a DDPM with ``ema_decay=decay``: trained once, cached by its config."""
+def own_generator(cfg, dataset, decay: float | None = None, seed: int | None = None):
+    """``pipeline.fitted_generator`` for a DDPM with ``ema_decay=decay`` and/or training seed ``seed`` (default
+    ``cfg.seed``): trained once, cached by its config and seed like the pipeline's generators."""
     import torch
 
     from tailmix import pipeline
 
     if cfg.generator != "ddpm" or cfg.guidance_scale:
-        raise ValueError("ema applies to the unguided ddpm generator; drop guidance= from the pool")
+        raise ValueError("ema and gseed apply to the unguided ddpm generator; drop guidance= from the pool")
+    seed = cfg.seed if seed is None else int(seed)
     gen = pipeline.new_generator(cfg, dataset)
-    gen.ema_decay = float(decay)
-    path = Path(cfg.cache_dir) / "generators" / f"ddpm-{pipeline.cache_key(dataset.fingerprint(), gen.config(), cfg.seed)}"
+    gen.ema_decay = None if decay is None else float(decay)
+    path = Path(cfg.cache_dir) / "generators" / f"ddpm-{pipeline.cache_key(dataset.fingerprint(), gen.config(), seed)}"
     cached = pipeline._cached_generator(path, gen.device)
     if cached is not None:
         return cached
-    gen.fit(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    gen.fit(dataset, generator=torch.Generator().manual_seed(seed))
     pipeline._save_folder(path, gen.save)
     return gen
+
+
+def pool_bank(pool: dict, args, dataset):
+    """``(generator, bank)`` of a bank pool without ``mix`` keys (the CLI's own bank when nothing changes it)."""
+    from tailmix import pipeline
+
+    cfg = settings(pool, args)
+    if {"ema", "gseed"} & set(pool):
+        gen = own_generator(cfg, dataset, pool.get("ema"), pool.get("gseed"))
+    else:
+        gen = pipeline.fitted_generator(cfg, dataset, progress=False)
+    if {"cfg", "ddim", "nearcopy", "ema", "gseed"} & set(pool):
+        return gen, sampled_bank(gen, cfg, dataset, pool)
+    return gen, pipeline.ensure_bank(cfg, dataset, progress=False)
+
+
+def mixed_source(banks: list, per_class: int):
+    """One source holding the first half of each class's images from ``banks[0]``, the rest from ``banks[1]``."""
+    from tailmix.envs.sources import ArraySource, BankSource
+
+    a, b = (BankSource(bank) for bank in banks)
+    half = per_class // 2
+    n = a.num_classes
+    pools = {c: np.concatenate([a.pool(c)[:half], b.pool(c)[:per_class - min(half, len(a.pool(c)))]])
+             for c in range(n)}
+    return ArraySource(pools, n, {c: (a.quality(c) + b.quality(c)) / 2 for c in range(n)}, name="ddpm-mix")
 
 
 def sampled_bank(gen, cfg, dataset, pool: dict):
@@ -164,23 +196,32 @@ def run_pool(spec: str, dataset, base_kw: dict, args, seeds: list[int], per_step
         row["frechet"] = frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset)
     else:
         cfg = settings(pool, args)
-        # an ema pool's bank comes from its own generator: the env keywords without the CLI's bank
-        kw = pipeline.env_kwargs(replace(cfg, source="gaussian") if "ema" in pool else cfg, dataset, progress=False)
+        own = bool({"ema", "gseed", "mix", "mixseed"} & set(pool))
+        # a pool with its own generator(s) needs the env keywords without the CLI's bank
+        kw = pipeline.env_kwargs(replace(cfg, source="gaussian") if own else cfg, dataset, progress=False)
         kw.update(reward_replicas=1, reward_reference=None)
         policy = make_baseline("fill")
-        if "ema" in pool:
-            gen = ema_generator(cfg, dataset, pool["ema"])
-        else:
-            bank = kw["source"].bank
-            gen = pipeline.fitted_generator(cfg, dataset, progress=False)
-        if {"cfg", "ddim", "nearcopy", "ema"} & set(pool):
-            bank = sampled_bank(gen, cfg, dataset, pool)
-            kw["source"] = BankSource(bank)
-        row["frechet"] = frechet_mean(bank, dataset)
-        row["acceptance"] = float(np.nanmean(bank.acceptance)) if bank.filtered else math.nan
-        steps = gen.pretrain_steps + gen.train_steps
-        extra = int(gen.classifier_settings["steps"]) if gen.classifier_scale else 0
-        row["train_steps"] = f"{gen.pretrain_steps} + {gen.train_steps}" + (f" + {extra} classifier" if extra else "")
+        first = {k: v for k, v in pool.items() if k not in ("mix", "mixseed")}
+        parts = [first] + [dict(first, **{key: pool[mix]}) for mix, key in (("mix", "steps"), ("mixseed", "gseed"))
+                           if mix in pool]
+        if len(parts) > 2:
+            raise ValueError(f"pool {spec!r}: use one of mix and mixseed")
+        made = [pool_bank(part, args, dataset) for part in parts]
+        banks = [bank for _, bank in made]
+        if len(banks) == 2:
+            kw["source"] = mixed_source(banks, args.per_class)
+        elif own or {"cfg", "ddim", "nearcopy"} & set(pool):
+            kw["source"] = BankSource(banks[0])
+        source = kw["source"]
+        row["frechet"] = frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset)
+        if all(bank.filtered for bank in banks):
+            row["acceptance"] = float(np.mean([np.nanmean(bank.acceptance) for bank in banks]))
+        steps, labels = 0, []
+        for gen, _ in made:
+            steps += gen.pretrain_steps + gen.train_steps
+            extra = int(gen.classifier_settings["steps"]) if gen.classifier_scale else 0
+            labels.append(f"{gen.pretrain_steps} + {gen.train_steps}" + (f" + {extra} classifier" if extra else ""))
+        row["train_steps"] = labels[0] if len(labels) == 1 else " and ".join(f"({lab})" for lab in labels)
         row["train_s"] = per_step * steps  # the classifier's steps are far cheaper; not counted
     summ = summarize(evaluate(policy, kw, seeds=seeds))
     row.update(mean=summ["test_balanced_accuracy_mean"], std=summ["test_balanced_accuracy_std"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import benchmarks.perfect_generator as pg
@@ -53,11 +54,36 @@ def test_ema_pools_train_their_own_cached_generator_beside_the_clis(tmp_path):
     args = pg.argparse.Namespace(preset="tiny", per_class=4, cache_dir=str(tmp_path))
     cfg = pg.settings(pg.parse_pool("bank:ema=0.9"), args)
     dataset = pipeline.load_data(cfg)
-    gen = pg.ema_generator(cfg, dataset, 0.9)
+    gen = pg.own_generator(cfg, dataset, 0.9)
     assert gen.ema_decay == 0.9 and gen.raw_state is not None  # trained here, with the average
-    again = pg.ema_generator(cfg, dataset, 0.9)
+    again = pg.own_generator(cfg, dataset, 0.9)
     assert again.raw_state is None and again.config() == gen.config()  # loaded from the cache
     plain = pipeline.fitted_generator(cfg, dataset, progress=False)
     assert "ema_decay" not in plain.config() and len(list((tmp_path / "generators").iterdir())) == 2
     with pytest.raises(ValueError, match="unguided"):
-        pg.ema_generator(pg.settings(pg.parse_pool("bank:guidance=0.5"), args), dataset, 0.9)
+        pg.own_generator(pg.settings(pg.parse_pool("bank:guidance=0.5"), args), dataset, 0.9)
+    seeded = pg.own_generator(cfg, dataset, seed=1)  # another training seed: another model, cached apart
+    assert seeded.config()["fit"]["seed"] == 1 and "ema_decay" not in seeded.config()
+    assert seeded.config()["fit"]["state_digest"] != plain.config()["fit"]["state_digest"]
+    assert len(list((tmp_path / "generators").iterdir())) == 3
+
+
+class FakeBank:
+    def __init__(self, value: int, counts: list[int]) -> None:
+        self.manifest = {"num_classes": len(counts), "generator_configs": {"ddpm": {}}}
+        self.value, self.counts = value, counts
+
+    def images(self, c):
+        return np.full((self.counts[c], 2, 2, 1), self.value, np.uint8)
+
+    def quality(self, c):
+        return self.value / 10
+
+
+def test_a_mixed_bank_takes_half_of_each_class_from_each_generator():
+    source = pg.mixed_source([FakeBank(1, [8, 3]), FakeBank(2, [8, 8])], per_class=8)
+    assert source.pool(0)[:, 0, 0, 0].tolist() == [1] * 4 + [2] * 4
+    assert source.pool(1)[:, 0, 0, 0].tolist() == [1] * 3 + [2] * 5  # the first bank is short: the second tops up
+    assert source.quality(0) == pytest.approx(0.15)
+    assert pg.parse_pool("bank:steps=100,ema=0.999,mix=300") == {"kind": "bank", "steps": 100, "ema": 0.999,
+                                                                 "mix": 300}
