@@ -24,7 +24,9 @@ class's count) scored on the TEST split over ``--seeds`` episode seeds, once per
   trains the generator from this seed instead of the pipeline's 0 (filter, bank and env seeds stay 0). Two keys
   mix two generators in one bank of the same size: half of each class's images come from the pool as written,
   half from its twin trained with ``steps=mix`` (``mix``) or ``gseed=mixseed`` (``mixseed``), for variety; the
-  training time is then the sum of both.
+  training time is then the sum of both. ``gseeds=N`` repeats the pool with generators trained from seeds
+  0..N-1 (one generator's training time is what the row reports) and scores the N x ``--seeds`` episodes
+  together: one trained generator is a single draw, and the share moves from seed to seed.
 
 Share of the oracle's gain = (pool - none) / (oracle - none), on the test means; the same on the val split (the
 env's reward split, what a user can select on) beside it. Nothing here is tuned on test: the table reports every
@@ -56,7 +58,8 @@ POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearco
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
          "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5")
 BANK_KEYS = {"steps": int, "filter": int, "tau": float, "guidance": float, "cfg": float, "ddim": int,
-             "nearcopy": float, "ema": float, "gseed": int, "mix": int, "mixseed": int}
+             "nearcopy": float, "ema": float, "gseed": int, "mix": int, "mixseed": int,
+             "gseeds": int}
 
 
 def parse_pool(spec: str) -> dict:
@@ -76,6 +79,10 @@ def parse_pool(spec: str) -> dict:
             out[key] = BANK_KEYS[key](value)
         except ValueError:
             raise ValueError(f"pool {spec!r}: {key} needs a {BANK_KEYS[key].__name__}; got {value!r}") from None
+    if {"mix", "mixseed"} <= set(out):
+        raise ValueError(f"pool {spec!r}: use one of mix and mixseed")
+    if out.get("gseeds", 1) < 1 or ("gseeds" in out and {"gseed", "mixseed"} & set(out)):
+        raise ValueError(f"pool {spec!r}: gseeds must be >= 1 and goes without gseed and mixseed")
     return out
 
 
@@ -177,13 +184,43 @@ def sampled_bank(gen, cfg, dataset, pool: dict):
         dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt, seed=cfg.seed, progress=False)
 
 
+def bank_kwargs(pool: dict, spec: str, args, dataset) -> tuple[dict, dict]:
+    """The env keywords of one bank pool (one generator seed) and its Frechet, acceptance and training steps."""
+    from tailmix import pipeline
+    from tailmix.envs.sources import BankSource
+
+    cfg = settings(pool, args)
+    own = bool({"ema", "gseed", "mix", "mixseed"} & set(pool))
+    # a pool with its own generator(s) needs the env keywords without the CLI's bank
+    kw = pipeline.env_kwargs(replace(cfg, source="gaussian") if own else cfg, dataset, progress=False)
+    kw.update(reward_replicas=1, reward_reference=None)
+    first = {k: v for k, v in pool.items() if k not in ("mix", "mixseed")}
+    parts = [first] + [dict(first, **{key: pool[mix]}) for mix, key in (("mix", "steps"), ("mixseed", "gseed"))
+                       if mix in pool]
+    made = [pool_bank(part, args, dataset) for part in parts]
+    banks = [bank for _, bank in made]
+    if len(banks) == 2:
+        kw["source"] = mixed_source(banks, args.per_class)
+    elif own or {"cfg", "ddim", "nearcopy"} & set(pool):
+        kw["source"] = BankSource(banks[0])
+    source = kw["source"]
+    info = {"frechet": frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset),
+            "acceptance": float(np.mean([np.nanmean(bank.acceptance) for bank in banks]))
+            if all(bank.filtered for bank in banks) else math.nan, "steps": 0}
+    labels = []
+    for gen, _ in made:
+        info["steps"] += gen.pretrain_steps + gen.train_steps
+        extra = int(gen.classifier_settings["steps"]) if gen.classifier_scale else 0
+        labels.append(f"{gen.pretrain_steps} + {gen.train_steps}" + (f" + {extra} classifier" if extra else ""))
+    info["train_steps"] = labels[0] if len(labels) == 1 else " and ".join(f"({lab})" for lab in labels)
+    return kw, info
+
+
 def run_pool(spec: str, dataset, base_kw: dict, args, seeds: list[int], per_step: float) -> dict:
     """Score fill-to-head (or no synthetic data for ``none``) with one pool; returns the table row."""
-    from tailmix import pipeline
     from tailmix.agents.baselines import make_baseline
     from tailmix.agents.evaluate import evaluate, summarize
     from tailmix.envs.oracle import oracle_source
-    from tailmix.envs.sources import BankSource
 
     pool = parse_pool(spec)
     row = {"pool": spec, "frechet": math.nan, "acceptance": math.nan, "train_s": math.nan, "train_steps": ""}
@@ -195,35 +232,21 @@ def run_pool(spec: str, dataset, base_kw: dict, args, seeds: list[int], per_step
         kw, policy = dict(base_kw, source=source), make_baseline("fill")
         row["frechet"] = frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset)
     else:
-        cfg = settings(pool, args)
-        own = bool({"ema", "gseed", "mix", "mixseed"} & set(pool))
-        # a pool with its own generator(s) needs the env keywords without the CLI's bank
-        kw = pipeline.env_kwargs(replace(cfg, source="gaussian") if own else cfg, dataset, progress=False)
-        kw.update(reward_replicas=1, reward_reference=None)
         policy = make_baseline("fill")
-        first = {k: v for k, v in pool.items() if k not in ("mix", "mixseed")}
-        parts = [first] + [dict(first, **{key: pool[mix]}) for mix, key in (("mix", "steps"), ("mixseed", "gseed"))
-                           if mix in pool]
-        if len(parts) > 2:
-            raise ValueError(f"pool {spec!r}: use one of mix and mixseed")
-        made = [pool_bank(part, args, dataset) for part in parts]
-        banks = [bank for _, bank in made]
-        if len(banks) == 2:
-            kw["source"] = mixed_source(banks, args.per_class)
-        elif own or {"cfg", "ddim", "nearcopy"} & set(pool):
-            kw["source"] = BankSource(banks[0])
-        source = kw["source"]
-        row["frechet"] = frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset)
-        if all(bank.filtered for bank in banks):
-            row["acceptance"] = float(np.mean([np.nanmean(bank.acceptance) for bank in banks]))
-        steps, labels = 0, []
-        for gen, _ in made:
-            steps += gen.pretrain_steps + gen.train_steps
-            extra = int(gen.classifier_settings["steps"]) if gen.classifier_scale else 0
-            labels.append(f"{gen.pretrain_steps} + {gen.train_steps}" + (f" + {extra} classifier" if extra else ""))
-        row["train_steps"] = labels[0] if len(labels) == 1 else " and ".join(f"({lab})" for lab in labels)
-        row["train_s"] = per_step * steps  # the classifier's steps are far cheaper; not counted
-    summ = summarize(evaluate(policy, kw, seeds=seeds))
+        results, infos = [], []
+        for gseed in range(pool.get("gseeds", 1)):
+            one = {k: v for k, v in pool.items() if k != "gseeds"}
+            if "gseeds" in pool:
+                one["gseed"] = gseed
+            kw, info = bank_kwargs(one, spec, args, dataset)
+            results += evaluate(policy, kw, seeds=seeds)
+            infos.append(info)
+        row.update(frechet=float(np.mean([i["frechet"] for i in infos])),
+                   acceptance=float(np.mean([i["acceptance"] for i in infos])), train_steps=infos[0]["train_steps"],
+                   train_s=per_step * infos[0]["steps"])  # the classifier's steps are far cheaper; not counted
+        summ = summarize(results)
+    if pool["kind"] != "bank":
+        summ = summarize(evaluate(policy, kw, seeds=seeds))
     row.update(mean=summ["test_balanced_accuracy_mean"], std=summ["test_balanced_accuracy_std"],
                val=summ["val_balanced_accuracy_mean"], seconds=time.time() - t0)
     print(f"  {spec}: {row['mean']:.3f} ± {row['std']:.3f} ({row['seconds']:.0f} s)", flush=True)

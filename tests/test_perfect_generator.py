@@ -15,7 +15,8 @@ def test_pool_specs_parse_with_types_and_bad_ones_say_what_is_accepted():
     assert pg.parse_pool("bank:filter=0") == {"kind": "bank", "filter": 0}
     assert pg.parse_pool("bank:cfg=1,ddim=50") == {"kind": "bank", "cfg": 1.0, "ddim": 50}
     for bad, words in (("gan", "unknown pool"), ("bank:lr=1", "key=value"), ("bank:steps=many", "needs a int"),
-                       ("oracle:tau=1", "unknown pool")):
+                       ("oracle:tau=1", "unknown pool"), ("bank:mix=300,mixseed=1", "one of mix"),
+                       ("bank:gseeds=0", "gseeds"), ("bank:gseeds=2,gseed=1", "gseeds")):
         with pytest.raises(ValueError, match=words):
             pg.parse_pool(bad)
 
