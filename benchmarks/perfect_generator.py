@@ -56,7 +56,17 @@ import numpy as np  # noqa: E402
 
 POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearcopy=0.1", "bank:guidance=0.5",
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
-         "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5")
+         "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5",
+         # an EMA of the weights (decays >= 0.99 coincide below ~890 steps: the warm-up caps them), snapshots
+         # mixed in one bank, another generator seed, and the same recipes over 3 generator seeds
+         "bank:ema=0.999", "bank:steps=50,ema=0.999", "bank:steps=100,ema=0.999", "bank:steps=150,ema=0.999",
+         "bank:steps=200,ema=0.999", "bank:steps=300,ema=0.999", "bank:steps=500,ema=0.999",
+         "bank:steps=100,ema=0.999,cfg=1", "bank:steps=100,ema=0.999,cfg=3", "bank:steps=300,ema=0.999,cfg=1",
+         "bank:steps=100,cfg=0.5", "bank:steps=100,ema=0.999,mix=300", "bank:steps=100,ema=0.999,mixseed=1",
+         "bank:steps=300,ema=0.999,mixseed=1", "bank:steps=100,ema=0.999,gseed=1", "bank:steps=300,ema=0.999,gseed=1",
+         "bank:gseeds=3", "bank:cfg=0.5,gseeds=3", "bank:steps=100,gseeds=3", "bank:steps=300,gseeds=3",
+         "bank:steps=100,ema=0.999,gseeds=3", "bank:steps=200,ema=0.999,gseeds=3", "bank:steps=300,ema=0.999,gseeds=3",
+         "bank:steps=100,ema=0.999,cfg=1,gseeds=3")
 BANK_KEYS = {"steps": int, "filter": int, "tau": float, "guidance": float, "cfg": float, "ddim": int,
              "nearcopy": float, "ema": float, "gseed": int, "mix": int, "mixseed": int,
              "gseeds": int}
