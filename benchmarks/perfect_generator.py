@@ -1,7 +1,7 @@
 """Quality against a perfect generator: what share of the oracle pool's gain does each synthetic pool earn?
 
     python benchmarks/perfect_generator.py --cache-dir /work/cache          # digits-LT, 5 seeds, the README table
-                                                                            # (an hour of training on 2 cores uncached)
+                                                                            # (about 2 h on 2 cores uncached)
     python benchmarks/perfect_generator.py --pools none oracle bank bank:tau=0.9 --seeds 2   # a subset
 
 digits-LT in feature mode (the env settings of ``benchmarks/results.py``: 10 steps per episode, max ratio 8,
