@@ -1,7 +1,7 @@
 """Quality against a perfect generator: what share of the oracle pool's gain does each synthetic pool earn?
 
     python benchmarks/perfect_generator.py --cache-dir /work/cache          # digits-LT, 5 seeds, the README table
-                                                                            # (an hour of training on 2 cores uncached)
+                                                                            # (about 2 h on 2 cores uncached)
     python benchmarks/perfect_generator.py --pools none oracle bank bank:tau=0.9 --seeds 2   # a subset
 
 digits-LT in feature mode (the env settings of ``benchmarks/results.py``: 10 steps per episode, max ratio 8,
@@ -18,7 +18,15 @@ class's count) scored on the TEST split over ``--seeds`` episode seeds, once per
   ``ddim`` (DDIM sampling steps; the default 20) and ``nearcopy`` (also reject candidates whose nearest real train
   image of the class is closer than this RMS pixel distance, ``generators.memorisation.NearCopyFilter``). These
   three change only how the trained model's bank is filled: here, with the pipeline's filter and seed
-  (``GeneratorPool.fill_bank``, cached under its own key).
+  (``GeneratorPool.fill_bank``, cached under its own key). ``ema`` trains the DDPM with an exponential moving
+  average of its weights at this decay (``ClassConditionalDDPM(ema_decay=...)``; the CLI has no flag for it) and
+  fills the bank from the averaged weights, the generator cached under its own key beside the CLI's; ``gseed``
+  trains the generator from this seed instead of the pipeline's 0 (filter, bank and env seeds stay 0). Two keys
+  mix two generators in one bank of the same size: half of each class's images come from the pool as written,
+  half from its twin trained with ``steps=mix`` (``mix``) or ``gseed=mixseed`` (``mixseed``), for variety; the
+  training time is then the sum of both. ``gseeds=N`` repeats the pool with generators trained from seeds
+  0..N-1 (one generator's training time is what the row reports) and scores the N x ``--seeds`` episodes
+  together: one trained generator is a single draw, and the share moves from seed to seed.
 
 Share of the oracle's gain = (pool - none) / (oracle - none), on the test means; the same on the val split (the
 env's reward split, what a user can select on) beside it. Nothing here is tuned on test: the table reports every
@@ -39,6 +47,7 @@ import math
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,9 +56,20 @@ import numpy as np  # noqa: E402
 
 POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearcopy=0.1", "bank:guidance=0.5",
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
-         "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5")
+         "bank:steps=3000", "bank:steps=100,cfg=1", "bank:steps=300,cfg=1", "bank:steps=300,cfg=0.5",
+         # an EMA of the weights (decays >= 0.99 coincide below ~890 steps: the warm-up caps them), snapshots
+         # mixed in one bank, another generator seed, and the same recipes over 3 generator seeds
+         "bank:ema=0.999", "bank:steps=50,ema=0.999", "bank:steps=100,ema=0.999", "bank:steps=150,ema=0.999",
+         "bank:steps=200,ema=0.999", "bank:steps=300,ema=0.999", "bank:steps=500,ema=0.999",
+         "bank:steps=100,ema=0.999,cfg=1", "bank:steps=100,ema=0.999,cfg=3", "bank:steps=300,ema=0.999,cfg=1",
+         "bank:steps=100,cfg=0.5", "bank:steps=100,ema=0.999,mix=300", "bank:steps=100,ema=0.999,mixseed=1",
+         "bank:steps=300,ema=0.999,mixseed=1", "bank:steps=100,ema=0.999,gseed=1", "bank:steps=300,ema=0.999,gseed=1",
+         "bank:gseeds=3", "bank:cfg=0.5,gseeds=3", "bank:steps=100,gseeds=3", "bank:steps=300,gseeds=3",
+         "bank:steps=100,ema=0.999,gseeds=3", "bank:steps=200,ema=0.999,gseeds=3", "bank:steps=300,ema=0.999,gseeds=3",
+         "bank:steps=100,ema=0.999,cfg=1,gseeds=3")
 BANK_KEYS = {"steps": int, "filter": int, "tau": float, "guidance": float, "cfg": float, "ddim": int,
-             "nearcopy": float}
+             "nearcopy": float, "ema": float, "gseed": int, "mix": int, "mixseed": int,
+             "gseeds": int}
 
 
 def parse_pool(spec: str) -> dict:
@@ -69,6 +89,10 @@ def parse_pool(spec: str) -> dict:
             out[key] = BANK_KEYS[key](value)
         except ValueError:
             raise ValueError(f"pool {spec!r}: {key} needs a {BANK_KEYS[key].__name__}; got {value!r}") from None
+    if {"mix", "mixseed"} <= set(out):
+        raise ValueError(f"pool {spec!r}: use one of mix and mixseed")
+    if out.get("gseeds", 1) < 1 or ("gseeds" in out and {"gseed", "mixseed"} & set(out)):
+        raise ValueError(f"pool {spec!r}: gseeds must be >= 1 and goes without gseed and mixseed")
     return out
 
 
@@ -107,6 +131,53 @@ def frechet_mean(source, dataset) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def own_generator(cfg, dataset, decay: float | None = None, seed: int | None = None):
+    """``pipeline.fitted_generator`` for a DDPM with ``ema_decay=decay`` and/or training seed ``seed`` (default
+    ``cfg.seed``): trained once, cached by its config and seed like the pipeline's generators."""
+    import torch
+
+    from tailmix import pipeline
+
+    if cfg.generator != "ddpm" or cfg.guidance_scale:
+        raise ValueError("ema and gseed apply to the unguided ddpm generator; drop guidance= from the pool")
+    seed = cfg.seed if seed is None else int(seed)
+    gen = pipeline.new_generator(cfg, dataset)
+    gen.ema_decay = None if decay is None else float(decay)
+    path = Path(cfg.cache_dir) / "generators" / f"ddpm-{pipeline.cache_key(dataset.fingerprint(), gen.config(), seed)}"
+    cached = pipeline._cached_generator(path, gen.device)
+    if cached is not None:
+        return cached
+    gen.fit(dataset, generator=torch.Generator().manual_seed(seed))
+    pipeline._save_folder(path, gen.save)
+    return gen
+
+
+def pool_bank(pool: dict, args, dataset):
+    """``(generator, bank)`` of a bank pool without ``mix`` keys (the CLI's own bank when nothing changes it)."""
+    from tailmix import pipeline
+
+    cfg = settings(pool, args)
+    if {"ema", "gseed"} & set(pool):
+        gen = own_generator(cfg, dataset, pool.get("ema"), pool.get("gseed"))
+    else:
+        gen = pipeline.fitted_generator(cfg, dataset, progress=False)
+    if {"cfg", "ddim", "nearcopy", "ema", "gseed"} & set(pool):
+        return gen, sampled_bank(gen, cfg, dataset, pool)
+    return gen, pipeline.ensure_bank(cfg, dataset, progress=False)
+
+
+def mixed_source(banks: list, per_class: int):
+    """One source holding the first half of each class's images from ``banks[0]``, the rest from ``banks[1]``."""
+    from tailmix.envs.sources import ArraySource, BankSource
+
+    a, b = (BankSource(bank) for bank in banks)
+    half = per_class // 2
+    n = a.num_classes
+    pools = {c: np.concatenate([a.pool(c)[:half], b.pool(c)[:per_class - min(half, len(a.pool(c)))]])
+             for c in range(n)}
+    return ArraySource(pools, n, {c: (a.quality(c) + b.quality(c)) / 2 for c in range(n)}, name="ddpm-mix")
+
+
 def sampled_bank(gen, cfg, dataset, pool: dict):
     """The pipeline's bank, filled at the pool's ``cfg`` / ``ddim`` sampling settings and ``nearcopy`` filter."""
     from tailmix import pipeline
@@ -123,13 +194,43 @@ def sampled_bank(gen, cfg, dataset, pool: dict):
         dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt, seed=cfg.seed, progress=False)
 
 
+def bank_kwargs(pool: dict, spec: str, args, dataset) -> tuple[dict, dict]:
+    """The env keywords of one bank pool (one generator seed) and its Frechet, acceptance and training steps."""
+    from tailmix import pipeline
+    from tailmix.envs.sources import BankSource
+
+    cfg = settings(pool, args)
+    own = bool({"ema", "gseed", "mix", "mixseed"} & set(pool))
+    # a pool with its own generator(s) needs the env keywords without the CLI's bank
+    kw = pipeline.env_kwargs(replace(cfg, source="gaussian") if own else cfg, dataset, progress=False)
+    kw.update(reward_replicas=1, reward_reference=None)
+    first = {k: v for k, v in pool.items() if k not in ("mix", "mixseed")}
+    parts = [first] + [dict(first, **{key: pool[mix]}) for mix, key in (("mix", "steps"), ("mixseed", "gseed"))
+                       if mix in pool]
+    made = [pool_bank(part, args, dataset) for part in parts]
+    banks = [bank for _, bank in made]
+    if len(banks) == 2:
+        kw["source"] = mixed_source(banks, args.per_class)
+    elif own or {"cfg", "ddim", "nearcopy"} & set(pool):
+        kw["source"] = BankSource(banks[0])
+    source = kw["source"]
+    info = {"frechet": frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset),
+            "acceptance": float(np.mean([np.nanmean(bank.acceptance) for bank in banks]))
+            if all(bank.filtered for bank in banks) else math.nan, "steps": 0}
+    labels = []
+    for gen, _ in made:
+        info["steps"] += gen.pretrain_steps + gen.train_steps
+        extra = int(gen.classifier_settings["steps"]) if gen.classifier_scale else 0
+        labels.append(f"{gen.pretrain_steps} + {gen.train_steps}" + (f" + {extra} classifier" if extra else ""))
+    info["train_steps"] = labels[0] if len(labels) == 1 else " and ".join(f"({lab})" for lab in labels)
+    return kw, info
+
+
 def run_pool(spec: str, dataset, base_kw: dict, args, seeds: list[int], per_step: float) -> dict:
     """Score fill-to-head (or no synthetic data for ``none``) with one pool; returns the table row."""
-    from tailmix import pipeline
     from tailmix.agents.baselines import make_baseline
     from tailmix.agents.evaluate import evaluate, summarize
     from tailmix.envs.oracle import oracle_source
-    from tailmix.envs.sources import BankSource
 
     pool = parse_pool(spec)
     row = {"pool": spec, "frechet": math.nan, "acceptance": math.nan, "train_s": math.nan, "train_steps": ""}
@@ -141,22 +242,21 @@ def run_pool(spec: str, dataset, base_kw: dict, args, seeds: list[int], per_step
         kw, policy = dict(base_kw, source=source), make_baseline("fill")
         row["frechet"] = frechet_mean({c: source.pool(c) for c in range(dataset.num_classes)}, dataset)
     else:
-        cfg = settings(pool, args)
-        kw = pipeline.env_kwargs(cfg, dataset, progress=False)
-        kw.update(reward_replicas=1, reward_reference=None)
         policy = make_baseline("fill")
-        bank = kw["source"].bank
-        gen = pipeline.fitted_generator(cfg, dataset, progress=False)
-        if {"cfg", "ddim", "nearcopy"} & set(pool):
-            bank = sampled_bank(gen, cfg, dataset, pool)
-            kw["source"] = BankSource(bank)
-        row["frechet"] = frechet_mean(bank, dataset)
-        row["acceptance"] = float(np.nanmean(bank.acceptance)) if bank.filtered else math.nan
-        steps = gen.pretrain_steps + gen.train_steps
-        extra = int(gen.classifier_settings["steps"]) if gen.classifier_scale else 0
-        row["train_steps"] = f"{gen.pretrain_steps} + {gen.train_steps}" + (f" + {extra} classifier" if extra else "")
-        row["train_s"] = per_step * steps  # the classifier's steps are far cheaper; not counted
-    summ = summarize(evaluate(policy, kw, seeds=seeds))
+        results, infos = [], []
+        for gseed in range(pool.get("gseeds", 1)):
+            one = {k: v for k, v in pool.items() if k != "gseeds"}
+            if "gseeds" in pool:
+                one["gseed"] = gseed
+            kw, info = bank_kwargs(one, spec, args, dataset)
+            results += evaluate(policy, kw, seeds=seeds)
+            infos.append(info)
+        row.update(frechet=float(np.mean([i["frechet"] for i in infos])),
+                   acceptance=float(np.mean([i["acceptance"] for i in infos])), train_steps=infos[0]["train_steps"],
+                   train_s=per_step * infos[0]["steps"])  # the classifier's steps are far cheaper; not counted
+        summ = summarize(results)
+    if pool["kind"] != "bank":
+        summ = summarize(evaluate(policy, kw, seeds=seeds))
     row.update(mean=summ["test_balanced_accuracy_mean"], std=summ["test_balanced_accuracy_std"],
                val=summ["val_balanced_accuracy_mean"], seconds=time.time() - t0)
     print(f"  {spec}: {row['mean']:.3f} ± {row['std']:.3f} ({row['seconds']:.0f} s)", flush=True)

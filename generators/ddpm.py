@@ -95,6 +95,32 @@ def seeded(generator: torch.Generator):
     return stack
 
 
+class WeightEMA:
+    """An exponential moving average of a module's floating-point weights (parameters and buffers).
+
+    ``update`` after each optimiser step uses decay ``min(decay, (1 + n) / (10 + n))`` at the n-th update (the
+    warm-up of diffusers' ``EMAModel``), so early updates follow the weights closely and the average soon forgets
+    the random initialisation; ``copy_to`` writes the average into a module of the same architecture.
+    """
+
+    def __init__(self, module: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in module.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.detach().to(self.shadow[k].dtype), 1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        module.load_state_dict(self.shadow, strict=False)
+
+
 class ClassConditionalDDPM(Generator):
     """A class-conditional diffusion model with classifier-free guidance, trained from scratch.
 
@@ -122,6 +148,12 @@ class ClassConditionalDDPM(Generator):
             its ``log p(class | x_t, t)`` (epsilon correction); combines with classifier-free guidance.
         classifier: The noise-aware classifier's training settings (``width``, ``steps``, ``batch_size``,
             ``lr``, ``loss``; see ``guidance.CLASSIFIER_DEFAULTS``).
+        ema_decay: Keep an exponential moving average of the UNet weights during ``fit`` and sample (and save)
+            with it: the usual remedy for the step-to-step noise of diffusion weights. ``None`` (the default):
+            no average, the config and cache keys of models without it are unchanged. The decay at step ``n``
+            is ``min(ema_decay, (1 + n) / (10 + n))`` (the warm-up of diffusers' ``EMAModel``), so the average
+            forgets the random initialisation. The raw (last-step) weights stay in memory as ``raw_state``;
+            ``resume=True`` trains on from the averaged ones.
     """
 
     kind = "ddpm"
@@ -133,7 +165,7 @@ class ClassConditionalDDPM(Generator):
                  beta_schedule: str = "squaredcos_cap_v2", sample_batch_size: int = 256,
                  grad_clip: float | None = 1.0, unet: dict | None = None,
                  device: torch.device | str = "cpu", classifier_scale: float = 0.0,
-                 classifier: dict | None = None) -> None:
+                 classifier: dict | None = None, ema_decay: float | None = None) -> None:
         from tailmix.generators.guidance import classifier_settings
 
         super().__init__(device=device)
@@ -187,6 +219,11 @@ class ClassConditionalDDPM(Generator):
         self.classifier_settings = classifier_settings(self.classifier_kwargs, preset)
         self.guidance_classifier: torch.nn.Module | None = None
         self.guidance_history: list[float] = []
+        if ema_decay is not None and not (isinstance(ema_decay, (int, float)) and 0.0 < ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be a number in (0, 1), e.g. 0.999, or None for no weight average; got "
+                             f"{ema_decay!r}")
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
+        self.raw_state: dict[str, torch.Tensor] | None = None  # last-step weights when fit kept an average
 
     # -- construction -----------------------------------------------------------------------------
     @property
@@ -253,7 +290,8 @@ class ClassConditionalDDPM(Generator):
                 "guidance_scale": self.guidance_scale, "sample_steps": self.sample_steps, "sampler": self.sampler,
                 "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
                 "sample_batch_size": self.sample_batch_size, "grad_clip": self.grad_clip,
-                "unet": self.unet_kwargs, **self._guidance_hparams()}
+                "unet": self.unet_kwargs, **self._guidance_hparams(),
+                **({} if self.ema_decay is None else {"ema_decay": self.ema_decay})}  # absent: old keys hold
 
     def _guidance_hparams(self) -> dict:
         """Classifier-guidance settings, only when in use: an unguided model keeps its config (and cache keys)."""
@@ -355,10 +393,15 @@ class ClassConditionalDDPM(Generator):
         y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=self.device)
         self._prepare_training(dataset)
         params = [p for p in self.unet.parameters() if p.requires_grad]
+        ema = None if self.ema_decay is None else WeightEMA(self.unet, self.ema_decay)
         self.loss_history = self._train_loop(
             self.unet, params, x, y, phases=[("pretrain", self.pretrain_steps, True),
                                              ("conditional", self.train_steps, False)],
-            lr=self.lr, generator=generator, progress=progress, pretrain_x=pre_x)
+            lr=self.lr, generator=generator, progress=progress, pretrain_x=pre_x, ema=ema)
+        self.raw_state = None
+        if ema is not None:  # sampling, saving and the state digest all use the average from here on
+            self.raw_state = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
+            ema.copy_to(self.unet)
         extra = {"resumed_from": previous} if resume else {}
         if unlabeled is not None:
             extra["unlabeled"] = {"count": int(len(unlabeled)), "digest": images_fingerprint(unlabeled)}
@@ -455,7 +498,7 @@ class ClassConditionalDDPM(Generator):
                     phases: list[tuple[str, int, bool]], lr: float, generator: torch.Generator,
                     progress: bool = False, cfg_dropout: float | None = None,
                     index: torch.Tensor | None = None, desc: str | None = None,
-                    pretrain_x: torch.Tensor | None = None) -> list[float]:
+                    pretrain_x: torch.Tensor | None = None, ema: WeightEMA | None = None) -> list[float]:
         """Epsilon-prediction MSE training of ``params`` of ``unet`` on padded images ``x`` / labels ``y``.
 
         Args:
@@ -465,6 +508,8 @@ class ClassConditionalDDPM(Generator):
             desc: Progress-bar label.
             pretrain_x: Images the unconditional phases draw from instead of ``x`` (train plus unlabeled
                 images); ``None``: ``x``, with exactly the draws of a model trained without them.
+            ema: A weight average of ``unet`` updated after every step (it draws no random numbers, so the
+                training itself is the same with or without it).
         Returns:
             The loss of every step.
         """
@@ -513,6 +558,8 @@ class ClassConditionalDDPM(Generator):
                     scaler.step(opt)
                     scaler.update()
                     sched.step()
+                    if ema is not None:
+                        ema.update(unet)
                     losses.append(float(loss.detach()))
                     if bar is not None:
                         bar.update(1)
@@ -643,7 +690,7 @@ class ClassConditionalDDPM(Generator):
     def _from_config(cls, cfg: dict, device: torch.device | str) -> ClassConditionalDDPM:
         keys = ("preset", "train_steps", "pretrain_steps", "batch_size", "lr", "cfg_dropout", "guidance_scale",
                 "sample_steps", "sampler", "num_train_timesteps", "beta_schedule", "sample_batch_size",
-                "grad_clip", "unet", "classifier_scale", "classifier")
+                "grad_clip", "unet", "classifier_scale", "classifier", "ema_decay")
         return cls(tuple(cfg["image_shape"]), int(cfg["num_classes"]), device=device,
                    **{k: cfg[k] for k in keys if k in cfg})
 

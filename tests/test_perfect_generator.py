@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import benchmarks.perfect_generator as pg
@@ -14,7 +15,8 @@ def test_pool_specs_parse_with_types_and_bad_ones_say_what_is_accepted():
     assert pg.parse_pool("bank:filter=0") == {"kind": "bank", "filter": 0}
     assert pg.parse_pool("bank:cfg=1,ddim=50") == {"kind": "bank", "cfg": 1.0, "ddim": 50}
     for bad, words in (("gan", "unknown pool"), ("bank:lr=1", "key=value"), ("bank:steps=many", "needs a int"),
-                       ("oracle:tau=1", "unknown pool")):
+                       ("oracle:tau=1", "unknown pool"), ("bank:mix=300,mixseed=1", "one of mix"),
+                       ("bank:gseeds=0", "gseeds"), ("bank:gseeds=2,gseed=1", "gseeds")):
         with pytest.raises(ValueError, match=words):
             pg.parse_pool(bad)
 
@@ -44,3 +46,45 @@ def test_refuses_a_table_without_its_two_ends(capsys):
     with pytest.raises(SystemExit):
         pg.main(["--pools", "bank", "oracle"])
     assert "must include 'none'" in capsys.readouterr().err
+
+
+def test_ema_pools_train_their_own_cached_generator_beside_the_clis(tmp_path):
+    from tailmix import pipeline
+
+    assert pg.parse_pool("bank:steps=300,ema=0.999") == {"kind": "bank", "steps": 300, "ema": 0.999}
+    args = pg.argparse.Namespace(preset="tiny", per_class=4, cache_dir=str(tmp_path))
+    cfg = pg.settings(pg.parse_pool("bank:ema=0.9"), args)
+    dataset = pipeline.load_data(cfg)
+    gen = pg.own_generator(cfg, dataset, 0.9)
+    assert gen.ema_decay == 0.9 and gen.raw_state is not None  # trained here, with the average
+    again = pg.own_generator(cfg, dataset, 0.9)
+    assert again.raw_state is None and again.config() == gen.config()  # loaded from the cache
+    plain = pipeline.fitted_generator(cfg, dataset, progress=False)
+    assert "ema_decay" not in plain.config() and len(list((tmp_path / "generators").iterdir())) == 2
+    with pytest.raises(ValueError, match="unguided"):
+        pg.own_generator(pg.settings(pg.parse_pool("bank:guidance=0.5"), args), dataset, 0.9)
+    seeded = pg.own_generator(cfg, dataset, seed=1)  # another training seed: another model, cached apart
+    assert seeded.config()["fit"]["seed"] == 1 and "ema_decay" not in seeded.config()
+    assert seeded.config()["fit"]["state_digest"] != plain.config()["fit"]["state_digest"]
+    assert len(list((tmp_path / "generators").iterdir())) == 3
+
+
+class FakeBank:
+    def __init__(self, value: int, counts: list[int]) -> None:
+        self.manifest = {"num_classes": len(counts), "generator_configs": {"ddpm": {}}}
+        self.value, self.counts = value, counts
+
+    def images(self, c):
+        return np.full((self.counts[c], 2, 2, 1), self.value, np.uint8)
+
+    def quality(self, c):
+        return self.value / 10
+
+
+def test_a_mixed_bank_takes_half_of_each_class_from_each_generator():
+    source = pg.mixed_source([FakeBank(1, [8, 3]), FakeBank(2, [8, 8])], per_class=8)
+    assert source.pool(0)[:, 0, 0, 0].tolist() == [1] * 4 + [2] * 4
+    assert source.pool(1)[:, 0, 0, 0].tolist() == [1] * 3 + [2] * 5  # the first bank is short: the second tops up
+    assert source.quality(0) == pytest.approx(0.15)
+    assert pg.parse_pool("bank:steps=100,ema=0.999,mix=300") == {"kind": "bank", "steps": 100, "ema": 0.999,
+                                                                 "mix": 300}

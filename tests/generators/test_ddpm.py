@@ -311,3 +311,38 @@ def test_seeded_samples_equal_the_plain_sampling_loop(fitted, sampler):
     assert twin.guidance_scale not in (0.0, 1.0)  # the reference loop runs both guidance halves
     got = twin.sample(2, 7, generator=g(11))  # three batches: 3 + 3 + 1
     np.testing.assert_array_equal(got, _reference_samples(twin, 2, 7, g(11)))
+
+
+def test_ema_averages_the_weights_without_changing_training_and_sampling_uses_it(fitted, tmp_path):
+    ds, model = fitted  # the same settings and seed without an average
+    ema = tiny(ds, ema_decay=0.9).fit(ds, generator=g(0))
+    raw, avg = ema.raw_state, ema.unet.state_dict()
+    # the average draws no random numbers: the last-step weights are exactly those of the model without it
+    assert all(torch.equal(raw[k], v) for k, v in model.unet.state_dict().items())
+    assert ema.loss_history == model.loss_history
+    assert any(not torch.equal(raw[k], v) for k, v in avg.items())  # the averaged weights differ from them
+    assert model.raw_state is None
+    # sampling (and the state digest) use the averaged weights: a model holding them samples the same images
+    holder = tiny(ds)
+    holder.unet.load_state_dict(avg)
+    holder._mark_fitted(ds)
+    np.testing.assert_array_equal(ema.sample(1, 5, generator=g(4)), holder.sample(1, 5, generator=g(4)))
+    assert not np.array_equal(ema.sample(1, 5, generator=g(4)), model.sample(1, 5, generator=g(4)))
+    assert ema.config()["ema_decay"] == 0.9 and "ema_decay" not in model.config()
+    assert ema.config()["fit"]["state_digest"] != model.config()["fit"]["state_digest"]
+    ema.save(tmp_path / "m")  # the saved model is the averaged one
+    loaded = ClassConditionalDDPM.load(tmp_path / "m")
+    assert loaded.ema_decay == 0.9 and loaded.config() == ema.config()
+    np.testing.assert_array_equal(loaded.sample(1, 5, generator=g(4)), ema.sample(1, 5, generator=g(4)))
+    for bad in (0, 1, 1.5, -0.1, "0.9"):
+        with pytest.raises(ValueError, match="ema_decay"):
+            tiny(ds, ema_decay=bad)
+
+
+def test_the_default_ddpm_cache_key_is_unchanged_by_the_ema_option():
+    """The README's default digits bank lives under this key; an option left at None must not move it."""
+    from tailmix.pipeline import Settings, cache_key, load_data, new_generator
+
+    cfg = Settings(dataset="digits", device="cpu")
+    ds = load_data(cfg)
+    assert cache_key(ds.fingerprint(), new_generator(cfg, ds).config(), cfg.seed) == "73749980b925b9ee"
