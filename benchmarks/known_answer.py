@@ -112,31 +112,52 @@ def learned_policy(spec: str, kw: dict, args, seed: int = 0):
              if kw.get(name, default) != default]
     algo_kwargs = parse_algo_kwargs(getattr(args, "algo_kwargs", None))
     tags += [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(algo_kwargs.items())]
+    env_kwargs = parse_train_env_kwargs(getattr(args, "train_env_kwargs", None))
+    tags += [f"env-{k}{v:g}" for k, v in sorted(env_kwargs.items())]
     run_dir = (Path(args.cache_dir) / "known-answer-agents" /
                "-".join([f"{algo}-{wrapper}-{variant}-{timesteps}", *tags, f"seed{seed}"]))
     if (run_dir / "model.zip").exists() and not args.retrain:
         model = load_model(algo, run_dir / "model.zip")
     else:
-        model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=seed,
+        model = train(algo, dict(_train_kwargs(kw, variant), **env_kwargs), wrapper=wrapper,
+                      total_timesteps=timesteps, seed=seed,
                       log_dir=str(run_dir), algo_kwargs=algo_kwargs or None)
         model.get_env().close()
     return SB3Policy(model, wrapper=wrapper, name=spec)
 
 
-def parse_algo_kwargs(items) -> dict:
+def parse_algo_kwargs(items, option: str = "--algo-kwargs") -> dict:
     """``["learning_rate=1e-3", "n_steps=64"]`` -> ``{"learning_rate": 0.001, "n_steps": 64}`` (SB3 overrides)."""
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--algo-kwargs item {item!r} is invalid: use key=value, e.g. learning_rate=1e-3")
+            raise ValueError(f"{option} item {item!r} is invalid: use key=value, e.g. learning_rate=1e-3")
         try:
             out[key] = int(value)
         except ValueError:
             try:
                 out[key] = float(value)
             except ValueError:
-                raise ValueError(f"--algo-kwargs {item!r}: the value must be a number (e.g. ent_coef=0.01)") from None
+                raise ValueError(f"{option} {item!r}: the value must be a number (e.g. ent_coef=0.01)") from None
+    return out
+
+
+def parse_train_env_kwargs(items) -> dict:
+    """``["reward_replicas=4"]`` -> ``{"reward_replicas": 4}``: env settings for the TRAINING env only.
+
+    The evaluation env keeps the task's settings, so a learned row stays comparable with the fixed rows.
+    """
+    import dataclasses
+
+    from tailmix.envs.config import RatioEnvConfig
+
+    out = parse_algo_kwargs(items, option="--train-env-kwargs")
+    known = {f.name for f in dataclasses.fields(RatioEnvConfig)}
+    for key in out:
+        if key not in known:
+            raise ValueError(f"--train-env-kwargs {key!r} is not an env setting; use one of RatioEnvConfig's fields "
+                             "(e.g. reward_replicas=4)")
     return out
 
 
@@ -269,6 +290,9 @@ def main(argv=None) -> int:
                         "model of highest mean val balanced accuracy (picked on val, never on test)")
     p.add_argument("--algo-kwargs", nargs="*", default=None,
                    help="SB3 overrides key=value (learning_rate, n_steps, ent_coef, ...); they name the model folder")
+    p.add_argument("--train-env-kwargs", nargs="*", default=None,
+                   help="env settings key=value for the SB3 training env only (e.g. reward_replicas=4); the "
+                        "evaluation env keeps the task's; they name the model folder")
     p.add_argument("--cem-generations", type=int, default=12)
     p.add_argument("--cem-population", type=int, default=24)
     p.add_argument("--cem-episodes", type=int, default=4)
@@ -282,6 +306,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output file (default benchmarks/results/known-answer.md)")
     args = p.parse_args(argv)
+    parse_train_env_kwargs(args.train_env_kwargs)  # a bad setting fails before any training
     if args.select_on_val:
         args.model_seeds = args.model_seeds or args.select_on_val
         check_select_on_val(args.model_seeds, args.select_on_val)  # before any training
@@ -349,6 +374,9 @@ def main(argv=None) -> int:
                        "that model's test score (picked on val, never on test)")
     if args.algo_kwargs:
         train_note += "; SB3 overrides " + ", ".join(args.algo_kwargs)
+    if args.train_env_kwargs:
+        train_note += ("; the SB3 training env sets " + ", ".join(args.train_env_kwargs)
+                       + " (the evaluation env keeps the task's settings)")
     lines = ["# The known-answer task: digits-LT, oracle source, two corrupted classes", "",
              f"Train counts {ds.train_counts.tolist()}, val {len(ds.val_labels)}, test {len(ds.test_labels)}. Source: "
              f"the {sum(len(kw['source'].source.pool(c)) for c in range(ds.num_classes))} real digits the long-tail "

@@ -196,3 +196,14 @@ def test_known_answer_script_adds_the_val_pick_row(tmp_path):
     best = max(models, key=lambda c: float(c[2].split(" ± ")[0]))  # column 2: val bal. acc.
     assert pick == best
     assert "best of 2 on val, per group of 2 training seeds: seeds 0-1: picks model" in out.read_text()
+
+
+def test_known_answer_train_env_kwargs_are_env_settings():
+    from benchmarks.known_answer import parse_train_env_kwargs
+
+    assert parse_train_env_kwargs(["reward_replicas=4"]) == {"reward_replicas": 4}
+    assert parse_train_env_kwargs(None) == {}
+    with pytest.raises(ValueError, match="not an env setting"):
+        parse_train_env_kwargs(["learning_rate=1e-3"])
+    with pytest.raises(ValueError, match="--train-env-kwargs"):
+        parse_train_env_kwargs(["reward_replicas"])
