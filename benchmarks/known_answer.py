@@ -23,6 +23,8 @@ by default one model (seed 0) is scored on every episode seed, as ``benchmarks/r
 ``--model-seeds N`` each SB3 row trains N models (seeds 0..N-1), each scored on every episode seed; adding
 ``--select-on-val K`` reports, per group of K consecutive seeds, the model picked on mean VAL balanced accuracy
 with its test score (model selection on a held-out split, as RL papers pick among seeds; never on test).
+``--train-env-kwargs`` changes env settings of the SB3 training env only (e.g. ``reward_replicas=4``: a
+less noisy reward); every row is still scored in the task's own env.
 
 The table goes to ``benchmarks/results/known-answer.md`` with the command, the commit and the versions. The
 functions (``fixed_policies``, ``learned_policy``, ``gap_table``) are meant to be reused by a leaderboard.
