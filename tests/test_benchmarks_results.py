@@ -144,7 +144,7 @@ def test_known_answer_model_seed_lines_judge_every_seed():
     assert "not met" not in model_seed_lines(rows, goal, ["ppo:x"], 3)[0]
 
 
-def _fake_rows(vals_tests: dict) -> dict:
+def _val_test_rows(vals_tests: dict) -> dict:
     return {k: ("learned", [{"val_balanced_accuracy": v, "test_balanced_accuracy": t}]) for k, (v, t) in
             vals_tests.items()}
 
@@ -153,7 +153,7 @@ def test_known_answer_select_on_val_picks_on_val_never_on_test():
     """The pick is the model of best VAL score even where another model has the better TEST score."""
     from benchmarks.known_answer import pick_on_val, select_on_val_rows
 
-    rows = _fake_rows({"ppo:x [model 0]": (0.92, 0.95), "ppo:x [model 1]": (0.94, 0.91),
+    rows = _val_test_rows({"ppo:x [model 0]": (0.92, 0.95), "ppo:x [model 1]": (0.94, 0.91),
                        "ppo:x [model 2]": (0.93, 0.96), "ppo:x [model 3]": (0.90, 0.99),
                        "ppo:x [model 4]": (0.91, 0.90), "ppo:x [model 5]": (0.91, 0.97)})
     assert pick_on_val(rows, ["ppo:x [model 0]", "ppo:x [model 1]", "ppo:x [model 2]"]) == "ppo:x [model 1]"
@@ -165,7 +165,7 @@ def test_known_answer_select_on_val_picks_on_val_never_on_test():
 def test_known_answer_select_on_val_judges_every_group_and_rejects_bad_groups():
     from benchmarks.known_answer import check_select_on_val, select_on_val_lines
 
-    rows = _fake_rows({f"ppo:x [model {m}]": (0.9 + m / 100, 0.9) for m in range(4)})
+    rows = _val_test_rows({f"ppo:x [model {m}]": (0.9 + m / 100, 0.9) for m in range(4)})
     picks = {"ppo:x [best of 2 on val, seeds 0-1]": "ppo:x [model 1]",
              "ppo:x [best of 2 on val, seeds 2-3]": "ppo:x [model 3]"}
     share = {"ppo:x [model 0]": 0.2, "ppo:x [model 1]": 0.8, "ppo:x [model 2]": 0.9, "ppo:x [model 3]": 0.6}
