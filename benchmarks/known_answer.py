@@ -19,7 +19,12 @@ credit), ``ppo:central:ref0`` (reward relative to a reference head at ratio 0), 
 shared balanced val accuracy), and ``cem:static`` / ``cem:schedule`` (the cross-entropy search of
 ``agents.cem`` on the val reward, a static vector or per-class knots over the episode). With ``--train-seeds``
 each SB3 row trains one model per seed (model ``k`` trained with seed ``k`` and scored on episode seed ``k``);
-by default one model (seed 0) is scored on every episode seed, as ``benchmarks/results.py`` does.
+by default one model (seed 0) is scored on every episode seed, as ``benchmarks/results.py`` does. With
+``--model-seeds N`` each SB3 row trains N models (seeds 0..N-1), each scored on every episode seed; adding
+``--select-on-val K`` reports, per group of K consecutive seeds, the model picked on mean VAL balanced accuracy
+with its test score (model selection on a held-out split, as RL papers pick among seeds; never on test).
+``--train-env-kwargs`` changes env settings of the SB3 training env only (e.g. ``reward_replicas=4``: a
+less noisy reward); every row is still scored in the task's own env.
 
 The table goes to ``benchmarks/results/known-answer.md`` with the command, the commit and the versions. The
 functions (``fixed_policies``, ``learned_policy``, ``gap_table``) are meant to be reused by a leaderboard.
@@ -109,31 +114,52 @@ def learned_policy(spec: str, kw: dict, args, seed: int = 0):
              if kw.get(name, default) != default]
     algo_kwargs = parse_algo_kwargs(getattr(args, "algo_kwargs", None))
     tags += [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(algo_kwargs.items())]
+    env_kwargs = parse_train_env_kwargs(getattr(args, "train_env_kwargs", None))
+    tags += [f"env-{k}{v:g}" for k, v in sorted(env_kwargs.items())]
     run_dir = (Path(args.cache_dir) / "known-answer-agents" /
                "-".join([f"{algo}-{wrapper}-{variant}-{timesteps}", *tags, f"seed{seed}"]))
     if (run_dir / "model.zip").exists() and not args.retrain:
         model = load_model(algo, run_dir / "model.zip")
     else:
-        model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=seed,
+        model = train(algo, dict(_train_kwargs(kw, variant), **env_kwargs), wrapper=wrapper,
+                      total_timesteps=timesteps, seed=seed,
                       log_dir=str(run_dir), algo_kwargs=algo_kwargs or None)
         model.get_env().close()
     return SB3Policy(model, wrapper=wrapper, name=spec)
 
 
-def parse_algo_kwargs(items) -> dict:
+def parse_algo_kwargs(items, option: str = "--algo-kwargs") -> dict:
     """``["learning_rate=1e-3", "n_steps=64"]`` -> ``{"learning_rate": 0.001, "n_steps": 64}`` (SB3 overrides)."""
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--algo-kwargs item {item!r} is invalid: use key=value, e.g. learning_rate=1e-3")
+            raise ValueError(f"{option} item {item!r} is invalid: use key=value, e.g. learning_rate=1e-3")
         try:
             out[key] = int(value)
         except ValueError:
             try:
                 out[key] = float(value)
             except ValueError:
-                raise ValueError(f"--algo-kwargs {item!r}: the value must be a number (e.g. ent_coef=0.01)") from None
+                raise ValueError(f"{option} {item!r}: the value must be a number (e.g. ent_coef=0.01)") from None
+    return out
+
+
+def parse_train_env_kwargs(items) -> dict:
+    """``["reward_replicas=4"]`` -> ``{"reward_replicas": 4}``: env settings for the TRAINING env only.
+
+    The evaluation env keeps the task's settings, so a learned row stays comparable with the fixed rows.
+    """
+    import dataclasses
+
+    from tailmix.envs.config import RatioEnvConfig
+
+    out = parse_algo_kwargs(items, option="--train-env-kwargs")
+    known = {f.name for f in dataclasses.fields(RatioEnvConfig)}
+    for key in out:
+        if key not in known:
+            raise ValueError(f"--train-env-kwargs {key!r} is not an env setting; use one of RatioEnvConfig's fields "
+                             "(e.g. reward_replicas=4)")
     return out
 
 
@@ -152,6 +178,59 @@ def model_seed_lines(rows: dict, goal: dict, specs: list[str], model_seeds: int)
                      f"min {100 * shares.min():.0f}% (goal >= 70%: **{every}**; mean val bal. acc. "
                      f"{np.mean(vals):.3f}, the number settings are chosen on).")
     return lines
+
+
+def mean_val(rows: dict, key: str) -> float:
+    """Mean VAL balanced accuracy of row ``key`` over its episode seeds (the number models are picked on)."""
+    return float(np.mean([r["val_balanced_accuracy"] for r in rows[key][1]]))
+
+
+def pick_on_val(rows: dict, keys: list[str]) -> str:
+    """The row among ``keys`` with the highest mean val balanced accuracy; the test split is never read.
+
+    Model selection on a held-out split, as RL papers pick among training seeds or checkpoints; ties go to the
+    first key (the lowest training seed), so the pick is deterministic.
+    """
+    return max(keys, key=lambda k: mean_val(rows, k))
+
+
+def check_select_on_val(model_seeds: int, k: int) -> None:
+    """Raise ``ValueError`` unless ``model_seeds`` training seeds split into groups of ``k``."""
+    if k < 1 or model_seeds < k or model_seeds % k:
+        raise ValueError(f"--select-on-val {k} needs K >= 1 and --model-seeds a multiple of K (got --model-seeds "
+                         f"{model_seeds}); e.g. --model-seeds {3 * max(k, 1)} --select-on-val {max(k, 1)}")
+
+
+def select_on_val_rows(rows: dict, spec: str, model_seeds: int, k: int) -> dict:
+    """``{label: picked row key}``: one val pick per group of ``k`` consecutive training seeds of ``spec``.
+
+    Labels read ``spec [best of k on val, seeds a-b]``; the caller adds each as a row holding the picked model's
+    per-episode rows (its test score is that model's, nothing is re-run).
+    """
+    check_select_on_val(model_seeds, k)
+    out = {}
+    for start in range(0, model_seeds, k):
+        keys = [f"{spec} [model {m}]" for m in range(start, start + k)]
+        out[f"{spec} [best of {k} on val, seeds {start}-{start + k - 1}]"] = pick_on_val(rows, keys)
+    return out
+
+
+def select_on_val_lines(rows: dict, goal: dict, picks: dict, spec: str, k: int) -> list[str]:
+    """One line per SB3 row: each group's val pick and its share, judged over every group."""
+    mine = {label: key for label, key in picks.items() if label.startswith(f"{spec} [best of")}
+    if not mine or not all(label in goal["share"] for label in mine):
+        return []
+    parts, shares = [], []
+    for label, key in mine.items():
+        seeds = label.rsplit("seeds ", 1)[1].rstrip("]")
+        start, end = (int(x) for x in seeds.split("-"))
+        group = [goal["share"][f"{spec} [model {m}]"] for m in range(start, end + 1)]
+        shares.append(goal["share"][label])
+        parts.append(f"seeds {seeds}: picks {key.rsplit('[', 1)[1].rstrip(']')} (val {mean_val(rows, key):.3f}), "
+                     f"share {100 * goal['share'][label]:.0f}% (group mean {100 * np.mean(group):.0f}%)")
+    every = "met in every group" if min(shares) >= 0.7 else "not met in every group"
+    return [f"- `{spec}` best of {k} on val, per group of {k} training seeds: " + "; ".join(parts)
+            + f". Goal (>= 70%) for this protocol: **{every}** (min {100 * min(shares):.0f}%)."]
 
 
 def gap_table(rows: dict, seeds: list[int], corrupted: list[int]) -> tuple[list[str], dict]:
@@ -208,8 +287,14 @@ def main(argv=None) -> int:
     p.add_argument("--retrain", action="store_true", help="ignore models cached in --cache-dir")
     p.add_argument("--model-seeds", type=int, default=0,
                    help="train this many models per SB3 row (seeds 0..K-1), each scored on every episode seed")
+    p.add_argument("--select-on-val", type=int, default=0, metavar="K",
+                   help="in each group of K training seeds of --model-seeds (default K models), add a row with the "
+                        "model of highest mean val balanced accuracy (picked on val, never on test)")
     p.add_argument("--algo-kwargs", nargs="*", default=None,
                    help="SB3 overrides key=value (learning_rate, n_steps, ent_coef, ...); they name the model folder")
+    p.add_argument("--train-env-kwargs", nargs="*", default=None,
+                   help="env settings key=value for the SB3 training env only (e.g. reward_replicas=4); the "
+                        "evaluation env keeps the task's; they name the model folder")
     p.add_argument("--cem-generations", type=int, default=12)
     p.add_argument("--cem-population", type=int, default=24)
     p.add_argument("--cem-episodes", type=int, default=4)
@@ -223,6 +308,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output file (default benchmarks/results/known-answer.md)")
     args = p.parse_args(argv)
+    parse_train_env_kwargs(args.train_env_kwargs)  # a bad setting fails before any training
+    if args.select_on_val:
+        args.model_seeds = args.model_seeds or args.select_on_val
+        check_select_on_val(args.model_seeds, args.select_on_val)  # before any training
     if args.quick:
         args.seeds, args.timesteps = 2, 256
         args.cem_generations, args.cem_population, args.cem_episodes = 1, 4, 1
@@ -249,7 +338,7 @@ def main(argv=None) -> int:
                 "schedule" if label.split(":")[0] in ("decay", "warmup", "early", "late") else "fixed")
         rows[label] = (kind, evaluate(policy, kw, seeds=seeds, env=env))
         print(f"{label}: {np.mean([r['test_balanced_accuracy'] for r in rows[label][1]]):.4f}", flush=True)
-    timings = {}
+    timings, picks = {}, {}
     for spec in args.learned:
         t = time.time()
         if args.model_seeds and not spec.startswith("cem"):
@@ -259,6 +348,11 @@ def main(argv=None) -> int:
                 rows[f"{spec} [model {m}]"] = ("learned", per)
                 print(f"{spec} [model {m}]: {np.mean([r['test_balanced_accuracy'] for r in per]):.4f} "
                       f"val {np.mean([r['val_balanced_accuracy'] for r in per]):.4f}", flush=True)
+            if args.select_on_val:
+                for label, key in select_on_val_rows(rows, spec, args.model_seeds, args.select_on_val).items():
+                    picks[label] = key
+                    rows[label] = ("learned", rows[key][1])  # the picked model's own episodes: nothing re-run
+                    print(f"{label}: {key}", flush=True)
             timings[spec] = time.time() - t
             continue
         if args.train_seeds and not spec.startswith("cem"):
@@ -275,8 +369,16 @@ def main(argv=None) -> int:
                   "`[model k]`), each scored on every episode seed" if args.model_seeds else
                   "one model per seed (model k trained with seed k, scored on episode seed k)" if args.train_seeds
                   else "one model per row (seed 0), scored on every episode seed")
+    if args.select_on_val:
+        k = args.select_on_val
+        train_note += (f"; rows `[best of {k} on val, seeds a-b]`: in each group of {k} consecutive training seeds, "
+                       "the model with the highest mean val balanced accuracy over the episode seeds, reported with "
+                       "that model's test score (picked on val, never on test)")
     if args.algo_kwargs:
         train_note += "; SB3 overrides " + ", ".join(args.algo_kwargs)
+    if args.train_env_kwargs:
+        train_note += ("; the SB3 training env sets " + ", ".join(args.train_env_kwargs)
+                       + " (the evaluation env keeps the task's settings)")
     lines = ["# The known-answer task: digits-LT, oracle source, two corrupted classes", "",
              f"Train counts {ds.train_counts.tolist()}, val {len(ds.val_labels)}, test {len(ds.test_labels)}. Source: "
              f"the {sum(len(kw['source'].source.pool(c)) for c in range(ds.num_classes))} real digits the long-tail "
@@ -302,6 +404,8 @@ def main(argv=None) -> int:
             lines.append(f"- Goal (>= 70% of the gap) for `{spec}`: {100 * goal['share'][spec]:.0f}%, **{met}**.")
     if args.model_seeds:
         lines += model_seed_lines(rows, goal, [s for s in args.learned if not s.startswith("cem")], args.model_seeds)
+    for spec in args.learned if args.select_on_val else ():
+        lines += select_on_val_lines(rows, goal, picks, spec, args.select_on_val)
     lines += ["", "Time per learned row (training, or loading a model cached in --cache-dir, and evaluation): "
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {time.time() - t0:.0f} s.", "",
               "Command: `python benchmarks/known_answer.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",

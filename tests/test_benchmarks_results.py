@@ -142,3 +142,68 @@ def test_known_answer_model_seed_lines_judge_every_seed():
     goal["share"]["ppo:x [model 2]"] = 0.7
     assert "met on every model seed" in model_seed_lines(rows, goal, ["ppo:x"], 3)[0]
     assert "not met" not in model_seed_lines(rows, goal, ["ppo:x"], 3)[0]
+
+
+def _val_test_rows(vals_tests: dict) -> dict:
+    return {k: ("learned", [{"val_balanced_accuracy": v, "test_balanced_accuracy": t}]) for k, (v, t) in
+            vals_tests.items()}
+
+
+def test_known_answer_select_on_val_picks_on_val_never_on_test():
+    """The pick is the model of best VAL score even where another model has the better TEST score."""
+    from benchmarks.known_answer import pick_on_val, select_on_val_rows
+
+    rows = _val_test_rows({"ppo:x [model 0]": (0.92, 0.95), "ppo:x [model 1]": (0.94, 0.91),
+                       "ppo:x [model 2]": (0.93, 0.96), "ppo:x [model 3]": (0.90, 0.99),
+                       "ppo:x [model 4]": (0.91, 0.90), "ppo:x [model 5]": (0.91, 0.97)})
+    assert pick_on_val(rows, ["ppo:x [model 0]", "ppo:x [model 1]", "ppo:x [model 2]"]) == "ppo:x [model 1]"
+    # groups of 3 consecutive training seeds; a val tie goes to the lower seed (model 4, not the test-best 5)
+    assert select_on_val_rows(rows, "ppo:x", 6, 3) == {"ppo:x [best of 3 on val, seeds 0-2]": "ppo:x [model 1]",
+                                                       "ppo:x [best of 3 on val, seeds 3-5]": "ppo:x [model 4]"}
+
+
+def test_known_answer_select_on_val_judges_every_group_and_rejects_bad_groups():
+    from benchmarks.known_answer import check_select_on_val, select_on_val_lines
+
+    rows = _val_test_rows({f"ppo:x [model {m}]": (0.9 + m / 100, 0.9) for m in range(4)})
+    picks = {"ppo:x [best of 2 on val, seeds 0-1]": "ppo:x [model 1]",
+             "ppo:x [best of 2 on val, seeds 2-3]": "ppo:x [model 3]"}
+    share = {"ppo:x [model 0]": 0.2, "ppo:x [model 1]": 0.8, "ppo:x [model 2]": 0.9, "ppo:x [model 3]": 0.6}
+    goal = {"share": dict(share, **{label: share[key] for label, key in picks.items()})}
+    (line,) = select_on_val_lines(rows, goal, picks, "ppo:x", 2)
+    assert "picks model 1 (val 0.910), share 80% (group mean 50%)" in line
+    assert "not met in every group" in line and "min 60%" in line
+    goal["share"]["ppo:x [best of 2 on val, seeds 2-3]"] = 0.7
+    assert "**met in every group**" in select_on_val_lines(rows, goal, picks, "ppo:x", 2)[0]
+    for model_seeds, k in ((4, 3), (2, 3), (3, 0)):
+        with pytest.raises(ValueError, match="multiple of K"):
+            check_select_on_val(model_seeds, k)
+    check_select_on_val(9, 3)
+
+
+@pytest.mark.slow
+def test_known_answer_script_adds_the_val_pick_row(tmp_path):
+    """End to end: the `[best of 2 on val]` row repeats the row of the model with the higher val score."""
+    import benchmarks.known_answer as ka
+
+    out = tmp_path / "ka.md"
+    ka.main(["--quick", "--encoder", "random", "--no-schedules", "--learned", "ppo:shared:difference:64",
+             "--select-on-val", "2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.read_text().splitlines()
+             if line.startswith("| ppo:")}
+    models = [cells[f"ppo:shared:difference:64 [model {m}]"] for m in (0, 1)]
+    pick = cells["ppo:shared:difference:64 [best of 2 on val, seeds 0-1]"]
+    best = max(models, key=lambda c: float(c[2].split(" ± ")[0]))  # column 2: val bal. acc.
+    assert pick == best
+    assert "best of 2 on val, per group of 2 training seeds: seeds 0-1: picks model" in out.read_text()
+
+
+def test_known_answer_train_env_kwargs_are_env_settings():
+    from benchmarks.known_answer import parse_train_env_kwargs
+
+    assert parse_train_env_kwargs(["reward_replicas=4"]) == {"reward_replicas": 4}
+    assert parse_train_env_kwargs(None) == {}
+    with pytest.raises(ValueError, match="not an env setting"):
+        parse_train_env_kwargs(["learning_rate=1e-3"])
+    with pytest.raises(ValueError, match="--train-env-kwargs"):
+        parse_train_env_kwargs(["reward_replicas"])
