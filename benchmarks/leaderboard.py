@@ -94,7 +94,7 @@ def task_kwargs(task: str, args) -> dict:
 
 def sb3_policy(task: str, spec: str, kw: dict, args):
     """The SB3 row ``spec`` from the cache (or trained with ``--train``); ``(policy, note)``, policy None if skipped."""
-    from benchmarks.known_answer import _train_kwargs
+    from benchmarks.known_answer import _train_kwargs, parse_train_env_kwargs
     from tailmix.agents.baselines import SB3Policy
     from tailmix.agents.sb3 import load_model, train
 
@@ -110,18 +110,22 @@ def sb3_policy(task: str, spec: str, kw: dict, args):
     seed = int(seed_text) if at else 0
     # an option that changes the env (val_folds) names its own folder, so a fixed-split model is never reused
     folds = getattr(args, "val_folds", 1)
-    name = f"{algo}-{wrapper}-{variant}-{timesteps}" + (f"-folds{folds}" if folds > 1 else "") + f"-seed{seed}"
+    env_kwargs = parse_train_env_kwargs(getattr(args, "train_env_kwargs", None))  # the training env's only
+    tags = "".join(f"-env-{k}{v:g}" for k, v in sorted(env_kwargs.items()))
+    name = (f"{algo}-{wrapper}-{variant}-{timesteps}" + (f"-folds{folds}" if folds > 1 else "") + tags
+            + f"-seed{seed}")
     run_dir = (Path(args.cache_dir) / "known-answer-agents" / name if task == "known-answer" else
                Path(args.cache_dir) / "leaderboard-agents" / f"{task}-{name}")
     if (run_dir / "model.zip").exists():
         how = ("" if task == "known-answer" else f" (trained by this script's `--train`: seed {seed}, the spec's "
-               "timesteps, the val reward)")
+               "timesteps, the val reward" + "".join(f", training env {k}={v:g}" for k, v in env_kwargs.items())
+               + ")")
         return SB3Policy(load_model(algo, run_dir / "model.zip"), wrapper=wrapper, name=spec), f"model `{run_dir}`{how}"
     if not args.train:
         return None, f"skipped: no model cached at `{run_dir}` (rerun with --train)"
     t = time.time()
-    model = train(algo, _train_kwargs(kw, variant), wrapper=wrapper, total_timesteps=timesteps, seed=seed,
-                  log_dir=str(run_dir))
+    model = train(algo, dict(_train_kwargs(kw, variant), **env_kwargs), wrapper=wrapper, total_timesteps=timesteps,
+                  seed=seed, log_dir=str(run_dir))
     model.get_env().close()
     return SB3Policy(model, wrapper=wrapper, name=spec), f"trained here ({time.time() - t:.0f} s), `{run_dir}`"
 
@@ -390,6 +394,9 @@ def main(argv=None) -> int:
                         "the training seed, default 0)")
     p.add_argument("--timesteps", type=int, default=20_000, help="SB3 timesteps when a spec gives none")
     p.add_argument("--train", action="store_true", help="train SB3 rows whose model is not cached (else skip them)")
+    p.add_argument("--train-env-kwargs", nargs="*", default=None,
+                   help="env settings key=value for the SB3 TRAINING env only (e.g. reward_replicas=4: a less noisy "
+                        "reward); every row is scored in the task's env; they name the model folder")
     p.add_argument("--cem-generations", type=int, default=5)
     p.add_argument("--cem-population", type=int, default=8)
     p.add_argument("--cem-episodes", type=int, default=3)
@@ -419,6 +426,9 @@ def main(argv=None) -> int:
     for name in ("generations", "population", "episodes"):
         if getattr(args, "ceiling_" + name) is None:
             setattr(args, "ceiling_" + name, getattr(args, "cem_" + name))
+    from benchmarks.known_answer import parse_train_env_kwargs
+
+    parse_train_env_kwargs(args.train_env_kwargs)  # a bad setting fails before any table is computed
     if args.val_folds < 1:
         raise ValueError(f"--val-folds {args.val_folds} is invalid: use 1 (the fixed val split) or k >= 2")
     if args.fresh_seeds < 0:

@@ -121,6 +121,23 @@ def test_training_seed_suffix_names_its_own_model_folder(tmp_path):
             sb3_policy("retinamnist", bad, {}, args)
 
 
+def test_train_env_kwargs_name_their_own_model_folder(tmp_path):
+    """A model trained on another training env (e.g. a 4-head reward) is never loaded for the plain spec, and the
+    known-answer task names the folder as benchmarks/known_answer.py does; a non-env key is refused."""
+    from benchmarks.leaderboard import sb3_policy
+
+    args = argparse.Namespace(cache_dir=str(tmp_path), train=False, timesteps=64, val_folds=5,
+                              train_env_kwargs=["reward_replicas=4"])
+    how = sb3_policy("retinamnist", "ppo:central:ref0:64@1", {}, args)[1]
+    assert "retinamnist-ppo-central-ref0-64-folds5-env-reward_replicas4-seed1" in how
+    args.val_folds = 1
+    assert "known-answer-agents/ppo-shared-difference-64-env-reward_replicas4-seed0" in \
+        sb3_policy("known-answer", "ppo:shared:difference:64", {}, args)[1]
+    args.train_env_kwargs = ["not_a_setting=1"]
+    with pytest.raises(ValueError, match="not an env setting"):
+        sb3_policy("retinamnist", "ppo:central:ref0:64", {}, args)
+
+
 @pytest.mark.slow
 def test_loss_rows_and_fresh_seeds_end_to_end(monkeypatch):
     import benchmarks.leaderboard as lb
