@@ -115,7 +115,7 @@ def learned_policy(spec: str, kw: dict, args, seed: int = 0):
     algo_kwargs = parse_algo_kwargs(getattr(args, "algo_kwargs", None))
     tags += [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(algo_kwargs.items())]
     env_kwargs = parse_train_env_kwargs(getattr(args, "train_env_kwargs", None))
-    tags += [f"env-{k}{v:g}" for k, v in sorted(env_kwargs.items())]
+    tags += train_env_tags(env_kwargs)
     run_dir = (Path(args.cache_dir) / "known-answer-agents" /
                "-".join([f"{algo}-{wrapper}-{variant}-{timesteps}", *tags, f"seed{seed}"]))
     if (run_dir / "model.zip").exists() and not args.retrain:
@@ -161,6 +161,12 @@ def parse_train_env_kwargs(items) -> dict:
             raise ValueError(f"--train-env-kwargs {key!r} is not an env setting; use one of RatioEnvConfig's fields "
                              "(e.g. reward_replicas=4)")
     return out
+
+
+def train_env_tags(env_kwargs: dict) -> list[str]:
+    """The model-folder tags of training-env settings (``{"reward_replicas": 4}`` -> ``["env-reward_replicas4"]``),
+    shared with the leaderboard so both scripts find the same cached model."""
+    return [f"env-{k}{v:g}" for k, v in sorted(env_kwargs.items())]
 
 
 def model_seed_lines(rows: dict, goal: dict, specs: list[str], model_seeds: int) -> list[str]:

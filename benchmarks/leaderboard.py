@@ -94,7 +94,7 @@ def task_kwargs(task: str, args) -> dict:
 
 def sb3_policy(task: str, spec: str, kw: dict, args):
     """The SB3 row ``spec`` from the cache (or trained with ``--train``); ``(policy, note)``, policy None if skipped."""
-    from benchmarks.known_answer import _train_kwargs, parse_train_env_kwargs
+    from benchmarks.known_answer import _train_kwargs, parse_train_env_kwargs, train_env_tags
     from tailmix.agents.baselines import SB3Policy
     from tailmix.agents.sb3 import load_model, train
 
@@ -111,9 +111,8 @@ def sb3_policy(task: str, spec: str, kw: dict, args):
     # an option that changes the env (val_folds) names its own folder, so a fixed-split model is never reused
     folds = getattr(args, "val_folds", 1)
     env_kwargs = parse_train_env_kwargs(getattr(args, "train_env_kwargs", None))  # the training env's only
-    tags = "".join(f"-env-{k}{v:g}" for k, v in sorted(env_kwargs.items()))
-    name = (f"{algo}-{wrapper}-{variant}-{timesteps}" + (f"-folds{folds}" if folds > 1 else "") + tags
-            + f"-seed{seed}")
+    name = "-".join([f"{algo}-{wrapper}-{variant}-{timesteps}", *([f"folds{folds}"] if folds > 1 else []),
+                     *train_env_tags(env_kwargs), f"seed{seed}"])
     run_dir = (Path(args.cache_dir) / "known-answer-agents" / name if task == "known-answer" else
                Path(args.cache_dir) / "leaderboard-agents" / f"{task}-{name}")
     if (run_dir / "model.zip").exists():
