@@ -86,33 +86,39 @@ def test_bootstrap(recalls, counts, *, reps: int = 1000, seed: int = 0) -> np.nd
     return (draws / n[present]).mean(-1)
 
 
-def paired_interval(a_runs, b_runs, a_boot=None, b_boot=None, *, reps: int = 2000, level: float = 0.95,
+def paired_interval(a, b, a_boot=None, b_boot=None, *, reps: int = 2000, level: float = 0.95,
                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``a - b`` and its percentile interval, resampling each method's runs and, when test-image
-    bootstraps are given (``(B, R)`` arrays from :func:`test_bootstrap`), the test images too.
+    """Mean of ``a - b`` and its percentile interval over method seeds, episode seeds and test images.
 
-    Runs of the two methods are resampled independently (different training or search seeds). With bootstraps,
-    a resampled run contributes its score on one image resample (``boot[k, i]``), so the interval covers the
-    seeds and the test images. Returns ``(mean difference, low, high)`` (the mean on the full test split).
+    Args:
+        a, b: Scores ``(S, E)``: S method seeds (independent runs; 1 for a fixed policy) by E episode seeds. The
+            episodes are shared by both (same classifier initialisation and draws), so they are resampled
+            together (paired); the seeds of each method are resampled on their own.
+        a_boot, b_boot: ``(B, S, E)`` scores of the same runs on B resamples of the test images
+            (:func:`test_bootstrap`, reshaped); each resample of the interval takes one image resample per
+            method (the pairing of two methods on the same images is not kept: wider, never narrower).
+
+    Returns:
+        ``(mean of a - mean of b, low, high)``, the mean on the full test split.
     """
-    a = np.asarray(a_runs, np.float64).ravel()
-    b = np.asarray(b_runs, np.float64).ravel()
+    a = np.atleast_2d(np.asarray(a, np.float64))
+    b = np.atleast_2d(np.asarray(b, np.float64))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b need the same episodes (columns): {a.shape} vs {b.shape}")
     diff = float(a.mean() - b.mean())
     boots = a_boot is not None and b_boot is not None
     if boots:
-        a_boot, b_boot = np.asarray(a_boot, np.float64), np.asarray(b_boot, np.float64)
-        if a_boot.shape[1] != len(a) or b_boot.shape[1] != len(b):
-            raise ValueError("each bootstrap needs one column per run")
-    elif len(a) < 2 or len(b) < 2:
+        a_boot = np.asarray(a_boot, np.float64).reshape((-1,) + a.shape)
+        b_boot = np.asarray(b_boot, np.float64).reshape((-1,) + b.shape)
+    (sa, e), sb = a.shape, b.shape[0]
+    if not boots and sa * e < 2:
         return diff, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     stats = np.empty(reps)
     for r in range(reps):
-        ia = rng.integers(0, len(a), len(a))
-        ib = rng.integers(0, len(b), len(b))
-        if boots:
-            stats[r] = a_boot[rng.integers(0, len(a_boot)), ia].mean() - b_boot[rng.integers(0, len(b_boot)), ib].mean()
-        else:
-            stats[r] = a[ia].mean() - b[ib].mean()
+        ia, ib, ie = rng.integers(0, sa, sa), rng.integers(0, sb, sb), rng.integers(0, e, e)
+        xa = a_boot[rng.integers(0, len(a_boot))] if boots else a
+        xb = b_boot[rng.integers(0, len(b_boot))] if boots else b
+        stats[r] = xa[np.ix_(ia, ie)].mean() - xb[np.ix_(ib, ie)].mean()
     lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return diff, float(lo), float(hi)
