@@ -69,32 +69,10 @@ def read_record(path: Path) -> dict | None:
 
 
 # -- policies --------------------------------------------------------------------------------------------------
-class EqualMix:
-    """``<shape>@mix``: the shape's ratio split evenly over the env's G sources (``r / G`` on each)."""
-
-    def __init__(self, base) -> None:
-        self.base, self.name = base, f"{base.name}@mix"
-
-    def reset(self, seed=None) -> None:
-        self.base.reset(seed)
-
-    def act(self, observations, env):
-        g = int(getattr(env, "num_sources", 1))
-        out = {}
-        for agent, action in self.base.act(observations, env).items():
-            a = np.asarray(action, np.float64).reshape(-1)
-            ratio = float(env.action_to_ratio(a[0]))  # the base puts its ratio on source 0, 0 elsewhere
-            out[agent] = np.full(g, env.ratio_to_action(ratio / g), np.float32)
-        return out
-
-
 def make_member(spec: str):
-    """A fixed-family policy from ``<shape>[@<source>|@mix]``."""
+    """A fixed-family policy from ``<shape>[@<source>|@mix]`` (``agents.baselines.make_baseline``)."""
     from tailmix.agents.baselines import make_baseline
 
-    base, at, target = spec.partition("@")
-    if at and target == "mix":
-        return EqualMix(make_baseline(base))
     return make_baseline(spec)
 
 
@@ -198,8 +176,8 @@ def _cem(kw: dict, *, seed: int, knots, init, budget: dict, fitness_split: str =
 
 
 def _init_action(member: dict, kw: dict):
-    """The action array of a fixed member, as CEM's starting mean (its policy where CEM can take it)."""
-    return make_member(member["spec"])
+    """CEM's starting mean: the fixed member's spec (``cem_search`` resolves ``@source`` and ``@mix``)."""
+    return member["spec"]
 
 
 def run_cem(task: Task, kw: dict, fixed: dict, method: str, seed: int, log=print) -> dict:
