@@ -37,8 +37,11 @@ def load_policy(spec: str, *, algo: str = "ppo", wrapper: str = "central"):
         if not Path(spec).is_file():
             raise ValueError(f"--policy {spec}: no such file")
         return SB3Policy(load_model(algo, spec), wrapper=wrapper, name=Path(spec).stem)
+    from tailmix.agents.schedules import KINDS
+
     module, colon, attr = spec.partition(":")
-    if colon and module and attr and not module[0].isdigit():
+    shape_kinds = ("none", "constant", "fill", "inverse", "random", *KINDS)  # a fixed spec, not module:attr
+    if colon and module and attr and module.strip().lower() not in shape_kinds:
         try:
             obj = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:

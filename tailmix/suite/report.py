@@ -34,9 +34,19 @@ def _boot(records: list[dict], counts, seed: int) -> np.ndarray:
     return stats.test_bootstrap(recalls.reshape(s * e, c), counts, reps=P.BOOT_REPS // 2, seed=seed).reshape(-1, s, e)
 
 
+def _current(task: Task, rec: dict | None) -> dict | None:
+    """``rec`` if it was made with the task's current recipe and this protocol, else ``None`` (stale)."""
+    if rec is None or rec.get("task_fingerprint") != task.fingerprint() or rec.get("protocol") != P.PROTOCOL_VERSION:
+        return None
+    return rec
+
+
 def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
-    """The task's reference entry from its records (``None`` when it has no ``fixed`` record)."""
-    fixed = read_record(record_path(task, "fixed", None, runs))
+    """The task's reference entry from its records (``None`` when it has no ``fixed`` record). Records made
+    with another recipe (fingerprint) or protocol version are not mixed in; they are counted as ``stale``."""
+    folder = Path(runs, task.id.replace("/", "-"))
+    stale = sorted(p.name for p in folder.glob("*.json") if _current(task, read_record(p)) is None)
+    fixed = _current(task, read_record(record_path(task, "fixed", None, runs)))
     if fixed is None:
         return None
     counts = fixed["test_counts"]
@@ -58,7 +68,7 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
     rows["best_fixed"]["vs_no_synthetic"] = [d, lo, hi]
     pending = []
     for k, method in enumerate(P.LEARNED):
-        recs = [r for s in P.METHOD_SEEDS if (r := read_record(record_path(task, method, s, runs))) is not None]
+        recs = [r for s in P.METHOD_SEEDS if (r := _current(task, read_record(record_path(task, method, s, runs))))]
         if not recs:
             pending.append(method)
             continue
@@ -72,7 +82,7 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
             "iqm": stats.iqm(m_test), "p_improvement": stats.probability_of_improvement(m_test, f_test),
             "best_on_reward": {"seed": pick["seed"], "score": mean(pick["episodes"], "test")},
             "complete": len(recs) == len(P.METHOD_SEEDS)}
-    ceiling = read_record(record_path(task, "ceiling", None, runs))
+    ceiling = _current(task, read_record(record_path(task, "ceiling", None, runs)))
     if ceiling is not None:
         rows["ceiling"] = {"score": mean(ceiling["episodes"], "test"), "from": max(
             ceiling["searches"], key=lambda f: mean(f["episodes"], "test"))["from"]}
@@ -86,7 +96,7 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
         pending.append("ceiling")
     return {"id": task.id, "central_id": task.central_id, "version": task.version,
             "fingerprint": task.fingerprint(), "task_loss": fixed["task_loss"], "sources": fixed["sources"],
-            "fixed_family_size": len(fixed["members"]), "rows": rows, "pending": pending,
+            "fixed_family_size": len(fixed["members"]), "rows": rows, "pending": pending, "stale": stale,
             "commits": sorted({fixed["commit"]} | {read_record(p)["commit"] for p in
                                                    Path(runs, task.id.replace("/", "-")).glob("*.json")})}
 
@@ -105,6 +115,8 @@ def task_markdown(task: Task, entry: dict) -> str:
              f"{len(P.EVAL_SEEDS)} evaluation episodes (and over method seeds); intervals are 95% bootstrap over "
              "method seeds, episodes and test images. Commits of the runs: "
              + ", ".join(f"`{c}`" for c in entry["commits"]) + ".", "",
+             *([f"Stale records (another recipe or protocol; not used): {', '.join(entry['stale'])}.", ""]
+               if entry.get("stale") else []),
              "| row | reward | test | vs best fixed [95% interval] | normalized | IQM | P(> best fixed) | seeds |",
              "|---|---|---|---|---|---|---|---|"]
     bf = rows["best_fixed"]

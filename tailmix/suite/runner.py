@@ -102,8 +102,8 @@ def fixed_members(names: list[str]) -> list[str]:
 class Player:
     """Plays policies on the evaluation seeds, one eval env per loss (built once)."""
 
-    def __init__(self, kw: dict, seeds=P.EVAL_SEEDS) -> None:
-        self.kw, self.seeds, self._envs = kw, list(seeds), {}
+    def __init__(self, kw: dict, seeds=None) -> None:
+        self.kw, self.seeds, self._envs = kw, list(P.EVAL_SEEDS if seeds is None else seeds), {}
 
     def env_kwargs(self, loss: str | None = None) -> dict:
         return dict(self.kw) if loss is None else dict(self.kw, loss=loss)
