@@ -94,11 +94,46 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
                 rows[method]["normalized_seeds"] = (100.0 * (seeds - rows["best_fixed"]["score"]) / head).tolist()
     else:
         pending.append("ceiling")
+    replay = _current(task, read_record(record_path(task, "pixel-replay", None, runs)))
+    if replay is not None:
+        _add_pixel(rows, replay, counts)
+    else:
+        pending.append("pixel-replay")
     return {"id": task.id, "central_id": task.central_id, "version": task.version,
             "fingerprint": task.fingerprint(), "task_loss": fixed["task_loss"], "sources": fixed["sources"],
             "fixed_family_size": len(fixed["members"]), "rows": rows, "pending": pending, "stale": stale,
             "commits": sorted({fixed["commit"]} | {read_record(p)["commit"] for p in
                                                    Path(runs, task.id.replace("/", "-")).glob("*.json")})}
+
+
+def _add_pixel(rows: dict, replay: dict, counts) -> None:
+    """Each row's pixel-mode replay score and, for learned rows, its difference to best fixed in pixel mode."""
+    by_row: dict = {}
+    for r in replay["rows"]:
+        by_row.setdefault(r["row"], []).append(r)
+    names = {"no synthetic": "no_synthetic_task_loss", "best fixed": "best_fixed", "ceiling": "ceiling"}
+    base = by_row.get("best fixed")
+    for name, recs in by_row.items():
+        key = names.get(name, name)
+        if key not in rows:
+            continue
+        m = _matrix(recs)
+        entry = {"score": float(m.mean()), "seeds": [r["seed"] for r in recs]}
+        if base is not None and key not in ("best_fixed",):
+            d, lo, hi = stats.paired_interval(m, _matrix(base), _boot(recs, counts, 40), _boot(base, counts, 41),
+                                              reps=P.BOOT_REPS)
+            entry["vs_best_fixed"] = [d, lo, hi]
+        rows[key]["pixel"] = entry
+
+
+def _pixel(row: dict) -> str:
+    px = row.get("pixel")
+    if px is None:
+        return "not replayed"
+    if "vs_best_fixed" in px:
+        d, lo, hi = px["vs_best_fixed"]
+        return f"{100 * px['score']:.1f} ({_pct(100 * d)} [{_pct(100 * lo)}, {_pct(100 * hi)}])"
+    return f"{100 * px['score']:.1f}"
 
 
 def _pct(x: float) -> str:
@@ -117,19 +152,21 @@ def task_markdown(task: Task, entry: dict) -> str:
              + ", ".join(f"`{c}`" for c in entry["commits"]) + ".", "",
              *([f"Stale records (another recipe or protocol; not used): {', '.join(entry['stale'])}.", ""]
                if entry.get("stale") else []),
-             "| row | reward | test | vs best fixed [95% interval] | normalized | IQM | P(> best fixed) | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| row | reward | test | vs best fixed [95% interval] | normalized | IQM | P(> best fixed) | seeds | "
+             "pixel replay (vs best fixed) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     bf = rows["best_fixed"]
     lines.append(f"| no synthetic (ce) | {100 * rows['no_synthetic']['reward']:.1f} | "
-                 f"{100 * rows['no_synthetic']['score']:.1f} | | | | | |")
+                 f"{100 * rows['no_synthetic']['score']:.1f} | | | | | | |")
     lines.append(f"| no synthetic ({entry['task_loss']}) | {100 * rows['no_synthetic_task_loss']['reward']:.1f} | "
-                 f"{100 * rows['no_synthetic_task_loss']['score']:.1f} | | | | | |")
+                 f"{100 * rows['no_synthetic_task_loss']['score']:.1f} | | | | | | "
+                 f"{_pixel(rows['no_synthetic_task_loss'])} |")
     d, lo, hi = bf["vs_no_synthetic"]
     lines.append(f"| **best fixed**: `{bf['spec']}`, {bf['loss']} | {100 * bf['reward']:.1f} | {100 * bf['score']:.1f} "
-                 f"| 0 (vs no synthetic {_pct(100 * d)} [{_pct(100 * lo)}, {_pct(100 * hi)}]) | 0 | | | |")
+                 f"| 0 (vs no synthetic {_pct(100 * d)} [{_pct(100 * lo)}, {_pct(100 * hi)}]) | 0 | | | | {_pixel(bf)} |")
     for method in P.LEARNED:
         if method not in rows:
-            lines.append(f"| {method} | not run | | | | | | |")
+            lines.append(f"| {method} | not run | | | | | | | |")
             continue
         r = rows[method]
         d, lo, hi = r["vs_best_fixed"]
@@ -137,11 +174,11 @@ def task_markdown(task: Task, entry: dict) -> str:
         per = ", ".join(f"{100 * s:.1f}" for s in r["seed_scores"])
         lines.append(f"| {method} ({len(r['seeds'])} seeds) | {100 * r['reward']:.1f} | {100 * r['score']:.1f} | "
                      f"{_pct(100 * d)} [{_pct(100 * lo)}, {_pct(100 * hi)}] | {norm} | {100 * r['iqm']:.1f} | "
-                     f"{r['p_improvement']:.2f} | {per} |")
+                     f"{r['p_improvement']:.2f} | {per} | {_pixel(r)} |")
         lines.append(f"| {method}, best of {len(r['seeds'])} on reward (seed {r['best_on_reward']['seed']}) | | "
-                     f"{100 * r['best_on_reward']['score']:.1f} | | | | | |")
-    lines.append(f"| CEILING (test-scored CEM; not a method) | | {100 * ceiling:.1f} | | 100 | | | |"
-                 if ceiling is not None else "| CEILING | not run | | | | | | |")
+                     f"{100 * r['best_on_reward']['score']:.1f} | | | | | | |")
+    lines.append(f"| CEILING (test-scored CEM; not a method) | | {100 * ceiling:.1f} | | 100 | | | | "
+                 f"{_pixel(rows['ceiling'])} |" if ceiling is not None else "| CEILING | not run | | | | | | | |")
     lines += ["", "Reproduce: `python -m tailmix.suite run --task " + task.name + " --method <method>` for each "
               "method, then `python -m tailmix.suite report`."]
     return "\n".join(lines) + "\n"

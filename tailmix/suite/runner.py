@@ -238,17 +238,84 @@ def run_ceiling(task: Task, kw: dict, fixed: dict, cem_records: dict, log=print)
     return rec
 
 
+def policy_from_record(rec: dict, max_ratio: float):
+    """The policy a learned (or ceiling) record played: a CEM vector or knot schedule, or an SB3 model."""
+    pol = rec["policy"]
+    if pol["kind"] == "sb3":
+        from tailmix.agents.baselines import SB3Policy
+        from tailmix.agents.sb3 import load_model
+
+        return SB3Policy(load_model(pol["algo"], Path(pol["model"]) / "model.zip"), wrapper=pol["wrapper"],
+                         name=rec["method"])
+    if pol.get("knots"):
+        from tailmix.agents.schedules import KnotSchedule
+
+        return KnotSchedule(pol["action"], pol.get("max_ratio", max_ratio), name=rec["method"])
+    from tailmix.agents.cem import CEMPolicy
+
+    return CEMPolicy(pol["action"], pol.get("max_ratio", max_ratio), name=rec["method"])
+
+
+def replay_rows(task: Task, fixed: dict, runs: Path) -> list[tuple[str, int | None, str, object]]:
+    """``(row, seed, loss, policy-or-record)`` of every reference row, in table order, for the pixel replay."""
+    from tailmix.agents.baselines import make_baseline
+
+    out = [("no synthetic", None, fixed["task_loss"], make_baseline("none")),
+           ("best fixed", None, fixed["best"]["loss"], make_member(fixed["best"]["spec"]))]
+    for method in P.LEARNED:
+        for seed in P.METHOD_SEEDS:
+            rec = read_record(record_path(task, method, seed, runs))
+            if rec is not None and rec.get("task_fingerprint") == task.fingerprint():
+                out.append((method, seed, rec["loss"], rec))
+    rec = read_record(record_path(task, "ceiling", None, runs))
+    if rec is not None and rec.get("task_fingerprint") == task.fingerprint():
+        out.append(("ceiling", None, rec["loss"], rec))
+    return out
+
+
+def run_pixel_replay(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -> dict:
+    """Every reference row's policy played again in pixel mode (a CNN trained on the mix) on the pixel seeds.
+    Rows already in the record are kept (an interrupted or later replay only adds the missing ones)."""
+    t0 = time.time()
+    path = record_path(task, "pixel-replay", None, runs)
+    old = read_record(path)
+    done = {(r["row"], r["seed"]): r for r in (old or {}).get("rows", [])
+            if old.get("task_fingerprint") == task.fingerprint()}
+    player = Player(dict(kw, mode="pixel"), P.PIXEL_SEEDS)
+    rows = []
+    for row, seed, loss, what in replay_rows(task, fixed, runs):
+        if (row, seed) in done:
+            rows.append(done[(row, seed)])
+            continue
+        policy = policy_from_record(what, kw["max_ratio"]) if isinstance(what, dict) else what
+        episodes = player.play(policy, loss)
+        rows.append({"row": row, "seed": seed, "loss": loss, "episodes": episodes})
+        log(f"[{task.name}] pixel replay {row}{'' if seed is None else f' seed {seed}'}: "
+            f"test {mean(episodes, 'test'):.4f}")
+        rec = _base_record(task, "pixel-replay", None, t0)
+        rec.update(pixel_seeds=list(P.PIXEL_SEEDS), rows=rows)
+        write_record(path, rec)  # after every row: nothing lost on interruption
+    rec = _base_record(task, "pixel-replay", None, t0)
+    rec.update(pixel_seeds=list(P.PIXEL_SEEDS), rows=rows)
+    return rec
+
+
 def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_dir=None, data_dir=None,
         model_dir: Path | None = None, overwrite: bool = False, log=print) -> list[Path]:
     """Run ``method`` on ``task`` for each seed (skipping runs whose record exists); the record paths."""
     task = get_task(task_name)
-    if method not in ("fixed", "ceiling", *P.LEARNED):
-        raise ValueError(f"unknown method {method!r}; use fixed, ceiling or one of {', '.join(P.LEARNED)}")
+    if method not in ("fixed", "ceiling", "pixel-replay", *P.LEARNED):
+        raise ValueError(f"unknown method {method!r}; use fixed, ceiling, pixel-replay or one of "
+                         f"{', '.join(P.LEARNED)}")
     if method in P.LEARNED and seeds == (None,):
         seeds = P.METHOD_SEEDS
-    if method in ("fixed", "ceiling"):
+    if method in ("fixed", "ceiling", "pixel-replay"):
         seeds = (None,)
-    todo = [s for s in seeds if overwrite or not record_path(task, method, s, runs).is_file()]
+    # the replay adds the rows it lacks every time it runs; the other methods skip a run whose record exists
+    if overwrite and method == "pixel-replay":
+        record_path(task, method, None, runs).unlink(missing_ok=True)
+    todo = [s for s in seeds if overwrite or method == "pixel-replay"
+            or not record_path(task, method, s, runs).is_file()]
     paths = [record_path(task, method, s, runs) for s in seeds]
     if not todo:
         return paths
@@ -266,6 +333,8 @@ def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_
             if missing:
                 raise ValueError(f"the ceiling continues from seed 0 of {', '.join(missing)}: run those first")
             rec = run_ceiling(task, kw, fixed, cem, log)
+        elif method == "pixel-replay":
+            rec = run_pixel_replay(task, kw, fixed, runs, log)
         elif method.startswith("cem-"):
             rec = run_cem(task, kw, fixed, method, int(seed), log)
         else:

@@ -23,6 +23,7 @@ def tiny(tmp_path, monkeypatch):
                         "STATIC_SHAPES": ("none", "constant:1", "fill"), "SCHEDULES": ("decay:fill",),
                         "CEM": {"generations": 2, "population": 4, "episodes": 1, "knots": 2},
                         "CEILING": {"generations": 1, "population": 4, "episodes": 1}, "BOOT_REPS": 100,
+                        "PIXEL_SEEDS": (1000,),
                         "LEARNED": ("cem-static", "cem-schedule", "ppo-central"),
                         "SB3_METHODS": {"ppo-central": {"algo": "ppo", "wrapper": "central", "env": {},
                                                         "timesteps": {"digits": 64, "medmnist": 64}}}}.items():
@@ -64,11 +65,23 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     assert paths[0].stat().st_mtime_ns == mtime
     runner.run("TinyPoolTest", "cem-schedule", (0,), runs=runs, cache_dir=cache)
     runner.run("TinyPoolTest", "ceiling", runs=runs, cache_dir=cache)
+    [replay_path] = runner.run("TinyPoolTest", "pixel-replay", runs=runs, cache_dir=cache)
+    replay = json.loads(replay_path.read_text())
+    assert [(r["row"], r["seed"]) for r in replay["rows"]] == [
+        ("no synthetic", None), ("best fixed", None), ("cem-static", 0), ("cem-static", 1), ("cem-schedule", 0),
+        ("ceiling", None)]
+    assert all(len(r["episodes"]) == 1 for r in replay["rows"])
+    runner.run("TinyPoolTest", "cem-schedule", (1,), runs=runs, cache_dir=cache)
+    runner.run("TinyPoolTest", "pixel-replay", runs=runs, cache_dir=cache)  # adds only the new row
+    again = json.loads(replay_path.read_text())
+    assert again["rows"][:5] == replay["rows"][:5] and ("cem-schedule", 1) in [(r["row"], r["seed"])
+                                                                               for r in again["rows"]]
     written = report.write_all(runs)
     ref = json.loads(report.REFERENCE_PATH.read_text())
     entry = ref["tasks"]["tailmix/TinyPoolTest-v0"]
     assert entry["pending"] == ["ppo-central"]
-    assert entry["rows"]["cem-static"]["seeds"] == [0, 1] and not entry["rows"]["cem-schedule"]["complete"]
+    assert entry["rows"]["cem-static"]["seeds"] == [0, 1] and entry["rows"]["cem-schedule"]["complete"]
+    assert "pixel" in entry["rows"]["cem-static"] and "vs_best_fixed" in entry["rows"]["cem-static"]["pixel"]
     d, lo, hi = entry["rows"]["cem-static"]["vs_best_fixed"]
     assert lo <= d <= hi
     page = (report.DOCS / "TinyPoolTest.md").read_text()
