@@ -26,6 +26,8 @@ setup(
     python_requires=">=3.11",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
+    # the suite's reference scores ship as data (tailmix.suite.reference_scores / normalized_score read them)
+    package_data={"tailmix.suite": ["reference_scores.json"]},
     install_requires=[
         "numpy>=1.24",
         "gymnasium>=1.0",

@@ -43,12 +43,16 @@ def commit() -> str:
 
 
 def versions() -> dict:
+    from importlib import metadata
+
     import gymnasium
     import torch
 
-    import tailmix
-
-    return {"tailmix": tailmix.__version__, "python": platform.python_version(), "numpy": np.__version__,
+    try:
+        own = metadata.version("tailmix")
+    except metadata.PackageNotFoundError:  # a checkout run without installing
+        own = "unknown"
+    return {"tailmix": own, "python": platform.python_version(), "numpy": np.__version__,
             "torch": torch.__version__, "gymnasium": gymnasium.__version__}
 
 
