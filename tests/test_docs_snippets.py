@@ -10,8 +10,8 @@ A block may carry a marker, an HTML comment on the line before its fence (invisi
   ``if __name__ == "__main__":`` guard keeps them from running it. A block that starts workers with ``spawn``
   (``SubprocVecEnv``, ``AsyncVectorEnv``, ``forkserver``) must be a script.
 - ``<!-- test: skip: <reason> -->``: not run; the reason is shown as the skip reason.
-Blocks that import torchrl or ray are skipped where those are not installed (.ci/run runs them: the torchrl extra
-after the base suite, ``-k rllib`` in the Ray venv).
+Blocks that import torchrl, tianshou or ray are skipped where those are not installed (.ci/run runs them: the
+torchrl and tianshou extras after the base suite, ``-k rllib`` in the Ray venv).
 """
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ EDITS = [
     ("config.build_algo()", "config.training(train_batch_size_per_learner=30, minibatch_size=30, num_epochs=1)"
                             ".env_runners(num_env_runners=0).build_algo()"),
     ("total_timesteps=20_000, num_env_runners=4", "total_timesteps=60, num_env_runners=0"),
+    # Tianshou: one short epoch
+    ("max_epochs=10, epoch_num_steps=2_000", "max_epochs=1, epoch_num_steps=24"),
+    ("collection_step_num_env_steps=200, batch_size=64, test_step_num_episodes=5",
+     "collection_step_num_env_steps=12, batch_size=12, test_step_num_episodes=1"),
 ]
 MARKER = re.compile(r"<!-- test: (?P<marker>.*?) -->\n```python\n")
 FENCE = re.compile(r"^```python\n(?P<code>.*?)^```", re.S | re.M)
@@ -62,6 +66,8 @@ class Block:
     def needs(self) -> str | None:
         if "torchrl" in self.code:
             return "torchrl"
+        if "tianshou" in self.code:
+            return "tianshou"
         if re.search(r"^\s*(from|import) ray\b|tailmix\.agents\.rllib|ray_pool", self.code, re.M):
             return "rllib"
         return None
@@ -128,6 +134,8 @@ def _requirements(block: Block, request) -> None:
         pytest.skip(block.marker.removeprefix("skip:").strip())
     if block.needs == "torchrl":
         pytest.importorskip("torchrl", reason='torchrl is not installed (pip install -e ".[torchrl]")')
+    if block.needs == "tianshou":
+        pytest.importorskip("tianshou", reason='tianshou is not installed (pip install -e ".[tianshou]")')
     if block.needs == "rllib":
         pytest.importorskip("ray.rllib", reason='the ray extra is not installed (pip install -e ".[ray]")')
         request.getfixturevalue("local_ray")
@@ -146,7 +154,7 @@ def local_ray():
 
 
 def _marks(block: Block) -> list:
-    return [pytest.mark.slow] if block.script or block.needs == "rllib" else []
+    return [pytest.mark.slow] if block.script or block.needs in ("rllib", "tianshou") else []
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=_marks(b)) for b in BLOCKS if not b.script])
@@ -163,7 +171,7 @@ def test_docs_snippet_runs(block, monkeypatch, request, tmp_path):
             assert namespace["model"].num_timesteps >= 64
         if "rollout" in namespace:
             assert namespace["rollout"].batch_size[-1] == 10
-        if "result" in namespace:
+        if "result" in namespace and block.needs == "rllib":
             assert namespace["result"]["training_iteration"] == 1
     finally:
         for key in ("venv", "env", "envs"):
@@ -315,3 +323,10 @@ def test_repository_paths_in_the_docs_exist():
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
+
+
+def test_the_readme_links_resolve():
+    """The README's relative links (docs pages, CHANGELOG.md) name files that exist (mkdocs checks docs/ itself)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert targets and all((ROOT / t).exists() for t in targets), [t for t in targets if not (ROOT / t).exists()]
