@@ -225,6 +225,7 @@ def test_docs_snippet_runs_as_a_script(block, request, tmp_path):
         f"{block.page} block {block.index} failed as a script (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
+@pytest.mark.slow
 def test_an_unguarded_spawn_snippet_fails_as_a_script(tmp_path):
     """The check above can fail: the README's old AsyncVectorEnv snippet (no guard) dies as a script."""
     old = textwrap.dedent("""
