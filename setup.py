@@ -48,10 +48,15 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
         "medmnist": ["medmnist>=3.0"],
+        # The docs site (mkdocs.yml; .ci/run builds it with --strict). Tested with mkdocs 1.6.1.
+        "docs": ["mkdocs>=1.6,<2"],
         "ray": ["ray[rllib]>=2.60,<3"],
         # TorchRL's wrappers (tests/agents/test_torchrl.py); tested with torchrl 0.14.1 / tensordict 0.14.3 on torch
         # 2.14.1. A torchrl minor release follows a torch release, hence the upper bound.
         "torchrl": ["torchrl>=0.14.1,<0.15"],
+        # Tianshou's own vector envs and PPO on the gymnasium ids (docs/integrations.md; its snippet is tested after
+        # the base suite in .ci/run). Tested with tianshou 2.0.1 on gymnasium 1.4.
+        "tianshou": ["tianshou>=2.0.1,<3"],
     },
     entry_points={"console_scripts": ["train_agents=tailmix.train_agents:cli", "tailmix=tailmix.train_agents:cli"]},
 )
