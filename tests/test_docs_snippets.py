@@ -37,6 +37,9 @@ PPO_TINY = dict(n_steps=32, batch_size=32, n_epochs=1, seed=0)
 EDITS = [
     ('{"dataset": "digits"}', '{"dataset": "digits", **TINY}'),
     ('dataset="digits"', 'dataset="digits", **TINY'),
+    # the suite's task ids (docs/suite.md): the task's recipe with the tiny settings on top
+    ('make("tailmix/KnownAnswerCentral-v0")', 'make("tailmix/KnownAnswerCentral-v0", **TINY)'),
+    ('make("parallel", "tailmix/KnownAnswer-v0")', 'make("parallel", "tailmix/KnownAnswer-v0", **TINY)'),
     ('PPO("MlpPolicy", ', 'PPO("MlpPolicy", **PPO_TINY, env='),
     (".learn(2_000)", ".learn(64)"),
     # the spawn-started SB3 workers: the docs pass no env_kwargs there (the default env)
