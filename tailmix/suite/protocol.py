@@ -40,6 +40,10 @@ SB3_METHODS = {
 #: Every learned method, in table order.
 LEARNED = ("cem-static", "cem-schedule", *SB3_METHODS)
 
+#: The transfer track: PPO shared without the class id, trained on ``source``, scored zero-shot on ``target``.
+TRANSFER = {"source": "RetinaMNISTLTPool", "target": "BreastMNISTLTPool", "method": "ppo-shared",
+            "seeds": (0, 1, 2), "timesteps": 20_000}
+
 #: Bootstrap resamples and level of every interval.
 BOOT_REPS = 2000
 LEVEL = 0.95
