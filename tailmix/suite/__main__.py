@@ -29,6 +29,12 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None, help="generators, banks, encoders (default: the user cache)")
     p.add_argument("--data-dir", default=None, help="folder of the MedMNIST files (default: $TAILMIX_DATA_DIR)")
     p.add_argument("--overwrite", action="store_true", help="redo runs whose record exists")
+    t = sub.add_parser("transfer", help="the transfer track: train on one task without the class id, score on another")
+    t.add_argument("--seeds", type=int, nargs="*", default=None)
+    t.add_argument("--runs", type=Path, default=runner.RUNS)
+    t.add_argument("--cache-dir", default=None)
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--overwrite", action="store_true")
     r = sub.add_parser("report", help="reference_scores.json and the tables, from every run record")
     r.add_argument("--runs", type=Path, default=runner.RUNS)
     from tailmix.suite import bench
@@ -46,6 +52,11 @@ def main(argv=None) -> int:
         for path in runner.run(args.task, args.method, seeds, runs=args.runs, cache_dir=args.cache_dir,
                                data_dir=args.data_dir, overwrite=args.overwrite):
             print(path)
+        return 0
+    if args.command == "transfer":
+        for seed in (args.seeds if args.seeds else P.TRANSFER["seeds"]):
+            print(runner.run_transfer(seed, runs=args.runs, cache_dir=args.cache_dir, data_dir=args.data_dir,
+                                      overwrite=args.overwrite))
         return 0
     if args.command == "report":
         from tailmix.suite import report

@@ -82,6 +82,22 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
             "iqm": stats.iqm(m_test), "p_improvement": stats.probability_of_improvement(m_test, f_test),
             "best_on_reward": {"seed": pick["seed"], "score": mean(pick["episodes"], "test")},
             "complete": len(recs) == len(P.METHOD_SEEDS)}
+    from tailmix.suite.runner import transfer_name
+
+    if task.name == P.TRANSFER["target"]:
+        recs = [r for s in P.TRANSFER["seeds"] if (r := _current(task, read_record(record_path(task, transfer_name(),
+                                                                                             s, runs))))]
+        if recs:
+            m_test = _matrix(recs)
+            d, lo, hi = stats.paired_interval(m_test, f_test, _boot(recs, counts, 30), f_boot, reps=P.BOOT_REPS)
+            rows["transfer"] = {"name": transfer_name(), "trained_on": recs[0]["trained_on"],
+                                "seeds": [r["seed"] for r in recs], "seed_scores": [mean(r["episodes"], "test")
+                                                                                   for r in recs],
+                                "score": float(m_test.mean()), "reward": float(_matrix(recs, "reward").mean()),
+                                "vs_best_fixed": [d, lo, hi], "iqm": stats.iqm(m_test),
+                                "p_improvement": stats.probability_of_improvement(m_test, f_test)}
+        else:
+            pending.append(transfer_name())
     ceiling = _current(task, read_record(record_path(task, "ceiling", None, runs)))
     if ceiling is not None:
         rows["ceiling"] = {"score": mean(ceiling["episodes"], "test"), "from": max(
@@ -177,6 +193,14 @@ def task_markdown(task: Task, entry: dict) -> str:
                      f"{r['p_improvement']:.2f} | {per} | {_pixel(r)} |")
         lines.append(f"| {method}, best of {len(r['seeds'])} on reward (seed {r['best_on_reward']['seed']}) | | "
                      f"{100 * r['best_on_reward']['score']:.1f} | | | | | | |")
+    if "transfer" in rows:
+        r = rows["transfer"]
+        d, lo, hi = r["vs_best_fixed"]
+        per = ", ".join(f"{100 * x:.1f}" for x in r["seed_scores"])
+        lines.append(f"| transfer: {P.TRANSFER['method']} trained on `{r['trained_on']}`, zero-shot "
+                     f"({len(r['seeds'])} seeds) | {100 * r['reward']:.1f} | {100 * r['score']:.1f} | "
+                     f"{_pct(100 * d)} [{_pct(100 * lo)}, {_pct(100 * hi)}] | | {100 * r['iqm']:.1f} | "
+                     f"{r['p_improvement']:.2f} | {per} | |")
     lines.append(f"| CEILING (test-scored CEM; not a method) | | {100 * ceiling:.1f} | | 100 | | | | "
                  f"{_pixel(rows['ceiling'])} |" if ceiling is not None else "| CEILING | not run | | | | | | | |")
     lines += ["", "Reproduce: `python -m tailmix.suite run --task " + task.name + " --method <method>` for each "

@@ -242,6 +242,49 @@ def run_ceiling(task: Task, kw: dict, fixed: dict, cem_records: dict, log=print)
     return rec
 
 
+def transfer_name() -> str:
+    return f"transfer-{P.TRANSFER['method']}-from-{P.TRANSFER['source']}"
+
+
+def run_transfer(seed: int, *, runs: Path = RUNS, cache_dir=None, data_dir=None, model_dir=None,
+                 overwrite: bool = False, log=print) -> Path:
+    """The transfer track (``docs/protocol.md``): train on the source task without the class id, score zero-shot
+    on the target task; the record goes to the target's folder."""
+    from tailmix.agents.baselines import SB3Policy
+    from tailmix.agents.sb3 import load_model, train
+
+    t0 = time.time()
+    src, dst = get_task(P.TRANSFER["source"]), get_task(P.TRANSFER["target"])
+    method = P.TRANSFER["method"]
+    path = record_path(dst, transfer_name(), seed, runs)
+    if path.is_file() and not overwrite:
+        return path
+    fixed_src = read_record(record_path(src, "fixed", None, runs))
+    fixed_dst = read_record(record_path(dst, "fixed", None, runs))
+    if fixed_src is None or fixed_dst is None:
+        raise ValueError(f"run --method fixed on {src.name} and {dst.name} first (the task losses come from them)")
+    spec = P.SB3_METHODS[method]
+    run_dir = Path(model_dir or Path(cache_dir or ".") / "suite-agents") / src.id.replace("/", "-") / \
+        f"{method}-noclassid-seed{seed}"
+    if (run_dir / "model.zip").is_file():
+        model = load_model(spec["algo"], run_dir / "model.zip")
+    else:
+        kw_src = task_env_kwargs(src, cache_dir=cache_dir, data_dir=data_dir, class_id_obs=False)
+        model = train(spec["algo"], dict(kw_src, loss=fixed_src["task_loss"], **spec["env"]),
+                      wrapper=spec["wrapper"], total_timesteps=P.TRANSFER["timesteps"], seed=seed,
+                      log_dir=str(run_dir))
+        model.get_env().close()
+    kw_dst = task_env_kwargs(dst, cache_dir=cache_dir, data_dir=data_dir, class_id_obs=False)
+    rows = Player(kw_dst).play(SB3Policy(model, wrapper=spec["wrapper"], name=transfer_name()), fixed_dst["task_loss"])
+    log(f"[{dst.name}] {transfer_name()} seed {seed}: reward {mean(rows, 'reward'):.4f} test {mean(rows, 'test'):.4f}")
+    rec = _base_record(dst, transfer_name(), seed, t0)
+    rec.update(loss=fixed_dst["task_loss"], trained_on=src.id, trained_loss=fixed_src["task_loss"],
+               timesteps=P.TRANSFER["timesteps"], train_env={**spec["env"], "class_id_obs": False}, episodes=rows,
+               policy={"kind": "sb3", "algo": spec["algo"], "wrapper": spec["wrapper"], "model": str(run_dir)})
+    write_record(path, rec)
+    return path
+
+
 def policy_from_record(rec: dict, max_ratio: float):
     """The policy a learned (or ceiling) record played: a CEM vector or knot schedule, or an SB3 model."""
     pol = rec["policy"]
