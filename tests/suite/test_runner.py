@@ -26,7 +26,11 @@ def tiny(tmp_path, monkeypatch):
                         "PIXEL_SEEDS": (1000,),
                         "LEARNED": ("cem-static", "cem-schedule", "ppo-central"),
                         "SB3_METHODS": {"ppo-central": {"algo": "ppo", "wrapper": "central", "env": {},
-                                                        "timesteps": {"digits": 64, "medmnist": 64}}}}.items():
+                                                        "timesteps": {"digits": 64, "medmnist": 64}},
+                                        "ppo-shared": {"algo": "ppo", "wrapper": "shared", "env": {},
+                                                       "timesteps": {"digits": 64, "medmnist": 64}}},
+                        "TRANSFER": {"source": "TinyPoolTest", "target": "TinyPoolTest", "method": "ppo-shared",
+                                     "seeds": (0,), "timesteps": 64}}.items():
         monkeypatch.setattr(P, name, value)
     monkeypatch.setattr(report, "DOCS", tmp_path / "docs")
     monkeypatch.setattr(report, "REFERENCE_PATH", tmp_path / "reference.json")
@@ -76,6 +80,10 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     again = json.loads(replay_path.read_text())
     assert again["rows"][:5] == replay["rows"][:5] and ("cem-schedule", 1) in [(r["row"], r["seed"])
                                                                                for r in again["rows"]]
+    path = runner.run_transfer(0, runs=runs, cache_dir=cache)
+    rec = json.loads(path.read_text())
+    assert rec["train_env"]["class_id_obs"] is False and rec["trained_on"] == "tailmix/TinyPoolTest-v0"
+    assert len(rec["episodes"]) == 2
     written = report.write_all(runs)
     ref = json.loads(report.REFERENCE_PATH.read_text())
     entry = ref["tasks"]["tailmix/TinyPoolTest-v0"]
@@ -85,7 +93,7 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     d, lo, hi = entry["rows"]["cem-static"]["vs_best_fixed"]
     assert lo <= d <= hi
     page = (report.DOCS / "TinyPoolTest.md").read_text()
-    assert "ppo-central | not run" in page and "CEILING" in page
+    assert "ppo-central | not run" in page and "CEILING" in page and "zero-shot (1 seeds)" in page
     text = report.README.read_text()
     assert "old" not in text and "TinyPoolTest" in text and text.startswith("intro") and text.endswith("end\n")
     assert report.README in written
