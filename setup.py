@@ -44,7 +44,9 @@ setup(
         "pillow>=10",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        # supersuit: the PettingZoo + SB3 tutorial's concat_vec_envs_v1 path (tests/agents/test_interop_libraries.py);
+        # a pure-Python package and one small wheel (tinyscaler), about 2 s on top of the base install
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "supersuit>=3.9"],
         "medmnist": ["medmnist>=3.0"],
         "ray": ["ray[rllib]>=2.60,<3"],
         # TorchRL's wrappers (tests/agents/test_torchrl.py); tested with torchrl 0.14.1 / tensordict 0.14.3 on torch
