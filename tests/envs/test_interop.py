@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 import weakref
 from pathlib import Path
 
@@ -61,9 +62,9 @@ def _step(env, action):
 
 # -- render: gymnasium's convention ----------------------------------------------------------
 @pytest.mark.parametrize("view", sorted(VIEWS))
-@pytest.mark.parametrize("mode", ["rgb_array", "human", "rgb_array_list"])
+@pytest.mark.parametrize("mode", ["human", "rgb_array_list"])
 def test_an_unsupported_render_mode_is_accepted_with_a_warning(view, mode):
-    """SB3 asks for 'rgb_array' and PettingZoo's render_test for 'human': the env is built, rendering is off."""
+    """PettingZoo's render_test asks for 'human': the env is built, rendering is off."""
     with pytest.warns(UserWarning, match=f"render_mode='{mode}' is not supported"):
         env = VIEWS[view](render_mode=mode)
     env.reset(seed=0)
@@ -79,6 +80,18 @@ def test_supported_render_modes(view):
     assert all(isinstance(t, str) and "balanced val acc" in t for t in (text if view == "vector" else [text]))
     if view == "vector":
         assert len(text) == 2
+    # 'rgb_array' (what SB3 asks for): a frame per copy, ratio and recall bars per class
+    env = VIEWS[view](render_mode="rgb_array")
+    assert env.metadata["render_modes"] == ["ansi", "rgb_array"] and env.metadata["render_fps"] > 0
+    env.reset(seed=0)
+    first = env.render()
+    _step(env, _actions(env, np.random.default_rng(0)))
+    frames = env.render()
+    for frame, before in zip(frames, first) if view == "vector" else [(frames, first)]:
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.shape == before.shape
+        assert frame.any() and not np.array_equal(frame, before)  # the ratios moved from 0
+    if view == "vector":
+        assert len(frames) == 2
     plain = VIEWS[view]()
     plain.reset(seed=0)
     assert plain.render() is None
@@ -89,12 +102,15 @@ def test_pettingzoo_render_test():
 
 
 def test_gymnasium_make_with_rgb_array_and_the_passive_checker():
-    """``gym.make`` warns about the mode and the env builds; the passive checker's render check passes."""
-    with pytest.warns(UserWarning):
+    """``gym.make`` with SB3's default mode: no warning (gymnasium's checker once missed ``render_fps`` and the mode
+    itself); the passive checker's render check passes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*out of date", category=DeprecationWarning)  # v0 has a v1
         env = gymnasium.make(envs.CENTRAL_ID, render_mode="rgb_array", **tiny_kwargs())
-    env.reset(seed=0)
-    assert env.render() is None  # the first render() runs gymnasium's passive render check
-    assert env.render_mode is None
+        env.reset(seed=0)
+        frame = env.render()  # the first render() runs gymnasium's passive render check
+    assert env.render_mode == "rgb_array" and frame.dtype == np.uint8 and frame.shape[2] == 3
 
 
 # -- pickling and deep copies --------------------------------------------------------------------
