@@ -178,6 +178,9 @@ class SyntheticRatioVectorEnv(VectorEnv):
         complete); with ``SAME_STEP``, ``final_obs`` (the ended copies' last observations, ``(K, ...)``) and
         ``reset_infos`` (the core's infos after their reset), else ``None``.
         """
+        if self._autoreset.any():
+            raise RuntimeError("copies ended at the last step and wait for NEXT_STEP's autoreset, which step() does; "
+                               "step_arrays() is for SAME_STEP or DISABLED autoreset")
         a = self._check_actions(actions)
         out = self.core.step(self.core.action_to_ratio(a))
         reward = out["reward"]

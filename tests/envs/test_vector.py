@@ -303,3 +303,14 @@ def test_infos_are_shaped_as_sync_vector_envs_give_them(mode):
         _same_batched_infos(info_a, info_b)
         reports += "test" in info_b or "test" in info_b.get("final_info", {})
     assert reports == 1  # the episode's end was compared, test report included
+
+
+def test_step_arrays_leaves_next_step_autoresets_to_step():
+    venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **{**TINY, "max_steps": 1})
+    venv.reset(seed=0)
+    out = venv.step_arrays(np.zeros((2, 3), np.float32))
+    assert out["truncated"].all() and out["final_obs"] is None and out["reset_infos"] is None
+    with pytest.raises(RuntimeError, match="step_arrays"):
+        venv.step_arrays(np.zeros((2, 3), np.float32))
+    _, reward, _, truncated, _ = venv.step(np.zeros((2, 3), np.float32))  # the autoreset step
+    assert not truncated.any() and (reward == 0).all()
