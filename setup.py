@@ -26,6 +26,8 @@ setup(
     python_requires=">=3.11",
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
+    # the suite's reference scores ship as data (tailmix.suite.reference_scores / normalized_score read them)
+    package_data={"tailmix.suite": ["reference_scores.json"]},
     install_requires=[
         "numpy>=1.24",
         "gymnasium>=1.0",
@@ -48,10 +50,15 @@ setup(
         # a pure-Python package and one small wheel (tinyscaler), about 2 s on top of the base install
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "supersuit>=3.9"],
         "medmnist": ["medmnist>=3.0"],
+        # The docs site (mkdocs.yml; .ci/run builds it with --strict). Tested with mkdocs 1.6.1.
+        "docs": ["mkdocs>=1.6,<2"],
         "ray": ["ray[rllib]>=2.60,<3"],
         # TorchRL's wrappers (tests/agents/test_torchrl.py); tested with torchrl 0.14.1 / tensordict 0.14.3 on torch
         # 2.14.1. A torchrl minor release follows a torch release, hence the upper bound.
         "torchrl": ["torchrl>=0.14.1,<0.15"],
+        # Tianshou's own vector envs and PPO on the gymnasium ids (docs/integrations.md; its snippet is tested after
+        # the base suite in .ci/run). Tested with tianshou 2.0.1 on gymnasium 1.4.
+        "tianshou": ["tianshou>=2.0.1,<3"],
     },
     entry_points={"console_scripts": ["train_agents=tailmix.train_agents:cli", "tailmix=tailmix.train_agents:cli"]},
 )

@@ -7,7 +7,8 @@ Modules (imported on use, so ``import agents`` stays light):
 - ``agents.baselines``: ``BASELINES``, ``make_baseline``, ``SB3Policy`` and the baseline classes
 - ``agents.callbacks``: ``TailmixMetricsCallback`` (TensorBoard scalars)
 - ``agents.evaluate``: ``run_episode``, ``evaluate``, ``summarize``, ``benchmark``
-- ``agents.cem``: ``cem_search``, ``CEMPolicy``, ``CEMResult`` (cross-entropy search over static per-class ratios)
+- ``agents.cem``: ``cem_search``, ``CEMPolicy``, ``CEMResult`` (cross-entropy search over per-class ratios: static,
+  knot schedules, and with several sources every source's ratio)
 """
 from __future__ import annotations
 

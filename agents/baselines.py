@@ -13,8 +13,12 @@ Interface::
 Several sources (``G > 1``, the env's ``sources=``): each agent's action has ``G`` entries, one ratio per
 source. A baseline spec may name the source its ratios go to with ``@``: ``fill@augment``, ``inverse@ddpm``,
 ``constant:0.5@augment`` or ``random@1`` (by the source's name, ``env.source_names``, or its index); every
-other source gets ratio 0. A plain name (``fill``) puts its ratios on source 0. :func:`baselines_for` lists the
-per-source variants a benchmark runs.
+other source gets ratio 0. A plain name (``fill``) puts its ratios on source 0. The equal mix ``@mix``
+(``fill@mix``, ``inverse@mix``, ``constant:1@mix``, ``decay:fill@mix``) splits the shape's ratio equally over every
+source: class ``c``'s ratio ``r_c`` becomes ``r_c / G`` on each of the ``G`` sources (the same number of synthetic
+images in total, drawn from every generator alike; with one source it is the plain shape). ``mix`` is reserved: a
+source named ``mix`` is targeted by its index. :func:`baselines_for` lists the per-source and equal-mix variants a
+benchmark runs.
 
 Baselines choose a ratio per class from the real train counts and map it to an action with
 ``env.ratio_to_action``. Ratios above ``env.max_ratio`` cannot be expressed by an action, so they are CLIPPED
@@ -27,23 +31,37 @@ import math
 
 import numpy as np
 
-from tailmix.agents.policy import Policy, RatioBaseline, _source_index, ratio_actions  # noqa: F401 (re-exported)
+from tailmix.agents.policy import (EQUAL_MIX, Policy, RatioBaseline, _source_index,  # noqa: F401 (re-exported)
+                                   ratio_actions, spread_ratios)
 
 #: The baselines every benchmark runs (specs for :func:`make_baseline`).
 BASELINES = ("none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random")
 
 
-#: The baselines that get a per-source variant (``<spec>@<source>``) when the env has several sources.
+#: The baselines that get a per-source variant (``<spec>@<source>``) and an equal mix (``<spec>@mix``) when the
+#: env has several sources.
 PER_SOURCE = ("constant:1", "fill", "inverse")
 
 
-def baselines_for(source_names=("source0",)) -> tuple[str, ...]:
+def baselines_for(source_names=("source0",), *, schedules: bool = False) -> tuple[str, ...]:
     """The baseline specs a benchmark runs for an env with these sources: :data:`BASELINES`, and with ``G > 1``
-    sources also :data:`PER_SOURCE` on each source (``fill@augment``, ...; plain names use source 0)."""
+    sources also :data:`PER_SOURCE` on each source (``fill@augment``, ...; plain names use source 0) and as equal
+    mixes over all of them (``fill@mix``, ...). ``schedules=True`` adds the schedules
+    (:data:`agents.schedules.SCHEDULE_BASELINES`, ``decay:fill``, ...) and, with ``G > 1``, each of them per source
+    and as an equal mix (``decay:fill@augment``, ``decay:fill@mix``)."""
     names = tuple(source_names)
+    shapes = BASELINES
+    if schedules:
+        from tailmix.agents.schedules import SCHEDULE_BASELINES
+
+        shapes = BASELINES + SCHEDULE_BASELINES
     if len(names) <= 1:
-        return BASELINES
-    return BASELINES + tuple(f"{spec}@{name}" for name in names for spec in PER_SOURCE)
+        return shapes
+    targets = names + (EQUAL_MIX,)
+    out = shapes + tuple(f"{spec}@{name}" for name in targets for spec in PER_SOURCE)
+    if schedules:
+        out += tuple(f"{spec}@{name}" for name in targets for spec in SCHEDULE_BASELINES)
+    return out
 
 
 class NoSynthetic(RatioBaseline):
@@ -184,15 +202,21 @@ def make_baseline(spec: str) -> Policy:
     """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``,
     or a schedule over the episode of one of the first four (``decay:fill``, ``warmup:constant:2``: see
     :mod:`agents.schedules`), each optionally followed by ``@<source>`` (a source name or index: its ratios go to
-    that source only)."""
+    that source only) or ``@mix`` (the equal mix: ratio ``r / G`` on each of the ``G`` sources; not ``random``)."""
     if not isinstance(spec, str):
         raise ValueError(f"baseline spec must be a string like 'constant:0.5'; got {type(spec).__name__}")
     base, at, target = spec.strip().partition("@")
     if at:
         target = target.strip()
         if not target:
-            raise ValueError(f"bad baseline spec {spec!r}: name a source after '@' (e.g. fill@augment or fill@1)")
+            raise ValueError(f"bad baseline spec {spec!r}: name a source after '@' (e.g. fill@augment or fill@1), or "
+                             "use @mix for the equal mix (fill@mix)")
         policy = make_baseline(base)
+        from tailmix.agents.schedules import SchedulePolicy
+
+        if target == EQUAL_MIX and not isinstance(policy, (RatioBaseline, SchedulePolicy)):
+            raise ValueError(f"bad baseline spec {spec!r}: @{EQUAL_MIX} splits a fixed shape's ratio equally over the "
+                             f"sources; {base.strip()!r} has none (plain 'random' already draws every source)")
         policy.source = int(target) if target.isdigit() else target
         policy.name = f"{policy.name}@{target}"
         return policy
@@ -202,7 +226,8 @@ def make_baseline(spec: str) -> Policy:
     if kind in KINDS:
         return make_schedule(spec)
     choices = ("none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>], or a schedule "
-               "decay|warmup|early|late:<shape> (e.g. decay:fill), each with an optional @<source>")
+               "decay|warmup|early|late:<shape> (e.g. decay:fill), each with an optional @<source> (a source's name "
+               "or index) or @mix (the shape's ratio split equally over every source, e.g. fill@mix)")
     try:
         if kind == "none" and not arg:
             return NoSynthetic()

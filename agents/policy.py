@@ -24,11 +24,15 @@ def _source_index(target, env) -> int:
                      f"0..{len(names) - 1}); name one of them after '@'")
 
 
+#: The ``@`` target of an equal mix: ``fill@mix`` splits ``fill``'s ratio ``r`` into ``r / G`` on each of ``G`` sources.
+EQUAL_MIX = "mix"
+
+
 class Policy:
     """Base class: subclasses set ``name`` and implement :meth:`act`.
 
-    ``source`` (``None``, a source name or index): where a fixed baseline's ratios go in an env with several
-    sources (``None``: source 0).
+    ``source`` (``None``, a source name or index, or :data:`EQUAL_MIX`): where a fixed baseline's ratios go in an
+    env with several sources (``None``: source 0; ``"mix"``: split equally over every source).
     """
 
     name: str = "policy"
@@ -60,14 +64,33 @@ class RatioBaseline(Policy):
         return ratio_actions(self.ratios(env), env, self.source)
 
 
+def spread_ratios(ratios: np.ndarray, env, source=None) -> np.ndarray:
+    """Per-class ratios ``(C,)`` as ``(C, G)`` per-source ratios of ``env``: all on ``source`` (a name or index;
+    ``None``: source 0) and 0 on the others, or with ``source=EQUAL_MIX`` (``"mix"``) ``ratios / G`` on each."""
+    g = int(getattr(env, "num_sources", 1))
+    ratios = np.asarray(ratios, np.float64)
+    if source == EQUAL_MIX:
+        names = tuple(getattr(env, "source_names", ()))
+        if EQUAL_MIX in names and g > 1:
+            raise ValueError(f"a source of the env is named {EQUAL_MIX!r}, which '@{EQUAL_MIX}' reserves for the equal "
+                             f"mix; target that source by its index instead (e.g. fill@{names.index(EQUAL_MIX)})")
+        return np.repeat(ratios[:, None] / g, g, axis=1)
+    full = np.zeros((len(ratios), g), np.float64)
+    full[:, _source_index(source, env)] = ratios
+    return full
+
+
 def ratio_actions(ratios: np.ndarray, env, source=None) -> dict[str, np.ndarray]:
     """Per-agent actions that set class ``c``'s ratio to ``ratios[c]`` on ``source`` (``None``: source 0) and 0 on
-    every other source of ``env``: how every fixed policy (static or scheduled) turns its ratios into actions."""
+    every other source of ``env`` (``source="mix"``: ``ratios[c] / G`` on each): how every fixed policy (static or
+    scheduled) turns its ratios into actions. ``ratios`` may also be ``(C, G)``, one per source (``source=None``)."""
     g = int(getattr(env, "num_sources", 1))
-    if g > 1 or source is not None:  # the ratios on one source, 0 on the others
-        full = np.zeros((len(ratios), g), np.float64)
-        full[:, _source_index(source, env)] = ratios
-        ratios = full
+    if np.ndim(ratios) == 2:  # already per source (a CEM vector or knot schedule over the pool action)
+        if np.shape(ratios)[1] != g or source is not None:
+            raise ValueError(f"these ratios set {np.shape(ratios)[1]} source(s) per class but the env has {g} "
+                             f"({', '.join(getattr(env, 'source_names', ()))}); search again with the env's sources")
+    elif g > 1 or source is not None:  # the ratios on one source (or split equally), 0 on the others
+        ratios = spread_ratios(ratios, env, source)
     actions = np.asarray(env.ratio_to_action(ratios), np.float32).reshape(len(env.possible_agents), -1)
     index = {a: i for i, a in enumerate(env.possible_agents)}
     return {a: actions[index[a]] for a in env.agents}

@@ -16,7 +16,8 @@ It is defined by ``K`` knots at fractions ``0, 1/(K-1), ..., 1`` and interpolate
 
   e.g. ``decay:fill``, ``warmup:constant:2``, ``early:inverse:0.5``. ``r`` are the base policy's ratios as it
   plays them (clipped to ``[0, max_ratio]``).
-- :class:`KnotSchedule`: free per-class actions at each knot (what ``agents.cem.cem_search(knots=K)`` finds).
+- :class:`KnotSchedule`: free per-class actions at each knot (what ``agents.cem.cem_search(knots=K)`` finds), or
+  with ``G >= 2`` sources free actions per class and source at each knot, ``(K, C, G)``.
 
 A schedule only means something if what a class gets early is not forgotten by the end of the episode: in
 feature mode use ``lr_schedule="cosine"`` (the head's learning rate decays over the episode, as pixel mode's
@@ -65,9 +66,15 @@ def interpolate(knots: np.ndarray, fraction: float) -> np.ndarray:
     return np.einsum("...kc,k->...c", knots, knot_weights(fraction, knots.shape[-2]))
 
 
-def schedule_actions(knots: np.ndarray, step: int, max_steps: int) -> np.ndarray:
+def schedule_actions(knots: np.ndarray, step: int, max_steps: int, action_ndim: int = 1) -> np.ndarray:
     """float32 actions of knot schedules ``(N, K, C)`` (or ``(K, C)``) at ``step``: what a :class:`KnotSchedule`
-    plays and what :func:`agents.cem.evaluate_actions` evaluates, bit for bit."""
+    plays and what :func:`agents.cem.evaluate_actions` evaluates, bit for bit. ``action_ndim=2``: schedules over
+    ``(C, G)`` actions, ``(N, K, C, G)`` (or ``(K, C, G)``), interpolated entry by entry."""
+    if action_ndim != 1:
+        knots = np.asarray(knots)
+        lead, tail = knots.shape[:knots.ndim - action_ndim], knots.shape[knots.ndim - action_ndim:]
+        flat = schedule_actions(knots.reshape(*lead, -1), step, max_steps)  # (..., C * G): the same per entry
+        return flat.reshape(*lead[:-1], *tail)
     return np.clip(interpolate(knots, episode_fraction(step, max_steps)), -1.0, 1.0).astype(np.float32)
 
 
@@ -134,15 +141,17 @@ class KnotSchedule(SchedulePolicy):
     """Per-class actions at ``K`` knots over the episode, interpolated linearly (a :func:`cem_search` result).
 
     Args:
-        knots: ``(K, C)`` actions in ``[-1, 1]`` (ratio ``(a + 1) / 2 * max_ratio``).
+        knots: ``(K, C)`` actions in ``[-1, 1]`` (ratio ``(a + 1) / 2 * max_ratio``), or ``(K, C, G)``: one per
+            class and source (a search over ``G`` sources; it plays every source's ratio).
         max_ratio: The ``max_ratio`` of the env the knots were found in.
         name: Label for tables.
     """
 
     def __init__(self, knots, max_ratio: float, name: str = "schedule") -> None:
         a = np.asarray(knots, np.float64)
-        if a.ndim != 2 or not a.size or not np.isfinite(a).all() or (np.abs(a) > 1).any():
-            raise ValueError(f"knots must be a (K, C) array of finite actions in [-1, 1]; got shape {a.shape}")
+        if a.ndim not in (2, 3) or not a.size or not np.isfinite(a).all() or (np.abs(a) > 1).any():
+            raise ValueError(f"knots must be a (K, C) (or (K, C, G)) array of finite actions in [-1, 1]; got shape "
+                             f"{a.shape}")
         if not (math.isfinite(max_ratio) and max_ratio > 0):
             raise ValueError(f"max_ratio must be a finite number > 0; got {max_ratio}")
         self.knots = a.astype(np.float32)
@@ -156,13 +165,20 @@ class KnotSchedule(SchedulePolicy):
 
     def ratios_at(self, env, fraction: float) -> np.ndarray:
         self._check(env)
+        if self.knots.ndim == 3:  # (C, G): entry by entry, as schedule_actions plays them
+            k, c, g = self.knots.shape
+            a = np.clip(interpolate(self.knots.reshape(k, c * g), fraction), -1.0, 1.0).astype(np.float32)
+            return np.clip(action_to_ratio(a.reshape(c, g), self.max_ratio), 0.0, float(env.max_ratio))
         a = np.clip(interpolate(self.knots, fraction), -1.0, 1.0).astype(np.float32)
         return np.clip(action_to_ratio(a, self.max_ratio), 0.0, float(env.max_ratio))
 
     def act(self, observations: dict[str, np.ndarray], env) -> dict[str, np.ndarray]:
-        if float(env.max_ratio) != self.max_ratio or int(getattr(env, "num_sources", 1)) > 1 or self.source is not None:
-            return super().act(observations, env)  # another scale or several sources: the ratios, re-expressed
+        g = int(getattr(env, "num_sources", 1))
+        own = 1 if self.knots.ndim == 2 else self.knots.shape[2]
+        if float(env.max_ratio) != self.max_ratio or self.source is not None or (g > 1 if own == 1 else g != own):
+            return super().act(observations, env)  # another scale or other sources: the ratios, re-expressed
         self._check(env)
-        actions = schedule_actions(self.knots, current_step(observations, env), int(env.config.max_steps))
+        actions = schedule_actions(self.knots, current_step(observations, env), int(env.config.max_steps),
+                                   action_ndim=self.knots.ndim - 1)
         index = {a: i for i, a in enumerate(env.possible_agents)}
-        return {a: actions[index[a]].reshape(1) for a in env.agents}
+        return {a: actions[index[a]].reshape(own) for a in env.agents}

@@ -16,8 +16,9 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
 
     ## Observation Space
     ``Box(float32, (C, 8 + C))`` with one source: row ``c`` is agent ``class_c``'s observation in the PettingZoo
-    env (with ``G`` sources and ``pool_obs``: ``(C, 6 + 2G + P + C)``, the layout documented there); the columns'
-    names are :attr:`observation_columns`.
+    env (with ``G`` sources and ``pool_obs``: ``(C, 6 + 2G + P + C)``, the layout documented there; with
+    ``class_id_obs=False`` the last ``C`` columns, the one-hot ids, are dropped); the columns' names are
+    :attr:`observation_columns`.
 
     ## Action Space
     ``Box(-1, 1, (C,), float32)`` with one source (v0): element ``c`` is class ``c``'s action (same affine ratio
@@ -42,7 +43,8 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
 
     ## Version History
     * v0: initial release (``credit="difference"`` refused here; see Rewards). ``sources``, ``draw`` and
-      ``pool_obs`` added with v1; their v0 defaults keep v0's spaces and numbers. The info gained
+      ``pool_obs`` added with v1; their v0 defaults keep v0's spaces and numbers. ``class_id_obs`` (default
+      ``True``) added later; ``False`` drops the one-hot ids. The info gained
       ``shortfall`` ``(C,)``, ``source_ratios`` and ``source_counts`` ``(C, G)``. Infos hold numbers and arrays
       only (every framework batches them): ``per_class`` (a list of dicts with names) left them for
       :meth:`per_class_info` and :attr:`class_names`; every per-class value is an array ``(C,)`` in the info.

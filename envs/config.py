@@ -88,6 +88,10 @@ class RatioEnvConfig:
             (``infos["val_fold"]``). The test split never enters. Every class needs ``k`` images in train +
             val. Feature mode cross-fits the encoder over the pooled split, so every pooled image's features
             come from a fold model that did not train on it.
+        class_id_obs: ``True`` (default): each agent's observation ends with the one-hot id of its class, so one
+            shared policy can tell the agents apart. ``False``: per-class statistics only (the row loses its last
+            ``C`` columns), so the width does not depend on the number of classes and one shared policy fits any
+            dataset (a transfer track: train on one task, score zero-shot on another).
         lr_schedule: Feature mode: ``"constant"`` (v0 default: every Adam step at ``lr``) or ``"cosine"``: the head's
             learning rate decays over the episode's ``max_steps * epochs`` Adam steps, from ``lr`` to near 0 at the
             last one (Adam state kept over the episode), as pixel mode's does. With a constant rate the last steps
@@ -127,6 +131,7 @@ class RatioEnvConfig:
     pool_obs: bool = False
     val_folds: int = 1
     lr_schedule: str = "constant"
+    class_id_obs: bool = True
 
     def __post_init__(self) -> None:
         def bad(name, value, hint):
@@ -213,6 +218,8 @@ class RatioEnvConfig:
             bad("draw", self.draw, f"choose one of {DRAWS}")
         if not isinstance(self.pool_obs, bool):
             bad("pool_obs", self.pool_obs, "use True or False")
+        if not isinstance(self.class_id_obs, bool):
+            bad("class_id_obs", self.class_id_obs, "use True (one-hot class id in the observation) or False")
         if self.lr_schedule not in LR_SCHEDULES:
             bad("lr_schedule", self.lr_schedule, f"choose one of {LR_SCHEDULES}")
         if not is_int(self.reward_bootstrap) or self.reward_bootstrap < 0 or self.reward_bootstrap == 1:

@@ -110,7 +110,7 @@ class RatioCore:
         self.val_fold = np.zeros(num_copies, np.int64)  # held-out fold of each copy's episode (val_folds >= 2)
         largest = self.train_counts.sum() if self.folds is None else self.folds.counts.sum(1).max()
         self.obs_columns = observation_columns(self.source_names, config.pool_obs)
-        self.obs_dim = len(self.obs_columns) + c
+        self.obs_dim = len(self.obs_columns) + (c if config.class_id_obs else 0)  # the one-hot id, unless dropped
         low = np.zeros((c, self.obs_dim), np.float32)
         low[:, 3] = math.floor(math.log(1.0 / largest))
         high = np.ones((c, self.obs_dim), np.float32)
@@ -395,7 +395,8 @@ class RatioCore:
         obs[:, :, 5 + 2 * g] = np.minimum(self.t[copies] / self.config.max_steps, 1.0)[:, None]
         if self.config.pool_obs:
             obs[:, :, 6 + 2 * g:6 + 3 * g] = self.pool_fraction
-        obs[:, :, len(self.obs_columns):] = self._onehot
+        if self.config.class_id_obs:
+            obs[:, :, len(self.obs_columns):] = self._onehot
         return obs
 
     def infos(self, copies=slice(None), *, step: bool = False) -> dict[str, np.ndarray]:

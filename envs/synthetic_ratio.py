@@ -34,6 +34,9 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     (``min(1, pool size / (max_ratio * n_real))``, per source), then the one-hot id. ``observation_columns``
     names them (``ratio@<source>`` ... when ``G > 1``).
 
+    ``class_id_obs=False`` drops the one-hot id: the row is the per-class statistics only (``8`` columns with one
+    source and no ``pool_obs``), the same width for any number of classes, so one shared policy fits any dataset.
+
     ## Action Space
     Per agent, ``Box(-1, 1, (G,), float32)`` (``G = 1``: v0's ``(1,)``), entry ``g`` mapped affinely to the
     class's ratio for source ``g`` in ``[0, max_ratio]``: ``ratio = (a + 1) / 2 * max_ratio``. The ratios of the
@@ -95,7 +98,8 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       v1; their v0 defaults (one source, ``draw="replace"``, ``pool_obs=False``) keep v0's spaces and numbers.
       Step infos gained ``shortfall``, ``source_ratios``, ``source_counts`` and ``pool_sizes`` per class.
       Step infos hold numbers and ``(G,)`` arrays only, sliced from ``RatioCore.infos`` (every framework batches
-      them): ``class_name`` left them for :attr:`class_names` (and :meth:`per_class_info`).
+      them): ``class_name`` left them for :attr:`class_names` (and :meth:`per_class_info`). ``class_id_obs``
+      (default ``True``, the one-hot id as before; ``False`` drops it) added later, in v0 and v1 alike.
       ``render_mode="rgb_array"`` (ratio and recall bars per class) and ``metadata["render_fps"]`` added.
     * v1 (``tailmix/SyntheticRatio-v1``): the same class with ``envs.config.V1_DEFAULTS``: ``draw="unique"``
       (a filtered pool of one image is served once per step, not hundreds of times) and ``pool_obs=True``

@@ -89,7 +89,10 @@ def class_info(infos: dict, k: int, cls: int) -> dict:
 
 
 def observation_columns(core: RatioCore) -> tuple[str, ...]:
-    """Every column of a class's observation row (:attr:`RatioCore.obs_columns`, then the one-hot id)."""
+    """Every column of a class's observation row (:attr:`RatioCore.obs_columns`, then the one-hot id unless
+    ``class_id_obs=False``)."""
+    if not core.config.class_id_obs:
+        return core.obs_columns
     return core.obs_columns + tuple(f"is_class_{i}" for i in range(core.c))
 
 

@@ -22,5 +22,6 @@ if not (_here / "envs").is_dir() and (_checkout / "envs" / "__init__.py").is_fil
     __path__.append(str(_checkout))  # noqa: F821 - a package's __path__
 
 from tailmix import envs  # noqa: E402  registers tailmix/SyntheticRatio-v* and tailmix/SyntheticRatioCentral-v*
+from tailmix import suite  # noqa: E402  registers the benchmark suite's task ids (tailmix/KnownAnswer-v0, ...)
 
-__all__ = ["envs", "__version__"]
+__all__ = ["envs", "suite", "__version__"]

@@ -98,7 +98,8 @@ def _check_policy_fits(policy, dataset, label: str, sources: int = 1) -> None:
 
 
 def benchmark_specs(cfg) -> list[str]:
-    """``--baselines``, plus each per-source variant (``fill@ddpm``, ...) when several generators fill banks."""
+    """``--baselines``, plus each per-source variant (``fill@ddpm``, ...) and equal mix (``fill@mix``, ...) when
+    several generators fill banks."""
     from tailmix.agents.baselines import baselines_for
 
     kinds = generator_kinds(cfg)

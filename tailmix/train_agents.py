@@ -190,10 +190,28 @@ def os_error_message(err: OSError) -> str:
     return f"{err.strerror or err} on {where}: {fixes.get(err.errno, 'check the path and its permissions')}"
 
 
+#: Subcommands served by the benchmark suite (``tailmix bench`` = ``python -m tailmix.suite bench``).
+SUITE_COMMANDS = ("bench", "suite")
+
+
+def suite_main(argv: list[str]) -> int:
+    """``tailmix bench ...`` and ``tailmix suite <run|report|list> ...``: the suite's own parser, one-line errors."""
+    from tailmix.suite.__main__ import main as suite
+
+    args = list(argv[1:]) if argv[0] == "suite" else list(argv)
+    try:
+        return suite(args)
+    except (ValueError, FileNotFoundError) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cli() -> None:
     """Console entry point."""
+    if len(sys.argv) > 1 and sys.argv[1] in SUITE_COMMANDS:
+        raise SystemExit(suite_main(sys.argv[1:]))
     main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

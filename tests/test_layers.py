@@ -2,7 +2,8 @@
 
 Bottom to top: ``tailmix.io`` (atomic writes, file lock, leakage checks) -> ``classifiers`` -> ``generators``
 -> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` and its neighbours ``tailmix.configs``, ``runs``, ``policies``,
-``commands``, ``budget`` (the application layer) -> ``tailmix.train_agents`` (the CLI).
+``commands``, ``budget`` (the application layer) -> ``tailmix.suite`` (the benchmark suite: tasks, runner,
+reference scores) -> ``tailmix.train_agents`` (the CLI).
 Every ``import`` of every module counts, at module level and inside functions (a lazy import is still a
 dependency); only ``if TYPE_CHECKING:`` blocks, which never run, are skipped.
 """
@@ -15,12 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Layers from the bottom up, and where each one's source lives in the repository.
-LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "train_agents")
+LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "suite", "train_agents")
 SOURCES = {"io": ROOT / "tailmix" / "io", "classifiers": ROOT / "classifiers", "generators": ROOT / "generators",
            "envs": ROOT / "envs", "agents": ROOT / "agents", "pipeline": ROOT / "tailmix" / "pipeline.py",
            "runs": ROOT / "tailmix" / "runs.py", "policies": ROOT / "tailmix" / "policies.py",
            "configs": ROOT / "tailmix" / "configs.py", "commands": ROOT / "tailmix" / "commands.py",
-           "budget": ROOT / "tailmix" / "budget.py",
+           "budget": ROOT / "tailmix" / "budget.py", "suite": ROOT / "tailmix" / "suite",
            "train_agents": ROOT / "tailmix" / "train_agents.py"}
 #: Modules of the application layer beside ``tailmix.pipeline`` (the CLI imports them, never the reverse).
 APPLICATION = ("runs", "policies", "configs", "commands", "budget")

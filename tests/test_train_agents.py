@@ -177,7 +177,7 @@ def test_several_generators_fill_a_bank_each_and_benchmark_per_source_baselines(
     run_cli("benchmark", *TINY, "--generator", "ddpm", "augment", "--baselines", "fill", "--seeds", "1",
             "--run-dir", run, "--cache-dir", cache_dir)
     assert_results(run, ["fill", "constant:1@ddpm", "fill@ddpm", "inverse@ddpm", "constant:1@augment",
-                         "fill@augment", "inverse@augment"], 1)
+                         "fill@augment", "inverse@augment", "constant:1@mix", "fill@mix", "inverse@mix"], 1)
     assert json.loads((run / "run.json").read_text())["config"]["generator"] == "ddpm augment"
 
 

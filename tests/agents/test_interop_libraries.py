@@ -1,5 +1,5 @@
-"""The env ids under other libraries' own entry points, used the way their docs show (README: "Using tailmix
-from other RL libraries"): SB3's make_vec_env and PPO(policy, id), gymnasium's AsyncVectorEnv (spawn)."""
+"""The env ids under other libraries' own entry points, used the way their docs show (docs/integrations.md):
+SB3's make_vec_env and PPO(policy, id), gymnasium's AsyncVectorEnv (spawn)."""
 from __future__ import annotations
 
 import dataclasses
@@ -82,7 +82,7 @@ def test_ppo_with_the_id_string(monkeypatch):
 
 @pytest.mark.slow
 def test_ppo_with_the_id_string_and_the_default_env():
-    """The README's one-liner itself: the default env (digits, cross-fitted encoder, fitted once and cached)."""
+    """The docs' SB3 one-liner itself: the default env (digits, cross-fitted encoder, fitted once and cached)."""
     model = PPO("MlpPolicy", CENTRAL_ID, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(16)
     assert model.observation_space.shape == (10, 18)
     model.get_env().close()
@@ -104,7 +104,7 @@ def test_gymnasium_async_vector_env_spawn():
 
 @pytest.mark.parametrize("mode", ["sync", "vector_entry_point"])
 def test_gymnasium_make_vec_with_its_vector_wrappers(mode):
-    """README: gymnasium.make_vec (sync, or the batched env as the vector entry point) under gymnasium's own
+    """Docs: gymnasium.make_vec (sync, or the batched env as the vector entry point) under gymnasium's own
     vector wrappers; the step infos batch into plain arrays (numbers only), whichever way the copies run."""
     from gymnasium.wrappers.vector import (ClipAction, FlattenObservation, NormalizeObservation, NormalizeReward,
                                            RecordEpisodeStatistics)
@@ -128,7 +128,7 @@ def test_gymnasium_make_vec_with_its_vector_wrappers(mode):
 
 
 def test_sb3_through_tailmix_make_vec_env_on_the_batched_env():
-    """README: tailmix's own SB3 face, batched, per class agent (shared) or central, under VecNormalize."""
+    """Docs: tailmix's own SB3 face, batched, per class agent (shared) or central, under VecNormalize."""
     from tailmix.agents.wrappers import BatchedVecEnv
     from tailmix.agents.wrappers import make_vec_env as tailmix_vec_env
 

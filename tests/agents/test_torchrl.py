@@ -1,5 +1,5 @@
 """TorchRL's own wrappers around the env ids, with TorchRL's checker (``check_env_specs``) and rollouts that cross
-an episode boundary (README: "Using tailmix from other RL libraries"). Skipped where torchrl is not installed
+an episode boundary (docs/integrations.md, "TorchRL"). Skipped where torchrl is not installed
 (``pip install -e ".[torchrl]"``; .ci/run installs it)."""
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_gym_wrapper_on_the_central_env(env_id):
 @pytest.mark.parametrize("env_id", [CENTRAL_ID, CENTRAL_V1_ID])
 @pytest.mark.parametrize("autoreset_mode", ["disabled", "same_step"])
 def test_gym_wrapper_on_the_batched_env(env_id, autoreset_mode):
-    """README: ``GymWrapper(gymnasium.make_vec(id, K, "vector_entry_point", autoreset_mode=...))``. TorchRL refuses
+    """Docs: ``GymWrapper(gymnasium.make_vec(id, K, "vector_entry_point", autoreset_mode=...))``. TorchRL refuses
     gymnasium's default NEXT_STEP; with DISABLED it resets ended copies itself (``reset_mask``), with SAME_STEP it
     swaps in ``final_obs``: either way each copy's rollout has the true last observations and fresh episodes."""
     venv = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point",

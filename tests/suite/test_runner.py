@@ -1,0 +1,120 @@
+"""The protocol's runner end to end on a tiny task: records, resume, the ceiling's order, report, bench."""
+import json
+
+import numpy as np
+import pytest
+
+from tailmix.suite import protocol as P
+from tailmix.suite import report, runner, tasks
+from tailmix.suite.tasks import TASKS, Task
+
+TINY = Task(name="TinyPoolTest", version=0, summary="a test task", dataset={"kind": "digits-lt"},
+            sources=("oracle", "augment"),
+            env={"max_steps": 2, "encoder_epochs": 1, "encoder_folds": 2, "pool_size": 16, "lr_schedule": "constant"})
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    import gymnasium
+    import pettingzoo
+
+    tasks.register_task(TINY)
+    for name, value in {"EVAL_SEEDS": (1000, 1001), "METHOD_SEEDS": (0, 1), "LT_LOSSES": ("logit_adjustment",),
+                        "STATIC_SHAPES": ("none", "constant:1", "fill"), "SCHEDULES": ("decay:fill",),
+                        "CEM": {"generations": 2, "population": 4, "episodes": 1, "knots": 2},
+                        "CEILING": {"generations": 1, "population": 4, "episodes": 1}, "BOOT_REPS": 100,
+                        "PIXEL_SEEDS": (1000,),
+                        "LEARNED": ("cem-static", "cem-schedule", "ppo-central"),
+                        "SB3_METHODS": {"ppo-central": {"algo": "ppo", "wrapper": "central", "env": {},
+                                                        "timesteps": {"digits": 64, "medmnist": 64}}}}.items():
+        monkeypatch.setattr(P, name, value)
+    monkeypatch.setattr(report, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(report, "REFERENCE_PATH", tmp_path / "reference.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.MARK[0]}\nold\n{report.MARK[1]}\nend\n")
+    monkeypatch.setattr(report, "README", readme)
+    yield {"runs": tmp_path / "runs", "cache": str(tmp_path / "cache"), "tmp": tmp_path}
+    TASKS.pop(TINY.name, None)
+    gymnasium.registry.pop(TINY.central_id, None)
+    pettingzoo.parallel_registry.pop(TINY.id, None) if hasattr(pettingzoo, "parallel_registry") else None
+
+
+@pytest.mark.slow
+def test_the_protocol_end_to_end(tiny, monkeypatch):
+    runs, cache = tiny["runs"], tiny["cache"]
+    with pytest.raises(ValueError, match="--method fixed"):
+        runner.run("TinyPoolTest", "cem-static", runs=runs, cache_dir=cache)
+    [fixed_path] = runner.run("TinyPoolTest", "fixed", runs=runs, cache_dir=cache)
+    fixed = json.loads(fixed_path.read_text())
+    specs = {m["spec"] for m in fixed["members"]}
+    assert {"fill@oracle", "fill@augment", "fill@mix", "decay:fill@mix", "none"} <= specs
+    assert {m["loss"] for m in fixed["members"]} <= {"ce", fixed["task_loss"]}
+    assert fixed["task"] == "tailmix/TinyPoolTest-v0" and fixed["protocol"] == P.PROTOCOL_VERSION
+    assert all(len(m["episodes"]) == 2 for m in fixed["members"])
+    best = runner.best_member(fixed)
+    assert runner.mean(best["episodes"], "reward") == max(runner.mean(m["episodes"], "reward")
+                                                          for m in fixed["members"])  # picked on the reward
+    with pytest.raises(ValueError, match="seed 0"):
+        runner.run("TinyPoolTest", "ceiling", runs=runs, cache_dir=cache)
+    paths = runner.run("TinyPoolTest", "cem-static", runs=runs, cache_dir=cache)
+    assert [p.name for p in paths] == ["cem-static-seed0.json", "cem-static-seed1.json"]
+    rec = json.loads(paths[0].read_text())
+    assert np.asarray(rec["policy"]["action"]).shape == (10, 2)  # the whole pool action: (C, G)
+    mtime = paths[0].stat().st_mtime_ns
+    runner.run("TinyPoolTest", "cem-static", runs=runs, cache_dir=cache)  # done runs are skipped (resume)
+    assert paths[0].stat().st_mtime_ns == mtime
+    runner.run("TinyPoolTest", "cem-schedule", (0,), runs=runs, cache_dir=cache)
+    runner.run("TinyPoolTest", "ceiling", runs=runs, cache_dir=cache)
+    [replay_path] = runner.run("TinyPoolTest", "pixel-replay", runs=runs, cache_dir=cache)
+    replay = json.loads(replay_path.read_text())
+    assert [(r["row"], r["seed"]) for r in replay["rows"]] == [
+        ("no synthetic", None), ("best fixed", None), ("cem-static", 0), ("cem-static", 1), ("cem-schedule", 0),
+        ("ceiling", None)]
+    assert all(len(r["episodes"]) == 1 for r in replay["rows"])
+    runner.run("TinyPoolTest", "cem-schedule", (1,), runs=runs, cache_dir=cache)
+    runner.run("TinyPoolTest", "pixel-replay", runs=runs, cache_dir=cache)  # adds only the new row
+    again = json.loads(replay_path.read_text())
+    assert again["rows"][:5] == replay["rows"][:5] and ("cem-schedule", 1) in [(r["row"], r["seed"])
+                                                                               for r in again["rows"]]
+    written = report.write_all(runs)
+    ref = json.loads(report.REFERENCE_PATH.read_text())
+    entry = ref["tasks"]["tailmix/TinyPoolTest-v0"]
+    assert entry["pending"] == ["ppo-central"]
+    assert entry["rows"]["cem-static"]["seeds"] == [0, 1] and entry["rows"]["cem-schedule"]["complete"]
+    assert "pixel" in entry["rows"]["cem-static"] and "vs_best_fixed" in entry["rows"]["cem-static"]["pixel"]
+    d, lo, hi = entry["rows"]["cem-static"]["vs_best_fixed"]
+    assert lo <= d <= hi
+    page = (report.DOCS / "TinyPoolTest.md").read_text()
+    assert "ppo-central | not run" in page and "CEILING" in page
+    text = report.README.read_text()
+    assert "old" not in text and "TinyPoolTest" in text and text.startswith("intro") and text.endswith("end\n")
+    assert report.README in written
+    # a user's policy through bench, compared with the reference rows just written
+    from tailmix.suite import bench, reference
+
+    monkeypatch.setattr(reference, "PATH", report.REFERENCE_PATH)
+    reference._load.cache_clear()
+    monkeypatch.setattr(reference, "_load", lambda path=str(report.REFERENCE_PATH): json.loads(
+        report.REFERENCE_PATH.read_text()))
+    row = bench.score("TinyPoolTest", bench.load_policy("fill@mix"), cache_dir=cache)
+    assert row["loss"] == entry["task_loss"] and len(row["episodes"]) == 2 and "best_fixed" in row
+    if "normalized" in row:
+        bf, ceil = entry["rows"]["best_fixed"]["score"], entry["rows"]["ceiling"]["score"]
+        assert row["normalized"] == pytest.approx(100 * (row["score"] - bf) / (ceil - bf))
+
+
+def test_bench_loads_functions_policies_and_specs(tmp_path, monkeypatch):
+    from tailmix.suite import bench
+
+    mod = tmp_path / "my_policy_mod.py"
+    mod.write_text("import numpy as np\n"
+                   "def act(observations, env):\n"
+                   "    return {a: np.zeros(env.action_space(a).shape, np.float32) for a in env.agents}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pol = bench.load_policy("my_policy_mod:act")
+    assert pol.name == "act" and callable(pol.act)
+    assert bench.load_policy("decay:fill@mix").name.endswith("@mix")
+    with pytest.raises(ValueError, match="no such file"):
+        bench.load_policy(str(tmp_path / "missing.zip"))
+    with pytest.raises(ValueError, match="my_policy_mod"):
+        bench.load_policy("my_policy_mod:nope")
