@@ -46,7 +46,9 @@ setup(
         "pillow>=10",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
+        # supersuit: the PettingZoo + SB3 tutorial's concat_vec_envs_v1 path (tests/agents/test_interop_libraries.py);
+        # a pure-Python package and one small wheel (tinyscaler), about 2 s on top of the base install
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "supersuit>=3.9"],
         "medmnist": ["medmnist>=3.0"],
         # The docs site (mkdocs.yml; .ci/run builds it with --strict). Tested with mkdocs 1.6.1.
         "docs": ["mkdocs>=1.6,<2"],

@@ -3,7 +3,7 @@
 Modules (imported on use, so ``import agents`` stays light):
 
 - ``agents.wrappers``: ``make_vec_env`` (the env as an SB3 ``VecEnv``), ``BatchedVecEnv``, ``SharedPolicyVecEnv``
-- ``agents.sb3``: ``ALGORITHMS``, ``train``, ``load_model``
+- ``agents.sb3``: ``ALGORITHMS``, ``train``, ``load_model``, ``make_model`` (an SB3 model whose defaults fit the run)
 - ``agents.baselines``: ``BASELINES``, ``make_baseline``, ``SB3Policy`` and the baseline classes
 - ``agents.callbacks``: ``TailmixMetricsCallback`` (TensorBoard scalars)
 - ``agents.evaluate``: ``run_episode``, ``evaluate``, ``summarize``, ``benchmark``
@@ -18,6 +18,7 @@ _EXPORTS = {
     "SharedPolicyVecEnv": "tailmix.agents.wrappers", "BatchedVecEnv": "tailmix.agents.wrappers", "make_central_vec_env": "tailmix.agents.wrappers",
     "make_shared_vec_env": "tailmix.agents.wrappers", "make_vec_env": "tailmix.agents.wrappers",
     "ALGORITHMS": "tailmix.agents.sb3", "train": "tailmix.agents.sb3", "load_model": "tailmix.agents.sb3",
+    "make_model": "tailmix.agents.sb3",
     "BASELINES": "tailmix.agents.baselines", "make_baseline": "tailmix.agents.baselines", "SB3Policy": "tailmix.agents.baselines",
     "TailmixMetricsCallback": "tailmix.agents.callbacks",
     "run_episode": "tailmix.agents.evaluate", "evaluate": "tailmix.agents.evaluate", "summarize": "tailmix.agents.evaluate",

@@ -253,7 +253,7 @@ def evaluate_actions(venv, actions: np.ndarray, seeds: list[int], fitness_split:
         _, reward, _, truncated, infos = venv.step(now)
     assert truncated.all()
     if fitness_split == "test":
-        reward = [t["balanced_accuracy"] for t in infos["test"]]
+        reward = infos["test"]["balanced_accuracy"]
     return np.asarray(reward, np.float64).reshape(n, e)
 
 

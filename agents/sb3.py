@@ -57,6 +57,32 @@ def default_algo_kwargs(algo: str, num_slots: int, total_timesteps: int) -> dict
     return kw
 
 
+def make_model(algo: str, env, total_timesteps: int, *, seed: int | None = 0, algo_kwargs: dict | None = None,
+               **kwargs):
+    """An SB3 model of ``algo`` on ``env`` with :func:`default_algo_kwargs` for a run of ``total_timesteps``.
+
+    SB3's own defaults do not look at the run length: ``PPO("MlpPolicy", venv)`` collects ``n_steps=2048`` per slot
+    before its first update and ends ``learn`` only after a full rollout, so ``learn(2_000)`` on 4 copies of a
+    10-class shared env (40 slots) runs 81,920 transitions. Here PPO's rollout fits the run:
+    ``make_model("ppo", venv, 2_000).learn(2_000)`` runs 2,000.
+
+    Args:
+        algo: One of :data:`ALGORITHMS`.
+        env: An SB3 ``VecEnv`` (e.g. ``agents.wrappers.make_vec_env``) or a gymnasium env.
+        total_timesteps: The transitions the model will be trained for (what ``learn`` is then given).
+        seed: The model's seed.
+        algo_kwargs: Overrides of :func:`default_algo_kwargs` (``policy_kwargs`` are merged key by key).
+        **kwargs: Passed to the SB3 class as they are (``verbose``, ``tensorboard_log``, ``device``, ...).
+    """
+    cls = algorithm_class(algo)
+    if not isinstance(total_timesteps, int) or total_timesteps < 1:
+        raise ValueError(f"total_timesteps must be a positive integer; got {total_timesteps!r}")
+    num_slots = getattr(env, "num_envs", 1)
+    merged = _merge(default_algo_kwargs(algo, num_slots, total_timesteps), algo_kwargs)
+    _resolve_action_noise(merged, int(env.action_space.shape[0]))
+    return cls("MlpPolicy", env, seed=seed, **{"device": "cpu", **merged, **kwargs})
+
+
 def _batch_size(rollout: int, cap: int = 64) -> int:
     """The largest divisor of ``rollout`` up to ``cap`` (no truncated mini-batch), unless that is tiny."""
     best = max(d for d in range(1, min(cap, rollout) + 1) if rollout % d == 0)

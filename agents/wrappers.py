@@ -381,8 +381,7 @@ class BatchedVecEnv(VecEnv):
         """Per-slot infos from the vector env's arrays: a class agent's (shared) or a copy's (central)."""
         from tailmix.envs.views import class_infos, copy_info
 
-        arrays = {key: v for key, v in infos.items()
-                  if isinstance(v, np.ndarray) and key not in ("final_obs", "episode_return")}
+        arrays = {key: v for key, v in infos.items() if isinstance(v, np.ndarray) and not key.startswith("_")}
         if not self.shared:
             return [copy_info(arrays, k) for k in range(self.n_copies)]
         out = []
@@ -407,7 +406,8 @@ class BatchedVecEnv(VecEnv):
 
     def step_wait(self):
         assert self._actions is not None, "step_wait() without step_async()"
-        obs, reward, _, truncated, info = self.venv.step(self._actions)
+        out = self.venv.step_arrays(self._actions)  # the core's arrays; SB3's infos are built here
+        obs, reward, truncated, info = out["obs"], out["reward"], out["truncated"], out["infos"]
         self._actions = None
         self._lengths += 1
         per = self.c if self.shared else 1
@@ -423,13 +423,13 @@ class BatchedVecEnv(VecEnv):
         for k in np.flatnonzero(truncated):
             for j in range(per):
                 slot = infos[k * per + j]
-                fo = info["final_obs"][k]
+                fo = out["final_obs"][k]
                 slot["terminal_observation"] = fo[j] if self.shared else fo
                 slot["TimeLimit.truncated"] = True
-                if "test" in info:
-                    slot["test"] = info["test"][k]
+                if k in out["test"]:
+                    slot["test"] = out["test"][k]
             # once per episode per copy, not once per agent
-            infos[k * per]["episode"] = {"r": float(info["episode_return"][k]), "l": int(self._lengths[k]),
+            infos[k * per]["episode"] = {"r": float(out["episode_return"][k]), "l": int(self._lengths[k]),
                                          "t": round(time.time() - self._t0, 6)}
             self._lengths[k] = 0
         return self._flat(obs), rewards, dones, infos

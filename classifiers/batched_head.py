@@ -107,9 +107,6 @@ class BatchedHead:
         self._m = torch.zeros_like(self.flat)
         self._v = torch.zeros_like(self.flat)
         self._grad = torch.zeros_like(self.flat)
-        # (K, out, in + 1) views of the flat buffers, one per layer
-        self._w, self._gw = self._views_of(self.flat), self._views_of(self._grad)
-        self._mw, self._vw = self._views_of(self._m), self._views_of(self._v)
         decay = torch.cat([torch.ones(num_copies, o, i + 1).index_fill_(2, torch.tensor([i]), 0.0).flatten()
                            for o, i in self.layers])  # 1 on weights, 0 on biases
         self._decay = (decay * weight_decay).to(self.device)
@@ -118,10 +115,34 @@ class BatchedHead:
         # different times) and the whole update is still one kernel call.
         self._steps = torch.zeros(num_copies, device=self.device)
         self._frozen: tuple | None = None  # see _frozen_inputs
-        per_copy = [(i, j) for i in range(num_copies) for j in range(len(self.layers))]
+        self._link_views()  # (K, out, in + 1) views of the flat buffers per layer, per-copy views for Adam
+
+    def _link_views(self) -> None:
+        """The per-layer and per-copy views of the flat buffers (``_w``, ``_gw``, ``_mw``, ``_vw``, ``_adam_args``).
+
+        They must share memory with ``flat``, ``_grad``, ``_m``, ``_v`` and ``_steps``: Adam updates the views and
+        the forward pass reads them. Pickle stores each tensor's storage on its own (deepcopy keeps views, pickle
+        and cloudpickle do not), so :meth:`__setstate__` rebuilds the views rather than unpickling detached copies
+        that the fused Adam step would update while the head kept predicting with its first weights.
+        """
+        self._w, self._gw = self._views_of(self.flat), self._views_of(self._grad)
+        self._mw, self._vw = self._views_of(self._m), self._views_of(self._v)
+        per_copy = [(i, j) for i in range(self.k) for j in range(len(self.layers))]
         self._adam_args = ([self._w[j][i] for i, j in per_copy], [self._gw[j][i] for i, j in per_copy],
                            [self._mw[j][i] for i, j in per_copy], [self._vw[j][i] for i, j in per_copy], [],
                            [self._steps[i] for i, _ in per_copy])
+
+    #: Attributes that are views of the flat buffers, rebuilt on unpickling (see :meth:`_link_views`).
+    _VIEWS = ("_w", "_gw", "_mw", "_vw", "_adam_args")
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._VIEWS}
+        state["_frozen"] = None  # a cache of inputs derived from the caller's tensors, rebuilt on the next call
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._link_views()
 
     @property
     def params(self) -> list[torch.Tensor]:

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tailmix.envs.views import SingleCopyViews, as_action_array, copy_info
+from tailmix.envs.views import RENDER_METADATA, SingleCopyViews, as_action_array, copy_info, render_frame
 
 
 class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
@@ -17,7 +17,8 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
     ## Observation Space
     ``Box(float32, (C, 8 + C))`` with one source: row ``c`` is agent ``class_c``'s observation in the PettingZoo
     env (with ``G`` sources and ``pool_obs``: ``(C, 6 + 2G + P + C)``, the layout documented there; with
-    ``class_id_obs=False`` the last ``C`` columns, the one-hot ids, are dropped).
+    ``class_id_obs=False`` the last ``C`` columns, the one-hot ids, are dropped); the columns' names are
+    :attr:`observation_columns`.
 
     ## Action Space
     ``Box(-1, 1, (C,), float32)`` with one source (v0): element ``c`` is class ``c``'s action (same affine ratio
@@ -47,11 +48,15 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
       ``shortfall`` ``(C,)``, ``source_ratios`` and ``source_counts`` ``(C, G)``. Infos hold numbers and arrays
       only (every framework batches them): ``per_class`` (a list of dicts with names) left them for
       :meth:`per_class_info` and :attr:`class_names`; every per-class value is an array ``(C,)`` in the info.
+      Per-copy info numbers are numpy scalars (``np.float64``, ``np.int64``; TorchRL's info reader takes numpy
+      values only), ``nan_loss`` stays ``True`` when set. ``render_mode="rgb_array"`` (ratio and recall bars per
+      class; SB3 asks for it), ``metadata["render_fps"]`` and :attr:`observation_columns` added. None of these
+      changes a number.
     * v1 (``tailmix/SyntheticRatioCentral-v1``): ``envs.config.V1_DEFAULTS`` (``draw="unique"``,
       ``pool_obs=True``), as for the PettingZoo env.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = dict(RENDER_METADATA)
 
     def __init__(self, dataset=None, source=None, *, sources=None, render_mode: str | None = None, **kwargs) -> None:
         if kwargs.get("credit", "shared") == "difference":
@@ -91,6 +96,8 @@ class SyntheticRatioCentralEnv(SingleCopyViews, gym.Env):
         return copy_info(self.core.infos(slice(0, 1), step=step), 0)
 
     def render(self):
+        if self.render_mode == "rgb_array":
+            return render_frame(self.core)
         if self.render_mode == "ansi":
             return (f"step {int(self.core.t[0])}/{self.config.max_steps} balanced val acc "
                     f"{self.core.metrics['balanced_accuracy'][0]:.3f} ratios {np.round(self.core.ratios[0], 2)}")

@@ -166,6 +166,18 @@ class FeatureEngine:
             self._real_rows = [folds.train_rows[0]] * num_copies
             self.val_mask = np.broadcast_to(folds.fold == 0, (num_copies, len(folds))).copy()
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.folds is not None:  # a view of the table's real block: pickle would store a detached copy
+            del state["val_x"]
+        state["_table_check"] = (-1, True)  # keyed by the table's version counter, which unpickling restarts
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.folds is not None:
+            self.val_x = self.table[:len(self.real_idx)]
+
     def set_folds(self, heads: list[int], folds: list[int]) -> None:
         """Put each of ``heads`` on held-out fold ``folds[i]``: it trains on the other folds' real rows."""
         for h, f in zip(heads, folds):

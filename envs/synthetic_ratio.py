@@ -7,7 +7,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
-from tailmix.envs.views import SingleCopyViews, as_action_array, class_infos
+from tailmix.envs.views import RENDER_METADATA, SingleCopyViews, as_action_array, class_infos, render_frame
 
 
 class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
@@ -100,12 +100,13 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
       Step infos hold numbers and ``(G,)`` arrays only, sliced from ``RatioCore.infos`` (every framework batches
       them): ``class_name`` left them for :attr:`class_names` (and :meth:`per_class_info`). ``class_id_obs``
       (default ``True``, the one-hot id as before; ``False`` drops it) added later, in v0 and v1 alike.
+      ``render_mode="rgb_array"`` (ratio and recall bars per class) and ``metadata["render_fps"]`` added.
     * v1 (``tailmix/SyntheticRatio-v1``): the same class with ``envs.config.V1_DEFAULTS``: ``draw="unique"``
       (a filtered pool of one image is served once per step, not hundreds of times) and ``pool_obs=True``
       (per-source pool-size columns in the observation). Accepts ``sources`` like v0.
     """
 
-    metadata = {"name": "tailmix/SyntheticRatio-v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {"name": "tailmix/SyntheticRatio-v0", **RENDER_METADATA, "is_parallelizable": True}
 
     def __init__(self, dataset=None, source=None, *, sources=None, max_cycles: int | None = None,
                  render_mode: str | None = None, **kwargs) -> None:
@@ -130,13 +131,6 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
 
     def action_space(self, agent: str) -> spaces.Box:
         return self._act_spaces[agent]
-
-    # -- convenience -------------------------------------------------------------------------
-    @property
-    def observation_columns(self) -> tuple[str, ...]:
-        if not self.config.class_id_obs:
-            return self.core.obs_columns
-        return self.core.obs_columns + tuple(f"is_{a}" for a in self.possible_agents)
 
     # -- API ---------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -204,6 +198,8 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
         return self.core.observation(0).ravel()
 
     def render(self):
+        if self.render_mode == "rgb_array":
+            return render_frame(self.core)
         if self.render_mode != "ansi":
             return None
         lines = [f"step {int(self.core.t[0])}/{self.config.max_steps}  balanced val acc "

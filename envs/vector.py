@@ -12,10 +12,14 @@ convention; ``tailmix.agents.wrappers.make_vec_env`` turns the env into an SB3 `
 on request (no autoreset: ``reset(options={"reset_mask": mask})`` restarts the ended copies; what TorchRL's
 ``GymWrapper`` prefers, which refuses ``NEXT_STEP``).
 
-Infos are :meth:`envs.core.RatioCore.infos`: arrays with the copies first, numbers only (names:
-:attr:`SyntheticRatioVectorEnv.class_names`). With ``credit="difference"`` the env still returns the team
-reward ``(K,)`` (what ``credit="shared"`` gives) and puts the per-class difference rewards in
-``infos["agent_rewards"]`` ``(K, C)``.
+Infos are :meth:`envs.core.RatioCore.infos` (arrays with the copies first, numbers only; names:
+:attr:`SyntheticRatioVectorEnv.class_names`) shaped as gymnasium's ``SyncVectorEnv`` batches the central env's
+infos, so that code moves between ``make_vec(id, K, "sync")`` and this env unchanged: a ``_<key>`` mask beside
+every key, ``nan_loss`` only where a step was rolled back, the test report (``eval_split="test"``) as a masked
+dict of arrays, and with ``SAME_STEP`` an ended copy's infos are its new episode's, its last step's under
+``final_info`` and ``final_obs``. With ``credit="difference"`` the env still returns the team reward ``(K,)``
+(what ``credit="shared"`` gives) and puts the per-class difference rewards in ``infos["agent_rewards"]``
+``(K, C)``.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from gymnasium.vector.utils import batch_space
 
 from tailmix.envs.config import RatioEnvConfig
 from tailmix.envs.core import RatioCore
-from tailmix.envs.views import accepted_render_mode, as_action_array, per_class_info
+from tailmix.envs.views import (RENDER_METADATA, accepted_render_mode, as_action_array, copy_info, observation_columns,
+                                per_class_info, render_frame)
 
 
 def _autoreset_mode(mode) -> AutoresetMode:
@@ -58,7 +63,7 @@ class SyntheticRatioVectorEnv(VectorEnv):
         **kwargs: :class:`envs.config.RatioEnvConfig` fields (``mode`` must be ``"feature"``).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, **RENDER_METADATA}
 
     def __init__(self, num_envs: int, dataset=None, source=None, *, sources=None, render_mode: str | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **kwargs) -> None:
@@ -92,6 +97,11 @@ class SyntheticRatioVectorEnv(VectorEnv):
         """The classes' names, in action-row order (infos hold numbers only)."""
         return self.core.class_names
 
+    @property
+    def observation_columns(self) -> tuple[str, ...]:
+        """The name of every column of a copy's observation rows (as the single-copy views give)."""
+        return observation_columns(self.core)
+
     def per_class_info(self, k: int = 0) -> list[dict]:
         """Copy ``k``'s last infos as one dict per class with its ``class_name``."""
         return per_class_info(self.core, k)
@@ -117,7 +127,7 @@ class SyntheticRatioVectorEnv(VectorEnv):
         self.core.reset(copies, [seeds[k] for k in copies])
         self._episode_return[mask] = 0
         self._autoreset[mask] = False
-        return self._obs(), self.core.infos()
+        return self._obs(), self._batched(self.core.infos())
 
     def _reset_mask(self, options: dict | None) -> np.ndarray:
         """``options["reset_mask"]`` checked (gymnasium's partial-reset option), or all copies."""
@@ -130,6 +140,70 @@ class SyntheticRatioVectorEnv(VectorEnv):
         return mask
 
     def step(self, actions):
+        """Step every copy. Infos are shaped as ``gymnasium.vector.SyncVectorEnv`` gives them for the central env
+        (so code moves between the two unchanged): every key has its ``_<key>`` mask, ``nan_loss`` appears
+        only where set, ``"test"`` (``eval_split="test"``) is a masked dict of arrays, and with ``SAME_STEP`` an
+        ended copy's infos are its new episode's, its last ones under ``final_info`` and ``final_obs``."""
+        if self._autoreset.any():  # NEXT_STEP: the copies that ended last step start anew, the actions unused
+            self._check_actions(actions)
+            # Copies run in lockstep (one reset, one episode length), so they all end, and restart, together.
+            done = list(np.flatnonzero(self._autoreset))
+            self.core.reset(done, [None] * len(done))
+            self._episode_return[done] = 0
+            self._autoreset[:] = False
+            zeros = np.zeros(self.num_envs, bool)
+            return self._obs(), np.zeros(self.num_envs), zeros, zeros.copy(), self._batched(self.core.infos())
+        out = self.step_arrays(actions)
+        truncated = out["truncated"]
+        if out["reset_infos"] is None:
+            infos = self._batched(out["infos"])
+            for k, report in out["test"].items():
+                infos = self._add_info(infos, {"test": report}, k)
+        else:  # SAME_STEP, as SyncVectorEnv: an ended copy's infos are its reset's, its last ones beside them
+            infos = _merge_batched(self._batched(out["infos"], ~truncated), self._batched(out["reset_infos"], truncated))
+            for k in np.flatnonzero(truncated):
+                final = copy_info(out["infos"], k)
+                if k in out["test"]:
+                    final["test"] = out["test"][k]
+                infos = self._add_info(infos, {"final_obs": out["final_obs"][k], "final_info": final}, k)
+        return out["obs"], out["reward"], out["terminated"], truncated, infos
+
+    def step_arrays(self, actions) -> dict:
+        """:meth:`step` without gymnasium's info batching (``NEXT_STEP`` autoresets not handled), for adapters
+        that build their own infos (``agents.wrappers.BatchedVecEnv``).
+
+        Returns a dict: ``obs``, ``reward``, ``terminated``, ``truncated``; ``infos`` (:meth:`RatioCore.infos`
+        after the step, copies first); ``test`` (``{copy: test report}`` of the copies that ended, with
+        ``eval_split="test"``); ``episode_return`` ``(K,)`` (the episodes' returns so far, the ended ones'
+        complete); with ``SAME_STEP``, ``final_obs`` (the ended copies' last observations, ``(K, ...)``) and
+        ``reset_infos`` (the core's infos after their reset), else ``None``.
+        """
+        if self._autoreset.any():
+            raise RuntimeError("copies ended at the last step and wait for NEXT_STEP's autoreset, which step() does; "
+                               "step_arrays() is for SAME_STEP or DISABLED autoreset")
+        a = self._check_actions(actions)
+        out = self.core.step(self.core.action_to_ratio(a))
+        reward = out["reward"]
+        self._episode_return += reward
+        truncated = self.core.done.copy()
+        result = {"reward": reward, "terminated": np.zeros(self.num_envs, bool), "truncated": truncated,
+                  "infos": self.core.infos(step=True), "test": {}, "episode_return": self._episode_return.copy(),
+                  "final_obs": None, "reset_infos": None}
+        if truncated.any():
+            if self.config.eval_split == "test":
+                result["test"] = {int(k): self.core.test_report(k) for k in np.flatnonzero(truncated)}
+            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                result["final_obs"] = self._obs()
+                done = list(np.flatnonzero(truncated))
+                self.core.reset(done, [None] * len(done))
+                self._episode_return[done] = 0
+                result["reset_infos"] = self.core.infos()
+            elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
+                self._autoreset = truncated.copy()
+        result["obs"] = self._obs()
+        return result
+
+    def _check_actions(self, actions) -> np.ndarray:
         a = as_action_array(actions, "actions")
         if a.shape != (self.num_envs, *self._action_shape):
             raise ValueError(f"actions must have shape {(self.num_envs, *self._action_shape)}; got {a.shape}")
@@ -139,40 +213,50 @@ class SyntheticRatioVectorEnv(VectorEnv):
             ended = np.flatnonzero(self.core.done).tolist()
             raise RuntimeError(f"copies {ended} ended their episode and autoreset_mode is DISABLED; restart them "
                                "first with reset(options={'reset_mask': mask}) (mask True for those copies)")
-        if self._autoreset.any():  # NEXT_STEP: the copies that ended last step start anew, the actions unused
-            # Copies run in lockstep (one reset, one episode length), so they all end, and restart, together.
-            done = list(np.flatnonzero(self._autoreset))
-            self.core.reset(done, [None] * len(done))
-            self._episode_return[done] = 0
-            self._autoreset[:] = False
-            zeros = np.zeros(self.num_envs, bool)
-            return self._obs(), np.zeros(self.num_envs), zeros, zeros.copy(), self.core.infos()
-        out = self.core.step(self.core.action_to_ratio(a))
-        reward = out["reward"]
-        self._episode_return += reward
-        truncated = self.core.done.copy()
-        terminated = np.zeros(self.num_envs, bool)
-        infos = self.core.infos(step=True)
-        if truncated.any():
-            if self.config.eval_split == "test":
-                infos["test"] = [self.core.test_report(k) for k in range(self.num_envs)]
-            infos["episode_return"] = self._episode_return.copy()
-            if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                infos["final_obs"] = self._obs()
-                done = list(np.flatnonzero(truncated))
-                self.core.reset(done, [None] * len(done))
-                self._episode_return[done] = 0
-            elif self.autoreset_mode == AutoresetMode.NEXT_STEP:
-                self._autoreset = truncated.copy()
-        return self._obs(), reward, terminated, truncated, infos
+        return a
+
+    def _batched(self, arrays: dict, rows: np.ndarray | None = None) -> dict:
+        """:meth:`RatioCore.infos` as ``SyncVectorEnv`` batches the central env's infos of the copies ``rows``
+        (default all): each key beside its ``_<key>`` mask; ``nan_loss`` only where set (the central env reports
+        it only then)."""
+        rows = np.ones(self.num_envs, bool) if rows is None else np.asarray(rows, bool)
+        out = {}
+        for key, value in arrays.items():
+            mask = rows & value if key == "nan_loss" else rows
+            if not mask.any():
+                continue
+            if not mask.all():  # the copies without the key hold zeros there, as in SyncVectorEnv's arrays
+                value = value.copy()
+                value[~mask] = 0
+            out[key], out[f"_{key}"] = value, mask.copy()
+        return out
 
     def _obs(self) -> np.ndarray:
         return self.core.observations()
 
     def render(self):
-        """``None``, or with ``render_mode="ansi"`` one line per copy (a tuple, as ``SyncVectorEnv`` returns)."""
+        """``None``, or one frame per copy (a tuple, as ``SyncVectorEnv`` returns): with ``render_mode="ansi"`` a
+        line of text, with ``"rgb_array"`` an image (``envs.views.render_frame``)."""
+        if self.render_mode == "rgb_array":
+            return tuple(render_frame(self.core, k) for k in range(self.num_envs))
         if self.render_mode != "ansi" or not self.core.metrics:
             return None
         bal = self.core.metrics["balanced_accuracy"]
         return tuple(f"step {int(self.core.t[k])}/{self.config.max_steps} balanced val acc {bal[k]:.3f} "
                      f"ratios {np.round(self.core.ratios[k], 2)}" for k in range(self.num_envs))
+
+
+def _merge_batched(a: dict, b: dict) -> dict:
+    """Two batched info dicts of disjoint copies (``_<key>`` masks) as one, as ``SyncVectorEnv`` fills them."""
+    out = dict(a)
+    for key, value in b.items():
+        if key.startswith("_"):
+            continue
+        mask = b[f"_{key}"]
+        if key not in out:
+            out[key], out[f"_{key}"] = value, mask.copy()
+            continue
+        merged = out[key].copy()
+        merged[mask] = value[mask]
+        out[key], out[f"_{key}"] = merged, out[f"_{key}"] | mask
+    return out

@@ -32,15 +32,16 @@ def as_action_array(value, what: str) -> np.ndarray:
     return out
 
 
-def _plain(value):
-    """A 0-d array as the Python number of its kind; arrays stay arrays."""
-    return value.item() if np.ndim(value) == 0 else value
+def _scalar(value):
+    """A 0-d array as a numpy scalar (``np.float64``, ``np.int64``); arrays stay arrays."""
+    return value[()] if np.ndim(value) == 0 else value
 
 
 def copy_info(infos: dict, k: int) -> dict:
-    """Copy ``k``'s slice of :meth:`RatioCore.infos` (the central view's info): per-copy keys as Python numbers,
+    """Copy ``k``'s slice of :meth:`RatioCore.infos` (the central view's info): per-copy keys as numpy scalars
+    (TorchRL's info reader takes numpy values only; gymnasium's vector envs batch them as they do Python numbers),
     per-class keys as arrays ``(C,)`` / ``(C, G)``. ``nan_loss`` appears only when set (``True``), as in v0."""
-    out = {key: _plain(np.asarray(v[k]).copy()) for key, v in infos.items()}
+    out = {key: _scalar(np.asarray(v[k]).copy()) for key, v in infos.items()}
     if not out.pop("nan_loss", False):
         return out
     out["nan_loss"] = True
@@ -87,30 +88,67 @@ def class_info(infos: dict, k: int, cls: int) -> dict:
     return class_infos(one)[0][cls]
 
 
+def observation_columns(core: RatioCore) -> tuple[str, ...]:
+    """Every column of a class's observation row (:attr:`RatioCore.obs_columns`, then the one-hot id unless
+    ``class_id_obs=False``)."""
+    if not core.config.class_id_obs:
+        return core.obs_columns
+    return core.obs_columns + tuple(f"is_class_{i}" for i in range(core.c))
+
+
 def per_class_info(core: RatioCore, k: int = 0) -> list[dict]:
     """Copy ``k``'s infos as one dict per class with its ``class_name`` (for reading, not for batching)."""
     rows = class_infos(core.infos(slice(k, k + 1)))[0]
     return [{"class_name": name, **row} for name, row in zip(core.class_names, rows)]
 
 
-#: Render modes every view implements: ``render()`` returns ``None`` or the ``"ansi"`` text.
-RENDER_MODES = ("ansi",)
+#: Render modes every view implements: ``render()`` returns ``None``, the ``"ansi"`` text or an ``"rgb_array"``
+#: frame (:func:`render_frame`; what SB3 asks for by default, so that ``VecVideoRecorder`` can record).
+RENDER_MODES = ("ansi", "rgb_array")
+#: ``metadata`` of every view: the modes, and a frame rate for video recorders (gymnasium's checker asks for one).
+RENDER_METADATA = {"render_modes": list(RENDER_MODES), "render_fps": 4}
+
+_FRAME_HEIGHT = 64
+
+
+def render_frame(core: RatioCore, k: int = 0) -> np.ndarray:
+    """Copy ``k`` as an RGB frame ``(64, W, 3)`` uint8: per class, a blue bar for its ratio (as a share of
+    ``max_ratio``) and a green bar for its val recall; the top rows are a red bar for the balanced val accuracy."""
+    c = core.c
+    w = max(1, min(8, 512 // c))  # bar width: C = 10 gives 8 px bars, 10,000 classes one pixel
+    per = 2 * w + max(1, w // 2)
+    frame = np.zeros((_FRAME_HEIGHT, c * per, 3), np.uint8)
+    if not core.metrics:  # before the first reset
+        return frame
+    body = _FRAME_HEIGHT - 4
+    ratio = np.clip(np.nan_to_num(core.ratios[k] / core.config.max_ratio), 0, 1)
+    recall = np.clip(np.nan_to_num(core.metrics["recall"][k]), 0, 1)
+    for i in range(c):
+        for j, (value, colour) in enumerate(((ratio[i], (70, 130, 255)), (recall[i], (60, 200, 90)))):
+            h = int(round(value * body))
+            x = i * per + j * w
+            frame[_FRAME_HEIGHT - h:, x:x + w] = colour
+    bal = float(np.clip(np.nan_to_num(core.metrics["balanced_accuracy"][k]), 0, 1))
+    frame[:2, :int(round(bal * frame.shape[1]))] = (230, 60, 60)
+    return frame
 
 
 def accepted_render_mode(render_mode, owner: str, stacklevel: int = 4) -> str | None:
     """``render_mode`` if the envs implement it, else ``None`` after a warning (gymnasium's convention).
 
     Frameworks ask for modes by default (SB3's ``make_vec_env`` and ``PPO("MlpPolicy", id)`` pass
-    ``"rgb_array"``, PettingZoo's ``render_test`` ``"human"``) and expect the env to be built anyway; ``gym.make``
-    itself only warns about a mode missing from ``metadata["render_modes"]``. The mode is then dropped (not
-    kept as asked), so ``render()`` returns ``None`` and wrappers that need frames (``RecordVideo``) say so.
+    ``"rgb_array"``, which every view renders; PettingZoo's ``render_test`` ``"human"``) and expect the env to be
+    built anyway; ``gym.make`` itself only warns about a mode missing from ``metadata["render_modes"]``. An
+    unsupported mode is then dropped (not kept as asked), so ``render()`` returns ``None`` and wrappers that need
+    frames say so.
     """
     if render_mode is None or render_mode in RENDER_MODES:
         return render_mode
     import warnings
 
-    warnings.warn(f"{owner}: render_mode={render_mode!r} is not supported (modes: None, 'ansi'); rendering is off "
-                  "and render() returns None", stacklevel=stacklevel)
+    warnings.warn(f"{owner}: render_mode={render_mode!r} is not supported (modes: None, "
+                  f"{', '.join(map(repr, RENDER_MODES))}); rendering is off and render() returns None",
+                  stacklevel=stacklevel)
     return None
 
 
@@ -128,6 +166,11 @@ class SingleCopyViews:
     @property
     def num_classes(self) -> int:
         return self.core.c
+
+    @property
+    def observation_columns(self) -> tuple[str, ...]:
+        """The name of every observation column (a class agent's row), the one-hot id ``is_class_<i>`` last."""
+        return observation_columns(self.core)
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 import gymnasium
 import numpy as np
@@ -31,11 +32,22 @@ def _learn(venv) -> PPO:
     return model
 
 
+def _no_render_warnings(record) -> None:
+    """SB3 asks for render_mode='rgb_array' on every path from an id; gymnasium and the env once each warned."""
+    said = [str(w.message) for w in record if "render" in str(w.message).lower()]
+    assert not said, said
+
+
 def test_make_vec_env_dummy_with_vecnormalize_and_ppo():
-    """SB3's make_vec_env asks for render_mode='rgb_array'; the env warns and builds."""
-    with pytest.warns(UserWarning, match="render_mode='rgb_array'"):
+    """SB3's make_vec_env asks for render_mode='rgb_array': the env renders frames, with no warning."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         venv = make_vec_env(CENTRAL_ID, n_envs=2, seed=0, env_kwargs={"dataset": make_tiny_dataset(), **TINY})
+    _no_render_warnings(record)
     assert isinstance(venv, DummyVecEnv)
+    venv.reset()
+    frame = venv.get_images()[0]
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
     venv = VecNormalize(venv)
     try:
         model = _learn(venv)
@@ -60,7 +72,10 @@ def test_ppo_with_the_id_string(monkeypatch):
     tiny defaults in its spec, so the path is SB3's own."""
     spec = gymnasium.spec(CENTRAL_ID)
     monkeypatch.setitem(gymnasium.registry, CENTRAL_ID, dataclasses.replace(spec, kwargs=DIGITS))
-    model = PPO("MlpPolicy", CENTRAL_ID, **PPO_TINY).learn(64)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = PPO("MlpPolicy", CENTRAL_ID, **PPO_TINY).learn(64)
+    _no_render_warnings(record)
     assert model.num_timesteps >= 64
     model.get_env().close()
 
@@ -122,3 +137,30 @@ def test_sb3_through_tailmix_make_vec_env_on_the_batched_env():
         assert isinstance(venv, BatchedVecEnv)
         _learn(VecNormalize(venv))
         venv.close()
+
+
+def test_supersuit_concat_vec_envs_trains_like_the_original():
+    """The PettingZoo + SB3 tutorial's path: SuperSuit's ``concat_vec_envs_v1`` copies the built env with
+    cloudpickle. The copies once stepped on heads that never trained (a constant reward, without a word)."""
+    import supersuit as ss
+
+    from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+
+    # training visibly moves the reward here (the tiny fixture scores the same trained or not)
+    kwargs = dict(dataset="digits", encoder="random", pool_size=16, max_steps=5, epochs_per_step=2)
+    venv = ss.concat_vec_envs_v1(ss.pettingzoo_env_to_vec_env_v1(SyntheticRatioEnv(**kwargs)), 2, num_cpus=0,
+                                 base_class="gymnasium")
+    original = SyntheticRatioEnv(**kwargs)
+    venv.reset(seed=3)  # SuperSuit seeds copy i with seed + i
+    original.reset(seed=4)
+    c = original.num_classes
+    assert venv.num_envs == 2 * c
+    ours, theirs = [], []
+    for _ in range(4):
+        _, rewards, _, _, _ = venv.step(np.full((venv.num_envs, 1), -1.0, np.float32))
+        _, reward, _, _, _ = original.step({a: np.full(1, -1.0, np.float32) for a in original.possible_agents})
+        theirs.append(float(rewards[c]))  # copy 1's first agent
+        ours.append(float(reward["class_0"]))
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)  # SuperSuit batches rewards as float32
+    assert ours[-1] - ours[0] > 0.05, f"the configuration no longer shows training: rewards {ours}"
+    venv.close()

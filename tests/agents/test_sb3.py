@@ -1,6 +1,7 @@
 """SB3 training through both wrappers: tiny runs, seeding, save/load, checkpoints and resume, TensorBoard."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import stable_baselines3 as sb3
 
 from tailmix.agents.baselines import SB3Policy
-from tailmix.agents.sb3 import ALGORITHMS, default_algo_kwargs, latest_checkpoint, load_model, train
+from tailmix.agents.sb3 import ALGORITHMS, default_algo_kwargs, latest_checkpoint, load_model, make_model, train
 from tests.agents.helpers import tiny_env_kwargs
 
 PROBE = np.random.default_rng(0).uniform(0, 1, (5, 11)).astype(np.float32)
@@ -137,3 +138,37 @@ def test_defaults_and_errors(tmp_path):
         train("ppo", tiny_env_kwargs(), total_timesteps=8, checkpoint_every=4)
     with pytest.raises(ValueError, match="no ppo checkpoint"):
         train("ppo", tiny_env_kwargs(), total_timesteps=8, log_dir=tmp_path, resume=True)
+
+
+@pytest.mark.slow
+def test_a_small_learn_on_the_readme_shared_vec_env_is_small():
+    """SB3's defaults ignore the run length: ``PPO("MlpPolicy", venv).learn(2_000)`` on the README's shared vec env
+    (4 copies of digits, 40 slots) ran a full 2048-step rollout per slot, 81,920 transitions. ``make_model`` fits
+    PPO's rollout to the run: 2,000 transitions."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+
+    from tailmix.agents.wrappers import make_vec_env
+
+    class Counter(VecEnvWrapper):
+        transitions = 0
+
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            out = self.venv.step_wait()
+            self.transitions += self.num_envs
+            return out
+
+    env_kwargs = {"dataset": "digits", "encoder": "random", "max_steps": 3}  # the README's, a cheap encoder
+    venv = Counter(VecNormalize(make_vec_env("shared", env_kwargs, n_envs=4, seed=0)))
+    try:
+        assert venv.num_envs == 40
+        sb3_default = inspect.signature(sb3.PPO).parameters["n_steps"].default
+        assert sb3_default * venv.num_envs == 81_920  # what PPO("MlpPolicy", venv).learn(2_000) runs
+        model = make_model("ppo", venv, 2_000).learn(2_000)
+        assert venv.transitions == model.num_timesteps == 2_000
+    finally:
+        venv.close()
+    with pytest.raises(ValueError, match="total_timesteps"):
+        make_model("ppo", venv, 0)

@@ -62,16 +62,19 @@ def test_pettingzoo_wrapper_on_the_parallel_env(env_id):
 
 @pytest.mark.parametrize("env_id", [CENTRAL_ID, CENTRAL_V1_ID])
 def test_gym_wrapper_on_the_central_env(env_id):
-    """Observations, rewards and ends. TorchRL reads a single env's infos only on request
-    (``auto_register_info_dict``), and its reader (0.14.1) takes numpy values only, while the central env's
-    per-copy infos are Python numbers (as in v0): read infos through the batched env below (arrays)."""
+    """Observations, rewards, ends, and the infos, which TorchRL reads only on request (``auto_register_info_dict``)
+    and whose reader (0.14.1) takes numpy values only: the central env's per-copy numbers are numpy scalars (they
+    were Python numbers, and the reader failed on them)."""
     env = GymWrapper(gymnasium.make(env_id, dataset=make_tiny_dataset(), **TINY))
+    env.auto_register_info_dict()
     check_env_specs(env, seed=0)
     td = env.rollout(STEPS, break_when_any_done=False)
     assert td["observation"].shape == (STEPS, *env.observation_spec["observation"].shape)
     _progress_is_right(td["observation"][:, 0], td["next", "observation"][:, 0])
     _done_at_episode_ends(td["next", "done"])
     assert np.isfinite(td["next", "reward"].numpy()).all()
+    assert td["next", "step"].tolist() == [1, 2, 3, 1, 2, 3, 1]
+    assert td["next", "recall"].shape == (STEPS, 3) and td["next", "balanced_accuracy"].shape == (STEPS,)
     env.close()
 
 

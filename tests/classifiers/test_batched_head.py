@@ -138,3 +138,27 @@ def test_lr_schedule_is_validated():
         BatchedHead(1, 3, 3, lr_schedule="linear")
     with pytest.raises(ValueError, match="total_steps"):
         BatchedHead(1, 3, 3, lr_schedule="cosine")
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+@pytest.mark.parametrize("hidden", [0, 7])
+def test_a_copied_head_keeps_training(hidden, schedule, how):
+    """Pickle stores each tensor's storage on its own: the head's views of its flat buffers (what Adam updates
+    and the forward pass reads) must be rebuilt, or an unpickled head trains detached copies and never moves."""
+    import copy
+    import pickle
+
+    x, y = _data()
+    head = BatchedHead(2, 5, 3, hidden=hidden, lr=0.1, lr_schedule=schedule, total_steps=20)
+    head.reset([torch.Generator().manual_seed(i) for i in range(2)])
+    head.train_epochs(x, y, torch.ones(2, 40), 2)  # mid-training: Adam moments and step counts set
+    twin = pickle.loads(pickle.dumps(head)) if how == "pickle" else copy.deepcopy(head)
+    before = twin.flat.clone()
+    for h in (head, twin):
+        h.train_epochs(x, y, torch.ones(2, 40), 3)
+    assert not torch.equal(twin.flat, before)
+    for a, b in zip(head.state_dict().values(), twin.state_dict().values()):
+        assert all(torch.equal(u, v) for u, v in zip(a, b)) if isinstance(a, list) else torch.equal(a, b)
+    assert torch.equal(head.predict(x), twin.predict(x))
+    assert twin._w[0].untyped_storage().data_ptr() == twin.flat.untyped_storage().data_ptr()

@@ -321,7 +321,8 @@ def check_vector_case(venv, case, outcomes):
     else:
         assert tag == "ok", f"invalid actions {action!r} accepted"
         want = np.vectorize(expected_ratio)(_as_floats(action))
-        assert np.allclose(info["ratios"], want, rtol=1e-6, atol=1e-9)  # the step's ratios, before autoreset
+        step_info = info["final_info"] if trunc.any() else info  # SAME_STEP: the ended step's infos (gymnasium's)
+        assert np.allclose(step_info["ratios"], want, rtol=1e-6, atol=1e-9)  # the step's ratios, before autoreset
         assert ((venv.core.ratios >= 0) & (venv.core.ratios <= MAX_RATIO)).all()
         assert venv.observation_space.contains(obs) and np.isfinite(obs).all()
         assert np.isfinite(rew).all() and not term.any()

@@ -8,12 +8,15 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 import weakref
 from pathlib import Path
 
+import cloudpickle
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from pettingzoo.test import render_test
 
 from tailmix import envs
@@ -59,9 +62,9 @@ def _step(env, action):
 
 # -- render: gymnasium's convention ----------------------------------------------------------
 @pytest.mark.parametrize("view", sorted(VIEWS))
-@pytest.mark.parametrize("mode", ["rgb_array", "human", "rgb_array_list"])
+@pytest.mark.parametrize("mode", ["human", "rgb_array_list"])
 def test_an_unsupported_render_mode_is_accepted_with_a_warning(view, mode):
-    """SB3 asks for 'rgb_array' and PettingZoo's render_test for 'human': the env is built, rendering is off."""
+    """PettingZoo's render_test asks for 'human': the env is built, rendering is off."""
     with pytest.warns(UserWarning, match=f"render_mode='{mode}' is not supported"):
         env = VIEWS[view](render_mode=mode)
     env.reset(seed=0)
@@ -77,6 +80,18 @@ def test_supported_render_modes(view):
     assert all(isinstance(t, str) and "balanced val acc" in t for t in (text if view == "vector" else [text]))
     if view == "vector":
         assert len(text) == 2
+    # 'rgb_array' (what SB3 asks for): a frame per copy, ratio and recall bars per class
+    env = VIEWS[view](render_mode="rgb_array")
+    assert env.metadata["render_modes"] == ["ansi", "rgb_array"] and env.metadata["render_fps"] > 0
+    env.reset(seed=0)
+    first = env.render()
+    _step(env, _actions(env, np.random.default_rng(0)))
+    frames = env.render()
+    for frame, before in zip(frames, first) if view == "vector" else [(frames, first)]:
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3 and frame.shape == before.shape
+        assert frame.any() and not np.array_equal(frame, before)  # the ratios moved from 0
+    if view == "vector":
+        assert len(frames) == 2
     plain = VIEWS[view]()
     plain.reset(seed=0)
     assert plain.render() is None
@@ -87,12 +102,15 @@ def test_pettingzoo_render_test():
 
 
 def test_gymnasium_make_with_rgb_array_and_the_passive_checker():
-    """``gym.make`` warns about the mode and the env builds; the passive checker's render check passes."""
-    with pytest.warns(UserWarning):
+    """``gym.make`` with SB3's default mode: no warning (gymnasium's checker once missed ``render_fps`` and the mode
+    itself); the passive checker's render check passes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*out of date", category=DeprecationWarning)  # v0 has a v1
         env = gymnasium.make(envs.CENTRAL_ID, render_mode="rgb_array", **tiny_kwargs())
-    env.reset(seed=0)
-    assert env.render() is None  # the first render() runs gymnasium's passive render check
-    assert env.render_mode is None
+        env.reset(seed=0)
+        frame = env.render()  # the first render() runs gymnasium's passive render check
+    assert env.render_mode == "rgb_array" and frame.dtype == np.uint8 and frame.shape[2] == 3
 
 
 # -- pickling and deep copies --------------------------------------------------------------------
@@ -109,6 +127,61 @@ def test_a_restored_copy_continues_the_same_trajectory(view, how):
         action = _actions(env, rng)
         a, b = _step(env, action), _step(twin, action)
         assert repr(a) == repr(b)  # every observation, reward, flag and info, to the last digit
+
+
+# A configuration in which training visibly moves the reward (digits, random encoder: balanced val accuracy about
+# 0.64 -> 0.72 -> 0.78 -> 0.82 over the first steps at ratio 0), so that a copy whose heads no longer train cannot
+# pass for the original. The tiny fixture above scores 1.0 from the first step, trained or not.
+LEARNING = dict(dataset="digits", encoder="random", pool_size=16, max_steps=5, epochs_per_step=2)
+LEARNING_VIEWS = {
+    "parallel": lambda: SyntheticRatioEnv(**LEARNING),
+    "central": lambda: SyntheticRatioCentralEnv(**LEARNING),
+    "vector": lambda: SyntheticRatioVectorEnv(2, **LEARNING),
+}
+COPIES = {"pickle": lambda env: pickle.loads(pickle.dumps(env)),
+          "cloudpickle": lambda env: cloudpickle.loads(cloudpickle.dumps(env)),  # SuperSuit's, SB3's, Ray's
+          "deepcopy": copy.deepcopy}
+
+
+def _reward(out) -> float:
+    """The step's reward (the first agent's, the first copy's)."""
+    reward = out[1]
+    return float(next(iter(reward.values())) if isinstance(reward, dict) else np.asarray(reward).ravel()[0])
+
+
+@pytest.mark.parametrize("how", sorted(COPIES))
+@pytest.mark.parametrize("view", sorted(LEARNING_VIEWS))
+@pytest.mark.parametrize("when", ["built", "reset"])
+def test_a_copied_env_keeps_training(view, how, when):
+    """A built env shipped to a worker (SuperSuit, Ray, ``SubprocVecEnv([lambda: env])``) trains as the original.
+
+    Pickle does not keep tensor views sharing memory: an unpickled head once updated detached copies of its
+    weights and scored its first weights at every step (reward 0.06 on digits while the original rose).
+    """
+    env = LEARNING_VIEWS[view]()
+    if when == "reset":
+        env.reset(seed=3)
+    twin = COPIES[how](env)
+    if when == "built":
+        env.reset(seed=3), twin.reset(seed=3)
+    # ratio 0 for every class: the reward then moves by training alone
+    action = ({a: np.full(1, -1.0, np.float32) for a in env.possible_agents} if view == "parallel"
+              else np.full(env.action_space.shape, -1.0, np.float32))
+    rewards = []
+    for _ in range(4):
+        a, b = _step(env, action), _step(twin, action)
+        assert repr(a) == repr(b)  # every observation, reward, flag and info, to the last digit
+        rewards.append(_reward(a))
+    assert rewards[-1] - rewards[0] > 0.05, f"the configuration no longer shows training: rewards {rewards}"
+
+
+@pytest.mark.parametrize("how", sorted(COPIES))
+def test_a_copied_fold_env_scores_on_its_own_feature_table(how):
+    """With ``val_folds`` the reward rows are a view of the engine's feature table; a copy keeps them one."""
+    twin = COPIES[how](SyntheticRatioCentralEnv(**tiny_kwargs(val_folds=2)))
+    engine = twin.core.engine
+    assert engine.val_x.untyped_storage().data_ptr() == engine.table.untyped_storage().data_ptr()
+    assert torch.equal(engine.val_x, engine.table[:len(engine.real_idx)])
 
 
 # -- envs are freed once dropped ---------------------------------------------------------------------

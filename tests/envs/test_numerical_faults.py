@@ -135,8 +135,9 @@ def test_vector_env_rolls_back_only_the_copy_that_diverged():
     act[1, 1] = 1.0  # only copy 1 draws the broken class-1 pool
     obs_b, rew_b, _, _, info_b = bad.step(act)
     obs_r, rew_r, _, _, info_r = ref.step(act)
-    assert info_b["nan_loss"].tolist() == [False, True, False]
-    assert not info_r["nan_loss"].any()
+    # as gymnasium's SyncVectorEnv batches the central env's flag: only where set, with its mask
+    assert info_b["nan_loss"].tolist() == info_b["_nan_loss"].tolist() == [False, True, False]
+    assert "nan_loss" not in info_r and "_nan_loss" not in info_r
     after, reference = head_state(bad.core.engine), head_state(ref.core.engine)
     for old, new, want in zip(before, after, reference):
         assert torch.equal(new[1], old[1])  # copy 1 rolled back
@@ -147,7 +148,7 @@ def test_vector_env_rolls_back_only_the_copy_that_diverged():
 
     for _ in range(2):  # afterwards every copy, the rolled-back one included, trains normally
         obs_b, rew_b, _, _, info_b = bad.step(np.full((3, 3), -1.0, np.float32))
-        assert not info_b["nan_loss"].any() and np.isfinite(obs_b).all() and np.isfinite(rew_b).all()
+        assert "nan_loss" not in info_b and np.isfinite(obs_b).all() and np.isfinite(rew_b).all()
     assert finite_state(bad.core.engine)
     assert not torch.equal(head_state(bad.core.engine)[0][1], before[0][1])
 

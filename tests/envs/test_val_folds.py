@@ -158,7 +158,7 @@ def test_official_checkers_with_val_folds():
 def test_central_view_and_test_split_at_episode_end():
     e = SyntheticRatioCentralEnv(**tiny_kwargs(val_folds=3, eval_split="test"))
     _, info = e.reset(seed=1)
-    assert isinstance(info["val_fold"], int) and 0 <= info["val_fold"] < 3
+    assert isinstance(info["val_fold"], np.integer) and 0 <= info["val_fold"] < 3
     assert e.train_counts.tolist() == e.core.folds.counts[info["val_fold"]].tolist()
     for _ in range(3):
         _, _, _, truncated, info = e.step(np.zeros(3, np.float32))

@@ -17,7 +17,8 @@ from tests.envs.test_synthetic_ratio import TINY
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_each_copy_follows_the_single_env_trajectory(head):
-    """SAME_STEP: the episode's last observations come in ``final_obs``, the returned ones start the next."""
+    """SAME_STEP: the episode's last observations and infos come in ``final_obs`` and ``final_info`` (as in
+    gymnasium's SyncVectorEnv), the returned ones start the next."""
     ds = make_tiny_dataset()
     k = 3
     venv = SyntheticRatioVectorEnv(k, dataset=ds, head=head, autoreset_mode=AutoresetMode.SAME_STEP, **TINY)
@@ -35,9 +36,11 @@ def test_each_copy_follows_the_single_env_trajectory(head):
         for i, (o, r, _, tr, info) in enumerate(outs):
             assert vrew[i] == pytest.approx(r, abs=1e-5)
             assert vtrunc[i] == tr
-            assert np.array_equal(vinfo["n_synthetic"][i], info["n_synthetic"])
+            step_info = vinfo["final_info"] if tr else vinfo
+            assert np.array_equal(step_info["n_synthetic"][i], info["n_synthetic"])
             sobs[i] = o
-    assert np.allclose(vinfo["final_obs"], np.stack(sobs), atol=1e-5)
+    assert vinfo["_final_obs"].all() and (vinfo["step"] == 0).all()  # the infos of the new episodes' reset
+    assert np.allclose(np.stack(vinfo["final_obs"]), np.stack(sobs), atol=1e-5)
     # the next episode (seed None) continues each copy's stream, as the single env's reset() does
     sobs = [e.reset()[0] for e in singles]
     assert np.allclose(vobs, np.stack(sobs), atol=1e-5)
@@ -90,10 +93,14 @@ def test_infos_are_numbers_and_arrays_with_the_copies_first(mode):
     _, infos = venv.reset(seed=0)
     for _ in range(TINY["max_steps"]):
         _, _, _, _, step_infos = venv.step(np.zeros((2, 3), np.float32))
+        if "final_info" in step_infos:  # SAME_STEP's last step: gymnasium's keys, per copy
+            assert step_infos["final_obs"].dtype == object and step_infos["_final_info"].all()
+            step_infos = step_infos["final_info"]
         for key, v in step_infos.items():
             assert isinstance(v, np.ndarray) and v.dtype != object and v.shape[0] == 2, key
             if key in CLASS_INFO_KEYS:
                 assert v.shape[1] == 3, key
+            assert key.startswith("_") or step_infos[f"_{key}"].all(), key  # SyncVectorEnv's masks
     assert set(infos) <= set(step_infos)
     assert venv.class_names == ("c0", "c1", "c2")
     named = venv.per_class_info(1)
@@ -192,10 +199,12 @@ def test_single_views_infos_are_numbers_and_names_are_attributes():
         _, _, _, _, cinfo = cen.step(np.full(3, 0.3, np.float32))
 
     def numeric(v):
-        return isinstance(v, (bool, int, float)) or (isinstance(v, np.ndarray) and v.dtype != object)
+        return isinstance(v, (bool, int, float, np.number)) or (isinstance(v, np.ndarray) and v.dtype != object)
 
     for info in (*pinfos.values(), cinfo):
         assert all(numeric(v) for v in info.values()), info
+    # the central env's per-copy numbers are numpy scalars: TorchRL's info reader takes numpy values only
+    assert all(isinstance(v, (np.number, np.ndarray)) for v in cinfo.values()), cinfo
     for i, a in enumerate(par.possible_agents):  # the same core slice in both views
         assert pinfos[a]["ratio"] == pytest.approx(cinfo["ratios"][i])
         assert pinfos[a]["recall"] == pytest.approx(cinfo["recall"][i])
@@ -247,3 +256,61 @@ def test_disabled_autoreset_restarts_only_the_masked_copies():
     for bad in (np.array([1, 0, 1]), np.zeros(k, bool), np.ones(k + 1, bool)):
         with pytest.raises(ValueError, match="reset_mask"):
             venv.reset(options={"reset_mask": bad})
+
+
+def _same_batched_infos(ours: dict, sync: dict, path: str = "") -> None:
+    """The same keys (``_<key>`` masks included), types, dtypes and shapes; the same values (float: to 1e-5)."""
+    assert sorted(ours) == sorted(sync), (path, sorted(set(ours) ^ set(sync)))
+    for key, a in ours.items():
+        b, where = sync[key], path + key
+        if isinstance(b, dict):
+            assert isinstance(a, dict), where
+            _same_batched_infos(a, b, where + ".")
+            continue
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, (where, a, b)
+        if a.dtype == object:  # final_obs, and the test report's lists
+            for u, v in zip(a, b):
+                assert (u is None) == (v is None), where
+                assert u is None or np.allclose(np.asarray(u, float), np.asarray(v, float), atol=1e-5), where
+        elif a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=where)
+        else:
+            assert np.array_equal(a, b), (where, a, b)
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_infos_are_shaped_as_sync_vector_envs_give_them(mode):
+    """Code moves between ``make_vec(..., "sync")`` and the ``vector_entry_point`` unchanged: ``_key`` masks, no
+    extra keys, the test report a masked dict, ``SAME_STEP``'s ``final_obs`` / ``final_info``."""
+    kw = dict(dataset=make_tiny_dataset(), eval_split="test", **TINY)
+    ours = gymnasium.make_vec(CENTRAL_ID, num_envs=2, vectorization_mode="vector_entry_point", autoreset_mode=mode,
+                              **kw)
+    sync = gymnasium.make_vec(CENTRAL_ID, num_envs=2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode},
+                              **kw)
+    assert ours.metadata["render_fps"] == sync.metadata["render_fps"]
+    assert ours.observation_columns == sync.envs[0].unwrapped.observation_columns  # on every view, as PettingZoo's
+    assert len(ours.observation_columns) == ours.single_observation_space.shape[-1]
+    (obs_a, info_a), (obs_b, info_b) = ours.reset(seed=[5, 6]), sync.reset(seed=[5, 6])
+    _same_batched_infos(info_a, info_b)
+    rng = np.random.default_rng(0)
+    reports = 0
+    for _ in range(TINY["max_steps"] + 1):  # the last step, then NEXT_STEP's autoreset step
+        action = rng.uniform(-1, 1, (2, 3)).astype(np.float32)
+        *out_a, info_a = ours.step(action)
+        *out_b, info_b = sync.step(action)
+        for a, b in zip(out_a, out_b):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        _same_batched_infos(info_a, info_b)
+        reports += "test" in info_b or "test" in info_b.get("final_info", {})
+    assert reports == 1  # the episode's end was compared, test report included
+
+
+def test_step_arrays_leaves_next_step_autoresets_to_step():
+    venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **{**TINY, "max_steps": 1})
+    venv.reset(seed=0)
+    out = venv.step_arrays(np.zeros((2, 3), np.float32))
+    assert out["truncated"].all() and out["final_obs"] is None and out["reset_infos"] is None
+    with pytest.raises(RuntimeError, match="step_arrays"):
+        venv.step_arrays(np.zeros((2, 3), np.float32))
+    _, reward, _, truncated, _ = venv.step(np.zeros((2, 3), np.float32))  # the autoreset step
+    assert not truncated.any() and (reward == 0).all()
