@@ -33,10 +33,20 @@ SB3_METHODS = {
     "ppo-central": {"algo": "ppo", "wrapper": "central", "env": {"reward_reference": 0.0},
                     "timesteps": {"digits": 80_000, "medmnist": 20_000}},
     "ppo-shared": {"algo": "ppo", "wrapper": "shared", "env": {"credit": "difference", "reward_replicas": 4},
+                   # amendment 1: difference credit does not support several sources; pool tasks use this instead
+                   "env_pool": {"reward_reference": 0.0, "reward_replicas": 4},
                    "timesteps": {"digits": 100_000, "medmnist": 20_000}},
     "sac-central": {"algo": "sac", "wrapper": "central", "env": {"reward_reference": 0.0},
                     "timesteps": {"digits": 20_000, "medmnist": 20_000}},
 }
+
+
+def train_env(method: str, num_sources: int) -> dict:
+    """The training-env settings of an SB3 method on a task with ``num_sources`` sources (amendment 1)."""
+    spec = SB3_METHODS[method]
+    return dict(spec["env_pool"] if num_sources > 1 and "env_pool" in spec else spec["env"])
+
+
 #: Every learned method, in table order.
 LEARNED = ("cem-static", "cem-schedule", *SB3_METHODS)
 

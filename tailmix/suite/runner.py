@@ -212,13 +212,14 @@ def run_sb3(task: Task, kw: dict, fixed: dict, method: str, seed: int, model_dir
     if (run_dir / "model.zip").is_file():
         model = load_model(spec["algo"], run_dir / "model.zip")
     else:
-        model = train(spec["algo"], dict(kw_loss, **spec["env"]), wrapper=spec["wrapper"], total_timesteps=steps,
-                      seed=seed, log_dir=str(run_dir))
+        model = train(spec["algo"], dict(kw_loss, **P.train_env(method, len(task.sources))), wrapper=spec["wrapper"],
+                      total_timesteps=steps, seed=seed, log_dir=str(run_dir))
         model.get_env().close()
     rows = Player(kw).play(SB3Policy(model, wrapper=spec["wrapper"], name=method), fixed["task_loss"])
     log(f"[{task.name}] {method} seed {seed}: reward {mean(rows, 'reward'):.4f} test {mean(rows, 'test'):.4f}")
     rec = _base_record(task, method, seed, t0)
-    rec.update(loss=fixed["task_loss"], timesteps=steps, train_env=spec["env"], episodes=rows,
+    rec.update(loss=fixed["task_loss"], timesteps=steps, train_env=P.train_env(method, len(task.sources)),
+               episodes=rows,
                policy={"kind": "sb3", "algo": spec["algo"], "wrapper": spec["wrapper"], "model": str(run_dir)})
     return rec
 
@@ -270,7 +271,7 @@ def run_transfer(seed: int, *, runs: Path = RUNS, cache_dir=None, data_dir=None,
         model = load_model(spec["algo"], run_dir / "model.zip")
     else:
         kw_src = task_env_kwargs(src, cache_dir=cache_dir, data_dir=data_dir, class_id_obs=False)
-        model = train(spec["algo"], dict(kw_src, loss=fixed_src["task_loss"], **spec["env"]),
+        model = train(spec["algo"], dict(kw_src, loss=fixed_src["task_loss"], **P.train_env(method, len(src.sources))),
                       wrapper=spec["wrapper"], total_timesteps=P.TRANSFER["timesteps"], seed=seed,
                       log_dir=str(run_dir))
         model.get_env().close()
@@ -279,7 +280,8 @@ def run_transfer(seed: int, *, runs: Path = RUNS, cache_dir=None, data_dir=None,
     log(f"[{dst.name}] {transfer_name()} seed {seed}: reward {mean(rows, 'reward'):.4f} test {mean(rows, 'test'):.4f}")
     rec = _base_record(dst, transfer_name(), seed, t0)
     rec.update(loss=fixed_dst["task_loss"], trained_on=src.id, trained_loss=fixed_src["task_loss"],
-               timesteps=P.TRANSFER["timesteps"], train_env={**spec["env"], "class_id_obs": False}, episodes=rows,
+               timesteps=P.TRANSFER["timesteps"], train_env={**P.train_env(method, len(src.sources)),
+                                                             "class_id_obs": False}, episodes=rows,
                policy={"kind": "sb3", "algo": spec["algo"], "wrapper": spec["wrapper"], "model": str(run_dir)})
     write_record(path, rec)
     return path
