@@ -89,6 +89,8 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     entry = ref["tasks"]["tailmix/TinyPoolTest-v0"]
     assert entry["pending"] == ["ppo-central"]
     assert entry["rows"]["cem-static"]["seeds"] == [0, 1] and entry["rows"]["cem-schedule"]["complete"]
+    rho = entry["fidelity"]["spearman_reward_vs_pixel_test"]
+    assert entry["fidelity"]["points"] == 7 and (np.isnan(rho) or -1 <= rho <= 1)  # nan: a constant side
     assert "pixel" in entry["rows"]["cem-static"] and "vs_best_fixed" in entry["rows"]["cem-static"]["pixel"]
     d, lo, hi = entry["rows"]["cem-static"]["vs_best_fixed"]
     assert lo <= d <= hi
