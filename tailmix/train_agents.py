@@ -51,7 +51,7 @@ from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, _
                               benchmark_specs, load_model_policy, load_policies, load_policy, model_info)
 from tailmix.runs import (RUN_MARKER, _atomic_write_text, _marker_digest, _read_json, _run_path,  # noqa: F401
                           _stored_config, _write_json, check_cache_dir, check_deletable, check_run_dir,
-                          interrupt_hint, is_tailmix_run, prepare_run_dir)
+                          finish_run_dir, interrupt_hint, is_tailmix_run, prepare_run_dir)
 
 
 COMMANDS = {"generate": GenerateConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
@@ -137,8 +137,9 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     try:
         run = {"main": lambda c: cmd_main(c, frozenset(fixed)), "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
                "benchmark": cmd_benchmark}[command](cfg)
-    except KeyboardInterrupt:
-        if command in ("train", "main") and cfg.run_dir:
+    except BaseException as err:
+        finish_run_dir(cfg, ok=False)  # an --overwrite that failed before its first result puts the old run back
+        if isinstance(err, KeyboardInterrupt) and command in ("train", "main") and cfg.run_dir:
             print("\n" + interrupt_hint(cfg, command), file=sys.stderr)
         raise
     total = time.time() - t0
@@ -149,6 +150,7 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
             "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
     if command == "main":
         budget_report(run, total)
+    finish_run_dir(cfg, ok=True)  # the run it replaced (--overwrite) goes only now
     print(f"done in {total:.0f} s; outputs in {run}")
     return run
 
