@@ -206,7 +206,7 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
     if resume:
         checkpoint = usable_checkpoint(log_dir, algo, report=lambda line: print(line, flush=True))
         if checkpoint is None:
-            raise ValueError(f"resume=True but {Path(log_dir) / 'checkpoints'} holds no loadable {algo} checkpoint; "
+            raise ValueError(f"resume=True but {Path(log_dir) / 'checkpoints'} holds no {algo} checkpoint that loads; "
                              "train without resume (or with checkpoint_every) first")
 
     set_random_seed(seed)

@@ -1,7 +1,8 @@
 """Run folders: where a command writes, the marker that proves tailmix made one, and the JSON files in it.
 
 Every command writes into a run folder (``--run-dir``) that it refuses to overwrite unless ``--overwrite`` (only a
-folder whose ``.tailmix_run`` marker matches its ``run.json``) or ``--resume``. The CLI (``tailmix.train_agents``)
+folder whose ``.tailmix_run`` marker matches its ``run.json``, and in it only what the marker's manifest lists) or
+``--resume`` (only with a checkpoint that loads, on the same dataset). The CLI (``tailmix.train_agents``)
 checks the folder before any work (:func:`check_run_dir`) and the commands (``tailmix.commands``) create it
 (:func:`prepare_run_dir`).
 """

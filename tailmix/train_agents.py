@@ -12,8 +12,9 @@
 
 Every command writes into a run folder (``--run-dir``, default ``runs/<command>-<time>``) that it refuses
 to overwrite unless ``--overwrite`` (or ``--resume`` for ``train`` and the main job) is given; ``--overwrite``
-only ever deletes a folder tailmix provably made (its ``.tailmix_run`` marker matches its ``run.json``), and never
-the working directory or a folder above it. Trained generators, filters, encoders and
+only ever replaces a folder tailmix provably made (its ``.tailmix_run`` marker matches its ``run.json``), never
+the working directory or a folder above it, and in it only the files tailmix wrote (your own files stay); the old
+run is put back if the new one fails before its first result. Trained generators, filters, encoders and
 banks are cached under ``--cache-dir`` by a hash of their config and the dataset, and reused by later runs.
 
 A saved model is evaluated in the env it was trained in: ``evaluate`` and ``benchmark`` take the env settings
