@@ -111,15 +111,80 @@ def _merge(defaults: dict, overrides: dict | None) -> dict:
     return out
 
 
-def latest_checkpoint(log_dir: str | os.PathLike, algo: str) -> tuple[Path, int] | None:
-    """The newest ``checkpoints/<algo>_<steps>_steps.zip`` in ``log_dir`` and its step count, or ``None``."""
+def checkpoints(log_dir: str | os.PathLike, algo: str) -> list[tuple[Path, int]]:
+    """Every ``checkpoints/<algo>_<steps>_steps.zip`` in ``log_dir`` with its step count, newest first."""
     folder = Path(log_dir) / "checkpoints"
     pattern = re.compile(rf"^{re.escape(algo)}_(\d+)_steps\.zip$")
     found = [(int(m.group(1)), p) for p in folder.glob("*.zip") if (m := pattern.match(p.name))]
-    if not found:
-        return None
-    steps, path = max(found)
-    return path, steps
+    return [(path, steps) for steps, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(log_dir: str | os.PathLike, algo: str) -> tuple[Path, int] | None:
+    """The newest ``checkpoints/<algo>_<steps>_steps.zip`` in ``log_dir`` and its step count, or ``None``."""
+    found = checkpoints(log_dir, algo)
+    return found[0] if found else None
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the SB3 checkpoint at ``path`` cannot be loaded (a truncated or corrupted zip), or ``None``.
+
+    Reads the zip's directory and checks every member's CRC, without building a model or an env.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = {"data", "policy.pth"} - names
+            if missing:
+                return f"it is truncated, or not an SB3 save: it lacks {', '.join(sorted(missing))}"
+            bad = zf.testzip()
+            if bad is not None:
+                return f"{bad} in it is corrupted (CRC mismatch)"
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as err:
+        return f"it is not a complete zip file ({err})"
+    return None
+
+
+def usable_checkpoint(log_dir: str | os.PathLike, algo: str, *, report=None) -> tuple[Path, int] | None:
+    """The newest checkpoint of ``algo`` in ``log_dir`` that passes :func:`checkpoint_problem`, or ``None``.
+
+    A checkpoint that does not (a disk that filled up while an older tailmix, or SB3 itself, wrote it in place) is
+    skipped; ``report(line)`` is told which, and which one is used instead.
+    """
+    skipped = []
+    for path, steps in checkpoints(log_dir, algo):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if skipped and report is not None:
+                report(f"warning: the latest checkpoint{'s' if len(skipped) > 1 else ''} "
+                       f"{'; '.join(skipped)}: resuming from the previous good one, {path.name} (timestep {steps})")
+            return path, steps
+        skipped.append(f"{path.name} cannot be loaded ({problem})")
+    if skipped and report is not None:
+        report(f"warning: no {algo} checkpoint in {Path(log_dir) / 'checkpoints'} can be loaded: {'; '.join(skipped)}")
+    return None
+
+
+def _checkpoint_callback(save_freq: int, save_path: str, algo: str, save_replay_buffer: bool):
+    """SB3's ``CheckpointCallback``, writing each file atomically (a temp file in the same folder, then
+    ``os.replace``): SB3 saves in place, so a full disk or a kill left a truncated latest checkpoint behind."""
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    class AtomicCheckpointCallback(CheckpointCallback):
+        def _on_step(self) -> bool:
+            if self.n_calls % self.save_freq == 0:
+                path = Path(self._checkpoint_path(extension="zip"))
+                save_model(self.model, path)
+                if self.verbose >= 2:
+                    print(f"Saving model checkpoint to {path}")
+                if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+                    buffer = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
+                    _save_atomic(buffer, self.model.save_replay_buffer)
+            return True
+
+    return AtomicCheckpointCallback(save_freq=save_freq, save_path=save_path, name_prefix=algo,
+                                    save_replay_buffer=save_replay_buffer)
 
 
 def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int = 1, total_timesteps: int = 10_000,
@@ -149,7 +214,7 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
     Returns:
         The trained model (its env stays open: ``model.get_env().close()`` when done).
     """
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
 
     from tailmix.agents.callbacks import TailmixMetricsCallback
@@ -165,10 +230,10 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
         raise ValueError(f"checkpoint_every must be a positive number of timesteps; got {checkpoint_every!r}")
     checkpoint = None
     if resume:
-        checkpoint = latest_checkpoint(log_dir, algo)
+        checkpoint = usable_checkpoint(log_dir, algo, report=lambda line: print(line, flush=True))
         if checkpoint is None:
-            raise ValueError(f"resume=True but {Path(log_dir) / 'checkpoints'} holds no {algo} checkpoint; train "
-                             "without resume (or with checkpoint_every) first")
+            raise ValueError(f"resume=True but {Path(log_dir) / 'checkpoints'} holds no {algo} checkpoint that loads; "
+                             "train without resume (or with checkpoint_every) first")
 
     set_random_seed(seed)
     venv = make_vec_env(wrapper, env_kwargs, n_envs=n_envs, seed=seed, subprocess=subprocess)
@@ -191,9 +256,8 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
 
     callbacks = [TailmixMetricsCallback()]
     if checkpoint_every is not None:
-        callbacks.append(CheckpointCallback(save_freq=max(checkpoint_every // venv.num_envs, 1),
-                                            save_path=str(Path(log_dir) / "checkpoints"), name_prefix=algo,
-                                            save_replay_buffer=algo in OFF_POLICY))
+        callbacks.append(_checkpoint_callback(max(checkpoint_every // venv.num_envs, 1),
+                                              str(Path(log_dir) / "checkpoints"), algo, algo in OFF_POLICY))
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=CallbackList(callbacks), tb_log_name=algo.upper(),
                     reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
@@ -207,15 +271,22 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
 
 def save_model(model, path: str | os.PathLike) -> Path:
     """Save an SB3 model atomically (a temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
+    return _save_atomic(Path(path), model.save)
+
+
+def _save_atomic(path: Path, save) -> Path:
+    """``save(tmp)`` to a temp file beside ``path`` (same suffix: SB3 appends ``.zip`` / ``.pkl`` to others), fsynced,
+    then ``os.replace``: ``path`` is the old file or the complete new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".zip", dir=path.parent, prefix=".tmp-model-")
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=".tmp-model-")
     os.close(fd)
     from tailmix.io.atomic import honour_umask
 
     honour_umask(tmp)  # mkstemp's 0600 would make a shared run folder's model unreadable to others
     try:
-        model.save(tmp)
+        save(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -12,7 +12,8 @@ from tailmix.pipeline import (ensure_bank, generator_kinds, load_data, num_sourc
                               prepared_env_kwargs)
 from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, benchmark_specs, load_policies,
                               load_policy)
-from tailmix.runs import _atomic_write_text, _read_json, _update_json, _write_json, prepare_run_dir
+from tailmix.runs import (_atomic_write_text, _read_json, _update_json, _write_json, check_dataset_unchanged,
+                          prepare_run_dir)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -20,7 +21,7 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
     from tailmix.generators.quality import format_quality_report, quality_report, save_sample_grid
 
     dataset = load_data(cfg)
-    run = prepare_run_dir(cfg, "generate")
+    run = prepare_run_dir(cfg, "generate", dataset)
     kinds = generator_kinds(cfg)
     for kind in kinds[1:]:  # several generators: every bank is filled; the report below is the first one's
         ensure_bank(one_kind(cfg, kind), dataset)
@@ -47,7 +48,7 @@ def _train_model(cfg, run: Path, kw: dict):
 
     what = "training"
     if cfg.resume:
-        from tailmix.agents.sb3 import latest_checkpoint, load_model
+        from tailmix.agents.sb3 import load_model, usable_checkpoint
 
         final = (_read_json(run / "agent.json") or {}).get("num_timesteps", -1)
         if (run / "model.zip").is_file() and final >= cfg.timesteps:
@@ -55,7 +56,7 @@ def _train_model(cfg, run: Path, kw: dict):
             print(f"{run / 'model.zip'} is already trained to {final} >= --timesteps {cfg.timesteps} timesteps; "
                   "nothing left to train (pass a larger --timesteps to train on)")
             return load_model(cfg.algo, run / "model.zip")
-        what = f"resuming from timestep {latest_checkpoint(run, cfg.algo)[1]}:"
+        what = f"resuming from timestep {usable_checkpoint(run, cfg.algo)[1]}:"  # train() says if it skips one
     print(f"{what} {cfg.algo} ({cfg.wrapper}) to {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir {run}",
           flush=True)
     with phase(f"train {cfg.algo}"):
@@ -73,8 +74,9 @@ def _close(model) -> None:
 
 def cmd_train(cfg: TrainConfig) -> Path:
     dataset = load_data(cfg)
+    check_dataset_unchanged(cfg, dataset)
     kw = prepared_env_kwargs(cfg, dataset)
-    run = prepare_run_dir(cfg, "train")
+    run = prepare_run_dir(cfg, "train", dataset)
     if cfg.backend == "rllib":
         from tailmix.agents.rllib import train_rllib
 
@@ -96,7 +98,7 @@ def cmd_evaluate(cfg: EvaluateConfig) -> Path:
     dataset = load_data(cfg)
     _check_policy_fits(policy, dataset, cfg.policy, num_sources(cfg))
     kw = prepared_env_kwargs(cfg, dataset)
-    run = prepare_run_dir(cfg, "evaluate")
+    run = prepare_run_dir(cfg, "evaluate", dataset)
     label = cfg.policy if _model_path(cfg.policy) is None else _learned_label(cfg.policy)
     with phase(f"evaluate {label} x {cfg.seeds} seeds on the test split"):
         benchmark({label: policy}, kw, seeds=list(range(cfg.seeds)), out_dir=run)
@@ -115,7 +117,7 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
         for label, policy in policies.items():
             _check_policy_fits(policy, dataset, label, num_sources(cfg))
         kw = prepared_env_kwargs(cfg, dataset)
-        run = prepare_run_dir(cfg, "benchmark")
+        run = prepare_run_dir(cfg, "benchmark", dataset)
     with phase(f"benchmark: {len(policies)} policies x {cfg.seeds} seeds on the test split"):
         benchmark(policies, kw, seeds=list(range(cfg.seeds)), out_dir=run)
     print((run / "results.md").read_text())
@@ -129,9 +131,10 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
 
     dataset = load_data(cfg)
     print(f"dataset: {dataset!r}", flush=True)
+    check_dataset_unchanged(cfg, dataset)
     budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
     kw = prepared_env_kwargs(cfg, dataset)
-    run = prepare_run_dir(cfg, "main")
+    run = prepare_run_dir(cfg, "main", dataset)
     if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
         _update_json(run / "run.json", budget=budget)
     model = _train_model(cfg, run, kw)

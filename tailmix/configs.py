@@ -34,7 +34,8 @@ class Common(Settings):
     run_dir: str | None = None
     """Output folder (default: runs/<command>-<time>)."""
     overwrite: bool = False
-    """Replace an existing run folder (only one tailmix made: its .tailmix_run marker matches its run.json)."""
+    """Replace an existing run folder (only one tailmix made: its .tailmix_run marker matches its run.json). Only
+    the files tailmix wrote are replaced, once the new run has a result; your own files in the folder stay."""
     threads: int = 1
     """Torch CPU threads for generator, filter and agent training (the env pins its own). Results depend on it;
     more than 1 only pays on idle machines with spare cores (2 threads on a busy 2-core box ran 10-60x slower)."""

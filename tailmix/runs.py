@@ -1,7 +1,8 @@
 """Run folders: where a command writes, the marker that proves tailmix made one, and the JSON files in it.
 
 Every command writes into a run folder (``--run-dir``) that it refuses to overwrite unless ``--overwrite`` (only a
-folder whose ``.tailmix_run`` marker matches its ``run.json``) or ``--resume``. The CLI (``tailmix.train_agents``)
+folder whose ``.tailmix_run`` marker matches its ``run.json``, and in it only what the marker's manifest lists) or
+``--resume`` (only with a checkpoint that loads, on the same dataset). The CLI (``tailmix.train_agents``)
 checks the folder before any work (:func:`check_run_dir`) and the commands (``tailmix.commands``) create it
 (:func:`prepare_run_dir`).
 """
@@ -65,6 +66,39 @@ def _run_path(cfg, command: str) -> Path:
     return path
 
 
+def rerun_command(cfg, command: str, *, extra: tuple[str, ...] = ("--overwrite",)) -> str:
+    """The exact command line that runs ``cfg`` again (every setting that differs from what the flags given would
+    default to, ``--run-dir`` included) plus ``extra``: advice a user can paste, unlike "the same command", which
+    after ``--resume`` (settings read from run.json) would start a run with the default settings."""
+    import shlex
+
+    from tailmix.configs import QUICK
+
+    base = type(cfg)()
+    if cfg.quick:
+        for name, value in QUICK.items():  # --quick sets these; naming them again adds nothing
+            if hasattr(base, name):
+                setattr(base, name, value)
+    argv = [] if command == "main" else [command]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("run_dir", "resume", "overwrite") or value == getattr(base, f.name):
+            continue
+        if value is None and f.name != "budget_minutes":  # only --budget-minutes spells None (none); the rest
+            continue                                       # are None by default, unless --quick set them
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        elif f.name == "generator":
+            argv += [flag, *str(value).split()]
+        else:
+            argv += [flag, "none" if value is None else str(value)]
+    argv += ["--run-dir", str(cfg.run_dir), *extra]
+    return "python train_agents.py " + shlex.join(argv)
+
+
 def check_run_dir(cfg, command: str) -> Path:
     """The run folder this command will write, refusing (before anything is written) one that would clobber
     earlier results: an existing non-empty folder needs ``--overwrite`` (and must be a tailmix run) or
@@ -75,12 +109,17 @@ def check_run_dir(cfg, command: str) -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"--run-dir {path} is a file; choose a folder")
     if resume:
-        from tailmix.agents.sb3 import latest_checkpoint
+        from tailmix.agents.sb3 import latest_checkpoint, usable_checkpoint
 
-        if latest_checkpoint(path, cfg.algo) is None:
-            raise ValueError(f"--resume: {path / 'checkpoints'} holds no {cfg.algo} checkpoint to continue from (the "
-                             "run stopped before its first one; they are saved every --checkpoint-every timesteps). "
-                             "Start it over: the same command without --resume but with --overwrite")
+        if usable_checkpoint(path, cfg.algo) is None:
+            why = ("the run stopped before its first one; they are saved every --checkpoint-every timesteps"
+                   if latest_checkpoint(path, cfg.algo) is None else "every one there is truncated or corrupted")
+            if (path / REPLACED).is_dir():  # an --overwrite killed before its first result: the old run is there
+                why += (f"; the run that an interrupted --overwrite was replacing is kept in {path / REPLACED}: move "
+                        "its files back to resume that one")
+            raise ValueError(f"--resume: {path / 'checkpoints'} holds no {cfg.algo} checkpoint that loads ({why}). "
+                             "Start the run over (without --resume, with the settings of its run.json): "
+                             f"{rerun_command(cfg, command)}")
         return path
     if path.exists() and any(path.iterdir()):
         if not cfg.overwrite:
@@ -139,26 +178,158 @@ def check_deletable(path: Path) -> None:
                          "tailmix older than this check). Remove it yourself or choose another --run-dir")
 
 
-def prepare_run_dir(cfg, command: str) -> Path:
+#: What tailmix may write at the top of a run folder, whatever the command or backend. A run's marker lists the
+#: ones it claims (its manifest): ``--overwrite`` removes those and keeps everything else (a user's notes or data).
+#: Folders here (``checkpoints``, ``tb``, ...) are tailmix's as a whole.
+RUN_OUTPUTS = (RUN_MARKER, "run.json", "timings.json", "quality.txt", "quality.json", "samples.png", "leakage.txt",
+               "leakage.json", "bank.json", "results.csv", "results.md", "results.png", "model.zip", "agent.json",
+               "checkpoints", "checkpoint", "tb")
+#: Where ``--overwrite`` keeps the run it replaces (inside the run folder) until the new run has its first result.
+REPLACED = ".tailmix_replaced"
+
+
+def written_by_tailmix(path: Path) -> list[str]:
+    """The top-level names in ``path`` that tailmix wrote: those its marker's manifest lists (all of
+    :data:`RUN_OUTPUTS` for a run made before manifests), and temp files a killed writer left."""
+    try:
+        names = json.loads((path / RUN_MARKER).read_text()).get("written")
+    except (OSError, ValueError, AttributeError):
+        names = None
+    if not isinstance(names, list):
+        names = RUN_OUTPUTS
+    claimed = {n for n in names if isinstance(n, str) and n in RUN_OUTPUTS}  # never a path of the user's choosing
+    temps = tuple(f".{n}." for n in claimed)
+    out = []
+    for entry in path.iterdir() if path.is_dir() else ():
+        name = entry.name
+        if name in claimed or (name.startswith(temps) and name.endswith(".tmp")) or (
+                name.startswith(".tmp-model-") and name.endswith(".zip")):
+            out.append(name)
+    return sorted(out)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _move_aside(path: Path) -> None:
+    """Move what the run in ``path`` wrote into ``path / REPLACED`` (the marker and run.json last, so the folder
+    stays a provable tailmix run at every moment); a user's own files stay where they are."""
+    aside = path / REPLACED
+    aside.mkdir()
+    names = written_by_tailmix(path)
+    for name in sorted(names, key=lambda n: n in (RUN_MARKER, "run.json")):
+        os.rename(path / name, aside / name)
+    _replacing.add(path.resolve())
+
+
+#: Run folders whose earlier run this process moved aside (:func:`finish_run_dir` settles them).
+_replacing: set[Path] = set()
+
+
+def has_result(path: Path) -> bool:
+    """Whether the run in ``path`` produced something worth keeping: a checkpoint, a model or a results table."""
+    ckpts = path / "checkpoints"
+    return (any((path / n).exists() for n in ("model.zip", "checkpoint", "results.csv", "quality.json"))
+            or (ckpts.is_dir() and any(ckpts.iterdir())))
+
+
+def _restore_replaced(path: Path) -> bool:
+    """Remove what the (failed) new run in ``path`` wrote and put the replaced run back; whether all of it went back."""
+    aside = path / REPLACED
+    for name in written_by_tailmix(path):
+        _remove(path / name)
+    for entry in sorted(aside.iterdir(), key=lambda p: p.name in (RUN_MARKER, "run.json"), reverse=True):
+        if not (path / entry.name).exists():  # the run.json and marker first: a tailmix run at every moment
+            os.rename(entry, path / entry.name)
+    try:
+        aside.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+def _settle_replaced(path: Path, *, ok: bool) -> None:
+    """End an ``--overwrite``: drop the replaced run when the new one succeeded or has a result (a checkpoint to
+    resume, a model, a table), else restore it."""
+    aside = path / REPLACED
+    if not aside.is_dir():
+        return
+    if ok or has_result(path):
+        shutil.rmtree(aside)
+    elif _restore_replaced(path):
+        print(f"the new run in {path} ended before its first result; the run it was to replace is back in place",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"the new run in {path} ended before its first result; the run it was to replace is in {aside} (some "
+              "of its files would have replaced newer ones)", file=sys.stderr, flush=True)
+
+
+def finish_run_dir(cfg, *, ok: bool) -> None:
+    """Called when a command ends (``ok``: it succeeded): an ``--overwrite`` this process started is settled
+    (:func:`_settle_replaced`). Does nothing for a run folder it did not replace."""
+    run = getattr(cfg, "run_dir", None)
+    if not run or Path(run).resolve() not in _replacing:
+        return
+    _replacing.discard(Path(run).resolve())
+    _settle_replaced(Path(run), ok=ok)
+
+
+def check_dataset_unchanged(cfg, dataset) -> None:
+    """``--resume`` on a dataset other than the run's: refuse (one line, before any work), naming both fingerprints.
+
+    Continuing PPO on changed data would mix two experiments without a word; with a class added or removed the
+    observation space no longer matches the checkpoint's, which SB3 reports only after the bank and encoder.
+    """
+    if not getattr(cfg, "resume", False) or not cfg.run_dir:
+        return
+    stored = (_read_json(Path(cfg.run_dir) / "run.json") or {}).get("dataset_fingerprint")
+    now = dataset.fingerprint()
+    if stored is None:
+        print(f"warning: {Path(cfg.run_dir) / 'run.json'} holds no dataset fingerprint (a run of an older tailmix), "
+              "so --resume cannot check that the dataset is unchanged", flush=True)
+    elif stored != now:
+        raise ValueError(f"--resume: the dataset {cfg.dataset} changed since {cfg.run_dir} was started (its "
+                         f"fingerprint was {stored[:16]}, it is now {now[:16]}: images, labels or class folders "
+                         "differ); restore that data to continue this run, or train on the new data in a new run "
+                         "(another --run-dir, or this one with --overwrite instead of --resume)")
+
+
+def prepare_run_dir(cfg, command: str, dataset=None) -> Path:
     """Create the run folder (once every check passed) and write ``run.json``.
 
     It is checked again (:func:`check_run_dir`): another process may have made it since the first check.
-    ``--overwrite`` empties the folder first; ``--resume`` keeps it and appends this invocation to the history.
+    ``--overwrite`` moves what the earlier run wrote (its manifest) into ``REPLACED`` and keeps the user's own files;
+    :func:`finish_run_dir` drops the earlier run once the new one succeeds (or has a checkpoint), and puts it back if
+    the new one fails before that. ``--resume`` keeps the folder and appends this invocation to the history.
+    ``dataset``, when given, has its fingerprint stored (``--resume`` refuses another dataset).
     """
     path = check_run_dir(cfg, command)
     resume = getattr(cfg, "resume", False)
+    if (path / REPLACED).is_dir() and path.resolve() not in _replacing:  # an --overwrite that was killed
+        _settle_replaced(path, ok=False)
     meta = _read_json(path / "run.json") if resume else None
     if not resume and cfg.overwrite and path.is_dir() and any(path.iterdir()):
-        check_deletable(path)  # checked again right before deleting: never a folder tailmix did not make
-        shutil.rmtree(path)
+        check_deletable(path)  # checked again right before moving it aside: never a folder tailmix did not make
+        _move_aside(path)
     path.mkdir(parents=True, exist_ok=True)
     call = {"argv": sys.argv[1:], "time": time.strftime("%Y-%m-%d %H:%M:%S"), "resume": bool(resume)}
     meta = meta or {"command": command, "history": []}
     if not (resume and is_tailmix_run(path)):  # a new run, or one made before markers existed: mark it now
         meta["run_id"] = os.urandom(16).hex()
-        _write_json(path / RUN_MARKER, {"run_id": meta["run_id"], "digest": _marker_digest(meta["run_id"]),
-                                        "note": "written by tailmix; train_agents --overwrite may delete this folder"})
+    # The manifest: what this run may write, less what the user already keeps under those names.
+    mine = set(written_by_tailmix(path)) if resume else set()
+    written = sorted(n for n in RUN_OUTPUTS if n in mine or not (path / n).exists() or n == RUN_MARKER)
+    _write_json(path / RUN_MARKER, {"run_id": meta["run_id"], "digest": _marker_digest(meta["run_id"]),
+                                    "written": written,
+                                    "note": "written by tailmix; train_agents --overwrite replaces the files listed "
+                                            "in 'written' and keeps the rest"})
     meta.update(config=dataclasses.asdict(cfg), versions=versions())
+    if dataset is not None:
+        meta["dataset_fingerprint"] = dataset.fingerprint()
     meta.setdefault("history", []).append(call)
     _write_json(path / "run.json", meta)
     return path

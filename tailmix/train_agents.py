@@ -12,8 +12,9 @@
 
 Every command writes into a run folder (``--run-dir``, default ``runs/<command>-<time>``) that it refuses
 to overwrite unless ``--overwrite`` (or ``--resume`` for ``train`` and the main job) is given; ``--overwrite``
-only ever deletes a folder tailmix provably made (its ``.tailmix_run`` marker matches its ``run.json``), and never
-the working directory or a folder above it. Trained generators, filters, encoders and
+only ever replaces a folder tailmix provably made (its ``.tailmix_run`` marker matches its ``run.json``), never
+the working directory or a folder above it, and in it only the files tailmix wrote (your own files stay); the old
+run is put back if the new one fails before its first result. Trained generators, filters, encoders and
 banks are cached under ``--cache-dir`` by a hash of their config and the dataset, and reused by later runs.
 
 A saved model is evaluated in the env it was trained in: ``evaluate`` and ``benchmark`` take the env settings
@@ -51,7 +52,7 @@ from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, _
                               benchmark_specs, load_model_policy, load_policies, load_policy, model_info)
 from tailmix.runs import (RUN_MARKER, _atomic_write_text, _marker_digest, _read_json, _run_path,  # noqa: F401
                           _stored_config, _write_json, check_cache_dir, check_deletable, check_run_dir,
-                          interrupt_hint, is_tailmix_run, prepare_run_dir)
+                          finish_run_dir, interrupt_hint, is_tailmix_run, prepare_run_dir)
 
 
 COMMANDS = {"generate": GenerateConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
@@ -137,8 +138,9 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     try:
         run = {"main": lambda c: cmd_main(c, frozenset(fixed)), "generate": cmd_generate, "train": cmd_train, "evaluate": cmd_evaluate,
                "benchmark": cmd_benchmark}[command](cfg)
-    except KeyboardInterrupt:
-        if command in ("train", "main") and cfg.run_dir:
+    except BaseException as err:
+        finish_run_dir(cfg, ok=False)  # an --overwrite that failed before its first result puts the old run back
+        if isinstance(err, KeyboardInterrupt) and command in ("train", "main") and cfg.run_dir:
             print("\n" + interrupt_hint(cfg, command), file=sys.stderr)
         raise
     total = time.time() - t0
@@ -149,6 +151,7 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
             "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
     if command == "main":
         budget_report(run, total)
+    finish_run_dir(cfg, ok=True)  # the run it replaced (--overwrite) goes only now
     print(f"done in {total:.0f} s; outputs in {run}")
     return run
 

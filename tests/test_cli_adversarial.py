@@ -73,6 +73,13 @@ def _npz(path: Path, **override) -> Path:
     return path
 
 
+def _broken_checkpoint(run: Path) -> Path:
+    """``run`` with a checkpoint cut short, as SB3's in-place save left one on a full disk (issue 26)."""
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "ppo_64_steps.zip").write_bytes(b"PK\x03\x04" + bytes(60))
+    return run
+
+
 def _case_file(t: Path) -> Path:
     (t / "a_file").write_text("not a folder")
     return t / "a_file"
@@ -107,6 +114,10 @@ CASES = {
     # 4: a resume with nothing to resume says how to start over
     "4-resume-without-a-checkpoint-says-overwrite": lambda t: (
         ["train", "--resume", "--run-dir", real_run(t / "guard")], ["no ppo checkpoint", "--overwrite"], [], None),
+    "26-resume-from-a-truncated-checkpoint": lambda t: (
+        ["train", "--resume", "--run-dir", _broken_checkpoint(real_run(t / "guard"))],
+        ["no ppo checkpoint that loads", "truncated or corrupted", "python train_agents.py train ", "/guard --overwrite",
+         "--overwrite"], ["AssertionError"], None),
     "4-plain-run-on-a-run-without-checkpoint": lambda t: (
         ["train", "--run-dir", real_run(t / "guard")], ["only --overwrite applies"], ["or --resume to continue"],
         None),
@@ -186,11 +197,14 @@ def test_overwrite_replaces_a_run_tailmix_made_and_marks_new_runs(tmp_path):
     from tailmix import train_agents
 
     run = real_run(tmp_path / "run")
-    (run / "stale.txt").write_text("from the earlier run")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "ppo_8_steps.zip").write_text("from the earlier run")
+    (run / "notes.txt").write_text("the user's own (issue 26: --overwrite keeps what tailmix did not write)")
     proc = cli("evaluate", "--policy", "none", *TINY_AUGMENT, "--cache-dir", tmp_path / "cache", "--run-dir", run,
                "--overwrite")
     assert proc.returncode == 0, proc.stderr
-    assert not (run / "stale.txt").exists() and train_agents.is_tailmix_run(run)
+    assert not (run / "checkpoints").exists() and train_agents.is_tailmix_run(run)
+    assert (run / "notes.txt").exists() and "earlier" not in (run / "results.md").read_text()
     # a copied run.json without its marker, or a marker that does not match, is not proof
     (run / train_agents.RUN_MARKER).write_text(json.dumps({"run_id": "x", "digest": "y"}))
     assert not train_agents.is_tailmix_run(run)

@@ -67,6 +67,15 @@ def assert_results(run: Path, policies: list[str], seeds: int) -> None:
     assert (run / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def assert_only_run_outputs(run: Path) -> None:
+    """Everything a command wrote in ``run`` is named in ``tailmix.runs.RUN_OUTPUTS`` (and so in the run's manifest):
+    ``--overwrite`` removes those names only, so a file tailmix wrote under another name would outlive it."""
+    from tailmix.runs import RUN_OUTPUTS
+
+    written = json.loads((run / ".tailmix_run").read_text())["written"]
+    assert {p.name for p in run.iterdir()} <= set(RUN_OUTPUTS) & set(written)
+
+
 def snapshot(folder: Path) -> dict:
     """Every file under ``folder``: content and mtime (to prove a refused command touched nothing)."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -124,6 +133,7 @@ def test_train_writes_model_checkpoints_and_tensorboard_scalars(trained):
     assert any(t.startswith("tailmix/ratio/") for t in tags) and any(t.startswith("tailmix/recall/") for t in tags)
     run = json.loads((trained / "run.json").read_text())
     assert run["command"] == "train" and run["config"]["timesteps"] == 64 and len(run["history"]) == 1
+    assert_only_run_outputs(trained)
 
 
 def test_train_resume_continues_with_the_runs_own_settings(trained, cache_dir, tmp_path):
@@ -189,6 +199,7 @@ def test_generate_prints_the_quality_report(trained, cache_dir, tmp_path):
     assert sorted(map(int, report)) == list(range(10)) and all(r["n"] == 8 for r in report.values())
     assert (run / "quality.txt").read_text().strip() in proc.stdout
     assert (run / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert_only_run_outputs(run)
 
 
 @pytest.mark.slow
@@ -218,6 +229,7 @@ def test_main_job_quick(main_run):
     assert (main_run / "model.zip").is_file() and list((main_run / "tb").rglob("events.out.tfevents.*"))
     timings = json.loads((main_run / "timings.json").read_text())
     assert {p["phase"] for p in timings["phases"]} >= {"synthetic bank", "encoder", "train ppo"}
+    assert_only_run_outputs(main_run)
 
 
 @pytest.mark.slow

@@ -172,3 +172,40 @@ def test_a_small_learn_on_the_readme_shared_vec_env_is_small():
         venv.close()
     with pytest.raises(ValueError, match="total_timesteps"):
         make_model("ppo", venv, 0)
+
+
+# -- issue 26, item 5: checkpoints written atomically; a resume skips one that does not load ----------------
+def test_a_checkpoint_that_fails_to_save_leaves_no_truncated_file(tmp_path, monkeypatch):
+    train("ppo", tiny_env_kwargs(), total_timesteps=42, seed=0, log_dir=tmp_path, checkpoint_every=21,
+          algo_kwargs={"n_steps": 7, "batch_size": 21}).get_env().close()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()}
+    assert sorted(before) == ["ppo_21_steps.zip", "ppo_42_steps.zip"]
+    real_save = sb3.PPO.save
+
+    def disk_full(self, path, *args, **kwargs):  # writes half of the file, then the disk is full
+        real_save(self, path, *args, **kwargs)
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sb3.PPO, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        train("ppo", tiny_env_kwargs(), total_timesteps=84, seed=0, log_dir=tmp_path, checkpoint_every=21,
+              resume=True)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()}
+    assert after == before  # no ppo_63_steps.zip cut short, no temp file left behind
+
+
+def test_resume_falls_back_to_the_previous_good_checkpoint(tmp_path, capsys):
+    train("ppo", tiny_env_kwargs(), total_timesteps=63, seed=0, log_dir=tmp_path, checkpoint_every=21,
+          algo_kwargs={"n_steps": 7, "batch_size": 21}).get_env().close()
+    latest = tmp_path / "checkpoints" / "ppo_63_steps.zip"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # as a full disk left it
+    capsys.readouterr()
+    model = train("ppo", tiny_env_kwargs(), total_timesteps=84, seed=0, log_dir=tmp_path, checkpoint_every=21,
+                  resume=True)
+    model.get_env().close()
+    out = capsys.readouterr().out
+    assert "ppo_63_steps.zip cannot be loaded" in out and "previous good one, ppo_42_steps.zip" in out
+    assert model.num_timesteps == 84
+    sb3.PPO.load(latest, device="cpu")  # written again, whole, on the way from 42 to 84
