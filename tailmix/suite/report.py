@@ -84,6 +84,11 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
             "complete": len(recs) == len(P.METHOD_SEEDS)}
     from tailmix.suite.runner import transfer_name
 
+    oracle = _current(task, read_record(record_path(task, "oracle", None, runs)))
+    if oracle is not None:
+        rows["oracle_policy"] = {loss: {"score": mean(eps, "test"), "reward": mean(eps, "reward")}
+                                 for loss, eps in oracle["rows"].items()}
+
     if task.name == P.TRANSFER["target"]:
         recs = [r for s in P.TRANSFER["seeds"] if (r := _current(task, read_record(record_path(task, transfer_name(),
                                                                                              s, runs))))]
@@ -226,6 +231,9 @@ def task_markdown(task: Task, entry: dict) -> str:
                      f"{r['p_improvement']:.2f} | {per} | {_pixel(r)} |")
         lines.append(f"| {method}, best of {len(r['seeds'])} on reward (seed {r['best_on_reward']['seed']}) | | "
                      f"{100 * r['best_on_reward']['score']:.1f} | | | | | | |")
+    for loss, r in rows.get("oracle_policy", {}).items():
+        lines.append(f"| hand-written oracle policy, {loss} (a reference, not a bound) | {100 * r['reward']:.1f} | "
+                     f"{100 * r['score']:.1f} | {_pct(100 * (r['score'] - bf['score']))} | | | | | |")
     if "transfer" in rows:
         r = rows["transfer"]
         d, lo, hi = r["vs_best_fixed"]

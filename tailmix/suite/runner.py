@@ -349,16 +349,38 @@ def run_pixel_replay(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -
     return rec
 
 
+def run_oracle(task: Task, kw: dict, fixed: dict, log=print) -> dict:
+    """The hand-written oracle policy of a known-answer task (fill the clean classes, nothing for the corrupted
+    ones), under cross-entropy and the task loss: a reference row, named for what it is (not a bound)."""
+    from tailmix.agents.cem import CEMPolicy
+    from tailmix.envs.oracle import oracle_policy_ratios
+
+    t0 = time.time()
+    source = kw.get("source")
+    if not hasattr(source, "corruption"):
+        raise ValueError(f"{task.name} has no corrupted oracle source, so no hand-written oracle policy")
+    ratios = oracle_policy_ratios(kw["dataset"].train_counts, sorted(source.corruption), kw["max_ratio"])
+    action = (np.clip(ratios, 0, kw["max_ratio"]) / kw["max_ratio"] * 2 - 1).astype(np.float32)
+    player = Player(kw)
+    rows = {loss: player.play(CEMPolicy(action, kw["max_ratio"], name="oracle policy"), loss)
+            for loss in dict.fromkeys(("ce", fixed["task_loss"]))}
+    for loss, eps in rows.items():
+        log(f"[{task.name}] oracle policy, {loss}: reward {mean(eps, 'reward'):.4f} test {mean(eps, 'test'):.4f}")
+    rec = _base_record(task, "oracle", None, t0)
+    rec.update(ratios=ratios.tolist(), rows=rows)
+    return rec
+
+
 def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_dir=None, data_dir=None,
         model_dir: Path | None = None, overwrite: bool = False, log=print) -> list[Path]:
     """Run ``method`` on ``task`` for each seed (skipping runs whose record exists); the record paths."""
     task = get_task(task_name)
-    if method not in ("fixed", "ceiling", "pixel-replay", *P.LEARNED):
+    if method not in ("fixed", "ceiling", "pixel-replay", "oracle", *P.LEARNED):
         raise ValueError(f"unknown method {method!r}; use fixed, ceiling, pixel-replay or one of "
                          f"{', '.join(P.LEARNED)}")
     if method in P.LEARNED and seeds == (None,):
         seeds = P.METHOD_SEEDS
-    if method in ("fixed", "ceiling", "pixel-replay"):
+    if method in ("fixed", "ceiling", "pixel-replay", "oracle"):
         seeds = (None,)
     # the replay adds the rows it lacks every time it runs; the other methods skip a run whose record exists
     if overwrite and method == "pixel-replay":
@@ -382,6 +404,8 @@ def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_
             if missing:
                 raise ValueError(f"the ceiling continues from seed 0 of {', '.join(missing)}: run those first")
             rec = run_ceiling(task, kw, fixed, cem, log)
+        elif method == "oracle":
+            rec = run_oracle(task, kw, fixed, log)
         elif method == "pixel-replay":
             rec = run_pixel_replay(task, kw, fixed, runs, log)
         elif method.startswith("cem-"):
