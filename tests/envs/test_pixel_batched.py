@@ -1,0 +1,108 @@
+"""Pixel mode over several heads (vector env, reward_replicas): one grouped CNN whose copies follow the single
+pixel env bit for bit on the CPU; a blown-up head is rolled back alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+
+from tailmix.envs.central import SyntheticRatioCentralEnv
+from tailmix.envs.pixel_batched import BatchedPixelEngine
+from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
+from tailmix.envs.vector import SyntheticRatioVectorEnv
+from tests.conftest import make_tiny_dataset
+
+TINY = dict(mode="pixel", pool_size=16, max_steps=3, max_ratio=2.0, batch_size=8)
+
+
+@pytest.mark.parametrize("loss", ["ce", "logit_adjustment"])
+def test_vector_pixel_copies_equal_single_pixel_envs(loss):
+    ds = make_tiny_dataset()
+    k = 3
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, loss=loss, eval_split="test",
+                                   autoreset_mode=AutoresetMode.SAME_STEP, **TINY)
+    assert isinstance(venv.core.engine, BatchedPixelEngine)
+    singles = [SyntheticRatioCentralEnv(dataset=ds, loss=loss, eval_split="test", **TINY) for _ in range(k)]
+    seeds = [3, 4, 50]
+    vobs, _ = venv.reset(seed=seeds)
+    sobs = [e.reset(seed=s)[0] for e, s in zip(singles, seeds)]
+    rng = np.random.default_rng(0)
+    for _ in range(TINY["max_steps"]):
+        for i in range(k):
+            assert np.array_equal(vobs[i], sobs[i])
+        acts = rng.uniform(-1, 1, (k, 3)).astype(np.float32)
+        vobs, vrew, _, _, vinfo = venv.step(acts)
+        for i, e in enumerate(singles):
+            o, r, _, _, info = e.step(acts[i])
+            assert vrew[i] == r  # bit-identical on the CPU
+            assert np.array_equal(vinfo["n_synthetic"][i], info["n_synthetic"])
+            sobs[i] = o
+    assert np.array_equal(vinfo["final_obs"], np.stack(sobs))
+    for i in range(k):  # the episode-end test report too
+        assert vinfo["test"][i]["balanced_accuracy"] == info_test(singles[i])
+
+
+def info_test(env) -> float:
+    return env.core.test_report(0)["balanced_accuracy"]
+
+
+def test_copies_reset_apart_keep_their_own_schedule():
+    """A reset mask restarts one copy: its learning rate and Adam steps start over, the others' go on."""
+    ds = make_tiny_dataset()
+    venv = SyntheticRatioVectorEnv(2, dataset=ds, autoreset_mode=AutoresetMode.DISABLED, **dict(TINY, max_steps=4))
+    single = SyntheticRatioCentralEnv(dataset=ds, **dict(TINY, max_steps=4))
+    venv.reset(seed=[1, 2])
+    acts = np.zeros((2, 3), np.float32)
+    venv.step(acts)
+    venv.reset(options={"reset_mask": np.array([False, True])}, seed=[None, 9])
+    sobs, _ = single.reset(seed=9)
+    for _ in range(2):
+        vobs, vrew, *_ = venv.step(acts)
+        sobs, srew, *_ = single.step(acts[1])
+        assert vrew[1] == srew and np.array_equal(vobs[1], sobs)
+    engine = venv.core.engine
+    assert engine.optimizer.steps[0] > engine.optimizer.steps[1] > 0
+
+
+def test_pixel_replicas_train_batched_and_average():
+    env = SyntheticRatioEnv(dataset=make_tiny_dataset(), reward_replicas=2, **TINY)
+    assert isinstance(env.core.engine, BatchedPixelEngine) and env.core.engine.k == 2
+    env.reset(seed=0)
+    _, rew, _, _, _ = env.step({a: np.zeros(1, np.float32) for a in env.possible_agents})
+    assert np.isfinite(list(rew.values())).all()
+
+
+def test_one_blown_up_head_is_rolled_back_alone(monkeypatch):
+    import tailmix.classifiers.batched_cnn as bc
+
+    venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **TINY)
+    venv.reset(seed=[0, 1])
+    acts = np.zeros((2, 3), np.float32)
+    venv.step(acts)
+    engine = venv.core.engine
+    before = [[t.clone() for t in engine.model.copy_tensors(h)] for h in range(2)]
+    steps_before = list(engine.optimizer.steps)
+    real = bc.train_batched
+
+    def blow_up_head_1(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            model.copy_tensors(1)[0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(bc, "train_batched", blow_up_head_1)
+    _, rew, _, _, infos = venv.step(acts)
+    assert infos["nan_loss"].tolist() == [False, True]
+    assert all(torch.equal(a, b) for a, b in zip(engine.model.copy_tensors(1), before[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(engine.model.copy_tensors(0), before[0]))
+    assert engine.optimizer.steps[1] == steps_before[1] and engine.optimizer.steps[0] > steps_before[0]
+    assert engine.heads_finite().all() and np.isfinite(rew).all()
+
+
+def test_unsupported_settings_are_clear_errors():
+    ds = make_tiny_dataset(counts=(24, 12, 8))
+    with pytest.raises(ValueError, match="val_folds"):
+        SyntheticRatioVectorEnv(2, dataset=ds, val_folds=2, **TINY)
+    with pytest.raises(ValueError, match="small_cnn"):
+        SyntheticRatioVectorEnv(2, dataset=ds, backbone="resnet18", **TINY)
