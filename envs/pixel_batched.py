@@ -40,12 +40,14 @@ class BatchedPixelEngine(PixelEngine):
         self.k = int(num_copies)
         self._gens: list[torch.Generator | None] = [None] * self.k
         self._epochs = np.zeros(self.k, np.int64)  # each head's epoch of its episode (heads reset apart)
+        self._test_pred = None  # every head's test predictions until the weights change
 
     def reset(self, generators: list[torch.Generator], copies=None) -> None:
         from tailmix.classifiers.backbones import make_backbone
         from tailmix.classifiers.batched_cnn import BatchedAdamW, BatchedSmallCNN
 
         heads = list(range(self.k)) if copies is None else list(copies)
+        self._test_pred = None
         if self.model is None:
             with torch.random.fork_rng(devices=[]):  # placeholders until each head is loaded below
                 self.model = BatchedSmallCNN(self.k, self.dataset.image_shape[-1], self.num_classes).to(self.device)
@@ -90,6 +92,7 @@ class BatchedPixelEngine(PixelEngine):
         from tailmix.classifiers.batched_cnn import train_batched
         from tailmix.classifiers.losses import make_loss
 
+        self._test_pred = None
         data = [self._images(m) for m in mixes]
         inner = [make_loss(self.loss, np.maximum(np.bincount(y, minlength=self.num_classes), 1)) for _, y in data]
         n_real = len(self._real_y)
@@ -113,8 +116,13 @@ class BatchedPixelEngine(PixelEngine):
 
         if split == "test" and self.test_y is None:
             raise ValueError("the env was built without the test split; pass eval_split='test'")
+        if split == "test" and self._test_pred is not None:  # the core asks once per copy at an episode's end
+            return self._test_pred
         images = self._val_x if split == "val" else self.dataset.test_images
-        return predict_logits_batched(self.model, images, device=self.device).argmax(2)
+        pred = predict_logits_batched(self.model, images, device=self.device).argmax(2)
+        if split == "test":
+            self._test_pred = pred
+        return pred
 
     def snapshot(self):
         opt = [(s["exp_avg"].clone(), s["exp_avg_sq"].clone()) if (s := self.optimizer.state.get(p)) else None
@@ -124,6 +132,7 @@ class BatchedPixelEngine(PixelEngine):
     def restore(self, snapshot, heads: np.ndarray) -> None:
         """Roll ``heads`` back: their block of every weight, buffer and AdamW moment, and their step counts."""
         model, opt, steps = snapshot
+        self._test_pred = None
         with torch.no_grad():
             for name, t in self.model.state_dict().items():
                 for h in heads:
@@ -140,6 +149,10 @@ class BatchedPixelEngine(PixelEngine):
                         cur[int(h)].copy_(old.view(self.k, -1)[int(h)]) if old is not None else cur[int(h)].zero_()
         for h in heads:
             self.optimizer.steps[int(h)] = steps[int(h)]
+
+    def load_state_dict(self, state: dict) -> None:
+        self._test_pred = None
+        self.model.load_state_dict(state)
 
     def heads_finite(self) -> np.ndarray:
         return np.array([all(bool(torch.isfinite(v).all()) for v in self.model.copy_tensors(h) if v.is_floating_point())
