@@ -106,3 +106,35 @@ def test_unsupported_settings_are_clear_errors():
         SyntheticRatioVectorEnv(2, dataset=ds, val_folds=2, **TINY)
     with pytest.raises(ValueError, match="small_cnn"):
         SyntheticRatioVectorEnv(2, dataset=ds, backbone="resnet18", **TINY)
+
+
+def _fidelity():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fidelity.py"
+    spec = importlib.util.spec_from_file_location("fidelity_under_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fidelity_pixel_batch_scores_equal_one_seed_at_a_time(tmp_path):
+    """--pixel-batch K replays K seeds in one batched env; the scores are the one-by-one scores, bit for bit."""
+    import json
+    from types import SimpleNamespace
+
+    from tailmix.envs.sources import augmentation_source
+
+    fid = _fidelity()
+    ds = make_tiny_dataset()
+    sources = (augmentation_source(ds, per_class=8, seed=0),)
+    policies = ("ratio 0", "ratio 1", "fill")
+    args = SimpleNamespace(max_steps=2, max_ratio=4.0, pixel_epochs=1, cache_dir=str(tmp_path), draw="unique",
+                           policies=policies, pixel_batch=1)
+    one = fid.score_pixel(ds, sources, [0, 1, 2], args, tmp_path / "one.json")
+    args.pixel_batch = 2
+    batched = fid.score_pixel(ds, sources, [0, 1, 2], args, tmp_path / "batched.json")
+    assert batched == one
+    saved = json.loads((tmp_path / "batched.json").read_text())
+    assert saved == json.loads((tmp_path / "one.json").read_text())  # one file format: either fills the same file
