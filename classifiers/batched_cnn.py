@@ -74,6 +74,9 @@ class BatchedSmallCNN(nn.Module):
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         self.copies, self.in_channels, self.num_classes, self.width = int(copies), in_channels, num_classes, width
+        #: Run the first convolution copy by copy (bit-identical to single networks on the CPU) instead of as one
+        #: grouped call; ``None``: on the CPU only.
+        self.exact: bool | None = None
         k = self.copies
         layers: list[nn.Module] = []
         for cin, cout, stride in _BLOCKS:
@@ -143,13 +146,16 @@ class BatchedSmallCNN(nn.Module):
         is ~5% of the arithmetic. Elsewhere one grouped call.
         """
         conv = self.body[0][0]
-        if conv.weight.device.type != "cpu":
+        if not self._exact():
             return conv(torch.cat(list(xs), 1) if isinstance(xs, list) else xs)
         if not isinstance(xs, list):
             xs = list(xs.view(xs.shape[0], self.copies, -1, *xs.shape[2:]).unbind(1))
         w = conv.weight.view(self.copies, -1, *conv.weight.shape[1:])
         return _CatChannels.apply(*[F.conv2d(x, w[k], stride=conv.stride, padding=conv.padding)
                                     for k, x in enumerate(xs)])
+
+    def _exact(self) -> bool:
+        return self.body[0][0].weight.device.type == "cpu" if self.exact is None else bool(self.exact)
 
     def _features(self, stem: torch.Tensor) -> torch.Tensor:
         b = stem.shape[0]
@@ -162,7 +168,7 @@ class BatchedSmallCNN(nn.Module):
         if x.ndim != 5 or x.shape[0] != self.copies:
             raise ValueError(f"got images shaped {tuple(x.shape)} for {self.copies} copies; pass one batch per "
                              "copy, shaped (K, B, C, H, W) (forward_shared feeds the same images to every copy)")
-        if x.device.type == "cpu":
+        if self._exact():
             return self._features(self._stem(list(x.unbind(0))))
         return self._features(self._stem(x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])))
 
@@ -177,7 +183,7 @@ class BatchedSmallCNN(nn.Module):
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` images seen by every copy -> logits ``(K, B, num_classes)``."""
-        xs = [x] * self.copies if x.device.type == "cpu" else x.repeat(1, self.copies, 1, 1)
+        xs = [x] * self.copies if self._exact() else x.repeat(1, self.copies, 1, 1)
         return self._heads(self._features(self._stem(xs)))
 
 
@@ -206,6 +212,9 @@ class BatchedAdamW(torch.optim.Optimizer):
         self.lrs = [float(lr)] * self.copies
         #: Adam steps taken by each copy (its bias correction).
         self.steps = [0.0] * self.copies
+        #: Update copy by copy (bit-identical to separate AdamWs on the CPU) even when all copies share a step and
+        #: rate; ``None``: on the CPU only.
+        self.exact: bool | None = None
 
     def reset_copies(self, copies: Sequence[int]) -> None:
         """A fresh optimiser for ``copies``: moments zeroed, step count 0 (the rate is the caller's)."""
@@ -248,7 +257,8 @@ class BatchedAdamW(torch.optim.Optimizer):
             # Whole tensors when every copy is at the same step and rate, off the CPU. On the CPU always copy by
             # copy: a vectorised loop ends in a scalar tail, and some ops (lerp_, addcdiv_) round differently
             # there, so a copy's block must start where a single network's tensor starts to update alike.
-            uniform = p.device.type != "cpu" and len(set(self.steps)) == 1 and len(set(self.lrs)) == 1
+            exact = p.device.type == "cpu" if self.exact is None else self.exact
+            uniform = not exact and len(set(self.steps)) == 1 and len(set(self.lrs)) == 1
             blocks = [(p, p.grad, state["exp_avg"], state["exp_avg_sq"], self.lrs[0], self.steps[0])] if uniform \
                 else [(p.view(self.copies, -1)[k], p.grad.view(self.copies, -1)[k], state["exp_avg"].view(
                     self.copies, -1)[k], state["exp_avg_sq"].view(self.copies, -1)[k], self.lrs[k], self.steps[k])
