@@ -138,3 +138,22 @@ def test_fidelity_pixel_batch_scores_equal_one_seed_at_a_time(tmp_path):
     assert batched == one
     saved = json.loads((tmp_path / "batched.json").read_text())
     assert saved == json.loads((tmp_path / "one.json").read_text())  # one file format: either fills the same file
+
+
+@pytest.mark.parametrize("wrapper", ["shared", "central"])
+def test_make_vec_env_batched_pixel_equals_per_copy(wrapper):
+    """SB3 training over pixel-mode copies: batched=True gives the per-copy path's rewards and dones exactly."""
+    from tailmix.agents.wrappers import BatchedVecEnv, make_vec_env
+
+    kw = dict(dataset=make_tiny_dataset(), **TINY)
+    batched = make_vec_env(wrapper, kw, n_envs=2, seed=3, batched=True)
+    per_copy = make_vec_env(wrapper, kw, n_envs=2, seed=3)
+    assert isinstance(batched, BatchedVecEnv) and not isinstance(per_copy, BatchedVecEnv)
+    rng = np.random.default_rng(0)
+    assert np.array_equal(batched.reset(), per_copy.reset())
+    for _ in range(4):  # an episode of 3 and the first step of the next
+        act = rng.uniform(-1, 1, (batched.num_envs, *batched.action_space.shape)).astype(np.float32)
+        ob, rb, db, _ = batched.step(act)
+        op, rp, dp, _ = per_copy.step(act)
+        assert np.array_equal(ob, op) and np.array_equal(rb, rp) and np.array_equal(db, dp)
+    per_copy.close()
