@@ -45,50 +45,58 @@ def _source(ds):
     return ArraySource({c: ds.train_images[ds.train_labels == c] for c in range(ds.num_classes)}, ds.num_classes)
 
 
-def _single(ds, src):
+def _single(ds, src, device: str):
     from tailmix.envs.synthetic_ratio import SyntheticRatioEnv
 
-    env = SyntheticRatioEnv(dataset=ds, source=src, **ENV_KW)
+    env = SyntheticRatioEnv(dataset=ds, source=src, device=device, **ENV_KW)
     env.reset(seed=0)
     act = {a: np.array([ACTION], np.float32) for a in env.possible_agents}
     return lambda: env.step(act)
 
 
-def _batched(ds, src, k: int):
+def _batched(ds, src, k: int, device: str):
     from tailmix.envs.pixel_batched import BatchedPixelEngine
     from tailmix.envs.vector import SyntheticRatioVectorEnv
 
-    venv = SyntheticRatioVectorEnv(k, dataset=ds, source=src, **ENV_KW)
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, source=src, device=device, **ENV_KW)
     if k == 1:  # one copy builds the single PixelEngine; time the batched engine with one copy instead
         old = venv.core.engine
-        venv.core.engine = BatchedPixelEngine(ds, old.pools if old.num_sources > 1 else old.pools, num_copies=1,
-                                              epochs=old.epochs, batch_size=old.batch_size, lr=old.lr,
-                                              device=old.device, max_steps=ENV_KW["max_steps"])
+        venv.core.engine = BatchedPixelEngine(ds, old.pools, num_copies=1, epochs=old.epochs,
+                                              batch_size=old.batch_size, lr=old.lr, device=old.device,
+                                              max_steps=ENV_KW["max_steps"])
     venv.reset(seed=list(range(k)))
     acts = np.full((k, ds.num_classes), ACTION, np.float32)
     return lambda: venv.step(acts)
 
 
-def _time(fn, steps: int) -> tuple[float, float]:
+def _time(fn, steps: int, sync) -> tuple[float, float]:
+    sync()
     t, c = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
+    sync()  # a step ends with predictions copied to the host; the sync only guards against queued work
     return (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
 
 
-def measure(name: str, ks: list[int], rounds: int, steps: int) -> list[dict]:
+def measure(name: str, ks: list[int], rounds: int, steps: int, device: str = "cpu") -> list[dict]:
     """Median seconds per step of every configuration, run interleaved for ``rounds`` rounds."""
+    import torch
+
     ds = _dataset(name)
     src = _source(ds)
-    configs = {"single": (1, _single(ds, src))}
+    from tailmix.classifiers.device import select_device
+
+    dev = select_device(device)  # "auto" and a missing GPU resolved (or refused) here
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    configs = {"single": (1, _single(ds, src, str(dev)))}
     for k in ks:
-        configs[f"batched {k}"] = (k, _batched(ds, src, k))
+        configs[f"batched {k}"] = (k, _batched(ds, src, k, str(dev)))
     for _, fn in configs.values():
         fn()  # warm-up step
     times: dict[str, list[tuple[float, float]]] = {key: [] for key in configs}
     for r in range(rounds):
         for key, (_, fn) in configs.items():
-            times[key].append(_time(fn, steps))
+            times[key].append(_time(fn, steps, sync))
         print(f"  {name}: round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     rows = []
     for key, (k, _) in configs.items():
@@ -120,6 +128,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--ks", nargs="*", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="env steps per configuration and round")
+    parser.add_argument("--device", default="cpu", help="torch device of every env (cpu, cuda, cuda:1, auto)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.steps < 1 or not args.ks or min(args.ks) < 1:
         raise SystemExit("--rounds, --steps and every --ks value must be >= 1")
@@ -131,9 +140,9 @@ def main(argv=None) -> list[dict]:
         names = ["digits-lt"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else [])
     rows = []
     for name in names:
-        rows += measure(name, args.ks, args.rounds, args.steps)
+        rows += measure(name, args.ks, args.rounds, args.steps, args.device)
     print(f"\nPixel-mode step time, single env vs K copies batched (median of {args.rounds} interleaved rounds of "
-          f"{args.steps} steps; torch {torch.__version__}, 1 thread, device cpu)\n")
+          f"{args.steps} steps; torch {torch.__version__}, 1 thread, device {args.device})\n")
     print(table(rows))
     return rows
 

@@ -16,14 +16,15 @@ from tests.conftest import make_tiny_dataset
 TINY = dict(mode="pixel", pool_size=16, max_steps=3, max_ratio=2.0, batch_size=8)
 
 
-@pytest.mark.parametrize("loss", ["ce", "logit_adjustment"])
-def test_vector_pixel_copies_equal_single_pixel_envs(loss):
+@pytest.mark.parametrize("loss, sources", [("ce", None), ("logit_adjustment", None), ("ce", [None, "augment"])],
+                         ids=["ce", "logit_adjustment", "two-sources"])
+def test_vector_pixel_copies_equal_single_pixel_envs(loss, sources):
     ds = make_tiny_dataset()
     k = 3
-    venv = SyntheticRatioVectorEnv(k, dataset=ds, loss=loss, eval_split="test",
-                                   autoreset_mode=AutoresetMode.SAME_STEP, **TINY)
+    kw = dict(loss=loss, eval_split="test", **TINY) | ({} if sources is None else dict(sources=sources))
+    venv = SyntheticRatioVectorEnv(k, dataset=ds, autoreset_mode=AutoresetMode.SAME_STEP, **kw)
     assert isinstance(venv.core.engine, BatchedPixelEngine)
-    singles = [SyntheticRatioCentralEnv(dataset=ds, loss=loss, eval_split="test", **TINY) for _ in range(k)]
+    singles = [SyntheticRatioCentralEnv(dataset=ds, **kw) for _ in range(k)]
     seeds = [3, 4, 50]
     vobs, _ = venv.reset(seed=seeds)
     sobs = [e.reset(seed=s)[0] for e, s in zip(singles, seeds)]
@@ -31,7 +32,7 @@ def test_vector_pixel_copies_equal_single_pixel_envs(loss):
     for _ in range(TINY["max_steps"]):
         for i in range(k):
             assert np.array_equal(vobs[i], sobs[i])
-        acts = rng.uniform(-1, 1, (k, 3)).astype(np.float32)
+        acts = rng.uniform(-1, 1, (k, *venv.single_action_space.shape)).astype(np.float32)
         vobs, vrew, _, _, vinfo = venv.step(acts)
         for i, e in enumerate(singles):
             o, r, _, _, info = e.step(acts[i])
@@ -157,3 +158,18 @@ def test_make_vec_env_batched_pixel_equals_per_copy(wrapper):
         op, rp, dp, _ = per_copy.step(act)
         assert np.array_equal(ob, op) and np.array_equal(rb, rp) and np.array_equal(db, dp)
     per_copy.close()
+
+
+def test_pixel_batched_benchmark_runs_and_reports_per_copy_ratios(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pixel_batched.py"
+    spec = importlib.util.spec_from_file_location("pixel_batched_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--datasets", "digits-lt", "--ks", "1", "2", "--rounds", "1", "--steps", "1"])
+    assert [r["config"] for r in rows] == ["single", "batched 1", "batched 2"]
+    assert rows[0]["ratio_cpu"] == 1.0 and all(r["cpu_copy"] > 0 for r in rows)
+    assert rows[2]["cpu_copy"] == pytest.approx(rows[2]["cpu_step"] / 2)
+    assert "| digits-lt (335 train, 8x8x1) | batched 2 | 2 |" in capsys.readouterr().out
