@@ -8,9 +8,12 @@ channel, hence per copy; the last linear layer is one small matrix product per c
 Every copy keeps its own initial weights, data, loss, mini-batch order, augmentations (each from its own
 ``torch.Generator``, drawn in the order :func:`classifiers.training.train_classifier` draws them) and AdamW
 state (step count and learning rate per copy, :class:`BatchedAdamW`). On the CPU the result is **bit-identical**
-to ``K`` separate :func:`~classifiers.training.train_classifier` runs (tests/classifiers/test_batched_cnn.py
-checks it): oneDNN runs a grouped convolution group by group with the same kernels as the plain one. On other
-devices the kernels may sum in another order, so copies agree with single runs to float tolerance.
+to ``K`` separate :func:`~classifiers.training.train_classifier` runs at SmallCNN's default width (32, what pixel
+mode uses; tests/classifiers/test_batched_cnn.py checks it): there oneDNN's grouped convolutions give each group
+exactly the plain convolution's result, forward and backward. Two exceptions are worked around: the first layer (3
+input channels per group sum in another order) runs copy by copy, and AdamW updates copy by copy (a vectorised
+loop's scalar tail rounds differently). At narrower widths the grouped backward of 8- and 16-channel groups sums in
+another order, and on other devices kernels may too: there copies agree with single runs to float tolerance.
 
 What batching buys depends on the device. On a GPU a small CNN at batch 64 is bound by kernel launches, and
 one grouped call does ``K`` copies' work for about one launch each. On one CPU core the convolutions are already
@@ -34,23 +37,6 @@ from tailmix.classifiers.training import (_batches, _check_images, _check_labels
 
 #: SmallCNN's conv blocks: (input channels, output channels) as multiples of ``width`` (0: the image's) and stride.
 _BLOCKS = ((0, 1, 1), (1, 2, 2), (2, 2, 1), (2, 4, 2))
-
-
-class _CatChannels(torch.autograd.Function):
-    """``torch.cat(xs, 1)`` whose backward hands each input a contiguous gradient.
-
-    The convolution's weight gradient from a strided slice of the output gradient (what ``cat`` gives back) sums
-    in another order than from a contiguous one, which is what a single network's first layer receives.
-    """
-
-    @staticmethod
-    def forward(ctx, *xs):
-        ctx.sizes = [x.shape[1] for x in xs]
-        return torch.cat(xs, 1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return tuple(g.contiguous() for g in grad.split(ctx.sizes, 1))
 
 
 class BatchedSmallCNN(nn.Module):
@@ -151,8 +137,7 @@ class BatchedSmallCNN(nn.Module):
         if not isinstance(xs, list):
             xs = list(xs.view(xs.shape[0], self.copies, -1, *xs.shape[2:]).unbind(1))
         w = conv.weight.view(self.copies, -1, *conv.weight.shape[1:])
-        return _CatChannels.apply(*[F.conv2d(x, w[k], stride=conv.stride, padding=conv.padding)
-                                    for k, x in enumerate(xs)])
+        return torch.cat([F.conv2d(x, w[k], stride=conv.stride, padding=conv.padding) for k, x in enumerate(xs)], 1)
 
     def _exact(self) -> bool:
         return self.body[0][0].weight.device.type == "cpu" if self.exact is None else bool(self.exact)
