@@ -2,7 +2,8 @@
 
 :func:`make_vec_env` is the one way in (training uses it). In feature mode it is backed by the batched
 :class:`envs.vector.SyntheticRatioVectorEnv` (every copy's heads trained in one set of tensor ops) through
-:class:`BatchedVecEnv`; pixel mode and ``subprocess=True`` step each copy on its own (the two classes below).
+:class:`BatchedVecEnv`; pixel mode (unless ``batched=True``) and ``subprocess=True`` step each copy on its own (the
+two classes below).
 Every path gives the same slots, seeds, per-slot infos (with ``class_name`` in each shared slot) and episode
 statistics, so ``agents.callbacks.TailmixMetricsCallback`` logs per-class scalars on each.
 
@@ -516,7 +517,9 @@ def make_vec_env(wrapper: str, env_kwargs, n_envs: int = 1, seed: int | None = 0
         subprocess: Step each copy in its own process (not batched).
         batched: ``None`` (default): batched in feature mode without ``subprocess``, else each copy on its own.
             The two give the same slots, seeds and infos; the batched env's numbers equal the per-copy envs' up
-            to floating-point summation order in the batched heads (identical with ``n_envs=1``).
+            to floating-point summation order in the batched heads (identical with ``n_envs=1``). ``True`` in
+            pixel mode trains the copies' CNNs as one grouped network (``envs.pixel_batched``; identical to the
+            per-copy envs on the CPU, faster on a GPU).
 
     Every shared slot's info is its class agent's (the PettingZoo env's per-agent info) with ``class_name``,
     ``agent`` and ``agent_index``; a central slot's info is the central env's (per-class arrays ``(C,)``; the
@@ -539,9 +542,9 @@ def make_vec_env(wrapper: str, env_kwargs, n_envs: int = 1, seed: int | None = 0
     if batched is None:
         batched = feature and not subprocess
     if batched:
-        if subprocess or not feature:
-            raise ValueError("batched=True needs mode='feature' and subprocess=False (the batched env trains "
-                             "feature heads in this process); use batched=None to choose automatically")
+        if subprocess:
+            raise ValueError("batched=True needs subprocess=False (the batched env trains every copy in this "
+                             "process); use batched=None to choose automatically")
         if wrapper == "central" and env_kwargs.get("credit", "shared") == "difference":
             raise ValueError("credit='difference' gives each class agent its own reward, but the central wrapper "
                              "has a single agent per copy; use wrapper='shared', or credit='shared'")

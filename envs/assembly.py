@@ -97,11 +97,14 @@ def build_engine(dataset, source, config: RatioEnvConfig, num_copies: int = 1) -
     device = select_device(config.device)  # resolves "auto"; torch.device("auto") would not parse
     if config.mode == "pixel":
         pools = [[s.pool(k) for k in range(c)] for s in sources]
-        engine = PixelEngine(dataset, pools[0] if one else pools, backbone=config.backbone,
-                             loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
-                             lr=config.learning_rate, device=device, eval_test=eval_test,
-                             max_steps=config.max_steps, folds=folds)
-        return engine, quality
+        kwargs = dict(backbone=config.backbone, loss=config.loss, epochs=config.epochs, batch_size=config.batch_size,
+                      lr=config.learning_rate, device=device, eval_test=eval_test, max_steps=config.max_steps,
+                      folds=folds)
+        if num_copies > 1:  # several heads: one grouped CNN for all (bit-identical to K single ones on the CPU)
+            from tailmix.envs.pixel_batched import BatchedPixelEngine
+
+            return BatchedPixelEngine(dataset, pools[0] if one else pools, num_copies=num_copies, **kwargs), quality
+        return PixelEngine(dataset, pools[0] if one else pools, **kwargs), quality
     from tailmix.envs.cache import encoder_cache_dir
     from tailmix.envs.features import encoder_config, fit_encoder
 

@@ -55,7 +55,8 @@ class RatioEnvConfig:
             ``envs.cache``), so a new process loads an encoder in about a second instead of refitting it;
             ``False``: memory only (nothing written); a path: that folder.
         reward_replicas: Heads trained per env copy on independent synthetic draws and initialisations
-            (feature mode); reward and observations average over them, which lowers reward noise.
+            (batched: heads in feature mode, grouped CNNs in pixel mode); reward and observations average over
+            them, which lowers reward noise.
         reward_reference: ``None``, or a ratio (e.g. 0.0) for a reference head per copy: it starts from the same
             initial weights, is trained on that constant ratio for every class, and the reward becomes the
             balanced val accuracy minus the reference's (feature mode). Common random numbers remove the
@@ -192,8 +193,6 @@ class RatioEnvConfig:
             bad("empty_pool", self.empty_pool, "use 'error' or 'zero'")
         if not is_int(self.reward_replicas) or self.reward_replicas < 1:
             bad("reward_replicas", self.reward_replicas, "use a positive integer")
-        if self.reward_replicas > 1 and self.mode != "feature":
-            bad("reward_replicas", self.reward_replicas, "replicas are trained batched in mode='feature' only")
         if self.reward_reference is not None:
             if not is_real(self.reward_reference) or not 0 <= self.reward_reference <= self.max_ratio:
                 bad("reward_reference", self.reward_reference, f"use None or a ratio in [0, max_ratio={self.max_ratio}]")

@@ -1,7 +1,8 @@
 """The :class:`Engine` protocol: what :class:`envs.core.RatioCore` needs of the thing that trains and scores.
 
 Two engines implement it (``envs.engine``): :class:`~envs.engine.FeatureEngine` (``K`` batched heads on frozen
-features) and :class:`~envs.engine.PixelEngine` (one CNN on pixels, ``K = 1``). The core talks to an engine
+features), :class:`~envs.engine.PixelEngine` (one CNN on pixels, ``K = 1``) and
+:class:`~envs.pixel_batched.BatchedPixelEngine` (``K`` CNNs as one grouped network). The core talks to an engine
 through these members only, so a third engine (another model family, another device) plugs in without
 touching the core.
 

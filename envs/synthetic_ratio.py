@@ -88,7 +88,8 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     ## Version History
     * v0: initial release. Later additions that leave the default behaviour unchanged: ``reward_reference``,
       ``credit="difference"`` / ``credit_default`` (per-agent difference rewards; off by default), encoders
-      ``crossfit_joint`` and ``crossfit_augment``, ``val_folds`` (cross-validated reward; default 1 = off). The feature-step rewrite for speed (fused Adam, bias-augmented
+      ``crossfit_joint`` and ``crossfit_augment``, ``val_folds`` (cross-validated reward; default 1 = off),
+      ``reward_replicas > 1`` in pixel mode (the replicas' CNNs trained as one grouped network, ``envs.pixel_batched``). The feature-step rewrite for speed (fused Adam, bias-augmented
       GEMMs) computes the same quantities; floating-point results differ at rounding level only.
       Pixel mode (not the default) changed before any release: an episode is now one training run (one AdamW
       kept over the episode, cosine learning-rate decay to near 0 by the last step) instead of a new AdamW at

@@ -1,8 +1,8 @@
 """``K`` copies of the env stepped together, their heads trained in one set of batched tensor ops.
 
 Each copy has its own seed and RNG streams, so copy ``k`` follows exactly the trajectory a single env reset
-with the same seed would follow, given the same actions (up to floating-point summation order). Feature mode
-only: pixel mode trains a CNN per copy, which gains nothing from batching here.
+with the same seed would follow, given the same actions (up to floating-point summation order). In pixel mode the
+copies' CNNs are one grouped network (``envs.pixel_batched``), bit-identical to single envs on the CPU.
 
 :class:`SyntheticRatioVectorEnv` is a gymnasium ``VectorEnv`` of the centralised view (observation
 ``(K, C, 8 + C)``, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), the ``vector_entry_point`` of the
@@ -60,7 +60,7 @@ class SyntheticRatioVectorEnv(VectorEnv):
             new episode's first and ``infos["final_obs"]`` holds the last. ``DISABLED``: no autoreset; restart
             ended copies with ``reset(options={"reset_mask": mask})`` (a step with an ended copy raises).
             Strings (``"next_step"``) work too.
-        **kwargs: :class:`envs.config.RatioEnvConfig` fields (``mode`` must be ``"feature"``).
+        **kwargs: :class:`envs.config.RatioEnvConfig` fields.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, **RENDER_METADATA}
@@ -74,9 +74,6 @@ class SyntheticRatioVectorEnv(VectorEnv):
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = accepted_render_mode(render_mode, type(self).__name__, stacklevel=3)
         self.config = RatioEnvConfig(**kwargs)
-        if self.config.mode != "feature":
-            raise ValueError("the batched env trains heads on features; use mode='feature', or step pixel-mode "
-                             "envs one by one (agents.wrappers)")
         self.core = RatioCore(dataset, source, self.config, num_copies=num_envs, sources=sources)
         self.num_envs = num_envs
         c = self.core.c

@@ -243,8 +243,10 @@ def test_make_vec_env_chooses_its_backend_and_takes_a_built_vector_env():
     venv = SyntheticRatioVectorEnv(2, **tiny_env_kwargs())  # NEXT_STEP by default; the adapter needs SAME_STEP
     sb3 = make_vec_env("central", venv, seed=0)
     assert sb3.num_envs == 2 and venv.metadata["autoreset_mode"].name == "SAME_STEP"
-    with pytest.raises(ValueError, match="feature"):
-        make_vec_env("shared", tiny_env_kwargs(mode="pixel"), batched=True)
+    assert isinstance(make_vec_env("shared", tiny_env_kwargs(mode="pixel", epochs_per_step=1), n_envs=2,
+                                   batched=True), BatchedVecEnv)  # opt-in: one grouped CNN (envs.pixel_batched)
+    with pytest.raises(ValueError, match="subprocess"):
+        make_vec_env("shared", tiny_env_kwargs(), batched=True, subprocess=True)
     with pytest.raises(ValueError, match="subprocess"):
         make_vec_env("shared", venv, subprocess=True)
     with pytest.raises(ValueError, match="env_kwargs"):

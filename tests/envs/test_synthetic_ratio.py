@@ -276,12 +276,12 @@ def test_reward_replicas_average_independent_heads_and_bootstrap_reports_noise()
     assert rew2 == rew and infos2["class_0"]["reward_std"] == std
 
 
-def test_reward_std_is_nan_without_bootstrap_and_replicas_need_feature_mode():
+def test_reward_std_is_nan_without_bootstrap_and_pixel_reference_needs_feature_mode():
     e = parallel_env(**tiny_kwargs())
     _, infos = e.reset(seed=0)
     assert "reward_std" not in infos["class_0"]
-    with pytest.raises(ValueError, match="feature"):
-        parallel_env(**tiny_kwargs(mode="pixel", reward_replicas=2))
+    with pytest.raises(ValueError, match="feature"):  # pixel replicas train batched (tests/envs/test_pixel_batched.py)
+        parallel_env(**tiny_kwargs(mode="pixel", reward_reference=0.0))
 
 
 def test_crossfit_aligned_maps_every_fold_into_fold_zero_space():

@@ -138,9 +138,8 @@ def test_gymnasium_vector_wrappers():
     assert episodes == 4
 
 
-def test_pixel_mode_and_bad_actions_are_refused():
-    with pytest.raises(ValueError, match="feature"):
-        SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), mode="pixel", **TINY)
+def test_bad_actions_are_refused():
+    # pixel mode is accepted (one grouped CNN for the copies): tests/envs/test_pixel_batched.py
     venv = SyntheticRatioVectorEnv(2, dataset=make_tiny_dataset(), **TINY)
     venv.reset(seed=0)
     with pytest.raises(ValueError, match="shape"):
