@@ -122,7 +122,7 @@ def _episodes_batched(envs: dict, kwargs: dict, sources, name: str, seeds: list[
     actions = np.tile(np.asarray(venv.core.ratio_to_action(ratios), np.float32), (len(seeds), 1))
     for _ in range(venv.config.max_steps):
         *_, infos = venv.step(actions)
-    return [float(t["balanced_accuracy"]) for t in infos["test"]]
+    return [float(x) for x in infos["test"]["balanced_accuracy"]]  # sync-shaped infos: a masked dict of arrays
 
 
 def pool_report(dataset, sources, args) -> dict[str, list[dict]]:
