@@ -238,10 +238,13 @@ def _step_seconds(num_classes: int) -> float:
 
 def load_data(cfg):
     """The dataset of ``cfg.dataset`` (``ValueError`` saying what is accepted when it cannot be loaded)."""
+    from tailmix.preflight import check_dataset
+
     ds = _load_data(cfg)
     warning = class_count_check(ds.num_classes)
     if warning:
         print(warning, flush=True)
+    check_dataset(cfg, ds)  # settings that do not fit this dataset, before any work
     return ds
 
 

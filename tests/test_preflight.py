@@ -1,0 +1,108 @@
+"""Settings refused before any work (issue 26): each case runs the CLI in this process and must end in one
+``error: ...`` line within seconds, with no cache or run folder made, where before the fix it failed (or ran out
+of memory) after the generator, bank and encoder.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_train_agents import write_npz
+
+
+def refused(capsys, tmp_path: Path, *argv) -> str:
+    """Run ``train_agents`` in-process; assert a one-line error, quickly, and nothing written; return the line."""
+    from tailmix.train_agents import main
+
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    argv = [str(a) for a in argv]
+    if "--run-dir" not in argv:
+        argv += ["--run-dir", str(run)]
+    t0 = time.time()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--cache-dir", str(cache)])
+    assert exc.value.code == 2
+    assert time.time() - t0 < 30  # refused before any training
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not cache.exists() and not run.exists()
+    return lines[0]
+
+
+def _folder_of_images(root: Path, names=(b"a", b"b")) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        folder = os.path.join(os.fsencode(root), name)
+        os.makedirs(folder)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(os.fsdecode(folder) + f"/{i}.png")
+    return root
+
+
+# -- 11: every flag against the dataset, in train, --quick and unbudgeted runs -------------------------
+@pytest.mark.parametrize("argv", [["train", "--quick"], ["--quick"], ["--budget-minutes", "none"],
+                                  ["train", "--source", "augment"]])
+def test_val_folds_beyond_the_rarest_class_is_refused_before_work(argv, capsys, tmp_path):
+    data = write_npz(tmp_path / "toy.npz")  # rarest class: 5 train + 6 val images
+    line = refused(capsys, tmp_path, *argv, "--dataset", data, "--val-folds", 12)
+    assert "--val-folds 12" in line and "has 11" in line and "--val-folds <= 11" in line
+
+
+def test_unlabeled_is_checked_before_work(capsys, tmp_path):
+    line = refused(capsys, tmp_path, "train", "--source", "augment", "--unlabeled", tmp_path)
+    assert "--unlabeled" in line and "--source augment" in line
+    line = refused(capsys, tmp_path, "generate", "--unlabeled", tmp_path / "nowhere")
+    assert "is not a folder" in line
+    (tmp_path / "empty").mkdir()
+    line = refused(capsys, tmp_path, "generate", "--unlabeled", tmp_path / "empty")
+    assert "holds no image files" in line
+    line = refused(capsys, tmp_path, "generate", "--unlabeled", _folder_of_images(tmp_path / "u"),
+                   "--pretrain-steps", 0)
+    assert "--pretrain-steps" in line
+
+
+# -- 4: --guidance-scale is bounded --------------------------------------------------------------------
+def test_huge_guidance_scale_is_refused(capsys, tmp_path):
+    from tailmix.configs import MAX_GUIDANCE_SCALE
+
+    line = refused(capsys, tmp_path, "generate", "--guidance-scale", "1e30")
+    assert "--guidance-scale" in line and f"{MAX_GUIDANCE_SCALE:g}" in line and "saturate" in line
+
+
+# -- 9: a run folder whose name is not UTF-8 -----------------------------------------------------------
+def test_non_utf8_run_dir_is_refused_before_work(capsys, tmp_path):
+    run = os.fsdecode(os.fsencode(tmp_path) + b"/r\xe9un")
+    line = refused(capsys, tmp_path, "train", "--quick", "--source", "augment", "--run-dir", run)
+    assert "--run-dir" in line and "UTF-8" in line and "\\xe9" in line
+    assert not os.path.exists(run)
+
+
+# -- 10: memory estimated before work ------------------------------------------------------------------
+def test_huge_image_size_is_refused_with_the_memory_it_needs(capsys, tmp_path):
+    root = _folder_of_images(tmp_path / "imgs")
+    line = refused(capsys, tmp_path, "evaluate", "--dataset", root, "--image-size", 100000)
+    assert "--image-size 100000" in line and "GB of memory" in line and "available" in line
+
+
+def test_huge_n_envs_is_refused_with_the_memory_it_needs(capsys, tmp_path):
+    line = refused(capsys, tmp_path, "train", "--source", "augment", "--n-envs", 100000)
+    assert "--n-envs 100000" in line and "GB of memory" in line
+
+
+def test_memory_estimates_scale_and_allow_the_defaults():
+    from tailmix.configs import TrainConfig
+    from tailmix.preflight import available_memory, image_size_memory, n_envs_memory
+
+    cfg = TrainConfig(n_envs=1)
+    assert n_envs_memory(cfg, 10) < 5e6  # about 1.5 MB measured for one digits-LT copy at PPO's full rollout
+    long = TrainConfig(n_envs=100, timesteps=10**6)  # the full rollout of 128 steps per slot, as for one copy
+    assert n_envs_memory(long, 10) == pytest.approx(100 * n_envs_memory(cfg, 10))
+    small = image_size_memory(TrainConfig(image_size=28), 1000)
+    assert small < 1e9 and image_size_memory(TrainConfig(image_size=56), 1000) > 3 * small
+    assert available_memory() is None or available_memory() > 0
