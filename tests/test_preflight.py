@@ -106,3 +106,19 @@ def test_memory_estimates_scale_and_allow_the_defaults():
     small = image_size_memory(TrainConfig(image_size=28), 1000)
     assert small < 1e9 and image_size_memory(TrainConfig(image_size=56), 1000) > 3 * small
     assert available_memory() is None or available_memory() > 0
+
+
+def test_non_utf8_class_folder_names_are_written_safely(tmp_path):
+    """Before issue 26 a Latin-1 class folder ran the whole pipeline, then failed writing results.csv."""
+    from tests.test_cli_adversarial import cli
+    from tests.test_train_agents import TINY_AUGMENT, read_results
+
+    from tailmix.envs.datasets import load_image_folder
+
+    root = _folder_of_images(tmp_path / "imgs", names=(b"caf\xe9", b"tea"))
+    assert list(load_image_folder(root, image_size=8).class_names) == ["caf\\xe9", "tea"]
+    run = tmp_path / "run"
+    proc = cli("evaluate", "--policy", "none", *TINY_AUGMENT, "--dataset", root, "--image-size", 8, "--cache-dir",
+               tmp_path / "cache", "--run-dir", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ratio_caf\\xe9" in read_results(run)[0]
