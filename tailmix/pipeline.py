@@ -311,7 +311,7 @@ def _cached_generator(path: Path, device):
     try:
         return load_generator(path, device=device)
     except Exception as err:
-        print(f"cached generator at {path} is unreadable ({err}); retraining")
+        print(f"cached generator at {path} is unusable ({err}); retraining it")
         _remove_folder(path)
         return None
 

@@ -71,6 +71,16 @@ def honour_umask(path: str | Path, *, folder: bool = False) -> None:
         os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
+def honour_umask_tree(folder: str | Path) -> None:
+    """:func:`honour_umask` for ``folder`` and everything under it: for what a library wrote with modes of its own
+    (safetensors creates its files ``0o600``)."""
+    folder = Path(folder)
+    honour_umask(folder, folder=True)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            honour_umask(path, folder=path.is_dir())
+
+
 def atomic_write_bytes(path: str | Path, write) -> str:
     """Write a file atomically via ``write(fh)`` (a binary file object); returns the file's SHA-256."""
     path = Path(path)
