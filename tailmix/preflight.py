@@ -159,3 +159,58 @@ def check_dataset(cfg, dataset) -> None:
         _refuse_memory(n_envs_memory(cfg, dataset.num_classes),
                        f"--n-envs {n_envs} (env copies of {dataset.num_classes} classes and PPO's rollout over them)",
                        "Use fewer --n-envs (a few per CPU core is plenty)")
+
+
+# -- one process per run folder ------------------------------------------------------------------------
+def _lock_folder() -> Path:
+    import tempfile
+
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"tailmix-run-locks-{uid}"
+
+
+class RunDirClaim:
+    """An exclusive claim on a run folder for this process's command (POSIX ``flock`` on a lock file named by the
+    folder's resolved path, in a per-user temp folder, so nothing is written beside the user's files). The kernel
+    drops it when the process ends, so a killed run never leaves a stale claim. :meth:`release` ends it."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        import hashlib
+
+        self.path = Path(run_dir)
+        self._fh = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no claim
+            return
+        folder = _lock_folder()
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            name = hashlib.sha256(str(self.path.expanduser().resolve()).encode("utf-8", "surrogateescape"))
+            fh = open(folder / f"{name.hexdigest()[:32]}.lock", "a+")
+        except OSError:  # no writable temp folder: run unclaimed, as before
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise ValueError(f"--run-dir {self.path} is being written by another tailmix process (pid {holder}); "
+                             "wait for it to finish, or choose another --run-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing drops the flock
+            self._fh = None
+
+
+def claim_run_dir(run_dir: str | Path) -> RunDirClaim:
+    """Claim ``run_dir`` for this command, refusing (``ValueError``) one that another tailmix process is writing:
+    without it, two runs into the same new folder both did their pre-PPO work, and the second failed only then."""
+    return RunDirClaim(run_dir)

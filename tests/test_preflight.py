@@ -122,3 +122,22 @@ def test_non_utf8_class_folder_names_are_written_safely(tmp_path):
                tmp_path / "cache", "--run-dir", run)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ratio_caf\\xe9" in read_results(run)[0]
+
+
+# -- 13: one process per run folder --------------------------------------------------------------------
+def test_a_run_folder_another_process_writes_is_refused_before_work(capsys, tmp_path):
+    """Before issue 26 a second run into the same new --run-dir did its pre-PPO work, then failed."""
+    from tailmix.preflight import claim_run_dir
+    from tailmix.train_agents import main
+    from tests.test_train_agents import TINY_AUGMENT
+
+    run = tmp_path / "run"
+    other = claim_run_dir(run)  # what the first process holds while it works (flock: per open file, so it binds here)
+    try:
+        line = refused(capsys, tmp_path, "evaluate", "--policy", "none", *TINY_AUGMENT)
+        assert "being written by another tailmix process" in line and f"pid {os.getpid()}" in line
+    finally:
+        other.release()
+    main(["evaluate", "--policy", "none", *TINY_AUGMENT, "--run-dir", str(run), "--cache-dir", str(tmp_path / "c")])
+    assert (run / "results.csv").is_file()
+    claim_run_dir(run).release()  # the finished run released its claim
