@@ -141,3 +141,21 @@ def test_a_run_folder_another_process_writes_is_refused_before_work(capsys, tmp_
     main(["evaluate", "--policy", "none", *TINY_AUGMENT, "--run-dir", str(run), "--cache-dir", str(tmp_path / "c")])
     assert (run / "results.csv").is_file()
     claim_run_dir(run).release()  # the finished run released its claim
+
+
+# -- 4: saturated samples are named, and a strong guidance is blamed, not --tau --------------------------
+def test_saturated_bank_images_warn_and_name_the_guidance_scale(tiny_dataset):
+    from tailmix.pipeline import bank_warnings, saturation_warning
+
+    rng = np.random.default_rng(0)
+    shape = tiny_dataset.image_shape
+    grey = [rng.integers(1, 255, (4, *shape), dtype=np.uint8) for _ in range(3)]
+    assert saturation_warning(grey, tiny_dataset, guidance_scale=50) is None
+    black_white = [*grey[:2], (rng.integers(0, 2, (4, *shape)) * 255).astype(np.uint8)]
+    line = saturation_warning(black_white, tiny_dataset, guidance_scale=50)
+    assert line.startswith("warning:") and "saturated" in line and "c2: 100%" in line
+    assert "--guidance-scale (now 50" in line
+    assert "--generator-steps" in saturation_warning(black_white, tiny_dataset)
+    empty = bank_warnings(np.array([4, 4, 0]), tiny_dataset, 4, guidance_scale=50)[0]
+    assert "--guidance-scale (now 50)" in empty and "--tau" in empty
+    assert "--guidance-scale" not in bank_warnings(np.array([4, 4, 0]), tiny_dataset, 4)[0]
