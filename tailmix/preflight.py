@@ -21,6 +21,10 @@ ACTIVATION_FACTOR = 10
 #: Per env copy and class: the copy's heads, optimiser state and per-step state (measured: about 0.5 MB per copy
 #: of the batched digits-LT env, 10 classes, feature mode).
 COPY_BYTES_PER_CLASS = 50_000
+#: Per synthetic sample of one env step and copy: feature mode (a feature row, its draw and the head's batch; measured
+#: 45-110 bytes on digits-LT) and pixel mode per pixel (measured: 13 bytes on 8x8 digits).
+STEP_BYTES_FEATURE = 128
+STEP_BYTES_PER_PIXEL = 16
 #: Per rollout step, class slot and observation column: PPO's rollout buffer and what it copies (measured: 7.8 KB
 #: per step and copy on digits-LT, 10 slots x 18 columns).
 ROLLOUT_BYTES = 11 * 4
@@ -137,6 +141,13 @@ def n_envs_memory(cfg, num_classes: int) -> float:
     return float(n_envs) * per_copy
 
 
+def step_memory(cfg, dataset) -> float:
+    """Bytes one env step at ``--max-ratio`` takes for its synthetic samples, over every env copy (coarse)."""
+    h, w, c = dataset.image_shape
+    per_sample = STEP_BYTES_FEATURE if cfg.mode == "feature" else h * w * c * STEP_BYTES_PER_PIXEL
+    return float(cfg.max_ratio) * float(dataset.train_counts.sum()) * per_sample * getattr(cfg, "n_envs", 1)
+
+
 def check_dataset(cfg, dataset) -> None:
     """Refuse settings that do not fit ``dataset`` (``ValueError`` saying how to fix them), before any work."""
     k = getattr(cfg, "val_folds", 1)
@@ -151,6 +162,14 @@ def check_dataset(cfg, dataset) -> None:
                              f"holds every class); class {rarest} ({dataset.class_names[rarest]}) has "
                              f"{int(pooled[rarest])}. Use --val-folds <= {int(pooled.min())}, or 1 for the fixed val "
                              "split")
+    largest = int(dataset.train_counts.max())
+    if cfg.max_ratio * largest >= 2**31:
+        raise ValueError(f"--max-ratio {cfg.max_ratio:g} would ask for up to {cfg.max_ratio * largest:.3g} synthetic "
+                         f"images of one class (its {largest} real ones x the ratio), more than an env step can index; "
+                         f"use --max-ratio < {2**31 / largest:.3g} (default 8)")
+    _refuse_memory(step_memory(cfg, dataset), f"--max-ratio {cfg.max_ratio:g} (an env step of up to "
+                   f"{cfg.max_ratio * int(dataset.train_counts.sum()):.3g} synthetic images per env copy)",
+                   "Lower --max-ratio (default 8)")
     h, w, _ = dataset.image_shape
     if getattr(cfg, "unlabeled", None) and h != w:
         raise ValueError(f"--unlabeled images are resized to squares, but the dataset's are {h}x{w}; drop --unlabeled")

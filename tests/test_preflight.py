@@ -159,3 +159,10 @@ def test_saturated_bank_images_warn_and_name_the_guidance_scale(tiny_dataset):
     empty = bank_warnings(np.array([4, 4, 0]), tiny_dataset, 4, guidance_scale=50)[0]
     assert "--guidance-scale (now 50)" in empty and "--tau" in empty
     assert "--guidance-scale" not in bank_warnings(np.array([4, 4, 0]), tiny_dataset, 4)[0]
+
+
+def test_a_max_ratio_beyond_the_dataset_is_refused_before_work(capsys, tmp_path):
+    line = refused(capsys, tmp_path, "evaluate", "--source", "augment", "--max-ratio", "1e8")  # digits: 100 real
+    assert "--max-ratio 1e+08" in line and "use --max-ratio < 2.15e+07" in line
+    line = refused(capsys, tmp_path, "evaluate", "--source", "augment", "--max-ratio", "1e7", "--mode", "pixel")
+    assert "--max-ratio 1e+07" in line and "GB of memory" in line
