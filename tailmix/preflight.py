@@ -131,21 +131,22 @@ def check_image_size(cfg) -> None:
 
 
 # -- once the dataset is loaded ------------------------------------------------------------------------
-def n_envs_memory(cfg, num_classes: int) -> float:
-    """Bytes the ``--n-envs`` env copies and PPO's rollout buffer over them take (coarse)."""
+def n_envs_memory(cfg, num_classes: int, step_bytes: float = 0.0) -> float:
+    """Bytes the ``--n-envs`` env copies (each with ``step_bytes`` for its step's synthetic samples) and PPO's
+    rollout buffer over them take (coarse)."""
     n_envs = getattr(cfg, "n_envs", 1)
     slots = n_envs * (num_classes if getattr(cfg, "wrapper", "shared") == "shared" else 1)
     n_steps = min(128, max(8, getattr(cfg, "timesteps", 0) // max(slots, 1)))  # agents.sb3's PPO rollout
     columns = num_classes + 8  # the observation: a one-hot class id and a few columns
     per_copy = COPY_BYTES_PER_CLASS * num_classes + n_steps * num_classes * columns * ROLLOUT_BYTES
-    return float(n_envs) * per_copy
+    return float(n_envs) * (per_copy + step_bytes)
 
 
 def step_memory(cfg, dataset) -> float:
-    """Bytes one env step at ``--max-ratio`` takes for its synthetic samples, over every env copy (coarse)."""
+    """Bytes one env step at ``--max-ratio`` takes for its synthetic samples, in one env copy (coarse)."""
     h, w, c = dataset.image_shape
     per_sample = STEP_BYTES_FEATURE if cfg.mode == "feature" else h * w * c * STEP_BYTES_PER_PIXEL
-    return float(cfg.max_ratio) * float(dataset.train_counts.sum()) * per_sample * getattr(cfg, "n_envs", 1)
+    return float(cfg.max_ratio) * float(dataset.train_counts.sum()) * per_sample
 
 
 def check_dataset(cfg, dataset) -> None:
@@ -168,14 +169,14 @@ def check_dataset(cfg, dataset) -> None:
                          f"images of one class (its {largest} real ones x the ratio), more than an env step can index; "
                          f"use --max-ratio < {2**31 / largest:.3g} (default 8)")
     _refuse_memory(step_memory(cfg, dataset), f"--max-ratio {cfg.max_ratio:g} (an env step of up to "
-                   f"{cfg.max_ratio * int(dataset.train_counts.sum()):.3g} synthetic images per env copy)",
+                   f"{cfg.max_ratio * int(dataset.train_counts.sum()):.3g} synthetic images)",
                    "Lower --max-ratio (default 8)")
     h, w, _ = dataset.image_shape
     if getattr(cfg, "unlabeled", None) and h != w:
         raise ValueError(f"--unlabeled images are resized to squares, but the dataset's are {h}x{w}; drop --unlabeled")
     n_envs = getattr(cfg, "n_envs", 1)
     if isinstance(n_envs, int) and n_envs > 1:
-        _refuse_memory(n_envs_memory(cfg, dataset.num_classes),
+        _refuse_memory(n_envs_memory(cfg, dataset.num_classes, step_memory(cfg, dataset)),
                        f"--n-envs {n_envs} (env copies of {dataset.num_classes} classes and PPO's rollout over them)",
                        "Use fewer --n-envs (a few per CPU core is plenty)")
 
