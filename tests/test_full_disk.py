@@ -38,8 +38,10 @@ def test_encoder_save_on_a_full_disk_is_an_os_error_naming_the_file(tiny_dataset
 
 
 def test_full_disk_after_the_work_is_one_line_in_the_cli(tmp_path, monkeypatch, capsys):
+    from tailmix.envs import features
     from tailmix.train_agents import main
 
+    monkeypatch.setattr(features, "_MEMORY", {})  # an encoder fitted by an earlier test in this process: fit again
     _disk_fills_after(monkeypatch)
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--policy", "none", *TINY_AUGMENT, "--cache-dir", str(tmp_path / "cache"), "--run-dir",
