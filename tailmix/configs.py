@@ -107,8 +107,8 @@ class MainConfig(TrainConfig):
 #: Seeds must stay below this: numpy seeds its global generator with 32-bit values, and SB3 seeds env copies with
 #: ``seed + index``.
 MAX_SEED = 2**31
-#: Largest ``--guidance-scale``: classifier guidance helps at about 0.01 to 10 (README); on the tiny DDPM half the
-#: pixels of a sample are 0 or 255 at 100 (against 20% unguided), all of them at 1e4.
+#: Largest ``--guidance-scale``: classifier guidance helps at about 0.01 to 10 (docs/results/guidance.md); on the
+#: tiny DDPM, half the pixels of a sample are 0 or 255 at 100 (against 20% unguided), all of them at 1e4.
 MAX_GUIDANCE_SCALE = 100.0
 
 def _require(ok: bool, message: str) -> None:
