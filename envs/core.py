@@ -293,7 +293,8 @@ class RatioCore:
             _, cls, g = (int(v) for v in np.argwhere(empty)[0])
             which = "the source" if self.g == 1 else f"source {g} ({self.source_names[g]!r})"
             raise ValueError(f"class {cls} ({self.dataset.class_names[cls]}) asked for synthetic samples but {which} "
-                             "has none for it; fill the bank for every class or keep its ratio at 0")
+                             "has none for it; fill the bank for every class, keep its ratio at 0, or make the env "
+                             "with empty_pool='zero' (an empty pool then serves nothing)")
         # empty_pool="zero" serves nothing from an empty pool: the ratio stays as asked (the agent sees it), the
         # counts reported are what was served. draw="unique" serves at most the pool: no image twice in a step.
         served = self._serve(req)

@@ -506,6 +506,16 @@ def _image_extensions() -> set[str]:
     return {ext.lower() for ext in Image.registered_extensions()}
 
 
+def _printable_name(name: str) -> str:
+    """A folder name as text every writer accepts: bytes that are not UTF-8 (a Latin-1 ``caf\\xe9``, which Python
+    keeps as surrogate escapes that no UTF-8 file, CSV or TensorBoard tag can hold) shown as ``\\xe9``."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _class_dirs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
@@ -586,7 +596,8 @@ def load_image_folder(root: str | Path, *, image_size: int = 28, grey: bool = Fa
     (``.DS_Store``) are ignored. Palette, CMYK, 1-bit and alpha images go through PIL's ``convert`` (alpha is
     dropped). One-channel images of more than 8 bits (16-bit ``I;16``, 32-bit ``I`` and float ``F``, common in
     medical imaging) are min-max scaled per image to 0..255 (a constant image becomes 0) instead of being clipped;
-    NaN or infinite pixels are refused.
+    NaN or infinite pixels are refused. A class folder whose name is not UTF-8 (e.g. Latin-1) keeps its undecodable
+    bytes as ``\\xNN`` escapes in ``class_names`` (results tables and TensorBoard write UTF-8).
 
     Args:
         root: The folder.
@@ -624,7 +635,8 @@ def load_image_folder(root: str | Path, *, image_size: int = 28, grey: bool = Fa
                 _scan_class_folder(folder / cname, extensions)
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = _read_split(folder, class_names, int(image_size), grey,
                                                                             extensions)
-    ds = from_arrays(**arrays, class_names=class_names, name=root.name or "images", seed=seed,
+    ds = from_arrays(**arrays, class_names=[_printable_name(n) for n in class_names],
+                     name=_printable_name(root.name) or "images", seed=seed,
                      val_fraction=val_fraction, test_fraction=test_fraction)
     meta = dict(ds.meta, source=str(root), layout="split-folders" if split_mode else "class-folders",
                 image_size=int(image_size), grey=bool(grey))

@@ -380,9 +380,9 @@ def _save(enc: FrozenEncoder, path: Path) -> None:
     blob = {"config": asdict(enc.config), "models": [m.state_dict() for m in enc.models],
             "fold": enc.fold_of_train, "train_features": enc.train_features(),
             "standardise": enc._standardise, "maps": enc.maps, "seen": enc.seen, "pooled_val": enc.pooled_val}
-    from tailmix.io.atomic import atomic_write_bytes
+    from tailmix.io.atomic import atomic_write_serialised
 
-    atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
+    atomic_write_serialised(path, lambda fh: torch.save(blob, fh))  # a full disk: an OSError (one line in the CLI)
 
 
 def _load(path: Path, dataset, config: EncoderConfig, pool_val: bool = False) -> FrozenEncoder:

@@ -91,7 +91,25 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> Gene
     if kind not in GENERATOR_KINDS:
         raise ValueError(f"{Path(path) / CONFIG_FILE} has kind {kind!r}, which is not a known generator kind "
                          f"({sorted(GENERATOR_KINDS)}); register it with generators.base.register_generator")
-    return GENERATOR_KINDS[kind].load(path, device=device)
+    gen = GENERATOR_KINDS[kind].load(path, device=device)
+    verify_state(gen, path)
+    return gen
+
+
+def verify_state(gen: Generator, path: str | Path) -> None:
+    """Check a loaded generator's weights against the ``state_digest`` its ``config.json`` recorded when it was
+    saved: a flipped byte would otherwise be used, and a bank key (which holds that digest) would then name
+    different images. A config without a digest (weights put there by hand) is not checked.
+
+    Raises:
+        ValueError: the weights do not match the digest.
+    """
+    recorded = (gen._fit_info or {}).get("state_digest")
+    if recorded is None:
+        return
+    if state_digest(gen._fitted_state()) != recorded:
+        raise ValueError(f"the weights in {path} do not match the state_digest in its {CONFIG_FILE} (corrupt or "
+                         "replaced); train and save the generator again")
 
 
 def read_config(path: str | Path) -> dict:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from tailmix.generators.base import Generator, check_torch_generator, rand, randint, randn, read_config, write_config
+from tailmix.io.atomic import atomic_write_serialised, honour_umask_tree
 
 # Architectures per preset. `tiny` is for tests (8x8 in seconds), `small` for a CPU (0.64M parameters; a
 # prototype of it trained at ~0.55 s per step at 16x16 grey, batch 64, on a 2-core CPU), `base` for a GPU.
@@ -674,12 +675,13 @@ class ClassConditionalDDPM(Generator):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.unet.save_pretrained(folder / UNET_FOLDER)
+        honour_umask_tree(folder / UNET_FOLDER)  # safetensors writes 0o600; the cache's other files follow the umask
         (folder / LOG_FILE).write_text(json.dumps({"loss": self.loss_history}), encoding="utf-8")
         if self.guidance_classifier is not None:
             sub = folder / GUIDANCE_FOLDER
             sub.mkdir(exist_ok=True)
-            torch.save({k: v.detach().cpu() for k, v in self.guidance_classifier.state_dict().items()},
-                       sub / "classifier.pt")
+            state = {k: v.detach().cpu() for k, v in self.guidance_classifier.state_dict().items()}
+            atomic_write_serialised(sub / "classifier.pt", lambda fh: torch.save(state, fh))  # full disk: OSError
             (sub / LOG_FILE).write_text(json.dumps({"loss": self.guidance_history}), encoding="utf-8")
         cfg = self.config()
         cfg["scheduler"] = dict(self.train_scheduler.config)

@@ -371,12 +371,13 @@ class ReferenceScorer:
 
     def save(self, path: str | Path) -> Path:
         """Write ``reference.pt`` (state dict) and ``reference.json`` (settings) into folder ``path``."""
-        from tailmix.generators.bank import atomic_write_bytes, atomic_write_json
+        from tailmix.generators.bank import atomic_write_json
+        from tailmix.io.atomic import atomic_write_serialised
 
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        atomic_write_bytes(folder / REFERENCE_WEIGHTS, lambda fh: torch.save(state, fh))
+        atomic_write_serialised(folder / REFERENCE_WEIGHTS, lambda fh: torch.save(state, fh))
         atomic_write_json(folder / REFERENCE_CONFIG, {**self.settings, "state_digest": self.config()["state_digest"]})
         return folder
 

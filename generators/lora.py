@@ -18,6 +18,7 @@ import torch
 
 from tailmix.generators.base import Generator, check_torch_generator, read_config, write_config
 from tailmix.generators.ddpm import ClassConditionalDDPM, _jsonable, seeded
+from tailmix.io.atomic import honour_umask_tree
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "time_emb_proj")
 BASE_FOLDER = "base"
@@ -222,6 +223,7 @@ class LoRAClassAdapters(Generator):
             ref = os.path.relpath(Path(base_path).resolve(), folder.resolve())
         if self.model is not None:
             self.model.save_pretrained(folder / ADAPTER_FOLDER)
+            honour_umask_tree(folder / ADAPTER_FOLDER)  # safetensors writes 0o600; other files follow the umask
         cfg = self.config()
         cfg["base_path"] = ref
         write_config(folder, _jsonable(cfg))

@@ -26,6 +26,9 @@ from dataclasses import asdict, dataclass, replace
 #: The main job's default budget in minutes (CPU and GPU alike: on a GPU the defaults usually fit, so it changes
 #: nothing there but costs the few seconds of measuring).
 DEFAULT_MINUTES = 10.0
+#: The largest ``--budget-minutes`` (a week): a budget only shrinks sizes, so a larger one changes nothing (and one
+#: near the float maximum would overflow when turned into seconds).
+MAX_MINUTES = 7 * 24 * 60
 #: Share of the budget kept back for what the estimate misses (loading, env builds, the machine's load moving).
 MARGIN = 0.15
 #: Seconds allowed for what no size controls: dataset loading, env builds, the benchmark of the policies.
@@ -56,8 +59,9 @@ def parse_minutes(value) -> float | None:
     except (TypeError, ValueError):
         raise ValueError(f"--budget-minutes must be a number of minutes, or 0 / none for no budget; got {value!r}") \
             from None
-    if not math.isfinite(minutes) or minutes < 0:
-        raise ValueError(f"--budget-minutes must be a number >= 0 (0 or none: no budget); got {value!r}")
+    if not math.isfinite(minutes) or not 0 <= minutes <= MAX_MINUTES:
+        raise ValueError(f"--budget-minutes must be a number of minutes in [0, {MAX_MINUTES}] (a week; 0 or none: no "
+                         f"budget, the default sizes); got {value!r}")
     return None if minutes == 0 else minutes
 
 
@@ -190,7 +194,7 @@ def plan(costs: Costs, shape: Shape, budget_seconds: float, defaults: Sizes, *, 
             sizes = replace(sizes, pretrain_steps=max(floor["pretrain_steps"], pre))
     total = sum(est(sizes).values())
     if total > budget_seconds:
-        warnings.append(f"warning: the budget of {budget_seconds / 60:.1f} min is too small for this dataset on this "
+        warnings.append(f"warning: the budget of {budget_seconds / 60:.3g} min is too small for this dataset on this "
                         f"machine: even at the sizes below the estimate is {total / 60:.1f} min (floors: "
                         + ", ".join(f"{k} {v}" for k, v in floor.items())
                         + "). Raise --budget-minutes, or pass --budget-minutes none for the default sizes")

@@ -108,6 +108,9 @@ class MainConfig(TrainConfig):
 #: Seeds must stay below this: numpy seeds its global generator with 32-bit values, and SB3 seeds env copies with
 #: ``seed + index``.
 MAX_SEED = 2**31
+#: Largest ``--guidance-scale``: classifier guidance helps at about 0.01 to 10 (docs/results/guidance.md); on the
+#: tiny DDPM, half the pixels of a sample are 0 or 255 at 100 (against 20% unguided), all of them at 1e4.
+MAX_GUIDANCE_SCALE = 100.0
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -144,8 +147,9 @@ def check_config(cfg) -> None:
     check_budget_fields(cfg)
     _require(0 <= cfg.seed < MAX_SEED, f"--seed must lie in 0..{MAX_SEED - 1} (seeds derived from it, seed + env "
              f"index, must stay in numpy's 32-bit range); got {cfg.seed}")
-    _require(math.isfinite(cfg.guidance_scale) and cfg.guidance_scale >= 0,
-             f"--guidance-scale must be a number >= 0 (0: no classifier guidance); got {cfg.guidance_scale}")
+    _require(math.isfinite(cfg.guidance_scale) and 0 <= cfg.guidance_scale <= MAX_GUIDANCE_SCALE,
+             f"--guidance-scale must be a number in [0, {MAX_GUIDANCE_SCALE:g}] (0: no classifier guidance; it helps at "
+             f"0.01 to 10, and far above that samples saturate to black and white); got {cfg.guidance_scale}")
     _require(not (cfg.guidance_scale or cfg.unlabeled) or "ddpm" in kinds,
              "--guidance-scale and --unlabeled apply to the ddpm generator; add ddpm to --generator")
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
@@ -181,6 +185,9 @@ def check_config(cfg) -> None:
     except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
+    from tailmix.preflight import check_settings
+
+    check_settings(cfg)  # paths, --unlabeled and the memory an --image-size needs, before any work
 
 
 def check_budget_fields(cfg) -> None:

@@ -238,10 +238,13 @@ def _step_seconds(num_classes: int) -> float:
 
 def load_data(cfg):
     """The dataset of ``cfg.dataset`` (``ValueError`` saying what is accepted when it cannot be loaded)."""
+    from tailmix.preflight import check_dataset
+
     ds = _load_data(cfg)
     warning = class_count_check(ds.num_classes)
     if warning:
         print(warning, flush=True)
+    check_dataset(cfg, ds)  # settings that do not fit this dataset, before any work
     return ds
 
 
@@ -308,7 +311,7 @@ def _cached_generator(path: Path, device):
     try:
         return load_generator(path, device=device)
     except Exception as err:
-        print(f"cached generator at {path} is unreadable ({err}); retraining")
+        print(f"cached generator at {path} is unusable ({err}); retraining it")
         _remove_folder(path)
         return None
 
@@ -404,12 +407,46 @@ def ensure_bank(cfg, dataset, *, progress: bool = True):
         pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
         bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
                               seed=cfg.seed, progress=progress)
-    for line in bank_warnings(bank.counts(), dataset, cfg.per_class):
+    scale = getattr(cfg, "guidance_scale", 0.0) if cfg.generator == "ddpm" else 0.0
+    for line in bank_warnings(bank.counts(), dataset, cfg.per_class, guidance_scale=scale):
+        print(line)
+    line = saturation_warning([bank.images(c) for c in range(dataset.num_classes)], dataset, guidance_scale=scale)
+    if line:
         print(line)
     return bank
 
 
-def bank_warnings(counts, dataset, per_class: int) -> list[str]:
+#: A class's synthetic images count as saturated when this share of their pixels is 0 or 255 ...
+SATURATED_SHARE = 0.95
+#: ... and the real train images' share is at least this much lower (dark backgrounds are common in real data).
+SATURATION_MARGIN = 0.25
+
+
+def saturation_warning(pools, dataset, *, guidance_scale: float = 0.0) -> str | None:
+    """A warning naming the classes whose synthetic images (``pools``: one uint8 array per class) are nearly all
+    black and white where the real ones are not, or ``None``. A too-large ``--guidance-scale`` does this (at 1e4 every
+    pixel of the tiny DDPM's samples was 0 or 255), and without the filter such images would be served silently.
+    """
+    import numpy as np
+
+    real = np.isin(dataset.train_images, (0, 255))
+    bad = []
+    for c, pool in enumerate(pools):
+        if len(pool) == 0:
+            continue
+        share = float(np.isin(pool, (0, 255)).mean())
+        real_share = float(real[dataset.train_labels == c].mean()) if (dataset.train_labels == c).any() else 0.0
+        if share >= SATURATED_SHARE and share - real_share >= SATURATION_MARGIN:
+            bad.append(f"{dataset.class_names[c]}: {share:.0%} (real {real_share:.0%})")
+    if not bad:
+        return None
+    cause = (f"lower --guidance-scale (now {guidance_scale:g}; it helps at 0.01 to 10)" if guidance_scale else
+             "train the generator longer (--generator-steps)")
+    return (f"warning: the bank's images are saturated (pixels at 0 or 255) for {', '.join(bad)}; they carry little "
+            f"of the class: {cause}")
+
+
+def bank_warnings(counts, dataset, per_class: int, *, guidance_scale: float = 0.0) -> list[str]:
     """Warnings about classes whose (filtered) pool is empty or a small fraction of the quota.
 
     An empty pool serves nothing; a tiny one is drawn with replacement, so a fill policy repeats its few images
@@ -420,15 +457,18 @@ def bank_warnings(counts, dataset, per_class: int) -> list[str]:
 
     counts = np.asarray(counts)
     names = dataset.class_names
+    fix = "lower --tau or train the generator longer"
+    if guidance_scale:  # a strong classifier guidance saturates samples, which the filter then rejects
+        fix = f"lower --guidance-scale (now {guidance_scale:g}) or --tau, or train the generator longer"
     out = []
     empty = [names[c] for c in range(len(counts)) if counts[c] == 0]
     if empty:
         out.append(f"warning: the filter kept no sample of class(es) {empty}; their ratios will be served nothing "
-                   "(lower --tau or train the generator longer)")
+                   f"({fix})")
     tiny = [f"{names[c]}: {int(counts[c])}" for c in range(len(counts)) if 0 < counts[c] < 0.1 * per_class]
     if tiny:
         out.append(f"warning: the bank holds under 10% of its quota of {per_class} for {', '.join(tiny)}; ratios "
-                   "above the pool size repeat those images (lower --tau or train the generator longer)")
+                   f"above the pool size repeat those images ({fix})")
     return out
 
 

@@ -130,6 +130,14 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     check_config(cfg)
     check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
     check_cache_dir(cfg)
+    from tailmix.preflight import claim_run_dir
+
+    claim = claim_run_dir(cfg.run_dir)  # a run folder another process is writing: refused before any work
+    try:
+        check_run_dir(cfg, command)  # again, claimed now: a run that finished in between made the folder
+    except ValueError:
+        claim.release()
+        raise
     import torch
 
     torch.set_num_threads(cfg.threads)
@@ -143,6 +151,8 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
         if isinstance(err, KeyboardInterrupt) and command in ("train", "main") and cfg.run_dir:
             print("\n" + interrupt_hint(cfg, command), file=sys.stderr)
         raise
+    finally:
+        claim.release()
     total = time.time() - t0
     if phase.timings:
         print("phase timings: " + ", ".join(f"{name} {w:.0f} s" for name, w, _ in phase.timings))

@@ -173,3 +173,13 @@ def test_the_budget_belongs_to_the_main_job(capsys):
     with pytest.raises(SystemExit):
         train_agents.main(["generate", "--budget-minutes", "5", "--run-dir", "/nonexistent/never"])
     assert "sizes the main job" in capsys.readouterr().err
+
+
+def test_huge_and_tiny_budgets_are_refused_early_or_shown_as_given():
+    """Issue 26 item 13: 1e308 minutes failed after measuring ("inf" seconds); 0.05 min was shown as "0.1 min"."""
+    for bad in ("1e308", str(budget.MAX_MINUTES + 1), "inf"):
+        with pytest.raises(ValueError, match=r"--budget-minutes must be a number of minutes in \[0, 10080\]"):
+            budget.parse_minutes(bad)
+    assert budget.parse_minutes(str(budget.MAX_MINUTES)) == budget.MAX_MINUTES
+    _, warnings = budget.plan(COSTS, SHAPE, 0.05 * 60, DEFAULTS)
+    assert "the budget of 0.05 min is too small" in warnings[0]

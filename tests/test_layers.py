@@ -22,9 +22,10 @@ SOURCES = {"io": ROOT / "tailmix" / "io", "classifiers": ROOT / "classifiers", "
            "runs": ROOT / "tailmix" / "runs.py", "policies": ROOT / "tailmix" / "policies.py",
            "configs": ROOT / "tailmix" / "configs.py", "commands": ROOT / "tailmix" / "commands.py",
            "budget": ROOT / "tailmix" / "budget.py", "suite": ROOT / "tailmix" / "suite",
+           "preflight": ROOT / "tailmix" / "preflight.py",
            "train_agents": ROOT / "tailmix" / "train_agents.py"}
 #: Modules of the application layer beside ``tailmix.pipeline`` (the CLI imports them, never the reverse).
-APPLICATION = ("runs", "policies", "configs", "commands", "budget")
+APPLICATION = ("runs", "policies", "configs", "commands", "budget", "preflight")
 #: ``tailmix/__init__.py`` registers the env ids (it imports ``tailmix.envs``); it sits on top, with the CLI.
 PACKAGE_ROOT = ROOT / "tailmix" / "__init__.py"
 

@@ -71,6 +71,16 @@ def honour_umask(path: str | Path, *, folder: bool = False) -> None:
         os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
+def honour_umask_tree(folder: str | Path) -> None:
+    """:func:`honour_umask` for ``folder`` and everything under it: for what a library wrote with modes of its own
+    (safetensors creates its files ``0o600``)."""
+    folder = Path(folder)
+    honour_umask(folder, folder=True)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            honour_umask(path, folder=path.is_dir())
+
+
 def atomic_write_bytes(path: str | Path, write) -> str:
     """Write a file atomically via ``write(fh)`` (a binary file object); returns the file's SHA-256."""
     path = Path(path)
@@ -83,11 +93,46 @@ def atomic_write_bytes(path: str | Path, write) -> str:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a write that failed (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return hashing.hexdigest()
+
+
+def atomic_write_serialised(path: str | Path, dump) -> str:
+    """Write a file atomically via ``dump(buffer)`` (e.g. ``lambda b: torch.save(obj, b)``), serialised in memory
+    first: a failed write (a full disk) is then the ``OSError`` it is, where a serialiser writing to the file itself
+    reports its own error (torch: ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``). Returns
+    the file's SHA-256."""
+    import io
+
+    buffer = io.BytesIO()
+    dump(buffer)
+    data = buffer.getbuffer()
+    return atomic_write_bytes(path, lambda fh: fh.write(data))
+
+
+def os_error_of(err: BaseException, path: str | Path) -> OSError | None:
+    """The ``OSError`` behind a library's own error for a failed file write, or ``None``: safetensors (Rust) says
+    ``I/O error: No space left on device (os error 28)``, torch ``PytorchStreamWriter failed writing file``."""
+    import re
+
+    if isinstance(err, OSError):
+        return err
+    text = str(err)
+    found = re.search(r"\(os error (\d+)\)", text)
+    if found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    if "PytorchStreamWriter failed writing" in text or "inline_container.cc" in text:
+        return OSError(errno.EIO, "writing failed (is the disk full?)", str(path))
+    return None
 
 
 def atomic_write_text(path: str | Path, text: str) -> str:
@@ -129,7 +174,13 @@ def save_folder(path: str | Path, save, *, replace: bool = False) -> bool:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".saving", dir=path.parent))
     try:
         honour_umask(tmp, folder=True)
-        save(tmp)
+        try:
+            save(tmp)
+        except Exception as err:  # a library's own error for a failed write (a full disk) is an OSError here
+            cause = os_error_of(err, path)
+            if cause is None or cause is err:
+                raise
+            raise cause from err
         for _ in range(100):
             try:
                 os.rename(tmp, path)  # atomic; refuses a non-empty target (ENOTEMPTY / EEXIST), never merges

@@ -249,6 +249,10 @@ def test_crossfit_encoder_features_are_out_of_fold():
 def test_empty_pool_zero_option_serves_nothing_and_flags_it():
     ds = make_tiny_dataset()
     src = ArraySource({0: ds.train_images[:2]}, 3)
+    e = parallel_env(dataset=ds, source=src, **TINY)
+    e.reset(seed=0)
+    with pytest.raises(ValueError, match="empty_pool='zero'"):  # the error names the option (issue 26 item 13)
+        e.step({a: np.ones(1, np.float32) for a in e.possible_agents})
     e = parallel_env(dataset=ds, source=src, empty_pool="zero", **TINY)
     e.reset(seed=0)
     _, _, _, _, infos = e.step({a: np.ones(1, np.float32) for a in e.possible_agents})
