@@ -161,9 +161,34 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
             "total_seconds": round(total, 2), "cpu_seconds": round(time.process_time(), 2)})
     if command == "main":
         budget_report(run, total)
+    if command in ("main", "benchmark"):
+        print_verdict(cfg, command, run)
     finish_run_dir(cfg, ok=True)  # the run it replaced (--overwrite) goes only now
     print(f"done in {total:.0f} s; outputs in {run}")
     return run
+
+
+def print_verdict(cfg, command: str, run: Path) -> None:
+    """Pick the policy to use on the reward, compare it on test, say it in one sentence, write its files."""
+    import numpy as np
+
+    from tailmix.pipeline import load_data
+    from tailmix.policies import _learned_label
+    from tailmix.suite.verdict import verdict, write_verdict
+
+    if command == "main":
+        learned = {f"{cfg.algo}-{cfg.wrapper}": f"{cfg.algo}:{run / 'model.zip'}"}
+    else:
+        learned = {_learned_label(spec): spec for spec in getattr(cfg, "learned", [])}
+    try:
+        dataset = load_data(cfg)
+        counts = np.bincount(np.asarray(dataset.test_labels), minlength=dataset.num_classes)
+        v = verdict(run, counts, learned)
+    except ValueError as err:  # the results are written; a verdict that cannot be made loses nothing
+        print(f"verdict: not made ({err})")
+        return
+    write_verdict(run, v)
+    print("verdict: " + v["sentence"] + f" (verdict.md, recommended_policy.json in {run})")
 
 
 def main(argv=None) -> Path:
