@@ -11,7 +11,7 @@ from pathlib import Path
 from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
 from tailmix.pipeline import GENERATORS, SOURCES, Settings, generator_kinds
 from tailmix.policies import _model_path, _split_algo
-from tailmix.runs import _stored_config
+from tailmix.runs import QUICK_SETTINGS, _stored_config
 
 
 #: Settings that shape the env (and the bank behind it). A saved model is evaluated with the values it was trained
@@ -266,8 +266,7 @@ def resolve_config(command: str, cfg, explicit: frozenset[str]):
 
 # -- --quick ----------------------------------------------------------------------------------------
 #: What ``--quick`` sets, unless the user gave the field (or it was inherited from an earlier run).
-QUICK = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 4, "filter_epochs": 10,
-         "timesteps": 256, "checkpoint_every": 128, "seeds": 2}
+QUICK = QUICK_SETTINGS  # --quick's budgets (defined in tailmix.runs, which rebuilds commands from them)
 
 
 def _quick(cfg, fixed: set[str] | frozenset[str] = frozenset()) -> None:

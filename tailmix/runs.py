@@ -66,17 +66,20 @@ def _run_path(cfg, command: str) -> Path:
     return path
 
 
+#: What ``--quick`` sets (``tailmix.configs.QUICK``); here, below the configs, so :func:`rerun_command` can read it.
+QUICK_SETTINGS = {"preset": "tiny", "generator_steps": 30, "per_class": 24, "max_steps": 4, "filter_epochs": 10,
+                  "timesteps": 256, "checkpoint_every": 128, "seeds": 2}
+
+
 def rerun_command(cfg, command: str, *, extra: tuple[str, ...] = ("--overwrite",)) -> str:
     """The exact command line that runs ``cfg`` again (every setting that differs from what the flags given would
     default to, ``--run-dir`` included) plus ``extra``: advice a user can paste, unlike "the same command", which
     after ``--resume`` (settings read from run.json) would start a run with the default settings."""
     import shlex
 
-    from tailmix.configs import QUICK
-
     base = type(cfg)()
     if cfg.quick:
-        for name, value in QUICK.items():  # --quick sets these; naming them again adds nothing
+        for name, value in QUICK_SETTINGS.items():  # --quick sets these; naming them again adds nothing
             if hasattr(base, name):
                 setattr(base, name, value)
     argv = [] if command == "main" else [command]
