@@ -32,7 +32,7 @@ from torch import nn
 from tailmix.classifiers.backbones import SmallCNN, _check_sizes
 from tailmix.classifiers.data import images_to_tensor
 from tailmix.classifiers.device import autocast, autocast_dtype, select_device
-from tailmix.classifiers.training import (_batches, _check_images, _check_labels, _check_settings, _epoch_order,
+from tailmix.classifiers.training import (_batches, _run, _check_images, _check_labels, _check_settings, _epoch_order,
                                           _resolve_loss, random_flip_shift)
 
 #: SmallCNN's conv blocks: (input channels, output channels) as multiples of ``width`` (0: the image's) and stride.
@@ -367,23 +367,8 @@ def predict_logits_batched(model: BatchedSmallCNN, images: np.ndarray, *, device
 
     The model's train/eval mode is restored afterwards.
     """
-    dev = select_device(device)
-    _check_images(images)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = model.training
-    model.to(dev).eval()
-    outs = []
-    try:
-        with torch.inference_mode(), autocast(dev):
-            for start in range(0, len(images), batch_size):
-                x = images_to_tensor(images[start:start + batch_size], dev)
-                outs.append(model.forward_shared(x).float().cpu())
-    finally:
-        model.train(was_training)
-    if not outs:
-        return np.zeros((model.copies, 0, model.num_classes), np.float32)
-    return torch.cat(outs, 1).numpy().astype(np.float32, copy=False)
+    return _run(model, model.forward_shared, images, None, device, batch_size, dim=1,
+                empty=np.zeros((model.copies, 0, model.num_classes), np.float32))
 
 
 def init_seed(generator: torch.Generator) -> int:

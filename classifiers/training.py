@@ -312,7 +312,9 @@ def retrain_head(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, lo
 
 # -- inference ---------------------------------------------------------------------------------
 def _run(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, out_dim: int | None,
-         device, batch_size: int) -> np.ndarray:
+         device, batch_size: int, *, dim: int = 0, empty: np.ndarray | None = None) -> np.ndarray:
+    """``fn`` over ``images`` in mini-batches (eval mode, no grad, the mode restored), outputs joined along ``dim``
+    (``empty`` when there are no images; default ``(0, out_dim)``)."""
     dev = select_device(device)
     _check_images(images)
     if batch_size < 1:
@@ -327,8 +329,8 @@ def _run(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: n
     finally:
         model.train(was_training)
     if not outs:
-        return np.zeros((0, out_dim or 0), np.float32)
-    return torch.cat(outs).numpy().astype(np.float32, copy=False)
+        return np.zeros((0, out_dim or 0), np.float32) if empty is None else empty
+    return torch.cat(outs, dim).numpy().astype(np.float32, copy=False)
 
 
 def predict_logits(model: nn.Module, images: np.ndarray, *, device: str | torch.device = "cpu",

@@ -172,8 +172,6 @@ def print_verdict(cfg, command: str, run: Path) -> None:
     """Pick the policy to use on the reward, compare it on test, say it in one sentence, write its files."""
     import numpy as np
 
-    from tailmix.pipeline import load_data
-    from tailmix.policies import _learned_label
     from tailmix.suite.verdict import verdict, write_verdict
 
     if command == "main":

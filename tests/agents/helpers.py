@@ -54,3 +54,19 @@ def two_source_env_kwargs(**over) -> dict:
               cache_dir=False)
     kw.update(over)
     return kw
+
+
+def played_source_ratios(policy, kw, seed=0):
+    """Per-source ratios ``(steps, C, G)`` the env used at each step of one episode of ``policy``."""
+    import numpy as np
+
+    from tailmix.agents.evaluate import make_eval_env
+
+    env = make_eval_env(kw)
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    out = []
+    while env.agents:
+        obs, *_ = env.step(policy.act(obs, env))
+        out.append(env.source_ratios)
+    return np.stack(out)

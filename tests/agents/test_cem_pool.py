@@ -10,21 +10,12 @@ from tailmix.agents.baselines import FillToHead
 from tailmix.agents.cem import CEMPolicy, cem_search, val_fitness
 from tailmix.agents.evaluate import evaluate, make_eval_env
 from tailmix.agents.schedules import KnotSchedule, knot_weights
-from tests.agents.helpers import tiny_env_kwargs, two_source_env_kwargs
+from tests.agents.helpers import played_source_ratios, tiny_env_kwargs, two_source_env_kwargs
 
 BAD, CLEAN = 0, 1  # two_source_env_kwargs' source order: [clean+corrupt, clean]
 
 
-def _played(policy, kw, seed=0):
-    """Per-source ratios ``(steps, C, G)`` the env used at each step of one episode."""
-    env = make_eval_env(kw)
-    obs, _ = env.reset(seed=seed)
-    policy.reset(seed)
-    out = []
-    while env.agents:
-        obs, *_ = env.step(policy.act(obs, env))
-        out.append(env.source_ratios)
-    return np.stack(out)
+_played = played_source_ratios
 
 
 def test_cem_puts_the_ratio_on_the_clean_source():

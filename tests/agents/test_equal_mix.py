@@ -7,19 +7,10 @@ import pytest
 from tailmix.agents.baselines import BASELINES, PER_SOURCE, baselines_for, make_baseline
 from tailmix.agents.evaluate import evaluate, make_eval_env
 from tailmix.agents.schedules import SCHEDULE_BASELINES
-from tests.agents.helpers import tiny_env_kwargs, two_source_env_kwargs
+from tests.agents.helpers import played_source_ratios, tiny_env_kwargs, two_source_env_kwargs
 
 
-def _played(policy, kw, seed=0):
-    """Per-source ratios ``(steps, C, G)`` the env used at each step of one episode."""
-    env = make_eval_env(kw)
-    obs, _ = env.reset(seed=seed)
-    policy.reset(seed)
-    out = []
-    while env.agents:
-        obs, *_ = env.step(policy.act(obs, env))
-        out.append(env.source_ratios)
-    return np.stack(out)
+_played = played_source_ratios
 
 
 @pytest.mark.parametrize("shape", ["fill", "inverse", "constant:1", "constant:0.5"])

@@ -125,9 +125,11 @@ def test_device_is_honoured_and_bad_inputs_are_one_line_errors(monkeypatch):
     assert all(p.device.type == "cpu" for p in moved.parameters())
     seen = []
     import tailmix.classifiers.batched_cnn as bc
+    import tailmix.classifiers.training as tr
 
     real_select = bc.select_device
-    monkeypatch.setattr(bc, "select_device", lambda d: seen.append(d) or real_select(d))
+    for module in (bc, tr):  # training and inference (the shared mini-batch loop of classifiers.training)
+        monkeypatch.setattr(module, "select_device", lambda d: seen.append(d) or real_select(d))
     train_batched(moved, images, labels, epochs=1, batch_size=16, device="cpu", generators=gens)
     predict_logits_batched(moved, images[0], device="cpu")
     assert seen == ["cpu", "cpu"]
