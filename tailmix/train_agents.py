@@ -236,6 +236,10 @@ def suite_main(argv: list[str]) -> int:
 
     args = list(argv[1:]) if argv[0] == "suite" else list(argv)
     try:
+        if args and args[0] == "demo":
+            from tailmix.suite.demo import main as demo
+
+            return demo(args[1:])
         return suite(args)
     except (ValueError, FileNotFoundError) as err:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
@@ -246,6 +250,8 @@ def cli() -> None:
     """Console entry point."""
     if len(sys.argv) > 1 and sys.argv[1] in SUITE_COMMANDS:
         raise SystemExit(suite_main(sys.argv[1:]))
+    if any(a == "--task" or a.startswith("--task=") for a in sys.argv[1:]):  # a suite task's demo (main job)
+        raise SystemExit(suite_main(["demo", *sys.argv[1:]]))
     main()
 
 

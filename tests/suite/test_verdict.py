@@ -2,7 +2,6 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from tailmix.suite.verdict import verdict, write_verdict
