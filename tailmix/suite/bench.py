@@ -54,9 +54,9 @@ def load_policy(spec: str, *, algo: str = "ppo", wrapper: str = "central"):
         if callable(obj):
             return FunctionPolicy(obj, attr)
         raise ValueError(f"--policy {spec}: {attr} is neither a policy (reset/act) nor a function act(obs, env)")
-    from tailmix.suite.runner import make_member
+    from tailmix.agents.baselines import make_baseline
 
-    return make_member(spec)
+    return make_baseline(spec)
 
 
 def score(task_name: str, policy, *, loss: str | None = None, cache_dir=None, data_dir=None) -> dict:

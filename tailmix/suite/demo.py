@@ -23,7 +23,7 @@ def run_demo(task_name: str, *, method: str = "cem-static", seeds: int = 3, cach
              run_dir: Path | None = None, log=print) -> dict:
     """Run the demo; returns its rows (and writes ``demo.md`` / ``demo.json`` into ``run_dir`` when given)."""
     from tailmix.agents.baselines import make_baseline
-    from tailmix.suite.runner import Player, _cem, mean
+    from tailmix.suite.runner import Player, _cem, fixed_members, mean, no_synthetic_rows, source_names
     from tailmix.suite.tasks import get_task, task_env_kwargs
 
     if method not in ("cem-static", "cem-schedule"):
@@ -35,10 +35,8 @@ def run_demo(task_name: str, *, method: str = "cem-static", seeds: int = 3, cach
     task = get_task(task_name)
     kw = task_env_kwargs(task, cache_dir=cache_dir, data_dir=data_dir)
     player = Player(kw, P.EVAL_SEEDS[:seeds])
-    nosyn = {loss: player.play(make_baseline("none"), loss) for loss in ("ce", *P.LT_LOSSES)}
-    task_loss = max(nosyn, key=lambda k: (mean(nosyn[k], "reward"), k == "ce"))
+    nosyn, task_loss = no_synthetic_rows(player, task.name, log)
     log(f"[{task.name}] task loss {task_loss} (best no-synthetic row on the reward)")
-    from tailmix.suite.runner import fixed_members, source_names
 
     schedule = method == "cem-schedule"
     members = [m for m in fixed_members(source_names(kw)) if (m.partition("@")[0] in P.SCHEDULES) == schedule

@@ -14,7 +14,7 @@ import numpy as np
 from tailmix.suite import protocol as P
 from tailmix.suite import stats
 from tailmix.suite.reference import PATH as REFERENCE_PATH
-from tailmix.suite.runner import REPO, RUNS, commit, mean, read_record, record_path, versions
+from tailmix.suite.runner import REPO, RUNS, commit, mean, read_record, record_path, recorded_best, versions
 from tailmix.suite.tasks import TASKS, Task
 
 DOCS = REPO / "docs" / "results" / "suite"
@@ -50,7 +50,7 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
     if fixed is None:
         return None
     counts = fixed["test_counts"]
-    best = next(m for m in fixed["members"] if m["spec"] == fixed["best"]["spec"] and m["loss"] == fixed["best"]["loss"])
+    best = recorded_best(fixed)
     best_rec = {"episodes": best["episodes"]}
     f_test, f_boot = _matrix([best_rec]), _boot([best_rec], counts, 1)
     nosyn_ce = {"episodes": fixed["no_synthetic"]["ce"]}
@@ -140,11 +140,10 @@ def _fidelity(task: Task, fixed: dict, replay: dict, runs: Path) -> dict | None:
     from scipy.stats import spearmanr
 
     feature = {("no synthetic", None): fixed["no_synthetic"][fixed["task_loss"]],
-               ("best fixed", None): runner_best(fixed)["episodes"]}
+               ("best fixed", None): recorded_best(fixed)["episodes"]}
     for r in replay["rows"]:
         if r["row"] not in ("no synthetic", "best fixed"):
-            name = "ceiling" if r["row"] == "ceiling" else f"{r['row']}-seed{r['seed']}"
-            rec = read_record(Path(runs, task.id.replace("/", "-"), f"{name}.json"))
+            rec = read_record(record_path(task, r["row"], r["seed"], runs))
             if rec is not None:
                 feature[(r["row"], r["seed"])] = rec["episodes"]
     pts = [(mean(feature[(r["row"], r["seed"])], "reward"), mean(r["episodes"], "test"))
@@ -154,10 +153,6 @@ def _fidelity(task: Task, fixed: dict, replay: dict, runs: Path) -> dict | None:
     x, y = np.array(pts).T
     rho = float(spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
     return {"spearman_reward_vs_pixel_test": rho, "points": len(pts), "pixel_seeds": len(replay["pixel_seeds"])}
-
-
-def runner_best(fixed: dict) -> dict:
-    return next(m for m in fixed["members"] if m["spec"] == fixed["best"]["spec"] and m["loss"] == fixed["best"]["loss"])
 
 
 def _add_pixel(rows: dict, replay: dict, counts) -> None:

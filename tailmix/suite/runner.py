@@ -14,7 +14,6 @@ atomically; a run whose record exists is skipped (``--overwrite`` redoes it), so
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -73,13 +72,6 @@ def read_record(path: Path) -> dict | None:
 
 
 # -- policies --------------------------------------------------------------------------------------------------
-def make_member(spec: str):
-    """A fixed-family policy from ``<shape>[@<source>|@mix]`` (``agents.baselines.make_baseline``)."""
-    from tailmix.agents.baselines import make_baseline
-
-    return make_baseline(spec)
-
-
 def source_names(kw: dict) -> list[str]:
     from tailmix.envs.sources import make_source, source_specs
 
@@ -133,22 +125,30 @@ def _base_record(task: Task, method: str, seed, t0: float) -> dict:
             "commit": commit(), "versions": versions(), "eval_seeds": list(P.EVAL_SEEDS)}
 
 
+def no_synthetic_rows(player: Player, name: str, log=print) -> tuple[dict, str]:
+    """No synthetic data under cross-entropy and every long-tail loss, and the task loss: the best of them on the
+    reward (``ce`` on a tie)."""
+    from tailmix.agents.baselines import make_baseline
+
+    nosyn = {}
+    for loss in ("ce", *P.LT_LOSSES):
+        nosyn[loss] = player.play(make_baseline("none"), loss)
+        log(f"[{name}] no synthetic, {loss}: reward {mean(nosyn[loss], 'reward'):.4f}")
+    return nosyn, max(nosyn, key=lambda k: (mean(nosyn[k], "reward"), k == "ce"))
+
+
 def run_fixed(task: Task, kw: dict, log=print) -> dict:
     """No-synthetic rows under every loss, the task loss, and every fixed-family member under ce and it."""
     from tailmix.agents.baselines import make_baseline
 
     t0 = time.time()
     player = Player(kw)
-    nosyn = {}
-    for loss in ("ce", *P.LT_LOSSES):
-        nosyn[loss] = player.play(make_baseline("none"), loss)
-        log(f"[{task.name}] no synthetic, {loss}: reward {mean(nosyn[loss], 'reward'):.4f}")
-    task_loss = max(nosyn, key=lambda k: (mean(nosyn[k], "reward"), k == "ce"))
+    nosyn, task_loss = no_synthetic_rows(player, task.name, log)
     members = []
     names = source_names(kw)
     for loss in dict.fromkeys(("ce", task_loss)):
         for spec in fixed_members(names):
-            rows = player.play(make_member(spec), loss)
+            rows = player.play(make_baseline(spec), loss)  # <shape>[@<source>|@mix]
             members.append({"spec": spec, "loss": loss, "episodes": rows})
         log(f"[{task.name}] fixed family under {loss}: {len(fixed_members(names))} members")
     best = max(members, key=lambda m: mean(m["episodes"], "reward"))
@@ -156,9 +156,14 @@ def run_fixed(task: Task, kw: dict, log=print) -> dict:
     ds = kw["dataset"]
     rec.update(test_counts=np.bincount(np.asarray(ds.test_labels), minlength=ds.num_classes).tolist(),
                class_names=list(ds.class_names), train_counts=np.asarray(ds.train_counts).tolist())
-    rec.update(sources=names, task_loss=task_loss, no_synthetic={k: v for k, v in nosyn.items()},
+    rec.update(sources=names, task_loss=task_loss, no_synthetic=nosyn,
                members=members, best={"spec": best["spec"], "loss": best["loss"]})
     return rec
+
+
+def recorded_best(fixed: dict) -> dict:
+    """The member the ``fixed`` record picked as best fixed (its spec, loss and episodes)."""
+    return next(m for m in fixed["members"] if m["spec"] == fixed["best"]["spec"] and m["loss"] == fixed["best"]["loss"])
 
 
 def best_member(fixed: dict, kind: str | None = None) -> dict:
@@ -179,18 +184,14 @@ def _cem(kw: dict, *, seed: int, knots, init, budget: dict, fitness_split: str =
     return CEMPolicy.from_result(res), res
 
 
-def _init_action(member: dict, kw: dict):
-    """CEM's starting mean: the fixed member's spec (``cem_search`` resolves ``@source`` and ``@mix``)."""
-    return member["spec"]
-
-
 def run_cem(task: Task, kw: dict, fixed: dict, method: str, seed: int, log=print) -> dict:
     t0 = time.time()
     kind = "schedule" if method == "cem-schedule" else "static"
     start = best_member(fixed, kind)
     kw_loss = dict(kw, loss=fixed["task_loss"])
     knots = P.CEM["knots"] if kind == "schedule" else None
-    policy, res = _cem(kw_loss, seed=seed, knots=knots, init=_init_action(start, kw), budget=P.CEM)
+    # CEM starts from the fixed member's spec (cem_search resolves @source and @mix)
+    policy, res = _cem(kw_loss, seed=seed, knots=knots, init=start["spec"], budget=P.CEM)
     rows = Player(kw).play(policy, fixed["task_loss"])
     log(f"[{task.name}] {method} seed {seed}: reward {mean(rows, 'reward'):.4f} test {mean(rows, 'test'):.4f}")
     rec = _base_record(task, method, seed, t0)
@@ -200,21 +201,29 @@ def run_cem(task: Task, kw: dict, fixed: dict, method: str, seed: int, log=print
     return rec
 
 
+def _sb3_model(method: str, run_dir: Path, train_kw, timesteps: int, seed: int):
+    """The SB3 model of ``method`` in ``run_dir``: loaded when trained before (a resumed batch), else trained there
+    on the env settings ``train_kw()`` returns (called only then: building a task's env can take minutes)."""
+    from tailmix.agents.sb3 import load_model, train
+
+    spec = P.SB3_METHODS[method]
+    if (run_dir / "model.zip").is_file():
+        return load_model(spec["algo"], run_dir / "model.zip")
+    model = train(spec["algo"], train_kw(), wrapper=spec["wrapper"], total_timesteps=timesteps, seed=seed,
+                  log_dir=str(run_dir))
+    model.get_env().close()
+    return model
+
+
 def run_sb3(task: Task, kw: dict, fixed: dict, method: str, seed: int, model_dir: Path, log=print) -> dict:
     from tailmix.agents.baselines import SB3Policy
-    from tailmix.agents.sb3 import load_model, train
 
     t0 = time.time()
     spec = P.SB3_METHODS[method]
     steps = spec["timesteps"]["digits" if task.dataset["kind"] == "digits-lt" else "medmnist"]
     kw_loss = dict(kw, loss=fixed["task_loss"])
     run_dir = Path(model_dir) / task.id.replace("/", "-") / f"{method}-seed{seed}"
-    if (run_dir / "model.zip").is_file():
-        model = load_model(spec["algo"], run_dir / "model.zip")
-    else:
-        model = train(spec["algo"], dict(kw_loss, **P.train_env(method, len(task.sources))), wrapper=spec["wrapper"],
-                      total_timesteps=steps, seed=seed, log_dir=str(run_dir))
-        model.get_env().close()
+    model = _sb3_model(method, run_dir, lambda: dict(kw_loss, **P.train_env(method, len(task.sources))), steps, seed)
     rows = Player(kw).play(SB3Policy(model, wrapper=spec["wrapper"], name=method), fixed["task_loss"])
     log(f"[{task.name}] {method} seed {seed}: reward {mean(rows, 'reward'):.4f} test {mean(rows, 'test'):.4f}")
     rec = _base_record(task, method, seed, t0)
@@ -252,7 +261,6 @@ def run_transfer(seed: int, *, runs: Path = RUNS, cache_dir=None, data_dir=None,
     """The transfer track (``docs/protocol.md``): train on the source task without the class id, score zero-shot
     on the target task; the record goes to the target's folder."""
     from tailmix.agents.baselines import SB3Policy
-    from tailmix.agents.sb3 import load_model, train
 
     t0 = time.time()
     src, dst = get_task(P.TRANSFER["source"]), get_task(P.TRANSFER["target"])
@@ -267,14 +275,9 @@ def run_transfer(seed: int, *, runs: Path = RUNS, cache_dir=None, data_dir=None,
     spec = P.SB3_METHODS[method]
     run_dir = Path(model_dir or Path(cache_dir or ".") / "suite-agents") / src.id.replace("/", "-") / \
         f"{method}-noclassid-seed{seed}"
-    if (run_dir / "model.zip").is_file():
-        model = load_model(spec["algo"], run_dir / "model.zip")
-    else:
-        kw_src = task_env_kwargs(src, cache_dir=cache_dir, data_dir=data_dir, class_id_obs=False)
-        model = train(spec["algo"], dict(kw_src, loss=fixed_src["task_loss"], **P.train_env(method, len(src.sources))),
-                      wrapper=spec["wrapper"], total_timesteps=P.TRANSFER["timesteps"], seed=seed,
-                      log_dir=str(run_dir))
-        model.get_env().close()
+    model = _sb3_model(method, run_dir, lambda: dict(
+        task_env_kwargs(src, cache_dir=cache_dir, data_dir=data_dir, class_id_obs=False),
+        loss=fixed_src["task_loss"], **P.train_env(method, len(src.sources))), P.TRANSFER["timesteps"], seed)
     kw_dst = task_env_kwargs(dst, cache_dir=cache_dir, data_dir=data_dir, class_id_obs=False)
     rows = Player(kw_dst).play(SB3Policy(model, wrapper=spec["wrapper"], name=transfer_name()), fixed_dst["task_loss"])
     log(f"[{dst.name}] {transfer_name()} seed {seed}: reward {mean(rows, 'reward'):.4f} test {mean(rows, 'test'):.4f}")
@@ -310,7 +313,7 @@ def replay_rows(task: Task, fixed: dict, runs: Path) -> list[tuple[str, int | No
     from tailmix.agents.baselines import make_baseline
 
     out = [("no synthetic", None, fixed["task_loss"], make_baseline("none")),
-           ("best fixed", None, fixed["best"]["loss"], make_member(fixed["best"]["spec"]))]
+           ("best fixed", None, fixed["best"]["loss"], make_baseline(fixed["best"]["spec"]))]
     for method in P.LEARNED:
         for seed in P.METHOD_SEEDS:
             rec = read_record(record_path(task, method, seed, runs))
@@ -332,6 +335,12 @@ def run_pixel_replay(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -
             if old.get("task_fingerprint") == task.fingerprint()}
     player = Player(dict(kw, mode="pixel"), P.PIXEL_SEEDS)
     rows = []
+
+    def snapshot() -> dict:
+        rec = _base_record(task, "pixel-replay", None, t0)
+        rec.update(pixel_seeds=list(P.PIXEL_SEEDS), rows=rows)
+        return rec
+
     for row, seed, loss, what in replay_rows(task, fixed, runs):
         if (row, seed) in done:
             rows.append(done[(row, seed)])
@@ -341,12 +350,8 @@ def run_pixel_replay(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -
         rows.append({"row": row, "seed": seed, "loss": loss, "episodes": episodes})
         log(f"[{task.name}] pixel replay {row}{'' if seed is None else f' seed {seed}'}: "
             f"test {mean(episodes, 'test'):.4f}")
-        rec = _base_record(task, "pixel-replay", None, t0)
-        rec.update(pixel_seeds=list(P.PIXEL_SEEDS), rows=rows)
-        write_record(path, rec)  # after every row: nothing lost on interruption
-    rec = _base_record(task, "pixel-replay", None, t0)
-    rec.update(pixel_seeds=list(P.PIXEL_SEEDS), rows=rows)
-    return rec
+        write_record(path, snapshot())  # after every row: nothing lost on interruption
+    return snapshot()
 
 
 def run_oracle(task: Task, kw: dict, fixed: dict, log=print) -> dict:
@@ -415,7 +420,3 @@ def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_
                           log)
         write_record(record_path(task, method, seed, runs), rec)
     return paths
-
-
-def default_jobs() -> int:
-    return max(1, (os.cpu_count() or 1) // 2)
