@@ -206,8 +206,7 @@ def _bank_source(task: Task, kind: str, dataset, cache_dir, progress: bool):
 def task_env_kwargs(task: Task | str, *, cache_dir=None, data_dir=None, progress: bool = True, **overrides) -> dict:
     """The env keyword arguments of ``task`` (dataset and sources built), with ``overrides`` on top."""
     task = get_task(task) if isinstance(task, str) else task
-    check_data(task, data_dir)  # one line before any work
-    dataset = load_task_dataset(task, data_dir)
+    dataset = load_task_dataset(task, data_dir)  # its first step is check_data: one line before any work
     sources = build_sources(task, dataset, cache_dir, progress=progress)
     kw = dict(task.env_settings, dataset=dataset, cache_dir=str(_cache_root(cache_dir) / "encoders"))
     if len(sources) == 1:
