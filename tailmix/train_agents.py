@@ -45,7 +45,8 @@ from tailmix.commands import (_close, _train_model, budget_report, cmd_benchmark
                               cmd_generate, cmd_main, cmd_train)
 from tailmix.configs import (ENV_FIELDS, MAX_SEED, MODEL_FIELDS, PLACE_FIELDS, QUICK, BenchmarkConfig,  # noqa: F401
                              Common, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig, _choice, _inherit,
-                             _quick, _require, check_config, resolve_config)
+                             _quick, _require, check_config, main_defaults,
+                             resolve_config)
 from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, generator_kinds, load_data,  # noqa: F401
                               num_sources, one_kind, phase, prepared_env_kwargs, versions, writable_folder_problem)
 from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, _split_algo,  # noqa: F401
@@ -127,6 +128,8 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     cfg, fixed = resolve_config(command, cfg, explicit)
     if cfg.quick:
         _quick(cfg, fixed)
+    if command == "main":
+        main_defaults(cfg, fixed)
     check_config(cfg)
     check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
     check_cache_dir(cfg)
@@ -174,8 +177,8 @@ def print_verdict(cfg, command: str, run: Path) -> None:
 
     from tailmix.suite.verdict import verdict, write_verdict
 
-    if command == "main":
-        learned = {f"{cfg.algo}-{cfg.wrapper}": f"{cfg.algo}:{run / 'model.zip'}"}
+    if command == "main":  # the learned methods' labels and policy files, as the main job recorded them
+        learned = (_read_json(run / "run.json") or {}).get("learned") or {}
     else:
         learned = {_learned_label(spec): spec for spec in getattr(cfg, "learned", [])}
     try:
