@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from tailmix.agents.baselines import RatioBaseline  # noqa: E402
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 STATIC = ("none", "constant:0.5", "constant:1", "constant:2", "constant:4", "constant:8", "fill", "inverse")

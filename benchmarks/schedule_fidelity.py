@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fidelity import _rho, bootstrap_rho  # noqa: E402
 from benchmarks.known_answer import _commit  # noqa: E402
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 POLICIES = ("none", "fill", "decay:fill", "warmup:fill", "early:fill", "late:fill")

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.known_answer import ScaledBaseline, _commit  # noqa: E402
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
+from tailmix.io.atomic import atomic_write_text  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 
