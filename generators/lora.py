@@ -66,6 +66,9 @@ class LoRAClassAdapters(Generator):
     """
 
     kind = "lora"
+    trains = True  # the settings go to the base DDPM (for_dataset)
+    presets = ClassConditionalDDPM.presets
+    pretrains = True
 
     def __init__(self, base: ClassConditionalDDPM, *, classes: list[int] | None = None, rank: int = 4,
                  alpha: float = 8.0, steps_per_class: int = 200, lr: float = 1e-3,

@@ -12,11 +12,13 @@ def digits():
     return load_dataset("digits")
 
 
-def test_every_bank_generator_is_a_registry_kind():
-    from tailmix.generators.base import GENERATOR_KINDS
-    from tailmix.pipeline import GENERATORS
+def test_the_bank_kinds_are_the_registry_kinds_of_images():
+    from tailmix.generators.base import GENERATOR_KINDS, kinds_with
 
-    assert set(GENERATORS) <= set(GENERATOR_KINDS)
+    assert kinds_with(space="images") == ("ddpm", "lora", "sketch", "augment")  # gaussian makes features
+    assert set(kinds_with(space="images")) <= set(GENERATOR_KINDS)
+    assert kinds_with(guided=True) == kinds_with(takes_unlabeled=True) == kinds_with(budgeted=True) == ("ddpm",)
+    assert kinds_with(trains=True) == kinds_with(pretrains=True) == ("ddpm", "lora", "sketch")
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "sketch", "lora", "augment"])
