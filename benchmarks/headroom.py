@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 # The dataset and env keyword arguments exactly as benchmarks/results.py builds them (and its loss list).
-from benchmarks.lib import NO_SYN_LOSSES, add_common_arguments, build_env_kwargs, commit, experiment_dir, footer, write_text
+from benchmarks.lib import (NO_SYN_LOSSES, add_common_arguments, build_env_kwargs, commit, experiment_dir, fixed_specs,
+                            footer, write_text)
 
 OUT = experiment_dir("can-any-static-ratio-beat-the-best-fixed-policy")
-FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
 
 
 def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: dict | None = None) -> dict:
@@ -59,7 +59,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: d
     policies.append((f"no synthetic, {loss.replace('_', ' ')}", none, loss))
     if loss == "ce":
         policies += [(f"no synthetic, {l.replace('_', ' ')}", none, l) for l in NO_SYN_LOSSES]
-    policies += [(spec, make_baseline(spec), loss) for spec in FIXED]
+    policies += [(spec, make_baseline(spec), loss) for spec in fixed_specs()]
     if test_cache is not None and "middle" in args.inits:  # --val-folds: the 'middle' start as a row too
         policies.append((_middle(args), make_baseline(_middle(args)), loss))
     searches = {}
@@ -140,9 +140,9 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
             lines.append(f"| {label} | {pm('test_balanced_accuracy')} | {pm('test_macro_f1')} | "
                          f"{pm('test_tail_recall')} | {r['mean_ratio_mean']:.2f} | {vs} |")
         test = {label: r["test_balanced_accuracy_mean"] for label, r, _ in b["rows"]}
-        fixed = {k: test[k] for k in FIXED}
+        fixed = {k: test[k] for k in fixed_specs()}
         best_fixed = max(fixed, key=fixed.get)
-        best_fixed_val = max(FIXED, key=lambda k: b["val"][k][0])
+        best_fixed_val = max(fixed_specs(), key=lambda k: b["val"][k][0])
         cems = [k for k in test if k.startswith("CEM")]
         val_pick = max(cems, key=lambda k: b["val"][k][0]) if cems else None
         lines += ["", "Found ratio vectors (class order as in the train counts):", ""]
@@ -186,7 +186,7 @@ def _gains(b: dict, args) -> list[tuple]:
     gain, test gain vs it). Val gains are held-out-seed val fitness differences; test gains are test differences."""
     test = {label: r["test_balanced_accuracy_mean"] for label, r, _ in b["rows"]}
     val = {k: v[0] for k, v in b["val"].items()}
-    fixed = [k for k in FIXED + (_middle(args),) if k in val]
+    fixed = [k for k in fixed_specs() + (_middle(args),) if k in val]
     best = max(fixed, key=val.get)
     out = []
     for label in test:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import (STATIC, commit, experiment_dir, footer, parse_algo_kwargs, parse_train_env_kwargs,
+from benchmarks.lib import (commit, experiment_dir, footer, parse_algo_kwargs, parse_train_env_kwargs, static_specs,
                             train_env_tags, write_text)
 from tailmix.policies import ScaledBaseline, fixed_policy, parse_training_spec, training_env_kwargs
 
@@ -51,7 +51,7 @@ def fixed_policies(kw: dict) -> dict:
     from tailmix.agents.schedules import SCHEDULE_BASELINES
     from tailmix.envs.oracle import oracle_policy_ratios
 
-    out = {s: fixed_policy(s) for s in STATIC}
+    out = {s: fixed_policy(s) for s in static_specs()}
     out.update({s: fixed_policy(s) for s in SCHEDULE_BASELINES})
     corrupted = sorted(kw["source"].corruption)
     ratios = oracle_policy_ratios(kw["dataset"].train_counts, corrupted, kw["max_ratio"])

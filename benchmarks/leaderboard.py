@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import (NO_SYN_LOSSES, STATIC, build_env_kwargs, commit, experiment_dir, footer,
-                            parse_train_env_kwargs, train_env_tags, write_text)
+from benchmarks.lib import (NO_SYN_LOSSES, build_env_kwargs, commit, experiment_dir, footer, parse_train_env_kwargs,
+                            static_specs, train_env_tags, write_text)
 from tailmix.policies import ScaledBaseline, fixed_policy, parse_training_spec, training_env_kwargs
 
 OUT = experiment_dir("how-much-headroom-do-learned-samplers-capture")
@@ -165,7 +165,7 @@ def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
     run("no synthetic, ce", "nosyn", none, "`make_baseline('none')`, loss ce", dict(kw, loss="ce"))
     for loss in NO_SYN_LOSSES:
         run(f"no synthetic, {loss}", "nosyn-lt", none, f"`make_baseline('none')`, loss {loss}", dict(kw, loss=loss))
-    static = {s: fixed_policy(s) for s in STATIC}
+    static = {s: fixed_policy(s) for s in static_specs()}
     for label, pol in static.items():
         run(label, "static", pol, f"fixed `{label}`")
     if not args.no_schedules:

@@ -344,9 +344,22 @@ def bootstrap_rho(pixel: np.ndarray, feature: np.ndarray, *, n_boot: int = 2000,
 
 
 # -- learned rows (known_answer, leaderboard) --------------------------------------------------------------------------
-#: The static fixed rows of the known-answer table and the leaderboard (:func:`tailmix.policies.fixed_policy` specs).
-STATIC = ("none", "constant:0.5", "constant:1", "constant:2", "constant:4", "constant:8", "fill", "inverse",
-          "fill x 0.25", "fill x 0.5")
+def fixed_specs() -> tuple[str, ...]:
+    """The fixed shapes every table plays, from the baseline registry (``baseline_specs(fixed=True)``: constant:0.5,
+    constant:1, constant:2, fill, inverse, and any kind registered with ``register_baseline`` since)."""
+    from tailmix.agents.baselines import baseline_specs
+
+    return baseline_specs(fixed=True)
+
+
+def static_specs() -> tuple[str, ...]:
+    """The static rows of the known-answer table and the leaderboard (:func:`tailmix.policies.fixed_policy` specs):
+    no synthetic data, the registry's fixed shapes with the larger constants 4 and 8 after its constants, and fill
+    scaled by 0.25 and 0.5."""
+    fixed = fixed_specs()
+    constants = [s for s in fixed if s.startswith("constant:")]
+    return ("none", *constants, *(s for s in ("constant:4", "constant:8") if s not in constants),
+            *(s for s in fixed if s not in constants), "fill x 0.25", "fill x 0.5")
 
 
 def parse_algo_kwargs(items, option: str = "--algo-kwargs") -> dict:

@@ -31,7 +31,8 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks.lib import NO_SYN_LOSSES, add_common_arguments, build_env_kwargs, commit, experiment_dir, footer, write_text
+from benchmarks.lib import (NO_SYN_LOSSES, add_common_arguments, build_env_kwargs, commit, experiment_dir, fixed_specs,
+                            footer, write_text)
 from tailmix.classifiers.batched_head import HEAD_LOSSES  # the feature-mode losses
 
 OUT = experiment_dir("do-learned-samplers-beat-fixed-ratios")
@@ -59,7 +60,7 @@ def run_dataset(name: str, args) -> str:
     add("no synthetic, cross-entropy", make_baseline("none"), dict(kw, loss="ce"))
     for loss in NO_SYN_LOSSES:
         add(f"no synthetic, {loss.replace('_', ' ')}", make_baseline("none"), dict(kw, loss=loss))
-    for spec in ("constant:0.5", "constant:1", "constant:2", "fill", "inverse"):
+    for spec in fixed_specs():
         add(spec, make_baseline(spec), kw)
     # Difference credit changes only what the agents are trained on; evaluation reads the actual classifier's test
     # metrics, which the counterfactual heads do not touch, so policies are evaluated without them (C times cheaper).
@@ -122,7 +123,7 @@ def _cem_policy(kw: dict, args, notes: list[str]):
 
 
 def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) -> str:
-    best_fixed = max((r for label, r in rows if label.startswith(("constant", "fill", "inverse"))),
+    best_fixed = max((r for label, r in rows if label in fixed_specs()),
                      key=lambda r: r["test_balanced_accuracy_mean"])
     no_syn = max(((label, r) for label, r in rows if label.startswith("no synthetic")),
                  key=lambda lr: lr[1]["test_balanced_accuracy_mean"])

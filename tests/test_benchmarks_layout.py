@@ -98,7 +98,10 @@ def test_fixed_policy_reads_the_scaled_shapes_the_tables_name():
     assert isinstance(half, ScaledBaseline) and half.name == "fill x 0.5"
     assert np.allclose(half.raw_ratios(counts), 0.5 * FillToHead().raw_ratios(counts))
     assert load_policy("fill x 0.25").name == "fill x 0.25" and fixed_policy("fill").name == "fill"
-    assert [fixed_policy(s).name for s in lib.STATIC] == list(lib.STATIC)  # the labels of the committed tables
+    static = lib.static_specs()  # the labels of the committed tables
+    assert static == ("none", "constant:0.5", "constant:1", "constant:2", "constant:4", "constant:8", "fill", "inverse",
+                      "fill x 0.25", "fill x 0.5")
+    assert [fixed_policy(s).name for s in static] == list(static)
     for bad in ("fill x half", "random x 2", "fill x -1"):
         with pytest.raises(ValueError, match="<shape> x <factor>"):
             fixed_policy(bad)
@@ -123,3 +126,22 @@ def test_no_script_parses_policy_specs_of_its_own():
     for name in ("known_answer", "leaderboard", "schedules"):
         text = (BENCHMARKS / f"{name}.py").read_text()
         assert "class ScaledBaseline" not in text and "spec.partition(" not in text and "body.split(" not in text
+
+
+def test_benchmark_fixed_lists_read_the_baseline_registry():
+    """A baseline registered once (``register_baseline``) reaches every benchmark's fixed rows."""
+    from tailmix.agents.baselines import FillToHead, register_baseline, unregister_baseline
+
+    @register_baseline("half-fill-test")
+    class HalfFill(FillToHead):
+        name = "half-fill-test"
+
+        def raw_ratios(self, train_counts):
+            return 0.5 * super().raw_ratios(train_counts)
+
+    try:
+        assert "half-fill-test" in lib.fixed_specs()  # results.py and headroom.py play these
+        assert "half-fill-test" in lib.static_specs()  # known_answer.py and the leaderboard play these
+    finally:
+        unregister_baseline("half-fill-test")
+    assert "half-fill-test" not in lib.static_specs()
