@@ -236,12 +236,12 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=N
 
 
 def _fit_lock(path: Path | None):
-    """An exclusive lock on ``path``'s encoder (``envs.atomic.file_lock``); nothing for a memory-only cache."""
+    """An exclusive lock on ``path``'s encoder (``tailmix.io.atomic.file_lock``); nothing for a memory-only cache."""
     import contextlib
 
     if path is None:
         return contextlib.nullcontext()
-    from tailmix.envs.atomic import file_lock
+    from tailmix.io.atomic import file_lock
 
     lock = path.parent / f".{path.stem}.lock"
     try:  # what file_lock opens; fails in a read-only shared cache (os.access would say yes to root)

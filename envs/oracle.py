@@ -48,7 +48,7 @@ def oracle_source(dataset) -> OracleSource:
     Raises:
         ValueError: when the dataset left no image out.
     """
-    from tailmix.envs.leakage import pixel_hashes
+    from tailmix.io.leakage import pixel_hashes
 
     images, labels = dataset.leftover()
     if not len(labels):

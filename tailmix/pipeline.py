@@ -21,11 +21,18 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Synthetic sources of the env: a filled bank, classic augmentations, or virtual Gaussian features.
 SOURCES = ("bank", "augment", "gaussian")
+
+
+def _default_cache_dir() -> str:
+    """The one default cache folder, the envs' (``envs.cache.default_cache_dir``), read when a config is made."""
+    from tailmix.envs.cache import default_cache_dir
+
+    return str(default_cache_dir())
 
 
 @dataclass
@@ -70,8 +77,10 @@ class Settings:
     """Filter confidence threshold."""
     device: str = "auto"
     """Generator device ('auto', 'cpu', 'cuda:0', ...). The env's classifier runs on the CPU."""
-    cache_dir: str = ".tailmix_cache"
-    """Cache of trained generators, filters, banks and encoders (reused across runs)."""
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    """Cache of trained generators, filters, banks and encoders (reused across runs). Default: the per-user cache
+    folder ($TAILMIX_CACHE_DIR, else $XDG_CACHE_HOME/tailmix, else ~/.cache/tailmix), where envs made from Python
+    keep their encoders too."""
     quick: bool = False
     """Tiny settings everywhere: a smoke test of the whole pipeline in about a minute."""
     image_size: int | None = None
