@@ -30,6 +30,7 @@ _BUILTIN_KINDS: dict[str, str] = {
     "sketch": "tailmix.generators.sketch:SketchConditionedDDPM",
     "augment": "tailmix.generators.augment:AugmentationGenerator",
     "gaussian": "tailmix.generators.gaussian:GaussianFeatureGenerator",
+    "pretrained": "tailmix.generators.pretrained:PretrainedPipeline",
 }
 
 
