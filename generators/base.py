@@ -196,11 +196,15 @@ class Generator(abc.ABC):
     Attributes:
         kind: Registry name written into ``config.json``.
         space: ``"images"`` (sample returns uint8 images) or ``"features"`` (feature-space generator).
+        unlabeled_refusal: ``None`` when ``fit`` takes ``unlabeled=`` images, else why it cannot.
         device: Where the model runs.
     """
 
     kind: ClassVar[str] = ""
     space: ClassVar[str] = "images"
+    #: Why this kind cannot use images without labels (``fit(dataset, unlabeled=images)``), or ``None`` when its
+    #: pretraining takes them; the CLI refuses ``--unlabeled`` in one line for a kind that gives a reason.
+    unlabeled_refusal: ClassVar[str | None] = "it has no pretraining phase that images without labels could join"
 
     def __init__(self, *, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)

@@ -158,6 +158,7 @@ class ClassConditionalDDPM(Generator):
     """
 
     kind = "ddpm"
+    unlabeled_refusal = None  # fit(unlabeled=...) joins them to the unconditional pretraining phase
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *, preset: str = "small",
                  train_steps: int | None = None, pretrain_steps: int | None = None, batch_size: int = 64,

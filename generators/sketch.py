@@ -49,6 +49,8 @@ class SketchConditionedDDPM(ClassConditionalDDPM):
     """
 
     kind = "sketch"
+    unlabeled_refusal = ("its training conditions every image on an edge map of its class, which images without a "
+                         "class lack")
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, **kwargs: Any) -> None:
         super().__init__(image_shape, num_classes, **kwargs)

@@ -19,7 +19,7 @@ from tailmix.runs import QUICK_SETTINGS, _stored_config
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
               "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule", "pretrain_steps", "filter_tries",
-              "encoder_epochs")
+              "encoder_epochs", "pretrained")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -150,8 +150,23 @@ def check_config(cfg) -> None:
     _require(math.isfinite(cfg.guidance_scale) and 0 <= cfg.guidance_scale <= MAX_GUIDANCE_SCALE,
              f"--guidance-scale must be a number in [0, {MAX_GUIDANCE_SCALE:g}] (0: no classifier guidance; it helps at "
              f"0.01 to 10, and far above that samples saturate to black and white); got {cfg.guidance_scale}")
-    _require(not (cfg.guidance_scale or cfg.unlabeled) or "ddpm" in kinds,
-             "--guidance-scale and --unlabeled apply to the ddpm generator; add ddpm to --generator")
+    _require(not cfg.guidance_scale or "ddpm" in kinds,
+             "--guidance-scale applies to the ddpm generator; add ddpm to --generator")
+    if cfg.unlabeled and cfg.source == "bank":
+        from tailmix.generators.base import GENERATOR_KINDS
+
+        refused = [f"{k} ({GENERATOR_KINDS[k].unlabeled_refusal})" for k in kinds
+                   if GENERATOR_KINDS[k].unlabeled_refusal is not None]
+        _require(not refused, f"--unlabeled joins a generator's unconditional pretraining, which --generator "
+                 f"{'; '.join(refused)} cannot use; drop --unlabeled, or keep only ddpm and lora in --generator")
+    _require(bool(getattr(cfg, "pretrained", None)) == ("pretrained" in kinds),
+             "--generator pretrained needs --pretrained PATH (a local diffusers pipeline folder with model_index.json)"
+             if "pretrained" in kinds else "--pretrained names the pipeline of --generator pretrained; add pretrained "
+             "to --generator, or drop --pretrained")
+    if "pretrained" in kinds:
+        from tailmix.generators.pretrained import read_pipeline
+
+        read_pipeline(cfg.pretrained)  # a missing or foreign folder is refused before any work
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")

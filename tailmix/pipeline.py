@@ -26,7 +26,7 @@ from pathlib import Path
 
 #: Generator kinds a bank can be filled from (keys of ``generators.base.GENERATOR_KINDS``, built with
 #: ``generators.base.make_generator``).
-GENERATORS = ("ddpm", "lora", "sketch", "augment")
+GENERATORS = ("ddpm", "lora", "sketch", "augment", "pretrained")
 #: Synthetic sources of the env: a filled bank, classic augmentations, or virtual Gaussian features.
 SOURCES = ("bank", "augment", "gaussian")
 
@@ -56,7 +56,8 @@ class Settings:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment. Several
+    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your
+    own diffusers pipeline folder, --pretrained, with a LoRA adapter per class). Several
     (--generator ddpm augment) fill one bank each and give the env one source per bank (the pool as an action)."""
     preset: str = "small"
     """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
@@ -106,6 +107,9 @@ class Settings:
     """Most candidate batches the filter generates per class shard (default: the filter's 10)."""
     encoder_epochs: int | None = None
     """Training epochs of the feature-mode encoder's CNNs (default: the env's 30; 5 with --quick)."""
+    pretrained: str | None = None
+    """--generator pretrained: a local diffusers pipeline folder (model_index.json; Stable Diffusion or DDPMPipeline
+    layout). Never downloaded; cached by the folder's fingerprint."""
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -278,6 +282,8 @@ def new_generator(cfg, dataset):
         kw["train_steps"] = cfg.generator_steps
     if getattr(cfg, "pretrain_steps", None) is not None and cfg.generator in ("ddpm", "sketch", "lora"):
         kw["pretrain_steps"] = cfg.pretrain_steps
+    if cfg.generator == "pretrained":
+        kw["pipeline"] = getattr(cfg, "pretrained", None)
     return make_generator(cfg.generator, dataset, **kw)
 
 
@@ -342,8 +348,14 @@ def unlabeled_images(cfg, dataset):
     """The images of ``cfg.unlabeled`` (every image file under it, labels ignored) at the dataset's size and
     channels, or ``None`` without the option."""
     folder = getattr(cfg, "unlabeled", None)
-    if not folder or cfg.generator != "ddpm":  # only the plain DDPM pretrains on images without labels
+    if not folder:
         return None
+    from tailmix.generators.base import GENERATOR_KINDS
+
+    refusal = GENERATOR_KINDS[cfg.generator].unlabeled_refusal
+    if refusal is not None:
+        raise ValueError(f"--unlabeled: --generator {cfg.generator} cannot use images without labels ({refusal}); "
+                         "drop --unlabeled or use --generator ddpm or lora")
     import numpy as np
 
     from tailmix.envs.datasets import _image_extensions, _read_image
