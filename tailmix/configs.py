@@ -26,6 +26,12 @@ PLACE_FIELDS = ("data_root", "cache_dir", "device")
 MODEL_FIELDS = ("algo", "wrapper", "n_envs")
 
 
+def _baseline_specs() -> tuple[str, ...]:
+    from tailmix.agents.baselines import baseline_specs
+
+    return baseline_specs()
+
+
 # -- configs: one dataclass per command; the attribute docstrings are the --help text ----------
 @dataclass
 class Common(Settings):
@@ -74,7 +80,7 @@ class EvaluateConfig(Common):
 
     policy: str = "none"
     """A saved model (path to model.zip; its algo and wrapper are read from agent.json beside it, or give
-    ALGO:path) or a baseline: none, constant:R, fill, inverse[:B], random[:S]."""
+    ALGO:path) or a baseline spec."""
     seeds: int = 5
     """Number of evaluation seeds (episodes with a fresh classifier each)."""
 
@@ -87,9 +93,8 @@ class BenchmarkConfig(Common):
     """Number of evaluation seeds."""
     learned: list[str] = field(default_factory=list)
     """Saved models (model.zip paths) to include."""
-    baselines: list[str] = field(default_factory=lambda: ["none", "constant:0.5", "constant:1", "constant:2",
-                                                          "fill", "inverse", "random"])
-    """Baseline specs to include."""
+    baselines: list[str] = field(default_factory=lambda: list(_baseline_specs()))
+    """Baseline specs to include (default: every registered baseline's, agents.baselines.baseline_specs)."""
 
 
 @dataclass
@@ -185,6 +190,12 @@ def check_config(cfg) -> None:
                      "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
     if isinstance(cfg, BenchmarkConfig):
         _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
+    from tailmix.agents.baselines import make_baseline
+
+    for spec in getattr(cfg, "baselines", ()):
+        make_baseline(spec)  # an unknown or malformed spec names the registered ones, before any work
+    if isinstance(cfg, EvaluateConfig) and _model_path(cfg.policy) is None:
+        make_baseline(cfg.policy)
     from tailmix.classifiers.batched_head import HEAD_LOSSES
     from tailmix.classifiers.losses import LOSSES
 

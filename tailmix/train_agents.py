@@ -40,6 +40,7 @@ import os
 import sys
 import time
 
+from tailmix.agents.baselines import baseline_usage
 # The application layer; its names stay importable from here (tests, scripts and notebooks import them).
 from tailmix.commands import (_close, _train_model, budget_report, cmd_benchmark, cmd_evaluate,  # noqa: F401
                               cmd_generate, cmd_main, cmd_train)
@@ -54,6 +55,9 @@ from tailmix.runs import (RUN_MARKER, _atomic_write_text, _marker_digest, _read_
                           _stored_config, _write_json, check_cache_dir, check_deletable, check_run_dir,
                           finish_run_dir, interrupt_hint, is_tailmix_run, prepare_run_dir)
 
+
+#: Fields that take baseline specs: their help lists the registered baselines.
+BASELINE_FIELDS = ("policy", "baselines")
 
 COMMANDS = {"generate": GenerateConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
             "benchmark": BenchmarkConfig}
@@ -84,6 +88,8 @@ def _add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = f"{docs.get(f.name, '')} (default: {_default(f)})"
+        if f.name in BASELINE_FIELDS:  # the registered baselines (agents.baselines.register_baseline)
+            help_ += f"; baselines: {baseline_usage()}"
         kw = dict(default=argparse.SUPPRESS, help=help_)
         if f.name == "generator":  # one or several kinds; kept as one space-separated string (run.json, caches)
             parser.add_argument(flag, nargs="+", metavar="KIND", **kw)
