@@ -66,7 +66,10 @@ class LoRAClassAdapters(Generator):
     """
 
     kind = "lora"
-    unlabeled_refusal = None  # fit(unlabeled=...) passes them to the base DDPM's pretraining
+    trains = True  # the settings go to the base DDPM (for_dataset)
+    presets = ClassConditionalDDPM.presets
+    pretrains = True
+    takes_unlabeled = True  # fit(unlabeled=...) passes them to the base DDPM's pretraining
 
     def __init__(self, base: ClassConditionalDDPM, *, classes: list[int] | None = None, rank: int = 4,
                  alpha: float = 8.0, steps_per_class: int = 200, lr: float = 1e-3,

@@ -173,6 +173,9 @@ class PretrainedPipeline(Generator):
     """
 
     kind = "pretrained"
+    trains = True
+    presets = tuple(PRESETS)
+    takes_settings = {"pretrained": "pipeline"}  # --pretrained PATH -> PretrainedPipeline(pipeline=PATH)
     unlabeled_refusal = ("its pipeline is pretrained already; fine-tune the pipeline on the unlabeled images before "
                          "passing it to --pretrained")
 
@@ -221,6 +224,11 @@ class PretrainedPipeline(Generator):
         self.tokens: torch.nn.Parameter | None = None  # (C, 1, D) learned class tokens
         self.loss_history: dict[int, list[float]] = {}
         self._parts: dict[str, Any] | None = None
+
+    @classmethod
+    def check_settings(cls, *, pretrained: str | None = None) -> None:
+        """The ``--pretrained`` folder is a pipeline this kind reads (checked before any work)."""
+        read_pipeline(pretrained)
 
     @classmethod
     def for_dataset(cls, dataset, *, pipeline: str | Path | None = None, train_steps: int | None = None,

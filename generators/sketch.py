@@ -49,6 +49,9 @@ class SketchConditionedDDPM(ClassConditionalDDPM):
     """
 
     kind = "sketch"
+    guided = False  # the DDPM's capabilities that the edge conditioning does not carry over
+    takes_unlabeled = False
+    budgeted = False
     unlabeled_refusal = ("its training conditions every image on an edge map of its class, which images without a "
                          "class lack")
 

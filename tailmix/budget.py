@@ -242,8 +242,9 @@ def _timed(fn, repeats: int = 1) -> float:
 def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int = 8,
                   encoder_images: int = 256) -> Costs:
     """A few real steps of each phase on throwaway models: generator training steps and sampling on a fresh
-    network of the configured generator (same size, same device), one epoch of the encoder's CNN, two PPO
-    rollouts on the dataset with a random encoder. The caller's random streams are left as they were."""
+    network of the configured generator (same size, same device; its kind's ``Generator.probe_costs``), one epoch
+    of the encoder's CNN, two PPO rollouts on the dataset with a random encoder. The caller's random streams are
+    left as they were."""
     import torch
 
     from tailmix.pipeline import env_kwargs, new_generator
@@ -251,21 +252,8 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
     t_start = time.perf_counter()
     with _rng_kept():
         g = torch.Generator().manual_seed(cfg.seed + 7919)
-        gen = new_generator(cfg, dataset)
-        unet = gen._build_unet(g)
-        x = gen._images_to_padded(dataset.train_images)
-        y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=gen.device)
-        params = [p for p in unet.parameters() if p.requires_grad]
-
-        def train(k: int) -> None:
-            gen._train_loop(unet, params, x, y, phases=[("probe", k, False)], lr=gen.lr, generator=g)
-
-        train(1)  # warm-up: first-call costs are not per step
-        gen_step = _timed(lambda: train(generator_steps)) / generator_steps
-        n = min(sample_images, gen.sample_batch_size)
-        gen._denoise(unet, 0, 2, g, None)  # warm-up: the first sampling call costs several times a later one
-        sample = _timed(lambda: gen._denoise(unet, 0, n, g, None)) / n
-        del unet, params
+        gen_step, sample = new_generator(cfg, dataset).probe_costs(dataset, generator=g, train_steps=generator_steps,
+                                                                   sample_images=sample_images)
 
         from tailmix.classifiers.device import fixed_threads
         from tailmix.envs.features import EncoderConfig, _train_cnn
@@ -298,15 +286,12 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
 
 def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
     from tailmix.envs.config import RatioEnvConfig
-    from tailmix.generators.ddpm import PRESETS
-    from tailmix.pipeline import env_kwargs
+    from tailmix.pipeline import env_kwargs, new_generator
 
-    preset = PRESETS[cfg.preset]
+    gen = new_generator(cfg, dataset)  # a budgeted kind's steps: the settings', else its preset's
     kw = env_kwargs(replace(cfg, source="gaussian"), dataset, progress=False)
     env = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
-    pretrain = getattr(cfg, "pretrain_steps", None)
-    sizes = Sizes(generator_steps=cfg.generator_steps or preset["train_steps"],
-                  pretrain_steps=preset["pretrain_steps"] if pretrain is None else pretrain, per_class=cfg.per_class,
+    sizes = Sizes(generator_steps=gen.train_steps, pretrain_steps=gen.pretrain_steps, per_class=cfg.per_class,
                   filter_tries=getattr(cfg, "filter_tries", None) or 10, filter_epochs=cfg.filter_epochs,
                   encoder_epochs=env.encoder_epochs,
                   timesteps=getattr(cfg, "timesteps", 0))
@@ -320,8 +305,13 @@ def applies(cfg) -> str | None:
         return "--quick sets its own sizes"
     if getattr(cfg, "resume", False):
         return "a resumed run keeps its sizes"
-    if cfg.generator != "ddpm" or cfg.source != "bank" or cfg.mode != "feature" or cfg.guidance_scale:
-        return ("it sizes the plain ddpm generator's bank in feature mode (this run: --generator "
+    from tailmix.generators.base import GENERATOR_KINDS, kinds_with
+
+    kinds = str(cfg.generator).split()
+    budgeted = len(kinds) == 1 and kinds[0] in GENERATOR_KINDS and GENERATOR_KINDS[kinds[0]].budgeted
+    if not budgeted or cfg.source != "bank" or cfg.mode != "feature" or cfg.guidance_scale:
+        return (f"it sizes the bank of one unguided generator with a cost model ({', '.join(kinds_with(budgeted=True))}) "
+                "in feature mode (this run: --generator "
                 f"{cfg.generator}, --source {cfg.source}, --mode {cfg.mode}"
                 + (", --guidance-scale" if cfg.guidance_scale else "") + "); sizes stay as given")
     if getattr(cfg, "algo", "ppo") != "ppo" or getattr(cfg, "n_envs", 1) != 1:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
-from tailmix.pipeline import GENERATORS, SOURCES, Settings, generator_kinds
+from tailmix.pipeline import SOURCES, Settings, generator_kinds
 from tailmix.policies import _model_path, _split_algo
 from tailmix.runs import QUICK_SETTINGS, _stored_config
 
@@ -129,10 +129,14 @@ def _choice(cfg, name: str, choices) -> None:
 
 def check_config(cfg) -> None:
     """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
+    from tailmix.generators.base import generator_class, kinds_with
+
     kinds = generator_kinds(cfg)
     _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
+    bank_kinds = kinds_with(space="images")  # the registered kinds whose samples are images can fill a bank
     for kind in kinds:
-        _require(kind in GENERATORS, f"unknown --generator {kind!r}; choose one or several of {', '.join(GENERATORS)}")
+        _require(kind in bank_kinds, f"unknown --generator {kind!r}; choose one or several of {', '.join(bank_kinds)}")
+    classes = [generator_class(kind) for kind in kinds]
     _require(len(set(kinds)) == len(kinds), f"--generator lists a kind twice ({cfg.generator}); give each once")
     _require(len(kinds) == 1 or cfg.source == "bank", f"several generators ({cfg.generator}) fill one bank each: "
              "they need --source bank")
@@ -155,23 +159,21 @@ def check_config(cfg) -> None:
     _require(math.isfinite(cfg.guidance_scale) and 0 <= cfg.guidance_scale <= MAX_GUIDANCE_SCALE,
              f"--guidance-scale must be a number in [0, {MAX_GUIDANCE_SCALE:g}] (0: no classifier guidance; it helps at "
              f"0.01 to 10, and far above that samples saturate to black and white); got {cfg.guidance_scale}")
-    _require(not cfg.guidance_scale or "ddpm" in kinds,
-             "--guidance-scale applies to the ddpm generator; add ddpm to --generator")
-    if cfg.unlabeled and cfg.source == "bank":
-        from tailmix.generators.base import GENERATOR_KINDS
-
-        refused = [f"{k} ({GENERATOR_KINDS[k].unlabeled_refusal})" for k in kinds
-                   if GENERATOR_KINDS[k].unlabeled_refusal is not None]
+    _require(not cfg.guidance_scale or any(cls.guided for cls in classes),
+             f"--guidance-scale applies to the {' and '.join(kinds_with(guided=True))} generator; add "
+             f"{' or '.join(kinds_with(guided=True))} to --generator")
+    if cfg.unlabeled and cfg.source == "bank":  # every kind must use them: none ignores the flag silently
+        refused = [f"{kind} ({cls.unlabeled_refusal})" for kind, cls in zip(kinds, classes) if not cls.takes_unlabeled]
+        able = " and ".join(kinds_with(takes_unlabeled=True))
         _require(not refused, f"--unlabeled joins a generator's unconditional pretraining, which --generator "
-                 f"{'; '.join(refused)} cannot use; drop --unlabeled, or keep only ddpm and lora in --generator")
-    _require(bool(getattr(cfg, "pretrained", None)) == ("pretrained" in kinds),
-             "--generator pretrained needs --pretrained PATH (a local diffusers pipeline folder with model_index.json)"
-             if "pretrained" in kinds else "--pretrained names the pipeline of --generator pretrained; add pretrained "
-             "to --generator, or drop --pretrained")
-    if "pretrained" in kinds:
-        from tailmix.generators.pretrained import read_pipeline
-
-        read_pipeline(cfg.pretrained)  # a missing or foreign folder is refused before any work
+                 f"{'; '.join(refused)} cannot use; drop --unlabeled, or keep only {able} in --generator")
+    for cls in classes:  # settings only some kinds take (--pretrained): checked by them, required by default
+        cls.check_settings(**{name: getattr(cfg, name) for name in cls.takes_settings})
+    for name in {n for kind in kinds_with(space="images") for n in generator_class(kind).takes_settings}:
+        _require(getattr(cfg, name, None) is None or any(name in cls.takes_settings for cls in classes),
+                 f"--{name.replace('_', '-')} is a setting of --generator "
+                 f"{' or '.join(k for k in kinds_with(space='images') if name in generator_class(k).takes_settings)}"
+                 "; add that kind to --generator, or drop the flag")
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
@@ -200,10 +202,9 @@ def check_config(cfg) -> None:
     from tailmix.classifiers.losses import LOSSES
 
     _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
-    if any(kind != "augment" for kind in kinds):
-        from tailmix.generators.ddpm import PRESETS
-
-        _choice(cfg, "preset", tuple(PRESETS))
+    for cls in classes:
+        if cls.trains:  # the kinds built without a model take no preset
+            _choice(cfg, "preset", cls.presets)
     from tailmix.classifiers.device import select_device
 
     try:

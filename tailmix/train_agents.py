@@ -47,7 +47,7 @@ from tailmix.commands import (_close, _train_model, budget_report, cmd_benchmark
 from tailmix.configs import (ENV_FIELDS, MAX_SEED, MODEL_FIELDS, PLACE_FIELDS, QUICK, BenchmarkConfig,  # noqa: F401
                              Common, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig, _choice, _inherit,
                              _quick, _require, check_config, resolve_config)
-from tailmix.pipeline import (GENERATORS, SOURCES, Settings, ensure_bank, generator_kinds, load_data,  # noqa: F401
+from tailmix.pipeline import (SOURCES, Settings, ensure_bank, generator_kinds, load_data,  # noqa: F401
                               num_sources, one_kind, phase, prepared_env_kwargs, versions, writable_folder_problem)
 from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, _split_algo,  # noqa: F401
                               benchmark_specs, load_model_policy, load_policies, load_policy, model_info)

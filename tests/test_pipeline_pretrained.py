@@ -48,9 +48,9 @@ def test_the_generator_is_cached_by_the_pipelines_fingerprint(pipeline, digits, 
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--generator", "pretrained"], ["--generator pretrained needs --pretrained PATH"]),
+    (["--generator", "pretrained"], ["pretrained generator needs", "--pretrained PATH"]),
     (["--generator", "pretrained", "--pretrained", "{tmp}/nowhere"], ["--pretrained", "no such folder"]),
-    (["--generator", "ddpm", "--pretrained", "{tmp}"], ["--pretrained", "add pretrained to --generator"]),
+    (["--generator", "ddpm", "--pretrained", "{tmp}"], ["--pretrained is a setting of --generator pretrained"]),
     (["--generator", "ddpm", "augment", "--unlabeled", "{tmp}/u"], ["--unlabeled", "augment (it trains nothing"]),
     (["--generator", "sketch", "--unlabeled", "{tmp}/u"], ["--unlabeled", "sketch (", "edge map"]),
     (["--generator", "pretrained", "--pretrained", "{pipe}", "--unlabeled", "{tmp}/u"],
