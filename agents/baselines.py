@@ -33,8 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from tailmix.agents.policy import (EQUAL_MIX, Policy, RatioBaseline, _source_index,  # noqa: F401 (re-exported)
-                                   ratio_actions, spread_ratios)
+from tailmix.agents.policy import EQUAL_MIX, Policy, RatioBaseline, _source_index
 
 @dataclass(frozen=True)
 class BaselineEntry:

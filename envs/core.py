@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from gymnasium.utils import seeding
 
-from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
-# The assembly helpers lived here; they stay importable from here.
-from tailmix.envs.assembly import build_engine, resolve_dataset, resolve_sources, source_names  # noqa: F401
+from tailmix.classifiers.metrics import batched_confusion, masked_confusion, metrics_from_confusion
+from tailmix.envs.assembly import build_engine, resolve_dataset, resolve_sources, source_names
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.engine import masked_confusion, synthetic_counts
+from tailmix.envs.engine import synthetic_counts
 from tailmix.envs.heads import HeadLayout
 from tailmix.envs.protocols import Engine
 from tailmix.envs.rewards import bootstrap_std, class_scores, counterfactual_mixes, relative_score, step_rewards

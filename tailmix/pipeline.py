@@ -224,7 +224,7 @@ def class_count_check(num_classes: int) -> str | None:
     """A warning line for a dataset of ``num_classes`` classes above :data:`WARN_CLASSES` (``None`` below), or a
     ``ValueError`` above :data:`MAX_CLASSES`.
 
-    The estimate interpolates a measurement (``python benchmarks/many_classes.py 50 200 800``, 6 train images per
+    The estimate interpolates a measurement (``python -m benchmarks.many_classes 50 200 800``, 6 train images per
     8x8 class, 2 shared CPUs): env build 8.7 s / 16.4 s / 85 s and one env step 0.04 s / 1.03 s / 135 s at
     50 / 200 / 800 classes, so the step cost grows about as the class count to the power 3.5 above 200.
     """
