@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import bootstrap_rho, command
+from benchmarks.lib import bootstrap_rho, command, default_cache
 from benchmarks.lib import rho as rank_rho
 
 POLICIES = ("ratio 0", "ratio 0.5", "ratio 1", "ratio 2", "fill", "fill, filtered")
@@ -330,7 +330,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
-    parser.add_argument("--cache-dir", default=".tailmix_cache")
+    parser.add_argument("--cache-dir", default=default_cache())
     parser.add_argument("--source", choices=("ddpm", "augment"), default="ddpm",
                         help="synthetic images: the cached DDPM bank (and its filtered version), or augmentations "
                              "of the real train images (no filtered policy)")

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import (commit, experiment_dir, footer, parse_algo_kwargs, parse_train_env_kwargs, static_specs,
-                            train_env_tags, write_text)
+from benchmarks.lib import (commit, default_cache, experiment_dir, footer, parse_algo_kwargs, parse_train_env_kwargs,
+                            static_specs, train_env_tags, write_text)
 from tailmix.policies import ScaledBaseline, fixed_policy, parse_training_spec, training_env_kwargs
 
 OUT = experiment_dir("can-learned-samplers-find-a-known-answer")
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--encoder", default="crossfit", help="the env's feature encoder ('random': fast smoke runs)")
     p.add_argument("--no-schedules", action="store_true", help="leave out the fixed schedule rows")
     p.add_argument("--corruption", default=None, help="another mapping, e.g. 5:3,7:1 (default: the documented task)")
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output file (default benchmarks/can-learned-samplers-find-a-known-answer/known-answer.md)")
     args = p.parse_args(argv)

@@ -52,8 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import (NO_SYN_LOSSES, build_env_kwargs, commit, experiment_dir, footer, parse_train_env_kwargs,
-                            static_specs, train_env_tags, write_text)
+from benchmarks.lib import (NO_SYN_LOSSES, build_env_kwargs, commit, default_cache, experiment_dir, footer,
+                            parse_train_env_kwargs, static_specs, train_env_tags, write_text)
 from tailmix.policies import ScaledBaseline, fixed_policy, parse_training_spec, training_env_kwargs
 
 OUT = experiment_dir("how-much-headroom-do-learned-samplers-capture")
@@ -397,7 +397,7 @@ def main(argv=None) -> int:
                    help="re-score the best fixed, learned and ceiling rows on N fresh episode seeds (1000..)")
     p.add_argument("--loss-rows", action="store_true",
                    help="every fixed row, CEM and the ceiling again under the best long-tail loss (picked on val)")
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/how-much-headroom-do-learned-samplers-capture)")
     p.add_argument("--name-suffix", default="",

@@ -58,6 +58,14 @@ def write_text(path, text: str) -> Path:
     return path
 
 
+def default_cache() -> str:
+    """Every script's default ``--cache-dir``: the CLI's (:func:`envs.cache.default_cache_dir`), so a benchmark
+    finds the generators, banks and encoders a CLI run cached."""
+    from tailmix.envs.cache import default_cache_dir
+
+    return str(default_cache_dir())
+
+
 def experiment_dir(name: str) -> Path:
     """The folder of experiment ``name`` (a script's default output folder)."""
     return BENCHMARKS / name
@@ -225,7 +233,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, *, pinned: str = "pinned
     p.add_argument("--seed", type=int, default=0, help="seed of the generator, the filter and the sampling noise")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
     p.add_argument("--threads", type=int, default=1, help=f"torch CPU threads ({pinned})")
-    p.add_argument("--cache-dir", default=".tailmix_cache", help=cache_help)
+    p.add_argument("--cache-dir", default=default_cache(), help=cache_help)
 
 
 def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names) -> None:
@@ -310,7 +318,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
-    parser.add_argument("--cache-dir", default=".tailmix_cache")
+    parser.add_argument("--cache-dir", default=default_cache(), help="cache of generators, banks and encoders")
     parser.add_argument("--full", action="store_true", help="the settings of the committed tables")
     parser.add_argument("--out", default=None, help="folder for the markdown tables (default: the experiment's folder)")
 

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import command
+from benchmarks.lib import command, default_cache
 
 POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearcopy=0.1", "bank:guidance=0.5",
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
@@ -293,7 +293,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--seeds", type=int, default=5, help="episode seeds 0..n-1")
     p.add_argument("--preset", default="small")
     p.add_argument("--per-class", type=int, default=128)
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--max-steps", type=int, default=10)
     p.add_argument("--max-ratio", type=float, default=8.0)
     args = p.parse_args(argv)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lib import bootstrap_rho, commit, experiment_dir, footer, rho, write_text
+from benchmarks.lib import bootstrap_rho, commit, default_cache, experiment_dir, footer, rho, write_text
 
 OUT = experiment_dir("does-feature-mode-rank-like-pixel-mode")
 POLICIES = ("none", "fill", "decay:fill", "warmup:fill", "early:fill", "late:fill")
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--pixel-seeds", type=int, default=6)
     p.add_argument("--feature-seeds", type=int, default=20)
     p.add_argument("--cosine-lr", type=float, default=0.2)
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch

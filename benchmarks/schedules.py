@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.lib import commit, experiment_dir, footer, write_text
+from benchmarks.lib import commit, default_cache, experiment_dir, footer, write_text
 from tailmix.policies import fixed_policy
 
 OUT = experiment_dir("what-are-schedules-worth")
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", nargs="*", default=["constant:0.05", "cosine:0.05", "cosine:0.1", "cosine:0.2"],
                    help="lr_schedule:lr pairs")
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch

@@ -145,3 +145,10 @@ def test_benchmark_fixed_lists_read_the_baseline_registry():
     finally:
         unregister_baseline("half-fill-test")
     assert "half-fill-test" not in lib.static_specs()
+
+
+def test_scripts_default_to_the_clis_cache_folder(monkeypatch, tmp_path):
+    """One default cache folder: a benchmark finds what a CLI run cached (no second ``.tailmix_cache``)."""
+    monkeypatch.setenv("TAILMIX_CACHE_DIR", str(tmp_path))
+    assert lib.default_cache() == str(tmp_path)
+    assert not [p.name for p in SCRIPTS if ".tailmix_cache" in p.read_text()]
