@@ -3,8 +3,8 @@
 The trap: an encoder trained on the very real images whose features the head then trains on gives overfit,
 separable real features, while synthetic features look foreign, so the env punishes synthetic data that pixel
 mode rewards (in a prototype on digits-LT, filling every class to the head count gained 2.1 points of test
-balanced accuracy in pixel mode and lost 4.4 in feature mode with such an encoder). ``python
-benchmarks/fidelity.py`` ranks fixed policies with each encoder here against pixel mode (docs/results/fidelity.md,
+balanced accuracy in pixel mode and lost 4.4 in feature mode with such an encoder). ``python -m
+benchmarks.fidelity`` ranks fixed policies with each encoder here against pixel mode (docs/results/fidelity.md,
 "Does feature mode rank policies like pixel mode?"). The encoders here avoid it:
 
 - ``crossfit`` (default): ``folds`` CNNs, each trained on the real train split minus one fold. A real
