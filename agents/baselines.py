@@ -28,42 +28,157 @@ gets ``max_ratio`` (8 by default). ``ratios(env)`` returns the clipped ratios a 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from tailmix.agents.policy import (EQUAL_MIX, Policy, RatioBaseline, _source_index,  # noqa: F401 (re-exported)
-                                   ratio_actions, spread_ratios)
+from tailmix.agents.policy import EQUAL_MIX, Policy, RatioBaseline, _source_index
 
-#: The baselines every benchmark runs (specs for :func:`make_baseline`).
-BASELINES = ("none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random")
+@dataclass(frozen=True)
+class BaselineEntry:
+    """One registered baseline kind (see :func:`register_baseline`)."""
+
+    name: str
+    """The spec's kind: what a spec starts with (``fill``, ``constant``)."""
+    factory: Callable[..., Policy]
+    """Builds the policy: called with no argument, or with the spec's converted argument."""
+    arg: str | None
+    """Metavar of the spec's argument (``ratio`` in ``constant:<ratio>``); ``None``: the kind takes none."""
+    arg_required: bool
+    """Whether a spec must give the argument (``constant:0.5``) or may leave it out (``inverse``)."""
+    convert: Callable[[str], object]
+    """Parses the argument's text (``float``, ``int``)."""
+    specs: tuple[str, ...]
+    """The specs of this kind every benchmark runs (in :func:`baseline_specs`)."""
+    per_source: tuple[str, ...]
+    """Those of :attr:`specs` that get a per-source variant and an equal mix with several sources."""
+
+    @property
+    def usage(self) -> str:
+        """How a spec of this kind is written: ``fill``, ``constant:<ratio>``, ``inverse[:<budget>]``."""
+        if self.arg is None:
+            return self.name
+        return f"{self.name}:<{self.arg}>" if self.arg_required else f"{self.name}[:<{self.arg}>]"
+
+    def build(self, arg: str = "") -> Policy:
+        """The policy for the spec ``<name>[:<arg>]`` (``ValueError`` for an argument it does not take)."""
+        if self.arg is None and arg:
+            raise ValueError(f"{self.name} takes no argument")
+        if not arg:
+            if self.arg_required:
+                raise ValueError(f"{self.name} needs an argument: {self.usage}")
+            return self.factory()
+        return self.factory(self.convert(arg))
 
 
-#: The baselines that get a per-source variant (``<spec>@<source>``) and an equal mix (``<spec>@mix``) when the
-#: env has several sources.
-PER_SOURCE = ("constant:1", "fill", "inverse")
+#: Every baseline kind by name, in registration order (the order of :func:`baseline_specs`).
+_REGISTRY: dict[str, BaselineEntry] = {}
+
+
+def register_baseline(name: str, *, arg: str | None = None, required: bool = False, convert=float,
+                      specs: tuple[str, ...] | None = None, per_source: bool | tuple[str, ...] = False):
+    """Register a baseline kind: a class decorator (or call it with the factory), the one edit a new fixed
+    baseline needs. The CLI (``--policy``, ``--baselines``), :func:`make_baseline`, :func:`baseline_specs` and the
+    benchmarks' lists all read this registry.
+
+    Args:
+        name: The spec's kind (lower case, no ``:`` or ``@``).
+        arg: Metavar of an argument (``constant:<ratio>``); ``None`` (default): the kind takes none.
+        required: The argument must be given (``constant``) rather than optional (``inverse[:<budget>]``).
+        convert: Parses the argument's text (default ``float``).
+        specs: The specs every benchmark runs (default: ``(name,)``, or none when the argument is required).
+        per_source: ``True`` (all of ``specs``) or the specs that get per-source variants and equal mixes.
+
+    Example::
+
+        @register_baseline("half-fill", per_source=True)
+        class HalfFill(RatioBaseline):
+            name = "half-fill"
+
+            def raw_ratios(self, train_counts):
+                return 0.5 * (train_counts.max() / np.maximum(train_counts, 1) - 1)
+    """
+    if not name or name != name.strip().lower() or any(ch in name for ch in ":@ "):
+        raise ValueError(f"a baseline name is one lower-case word without ':', '@' or spaces; got {name!r}")
+    from tailmix.agents.schedules import KINDS
+
+    if name in KINDS:
+        raise ValueError(f"{name!r} names a schedule kind ({', '.join(KINDS)}); pick another baseline name")
+    if specs is None:
+        specs = () if (arg is not None and required) else (name,)
+    specs = tuple(specs)
+    per = specs if per_source is True else tuple(per_source or ())
+
+    def decorate(factory):
+        _REGISTRY[name] = BaselineEntry(name, factory, arg, bool(required), convert, specs, per)
+        return factory
+
+    return decorate
+
+
+def unregister_baseline(name: str) -> None:
+    """Remove a registered baseline kind (a no-op for an unknown name)."""
+    _REGISTRY.pop(name, None)
+
+
+def baseline_names() -> tuple[str, ...]:
+    """The registered baseline kinds (``none``, ``constant``, ``fill``, ...)."""
+    return tuple(_REGISTRY)
+
+
+def iter_baselines():
+    """The registered :class:`BaselineEntry` objects, in registration order."""
+    return iter(tuple(_REGISTRY.values()))
+
+
+def baseline_specs(*, fixed: bool = False) -> tuple[str, ...]:
+    """The baseline specs every benchmark runs (``none``, ``constant:0.5``, ..., ``random``), from the registry.
+
+    ``fixed=True`` keeps the fixed per-class shapes that add synthetic images (:class:`RatioBaseline` kinds but
+    ``none``): ``constant:0.5``, ..., ``fill``, ``inverse``.
+    """
+    out = []
+    for entry in _REGISTRY.values():
+        if fixed and (entry.name == "none" or not (isinstance(entry.factory, type)
+                                                     and issubclass(entry.factory, RatioBaseline))):
+            continue
+        out.extend(entry.specs)
+    return tuple(out)
+
+
+def per_source_specs() -> tuple[str, ...]:
+    """The specs that get a per-source variant (``<spec>@<source>``) and an equal mix (``<spec>@mix``)."""
+    return tuple(spec for entry in _REGISTRY.values() for spec in entry.per_source)
+
+
+def baseline_usage() -> str:
+    """How baseline specs are written, for help texts and errors: ``none, constant:<ratio>, fill, ...``."""
+    return ", ".join(entry.usage for entry in _REGISTRY.values())
 
 
 def baselines_for(source_names=("source0",), *, schedules: bool = False) -> tuple[str, ...]:
-    """The baseline specs a benchmark runs for an env with these sources: :data:`BASELINES`, and with ``G > 1``
-    sources also :data:`PER_SOURCE` on each source (``fill@augment``, ...; plain names use source 0) and as equal
+    """The baseline specs a benchmark runs for an env with these sources: :func:`baseline_specs`, and with
+    ``G > 1`` sources also :func:`per_source_specs` on each source (``fill@augment``, ...; plain names use source 0) and as equal
     mixes over all of them (``fill@mix``, ...). ``schedules=True`` adds the schedules
     (:data:`agents.schedules.SCHEDULE_BASELINES`, ``decay:fill``, ...) and, with ``G > 1``, each of them per source
     and as an equal mix (``decay:fill@augment``, ``decay:fill@mix``)."""
     names = tuple(source_names)
-    shapes = BASELINES
+    shapes = baseline_specs()
     if schedules:
         from tailmix.agents.schedules import SCHEDULE_BASELINES
 
-        shapes = BASELINES + SCHEDULE_BASELINES
+        shapes = shapes + SCHEDULE_BASELINES
     if len(names) <= 1:
         return shapes
     targets = names + (EQUAL_MIX,)
-    out = shapes + tuple(f"{spec}@{name}" for name in targets for spec in PER_SOURCE)
+    out = shapes + tuple(f"{spec}@{name}" for name in targets for spec in per_source_specs())
     if schedules:
         out += tuple(f"{spec}@{name}" for name in targets for spec in SCHEDULE_BASELINES)
     return out
 
 
+@register_baseline("none")
 class NoSynthetic(RatioBaseline):
     """Real data only: ratio 0 for every class."""
 
@@ -73,6 +188,8 @@ class NoSynthetic(RatioBaseline):
         return np.zeros_like(train_counts, np.float64)
 
 
+@register_baseline("constant", arg="ratio", required=True, specs=("constant:0.5", "constant:1", "constant:2"),
+                   per_source=("constant:1",))
 class ConstantRatio(RatioBaseline):
     """The same ratio ``r`` for every class (``r`` synthetic images per real one).
 
@@ -91,6 +208,7 @@ class ConstantRatio(RatioBaseline):
         return np.full(len(train_counts), self.ratio, np.float64)
 
 
+@register_baseline("fill", per_source=True)
 class FillToHead(RatioBaseline):
     """Fill every class up to the head class's count (SYNAuG): ``ratio_c = n_max / n_c - 1``."""
 
@@ -101,6 +219,7 @@ class FillToHead(RatioBaseline):
         return counts.max() / counts - 1.0
 
 
+@register_baseline("inverse", arg="budget", per_source=True)
 class InverseFrequency(RatioBaseline):
     """Ratios inversely proportional to the class frequency: ``ratio_c = budget * N / (C * n_c)``.
 
@@ -124,6 +243,7 @@ class InverseFrequency(RatioBaseline):
         return self.budget * counts.sum() / (len(counts) * counts)
 
 
+@register_baseline("random", arg="seed", convert=int)
 class RandomRatio(Policy):
     """Uniform random actions (ratios uniform in ``[0, max_ratio]``), drawn afresh every step, seeded.
 
@@ -156,7 +276,7 @@ class SB3Policy(Policy):
     Args:
         model: An SB3 model trained with ``agents.sb3.train`` (or loaded with ``PPO.load`` etc.).
         wrapper: How it was trained: ``"shared"`` (one observation row per agent, action ``(1,)``) or
-            ``"central"`` (the ``(C, 8 + C)`` observation matrix, action ``(C,)``).
+            ``"central"`` (the ``(C, width)`` observation matrix, action ``(C,)``).
         deterministic: Use the policy's mean action (default). With ``False`` actions are sampled from
             torch's global RNG, which :meth:`reset` seeds.
         name: Label for tables (default ``"<algo>-<wrapper>"``).
@@ -199,8 +319,8 @@ class SB3Policy(Policy):
 
 
 def make_baseline(spec: str) -> Policy:
-    """A baseline from its spec: ``none``, ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``,
-    or a schedule over the episode of one of the first four (``decay:fill``, ``warmup:constant:2``: see
+    """A baseline from its spec: a registered kind (:func:`register_baseline`; built in: ``none``,
+    ``constant:<r>``, ``fill``, ``inverse[:<budget>]``, ``random[:<seed>]``), or a schedule over the episode of one of the first four (``decay:fill``, ``warmup:constant:2``: see
     :mod:`agents.schedules`), each optionally followed by ``@<source>`` (a source name or index: its ratios go to
     that source only) or ``@mix`` (the equal mix: ratio ``r / G`` on each of the ``G`` sources; not ``random``)."""
     if not isinstance(spec, str):
@@ -225,23 +345,19 @@ def make_baseline(spec: str) -> Policy:
 
     if kind in KINDS:
         return make_schedule(spec)
-    choices = ("none, constant:<ratio> (e.g. constant:0.5), fill, inverse[:<budget>], random[:<seed>], or a schedule "
-               "decay|warmup|early|late:<shape> (e.g. decay:fill), each with an optional @<source> (a source's name "
-               "or index) or @mix (the shape's ratio split equally over every source, e.g. fill@mix)")
+    entry = _REGISTRY.get(kind)
+    if entry is None:
+        raise ValueError(f"unknown baseline spec {spec!r}; use one of {_choices()}")
     try:
-        if kind == "none" and not arg:
-            return NoSynthetic()
-        if kind == "constant" and arg:
-            return ConstantRatio(float(arg))
-        if kind == "fill" and not arg:
-            return FillToHead()
-        if kind == "inverse":
-            return InverseFrequency(float(arg)) if arg else InverseFrequency()
-        if kind == "random":
-            return RandomRatio(int(arg)) if arg else RandomRatio()
+        return entry.build(arg)
     except ValueError as err:
-        raise ValueError(f"bad baseline spec {spec!r}: {err}; use one of {choices}") from None
-    raise ValueError(f"unknown baseline spec {spec!r}; use one of {choices}")
+        raise ValueError(f"bad baseline spec {spec!r}: {err}; use one of {_choices()}") from None
+
+
+def _choices() -> str:
+    return (f"{baseline_usage()}, or a schedule decay|warmup|early|late:<shape> (e.g. decay:fill), each with an "
+            "optional @<source> (a source's name or index) or @mix (the shape's ratio split equally over every "
+            "source, e.g. fill@mix)")
 
 
 def make_schedule(spec: str):
@@ -257,3 +373,10 @@ def make_schedule(spec: str):
         raise ValueError(f"bad schedule spec {spec!r}: {base!r} is not a fixed per-class shape; use none, "
                          "constant:<r>, fill or inverse[:<budget>]")
     return BaselineSchedule(policy, kind)
+
+
+#: The built-in baselines every benchmark runs (specs for :func:`make_baseline`); :func:`baseline_specs` also
+#: lists kinds registered later.
+BASELINES = baseline_specs()
+#: The built-in baselines that get a per-source variant and an equal mix (:func:`per_source_specs`).
+PER_SOURCE = per_source_specs()

@@ -7,9 +7,11 @@ that needs them is first used, so ``import generators`` stays fast.
 """
 from __future__ import annotations
 
-from tailmix.generators.base import GENERATOR_KINDS, Generator, load_generator, make_generator, register_generator
+from tailmix.generators.base import (GENERATOR_KINDS, Generator, generator_class, kinds_with, load_generator,
+                                     make_generator, register_generator)
 
-__all__ = ["GENERATOR_KINDS", "Generator", "load_generator", "make_generator", "register_generator",
+__all__ = ["GENERATOR_KINDS", "Generator", "generator_class", "kinds_with", "load_generator", "make_generator",
+           "register_generator",
            "ClassConditionalDDPM", "LoRAClassAdapters", "SketchConditionedDDPM", "AugmentationGenerator",
            "GaussianFeatureGenerator"]
 

@@ -6,6 +6,12 @@ uint8 images shaped like the dataset's, every random draw coming from ``g`` (sam
 changes the samples: the hyperparameters and, once fitted, a digest of the fitted state. ``save(path)``
 writes a folder with ``config.json`` (its ``"kind"`` picks the class) and whatever the kind needs;
 :func:`load_generator` reads any such folder back.
+
+The registry (:data:`GENERATOR_KINDS`) is the one list of kinds: a new kind is one new module plus one line in
+``_BUILTIN_KINDS`` (or one :func:`register_generator` call in your own code). Each class declares what it can do
+as class attributes (:attr:`Generator.trains`, ``presets``, ``pretrains``, ``guided``, ``takes_unlabeled``,
+``budgeted``, ``space``), and the application layer (``tailmix.pipeline``, ``configs``, ``budget``, the CLI's
+``--generator`` choices) asks them through :func:`generator_class` and :func:`kinds_with` instead of naming kinds.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ _BUILTIN_KINDS: dict[str, str] = {
     "sketch": "tailmix.generators.sketch:SketchConditionedDDPM",
     "augment": "tailmix.generators.augment:AugmentationGenerator",
     "gaussian": "tailmix.generators.gaussian:GaussianFeatureGenerator",
+    "pretrained": "tailmix.generators.pretrained:PretrainedPipeline",
 }
 
 
@@ -69,6 +76,24 @@ def register_generator(kind: str, target: str | type) -> None:
     GENERATOR_KINDS._targets[kind] = target  # type: ignore[attr-defined]
 
 
+def generator_class(kind: str) -> type[Generator]:
+    """The class registered for ``kind`` (``ValueError`` naming the registered kinds when there is none)."""
+    if kind not in GENERATOR_KINDS:
+        raise ValueError(f"unknown generator kind {kind!r}; choose one of {sorted(GENERATOR_KINDS)} or register it "
+                         "with generators.base.register_generator")
+    return GENERATOR_KINDS[kind]
+
+
+def kinds_with(**capabilities) -> tuple[str, ...]:
+    """The registered kinds whose class has every given capability, in registry order.
+
+    ``kinds_with(space="images")`` are the kinds that can fill a bank (the CLI's ``--generator`` choices);
+    ``kinds_with(guided=True)`` those with classifier guidance.
+    """
+    return tuple(kind for kind in GENERATOR_KINDS
+                 if all(getattr(GENERATOR_KINDS[kind], name) == value for name, value in capabilities.items()))
+
+
 def make_generator(kind: str, dataset, **hparams) -> Generator:
     """A new, unfitted generator of a registered ``kind``, shaped for ``dataset``.
 
@@ -78,10 +103,7 @@ def make_generator(kind: str, dataset, **hparams) -> Generator:
         dataset: What it will be fitted on (its ``image_shape`` and ``num_classes`` size the model).
         **hparams: Constructor settings of that kind (``preset``, ``train_steps``, ``device`` for the DDPMs).
     """
-    if kind not in GENERATOR_KINDS:
-        raise ValueError(f"unknown generator kind {kind!r}; choose one of {sorted(GENERATOR_KINDS)} or register it "
-                         "with generators.base.register_generator")
-    return GENERATOR_KINDS[kind].for_dataset(dataset, **hparams)
+    return generator_class(kind).for_dataset(dataset, **hparams)
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> Generator:
@@ -190,16 +212,41 @@ class Generator(abc.ABC):
 
     Subclasses set the class attribute ``kind`` and implement ``fit``, ``sample``, ``hparams``, ``save``,
     ``load`` (and ``_fitted_state`` when their fitted state is not enough to describe the samples
-    otherwise). After ``fit`` they call :meth:`_mark_fitted`.
+    otherwise). After ``fit`` they call :meth:`_mark_fitted`. The capability attributes below default to "no";
+    a kind sets those it has, and the pipeline and the CLI follow them (a subclass inherits its parent's, so it
+    sets back those it lacks).
 
     Attributes:
         kind: Registry name written into ``config.json``.
-        space: ``"images"`` (sample returns uint8 images) or ``"features"`` (feature-space generator).
+        space: ``"images"`` (sample returns uint8 images: the kind can fill a bank, so the CLI's ``--generator``
+            takes it) or ``"features"`` (feature-space generator).
+        trains: A model trained on the data: the pipeline builds it with ``preset`` (``--preset``, one of
+            ``presets``), ``device`` (``--device``) and, when given, ``train_steps`` (``--generator-steps``).
+            ``False``: built with its defaults only, on the CPU (augmentations).
+        presets: The ``--preset`` names a training kind accepts.
+        pretrains: Also takes ``pretrain_steps`` (``--pretrain-steps``): an unconditional phase first.
+        guided: Has classifier guidance (``--guidance-scale``): a ``classifier_scale`` attribute and
+            ``fit_guidance(dataset, generator=g, progress=p)`` that trains the guiding classifier on the fitted model.
+        takes_unlabeled: ``fit(dataset, unlabeled=images)`` uses images without labels (``--unlabeled``).
+        budgeted: The main job's time budget (``tailmix.budget``) can size it: :meth:`probe_costs` measures it,
+            and the instance's ``train_steps`` and ``pretrain_steps`` are its default sizes.
+        unlabeled_refusal: Why a kind without ``takes_unlabeled`` cannot use them (the CLI's one-line refusal).
+        takes_settings: ``{Settings field: constructor keyword}`` of the settings only this kind takes (the
+            pretrained kind's ``pretrained`` folder -> ``pipeline``): the pipeline passes them, the CLI requires
+            them for the kind and refuses them when no listed kind takes them.
         device: Where the model runs.
     """
 
     kind: ClassVar[str] = ""
     space: ClassVar[str] = "images"
+    trains: ClassVar[bool] = False
+    presets: ClassVar[tuple[str, ...]] = ()
+    pretrains: ClassVar[bool] = False
+    guided: ClassVar[bool] = False
+    takes_unlabeled: ClassVar[bool] = False
+    budgeted: ClassVar[bool] = False
+    unlabeled_refusal: ClassVar[str] = "it has no pretraining phase that images without labels could join"
+    takes_settings: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
@@ -256,6 +303,20 @@ class Generator(abc.ABC):
     def _fitted_state(self) -> dict[str, Any]:
         """Named arrays/tensors that determine the samples besides ``hparams`` (digested into the config)."""
         return {}
+
+    @classmethod
+    def check_settings(cls, **settings) -> None:
+        """Refuse (``ValueError``, one line) bad values of the ``takes_settings`` of this kind before any work; the
+        default requires each to be given."""
+        for name, value in settings.items():
+            if value is None:
+                raise ValueError(f"--generator {cls.kind} needs --{name.replace('_', '-')}")
+
+    def probe_costs(self, dataset, *, generator: torch.Generator, train_steps: int = 2,
+                    sample_images: int = 8) -> tuple[float, float]:
+        """Seconds per training step and per sampled image on this machine, measured on a throwaway model of this
+        one's size (this one stays unfitted); what the time budget sizes a ``budgeted`` kind from."""
+        raise NotImplementedError(f"generator kind {self.kind!r} has no cost model (budgeted = False)")
 
     def config(self) -> dict:
         """JSON-serialisable description: ``kind``, hyperparameters and, once fitted, the fitted state.

@@ -158,6 +158,12 @@ class ClassConditionalDDPM(Generator):
     """
 
     kind = "ddpm"
+    trains = True
+    presets = tuple(PRESETS)
+    pretrains = True
+    guided = True
+    takes_unlabeled = True
+    budgeted = True
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *, preset: str = "small",
                  train_steps: int | None = None, pretrain_steps: int | None = None, batch_size: int = 64,
@@ -279,6 +285,36 @@ class ClassConditionalDDPM(Generator):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
+
+    def probe_costs(self, dataset, *, generator: torch.Generator, train_steps: int = 2,
+                    sample_images: int = 8) -> tuple[float, float]:
+        """Seconds per training step and per sampled image, on a fresh UNet of this one's size (warm-up calls first:
+        first-call costs are not per step); draws come from ``generator`` only."""
+        import time
+
+        g = generator
+        unet = self._build_unet(g)
+        x = self._images_to_padded(dataset.train_images)
+        y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=self.device)
+        params = [p for p in unet.parameters() if p.requires_grad]
+
+        def train(k: int) -> None:
+            self._train_loop(unet, params, x, y, phases=[("probe", k, False)], lr=self.lr, generator=g)
+
+        train(1)  # warm-up
+        t0 = time.perf_counter()
+        train(train_steps)
+        step = (time.perf_counter() - t0) / train_steps
+        # at the batch the bank asks for (a small batch costs several times more per image), over two denoising
+        # steps scaled to the sampler's: a whole sampling run of a full batch would cost as much as the bank's start
+        n = min(sample_images, self.sample_batch_size)
+        steps = len(self._make_sample_scheduler().timesteps)
+        short = self._make_sample_scheduler()
+        short.set_timesteps(2)
+        self._denoise(unet, 0, n, g, None, sched=short)  # warm-up: the first sampling call costs more
+        t0 = time.perf_counter()
+        self._denoise(unet, 0, n, g, None, sched=short)
+        return step, (time.perf_counter() - t0) / (len(short.timesteps) * n) * steps
 
     @classmethod
     def for_dataset(cls, dataset, **hparams) -> ClassConditionalDDPM:

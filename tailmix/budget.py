@@ -31,8 +31,9 @@ DEFAULT_MINUTES = 10.0
 MAX_MINUTES = 7 * 24 * 60
 #: Share of the budget kept back for what the estimate misses (loading, env builds, the machine's load moving).
 MARGIN = 0.15
-#: Seconds allowed for what no size controls: dataset loading, env builds, the benchmark of the policies.
-OTHER_SECONDS = 20.0
+#: Seconds allowed for what no size controls and no probe measures: dataset loading, env builds (the main job's
+#: digits-LT runs of issue 27 spent 2-8 s there besides the probes).
+OTHER_SECONDS = 10.0
 #: Largest share of the remaining budget the filter, encoder and agent training may take before they are shrunk.
 ENV_SHARE = 0.3
 #: Largest share of what is left after them that the bank may take (the generator gets the rest).
@@ -151,6 +152,8 @@ def estimate(costs: Costs, sizes: Sizes, shape: Shape, *, filtered: bool = True)
     if shape.eval_episodes:
         out["evaluation"] = shape.eval_episodes * c.eval_episode
     out["other"] = OTHER_SECONDS + c.probe_seconds
+    if filtered and shape.generator_kinds:  # bank_estimate_before's samples, at a small batch (about 2x per image)
+        out["other"] += 2 * shape.num_classes * ACCEPTANCE_SAMPLES * c.sample_image
     return out
 
 
@@ -274,10 +277,10 @@ def _timed(fn, repeats: int = 1) -> float:
 def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int = FILL_BATCH,
                   encoder_images: int = 256) -> Costs:
     """A few real steps of each phase on throwaway models: generator training steps and sampling on a fresh
-    network of the configured generator (same size, same device; sampling at the bank's batch size, two denoising
-    steps scaled to the sampler's), one epoch of the encoder's CNN, and the main job's agent work on the dataset
-    with a one-epoch encoder and feature pools of the bank's size: two PPO rollouts per wrapper in its training env,
-    CEM generations, evaluation episodes. The caller's random streams are left as they were."""
+    network of the configured generator (same size, same device; its kind's ``Generator.probe_costs``: sampling at
+    the bank's batch size), one epoch of the encoder's CNN, and the main job's agent work on the dataset with a
+    one-epoch encoder and feature pools of the bank's size: two PPO rollouts per wrapper in its training env, CEM
+    generations, evaluation episodes. The caller's random streams are left as they were."""
     import torch
 
     from tailmix.pipeline import new_generator, one_kind
@@ -285,25 +288,9 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
     t_start = time.perf_counter()
     with _rng_kept():
         g = torch.Generator().manual_seed(cfg.seed + 7919)
-        gen = new_generator(one_kind(cfg, "ddpm"), dataset)
-        unet = gen._build_unet(g)
-        x = gen._images_to_padded(dataset.train_images)
-        y = torch.as_tensor(dataset.train_labels, dtype=torch.long, device=gen.device)
-        params = [p for p in unet.parameters() if p.requires_grad]
-
-        def train(k: int) -> None:
-            gen._train_loop(unet, params, x, y, phases=[("probe", k, False)], lr=gen.lr, generator=g)
-
-        train(1)  # warm-up: first-call costs are not per step
-        gen_step = _timed(lambda: train(generator_steps)) / generator_steps
-        # the bank samples in batches of FILL_BATCH: per-image costs at a small batch are several times larger
-        n = min(sample_images, gen.sample_batch_size)
-        steps = len(gen._make_sample_scheduler().timesteps)
-        short = gen._make_sample_scheduler()
-        short.set_timesteps(2)
-        gen._denoise(unet, 0, n, g, None, sched=short)  # warm-up: the first sampling call costs more
-        sample = _timed(lambda: gen._denoise(unet, 0, n, g, None, sched=short)) / (len(short.timesteps) * n) * steps
-        del unet, params
+        gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)
+        gen_step, sample = gen.probe_costs(dataset, generator=g, train_steps=generator_steps,
+                                           sample_images=sample_images)
 
         from tailmix.classifiers.device import fixed_threads
         from tailmix.envs.features import EncoderConfig, _train_cnn
@@ -337,6 +324,14 @@ def probe_env_kwargs(cfg, dataset) -> dict:
     return kw
 
 
+def trained_kind(cfg) -> str:
+    """The one generator kind of ``cfg`` that trains a model (the budget sizes it; ``augment`` has none)."""
+    from tailmix.generators.base import GENERATOR_KINDS
+
+    kinds = str(cfg.generator).split()
+    return next((k for k in kinds if k not in GENERATOR_KINDS or GENERATOR_KINDS[k].trains), kinds[0])
+
+
 def _resolved(cfg, dataset):
     """``cfg`` with the main job's data-decided settings filled (``--val-folds 0``, ``--loss auto``) as it will
     fill them: the folds from the data; the loss, picked later on the reward, costs as cross-entropy does."""
@@ -357,8 +352,12 @@ def _agent_costs(cfg, dataset) -> dict:
     from tailmix.agents.sb3 import train as train_agent
     from tailmix.pipeline import num_sources
 
+    import tempfile
+
     kw = probe_env_kwargs(cfg, dataset)
     g = num_sources(cfg)
+    scratch = tempfile.TemporaryDirectory(prefix="tailmix-probe-")
+    kw["cache_dir"] = scratch.name  # the probe's one-epoch encoder is fitted once, not at every env build
     methods = _methods(cfg)
     out = {"agent_timestep": 0.0, "central_timestep": 0.0, "cem_generation": 0.0, "eval_episode": 0.0}
     for method in methods:
@@ -373,8 +372,10 @@ def _agent_costs(cfg, dataset) -> dict:
             train_agent(kind, env, wrapper=wrapper, total_timesteps=total, seed=cfg.seed).get_env().close()
 
         one = _timed(lambda: ppo(rollout))
-        two = _timed(lambda: ppo(2 * rollout))
-        per = max(two - one, 0.1 * one) / rollout  # the difference drops the env build
+        three = _timed(lambda: ppo(3 * rollout))
+        # the difference drops the env and model builds; over two rollouts, as a policy's ratios (and with them an
+        # env step's cost) move from one rollout to the next
+        per = max(three - one, 0.1 * one) / (2 * rollout)
         out["central_timestep" if wrapper == "central" else "agent_timestep"] = per
     if any(m in mainjob.CEM_METHODS for m in methods):
         from tailmix.agents.cem import cem_search
@@ -391,6 +392,8 @@ def _agent_costs(cfg, dataset) -> dict:
     policy = make_baseline("fill@mix" if g > 1 else "fill")
     run_episode(env, policy, 0)  # warm-up
     out["eval_episode"] = _timed(lambda: run_episode(env, policy, 1), repeats=2)
+    env.close()
+    scratch.cleanup()
     return out
 
 
@@ -416,20 +419,23 @@ def main_shape(cfg, dataset, base: Shape) -> Shape:
                    central_methods=sum(k != "cem" and w == "central" for k, w in wrappers),
                    cem_generations=CEM["generations"] * sum(k == "cem" for k, _ in wrappers),
                    eval_episodes=episodes,
-                   generator_kinds=sum(k != "augment" for k in generator_kinds(cfg)))
+                   generator_kinds=sum(_trains(k) for k in generator_kinds(cfg)))
+
+
+def _trains(kind: str) -> bool:
+    from tailmix.generators.base import GENERATOR_KINDS
+
+    return kind not in GENERATOR_KINDS or bool(GENERATOR_KINDS[kind].trains)
 
 
 def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
     from tailmix.envs.config import RatioEnvConfig
-    from tailmix.generators.ddpm import PRESETS
-    from tailmix.pipeline import env_kwargs
+    from tailmix.pipeline import env_kwargs, new_generator, one_kind
 
-    preset = PRESETS[cfg.preset]
+    gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)  # the budgeted kind's steps: settings', else preset's
     kw = env_kwargs(replace(_resolved(cfg, dataset), source="gaussian"), dataset, progress=False)
     env = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
-    pretrain = getattr(cfg, "pretrain_steps", None)
-    sizes = Sizes(generator_steps=cfg.generator_steps or preset["train_steps"],
-                  pretrain_steps=preset["pretrain_steps"] if pretrain is None else pretrain, per_class=cfg.per_class,
+    sizes = Sizes(generator_steps=gen.train_steps, pretrain_steps=gen.pretrain_steps, per_class=cfg.per_class,
                   filter_tries=getattr(cfg, "filter_tries", None) or 10, filter_epochs=cfg.filter_epochs,
                   encoder_epochs=env.encoder_epochs,
                   timesteps=getattr(cfg, "timesteps", 0))
@@ -446,9 +452,15 @@ def applies(cfg) -> str | None:
         return "--quick sets its own sizes"
     if getattr(cfg, "resume", False):
         return "a resumed run keeps its sizes"
-    if "ddpm" not in kinds or set(kinds) - {"ddpm", "augment"} or cfg.source != "bank" or cfg.mode != "feature" \
-            or cfg.guidance_scale:
-        return ("it sizes the plain ddpm generator's bank in feature mode (this run: --generator "
+    from tailmix.generators.base import GENERATOR_KINDS, kinds_with
+
+    kinds = str(cfg.generator).split()
+    trained = [k for k in kinds if k not in GENERATOR_KINDS or GENERATOR_KINDS[k].trains]
+    # one budgeted kind that trains, beside kinds built without a model (augment: the main job's pool)
+    budgeted = len(trained) == 1 and trained[0] in GENERATOR_KINDS and GENERATOR_KINDS[trained[0]].budgeted
+    if not budgeted or cfg.source != "bank" or cfg.mode != "feature" or cfg.guidance_scale:
+        return (f"it sizes the bank of one unguided generator with a cost model (beside kinds without a model) ({', '.join(kinds_with(budgeted=True))}) "
+                "in feature mode (this run: --generator "
                 f"{cfg.generator}, --source {cfg.source}, --mode {cfg.mode}"
                 + (", --guidance-scale" if cfg.guidance_scale else "") + "); sizes stay as given")
     if getattr(cfg, "n_envs", 1) != 1 or (not hasattr(cfg, "methods") and getattr(cfg, "algo", "ppo") != "ppo"):
@@ -532,8 +544,9 @@ def bank_estimate_before(cfg, dataset, record: dict, *, samples: int = ACCEPTANC
 
     if not record.get("applied") or not cfg.filter:
         return record
-    kcfg = one_kind(cfg, "ddpm")
-    with phase(f"generator ddpm ({cfg.preset})"):
+    kind = trained_kind(cfg)
+    kcfg = one_kind(cfg, kind)
+    with phase(f"generator {kind} ({cfg.preset})"):
         gen = fitted_generator(kcfg, dataset)
     with phase("reference filter"):
         flt = reference_filter(kcfg, dataset)
@@ -542,8 +555,7 @@ def bank_estimate_before(cfg, dataset, record: dict, *, samples: int = ACCEPTANC
         g = torch.Generator().manual_seed(cfg.seed + 104729)
         acc = [float(flt.select(gen.sample(c, samples, generator=g), c)[0].mean()) for c in range(dataset.num_classes)]
     cost = record["costs"]["sample_image"]
-    kinds = sum(k != "augment" for k in str(cfg.generator).split())
-    est = sum(expected_candidates(cfg.per_class, tries, a) for a in acc) * cost * kinds
+    est = sum(expected_candidates(cfg.per_class, tries, a) for a in acc) * cost
     print(f"synthetic bank: {est:.0f} s estimated before the fill (the filter kept {np.mean(acc):.0%} of "
           f"{samples} samples per class: " + ", ".join(f"{a:.0%}" for a in acc) + "; first estimate, every try "
           f"used: {record['estimate_seconds'].get('synthetic bank', 0):.0f} s)", flush=True)

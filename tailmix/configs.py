@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
-from tailmix.pipeline import GENERATORS, SOURCES, Settings, generator_kinds
+from tailmix.pipeline import SOURCES, Settings, generator_kinds
 from tailmix.policies import _model_path, _split_algo
 from tailmix.runs import QUICK_SETTINGS, _stored_config
 
@@ -19,11 +19,17 @@ from tailmix.runs import QUICK_SETTINGS, _stored_config
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
               "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule", "pretrain_steps", "filter_tries",
-              "encoder_epochs")
+              "encoder_epochs", "pretrained")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
 MODEL_FIELDS = ("algo", "wrapper", "n_envs")
+
+
+def _baseline_specs() -> tuple[str, ...]:
+    from tailmix.agents.baselines import baseline_specs
+
+    return baseline_specs()
 
 
 # -- configs: one dataclass per command; the attribute docstrings are the --help text ----------
@@ -74,7 +80,7 @@ class EvaluateConfig(Common):
 
     policy: str = "none"
     """A saved model (path to model.zip; its algo and wrapper are read from agent.json beside it, or give
-    ALGO:path) or a baseline: none, constant:R, fill, inverse[:B], random[:S]."""
+    ALGO:path) or a baseline spec."""
     seeds: int = 5
     """Number of evaluation seeds (episodes with a fresh classifier each)."""
 
@@ -87,9 +93,8 @@ class BenchmarkConfig(Common):
     """Number of evaluation seeds."""
     learned: list[str] = field(default_factory=list)
     """Saved models (model.zip paths) to include."""
-    baselines: list[str] = field(default_factory=lambda: ["none", "constant:0.5", "constant:1", "constant:2",
-                                                          "fill", "inverse", "random"])
-    """Baseline specs to include."""
+    baselines: list[str] = field(default_factory=lambda: list(_baseline_specs()))
+    """Baseline specs to include (default: every registered baseline's, agents.baselines.baseline_specs)."""
 
 
 @dataclass
@@ -138,10 +143,14 @@ def _choice(cfg, name: str, choices) -> None:
 
 def check_config(cfg) -> None:
     """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
+    from tailmix.generators.base import generator_class, kinds_with
+
     kinds = generator_kinds(cfg)
     _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
+    bank_kinds = kinds_with(space="images")  # the registered kinds whose samples are images can fill a bank
     for kind in kinds:
-        _require(kind in GENERATORS, f"unknown --generator {kind!r}; choose one or several of {', '.join(GENERATORS)}")
+        _require(kind in bank_kinds, f"unknown --generator {kind!r}; choose one or several of {', '.join(bank_kinds)}")
+    classes = [generator_class(kind) for kind in kinds]
     _require(len(set(kinds)) == len(kinds), f"--generator lists a kind twice ({cfg.generator}); give each once")
     _require(len(kinds) == 1 or cfg.source == "bank", f"several generators ({cfg.generator}) fill one bank each: "
              "they need --source bank")
@@ -166,8 +175,21 @@ def check_config(cfg) -> None:
     _require(math.isfinite(cfg.guidance_scale) and 0 <= cfg.guidance_scale <= MAX_GUIDANCE_SCALE,
              f"--guidance-scale must be a number in [0, {MAX_GUIDANCE_SCALE:g}] (0: no classifier guidance; it helps at "
              f"0.01 to 10, and far above that samples saturate to black and white); got {cfg.guidance_scale}")
-    _require(not (cfg.guidance_scale or cfg.unlabeled) or "ddpm" in kinds,
-             "--guidance-scale and --unlabeled apply to the ddpm generator; add ddpm to --generator")
+    _require(not cfg.guidance_scale or any(cls.guided for cls in classes),
+             f"--guidance-scale applies to the {' and '.join(kinds_with(guided=True))} generator; add "
+             f"{' or '.join(kinds_with(guided=True))} to --generator")
+    if cfg.unlabeled and cfg.source == "bank":  # every kind must use them: none ignores the flag silently
+        refused = [f"{kind} ({cls.unlabeled_refusal})" for kind, cls in zip(kinds, classes) if not cls.takes_unlabeled]
+        able = " and ".join(kinds_with(takes_unlabeled=True))
+        _require(not refused, f"--unlabeled joins a generator's unconditional pretraining, which --generator "
+                 f"{'; '.join(refused)} cannot use; drop --unlabeled, or keep only {able} in --generator")
+    for cls in classes:  # settings only some kinds take (--pretrained): checked by them, required by default
+        cls.check_settings(**{name: getattr(cfg, name) for name in cls.takes_settings})
+    for name in {n for kind in kinds_with(space="images") for n in generator_class(kind).takes_settings}:
+        _require(getattr(cfg, name, None) is None or any(name in cls.takes_settings for cls in classes),
+                 f"--{name.replace('_', '-')} is a setting of --generator "
+                 f"{' or '.join(k for k in kinds_with(space='images') if name in generator_class(k).takes_settings)}"
+                 "; add that kind to --generator, or drop the flag")
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
@@ -186,6 +208,12 @@ def check_config(cfg) -> None:
                      "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
     if isinstance(cfg, BenchmarkConfig):
         _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
+    from tailmix.agents.baselines import make_baseline
+
+    for spec in getattr(cfg, "baselines", ()):
+        make_baseline(spec)  # an unknown or malformed spec names the registered ones, before any work
+    if isinstance(cfg, EvaluateConfig) and _model_path(cfg.policy) is None:
+        make_baseline(cfg.policy)
     from tailmix.classifiers.batched_head import HEAD_LOSSES
     from tailmix.classifiers.losses import LOSSES
 
@@ -195,10 +223,9 @@ def check_config(cfg) -> None:
         from tailmix.commands import main_methods
 
         main_methods(cfg)  # an unknown --methods entry fails here, before any work
-    if any(kind != "augment" for kind in kinds):
-        from tailmix.generators.ddpm import PRESETS
-
-        _choice(cfg, "preset", tuple(PRESETS))
+    for cls in classes:
+        if cls.trains:  # the kinds built without a model take no preset
+            _choice(cfg, "preset", cls.presets)
     from tailmix.classifiers.device import select_device
 
     try:

@@ -21,14 +21,18 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Generator kinds a bank can be filled from (keys of ``generators.base.GENERATOR_KINDS``, built with
-#: ``generators.base.make_generator``).
-GENERATORS = ("ddpm", "lora", "sketch", "augment")
 #: Synthetic sources of the env: a filled bank, classic augmentations, or virtual Gaussian features.
 SOURCES = ("bank", "augment", "gaussian")
+
+
+def _default_cache_dir() -> str:
+    """The one default cache folder, the envs' (``envs.cache.default_cache_dir``), read when a config is made."""
+    from tailmix.envs.cache import default_cache_dir
+
+    return str(default_cache_dir())
 
 
 @dataclass
@@ -56,8 +60,10 @@ class Settings:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator of the bank: ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment. Several
-    (--generator ddpm augment) fill one bank each and give the env one source per bank (the pool as an action)."""
+    """Generator kind of the bank, any registered kind whose samples are images (generators.base.GENERATOR_KINDS):
+    ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your own diffusers pipeline
+    folder, --pretrained), ... Several (--generator ddpm augment) fill
+    one bank each and give the env one source per bank (the pool as an action)."""
     preset: str = "small"
     """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
     generator_steps: int | None = None
@@ -72,8 +78,10 @@ class Settings:
     """Filter confidence threshold."""
     device: str = "auto"
     """Generator device ('auto', 'cpu', 'cuda:0', ...). The env's classifier runs on the CPU."""
-    cache_dir: str = ".tailmix_cache"
-    """Cache of trained generators, filters, banks and encoders (reused across runs)."""
+    cache_dir: str = field(default_factory=_default_cache_dir)
+    """Cache of trained generators, filters, banks and encoders (reused across runs). Default: the per-user cache
+    folder ($TAILMIX_CACHE_DIR, else $XDG_CACHE_HOME/tailmix, else ~/.cache/tailmix), where envs made from Python
+    keep their encoders too."""
     quick: bool = False
     """Tiny settings everywhere: a smoke test of the whole pipeline in about a minute."""
     image_size: int | None = None
@@ -106,6 +114,9 @@ class Settings:
     """Most candidate batches the filter generates per class shard (default: the filter's 10)."""
     encoder_epochs: int | None = None
     """Training epochs of the feature-mode encoder's CNNs (default: the env's 30; 5 with --quick)."""
+    pretrained: str | None = None
+    """--generator pretrained: a local diffusers pipeline folder (model_index.json; Stable Diffusion or DDPMPipeline
+    layout). Never downloaded; cached by the folder's fingerprint."""
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -213,7 +224,7 @@ def class_count_check(num_classes: int) -> str | None:
     """A warning line for a dataset of ``num_classes`` classes above :data:`WARN_CLASSES` (``None`` below), or a
     ``ValueError`` above :data:`MAX_CLASSES`.
 
-    The estimate interpolates a measurement (``python benchmarks/many_classes.py 50 200 800``, 6 train images per
+    The estimate interpolates a measurement (``python -m benchmarks.many_classes 50 200 800``, 6 train images per
     8x8 class, 2 shared CPUs): env build 8.7 s / 16.4 s / 85 s and one env step 0.04 s / 1.03 s / 135 s at
     50 / 200 / 800 classes, so the step cost grows about as the class count to the power 3.5 above 200.
     """
@@ -265,19 +276,30 @@ def _load_data(cfg):
                         grey=channels == 1)
 
 
+def kind_class(cfg):
+    """The registered class of ``cfg.generator`` (its capabilities say which settings apply)."""
+    from tailmix.generators.base import generator_class
+
+    return generator_class(cfg.generator)
+
+
 def new_generator(cfg, dataset):
-    """An unfitted generator of kind ``cfg.generator`` for ``dataset``, built through the generators' registry."""
+    """An unfitted generator of kind ``cfg.generator`` for ``dataset``, built through the generators' registry with
+    the settings its class declares it takes (``Generator.trains``, ``pretrains``)."""
     from tailmix.classifiers.device import select_device
     from tailmix.generators.base import make_generator
 
+    cls = kind_class(cfg)
     device = select_device(cfg.device)
-    if cfg.generator == "augment":
-        return make_generator("augment", dataset)  # no model: no preset, no training steps; runs on the CPU
+    if not cls.trains:
+        return make_generator(cfg.generator, dataset)  # no model: no preset, no training steps; runs on the CPU
     kw = dict(preset=cfg.preset, device=device)
     if cfg.generator_steps:
         kw["train_steps"] = cfg.generator_steps
-    if getattr(cfg, "pretrain_steps", None) is not None and cfg.generator in ("ddpm", "sketch", "lora"):
+    if getattr(cfg, "pretrain_steps", None) is not None and cls.pretrains:
         kw["pretrain_steps"] = cfg.pretrain_steps
+    for name, keyword in cls.takes_settings.items():  # settings of this kind alone (the pretrained kind's folder)
+        kw[keyword] = getattr(cfg, name, None)
     return make_generator(cfg.generator, dataset, **kw)
 
 
@@ -285,7 +307,7 @@ def fitted_generator(cfg, dataset, *, progress: bool = True):
     """Train the configured generator, or load it from the cache when this exact one was trained before."""
     import torch
 
-    if getattr(cfg, "guidance_scale", 0.0) and cfg.generator == "ddpm":  # other kinds have no classifier guidance
+    if getattr(cfg, "guidance_scale", 0.0) and kind_class(cfg).guided:  # the other kinds ignore the scale
         return guided_generator(cfg, dataset, progress=progress)
     gen = new_generator(cfg, dataset)
     unlabeled = unlabeled_images(cfg, dataset)
@@ -317,22 +339,26 @@ def _cached_generator(path: Path, device):
 
 
 def guided_generator(cfg, dataset, *, progress: bool = True):
-    """The ddpm generator with classifier guidance: the unguided DDPM of the same settings (trained or found in the
-    cache) plus a noise-aware classifier trained on top, cached under a key that includes the guidance scale."""
+    """A generator with classifier guidance (a ``guided`` kind, e.g. ddpm): the unguided model of the same settings
+    (trained or found in the cache) plus a noise-aware classifier trained on top, cached under a key that includes
+    the guidance scale."""
     import torch
 
     scale = cfg.guidance_scale
     if not isinstance(scale, (int, float)) or not scale > 0:
         raise ValueError(f"--guidance-scale must be > 0 (0: no classifier guidance); got {scale}")
-    if cfg.generator != "ddpm":
-        raise ValueError(f"--guidance-scale applies to --generator ddpm; got {cfg.generator!r}")
+    if not kind_class(cfg).guided:
+        from tailmix.generators.base import kinds_with
+
+        raise ValueError(f"--guidance-scale applies to the generator kinds with classifier guidance "
+                         f"({', '.join(kinds_with(guided=True))}); got {cfg.generator!r}")
     gen = fitted_generator(dataclasses.replace(cfg, guidance_scale=0.0), dataset, progress=progress)
     gen.classifier_scale = float(scale)
-    path = Path(cfg.cache_dir) / "generators" / f"ddpm-guided-{cache_key(gen.config(), cfg.seed)}"
+    path = Path(cfg.cache_dir) / "generators" / f"{cfg.generator}-guided-{cache_key(gen.config(), cfg.seed)}"
     cached = _cached_generator(path, gen.device)
     if cached is not None:
         return cached
-    _require_writable_cache(cfg, path.parent, "guided ddpm generator")
+    _require_writable_cache(cfg, path.parent, f"guided {cfg.generator} generator")
     gen.fit_guidance(dataset, generator=torch.Generator().manual_seed(cfg.seed), progress=progress)
     _save_folder(path, gen.save)
     return gen
@@ -342,8 +368,15 @@ def unlabeled_images(cfg, dataset):
     """The images of ``cfg.unlabeled`` (every image file under it, labels ignored) at the dataset's size and
     channels, or ``None`` without the option."""
     folder = getattr(cfg, "unlabeled", None)
-    if not folder or cfg.generator != "ddpm":  # only the plain DDPM pretrains on images without labels
+    if not folder:
         return None
+    cls = kind_class(cfg)
+    if not cls.takes_unlabeled:  # refused, never silently ignored
+        from tailmix.generators.base import kinds_with
+
+        raise ValueError(f"--unlabeled: --generator {cfg.generator} cannot use images without labels "
+                         f"({cls.unlabeled_refusal}); drop --unlabeled or use --generator "
+                         f"{' or '.join(kinds_with(takes_unlabeled=True))}")
     import numpy as np
 
     from tailmix.envs.datasets import _image_extensions, _read_image
@@ -395,7 +428,8 @@ def ensure_bank(cfg, dataset, *, progress: bool = True):
     """The synthetic bank for this dataset and generator config (filled on demand, cached, resumable)."""
     from tailmix.generators.pool import GeneratorPool
 
-    with phase(f"generator {cfg.generator}" + ("" if cfg.generator == "augment" else f" ({cfg.preset})")):
+    cls = kind_class(cfg)
+    with phase(f"generator {cfg.generator}" + (f" ({cfg.preset})" if cls.trains else "")):
         gen = fitted_generator(cfg, dataset, progress=progress)
     flt = None
     if cfg.filter:
@@ -407,7 +441,7 @@ def ensure_bank(cfg, dataset, *, progress: bool = True):
         pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
         bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
                               seed=cfg.seed, progress=progress)
-    scale = getattr(cfg, "guidance_scale", 0.0) if cfg.generator == "ddpm" else 0.0
+    scale = getattr(cfg, "guidance_scale", 0.0) if cls.guided else 0.0
     for line in bank_warnings(bank.counts(), dataset, cfg.per_class, guidance_scale=scale):
         print(line)
     line = saturation_warning([bank.images(c) for c in range(dataset.num_classes)], dataset, guidance_scale=scale)

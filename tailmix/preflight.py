@@ -107,8 +107,10 @@ def image_size_memory(cfg, n_images: int) -> float:
     side = cfg.image_size or 28
     channels = cfg.channels or 3
     need = float(n_images) * side * side * channels * BYTES_PER_PIXEL
+    from tailmix.generators.base import GENERATOR_KINDS
+
     kinds = str(getattr(cfg, "generator", "ddpm")).split()
-    if cfg.source == "bank" and any(k != "augment" for k in kinds):
+    if cfg.source == "bank" and any(k in GENERATOR_KINDS and GENERATOR_KINDS[k].trains for k in kinds):
         from tailmix.generators.ddpm import PRESETS
 
         unet = PRESETS.get(cfg.preset, PRESETS["small"])["unet"]

@@ -12,11 +12,15 @@ def digits():
     return load_dataset("digits")
 
 
-def test_every_bank_generator_is_a_registry_kind():
-    from tailmix.generators.base import GENERATOR_KINDS
-    from tailmix.pipeline import GENERATORS
+def test_the_bank_kinds_are_the_registry_kinds_of_images():
+    from tailmix.generators.base import GENERATOR_KINDS, kinds_with
 
-    assert set(GENERATORS) <= set(GENERATOR_KINDS)
+    assert kinds_with(space="images") == ("ddpm", "lora", "sketch", "augment", "pretrained")  # gaussian: features
+    assert set(kinds_with(space="images")) <= set(GENERATOR_KINDS)
+    assert kinds_with(guided=True) == kinds_with(budgeted=True) == ("ddpm",)
+    assert kinds_with(takes_unlabeled=True) == ("ddpm", "lora")  # lora: its base DDPM pretrains on them
+    assert kinds_with(trains=True) == ("ddpm", "lora", "sketch", "pretrained")
+    assert kinds_with(pretrains=True) == ("ddpm", "lora", "sketch")
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "sketch", "lora", "augment"])
@@ -81,3 +85,20 @@ def test_feature_mode_losses_are_one_list():
         else:
             with pytest.raises(ValueError, match="need mode='pixel'; feature mode supports " + ", ".join(HEAD_LOSSES)):
                 RatioEnvConfig(loss=loss)
+
+
+def test_one_default_cache_folder_for_the_cli_and_the_envs(monkeypatch, tmp_path):
+    """The CLI's --cache-dir defaults to envs.cache.default_cache_dir() (read when the config is made), so its
+    encoders land where envs made from Python look for them; --cache-dir still overrides."""
+    from tailmix.envs.cache import default_cache_dir, encoder_cache_dir
+    from tailmix.pipeline import Settings, env_kwargs
+    from tailmix.train_agents import parse_args
+    from tests.conftest import make_tiny_dataset
+
+    monkeypatch.setenv("TAILMIX_CACHE_DIR", str(tmp_path / "mine"))
+    assert Settings().cache_dir == str(default_cache_dir()) == str(tmp_path / "mine")
+    for argv in (["generate"], [], ["train"]):
+        assert parse_args(argv)[1].cache_dir == str(tmp_path / "mine")
+    assert parse_args(["generate", "--cache-dir", "elsewhere"])[1].cache_dir == "elsewhere"
+    kw = env_kwargs(Settings(source="augment"), make_tiny_dataset())
+    assert kw["cache_dir"] == encoder_cache_dir(None) == str(tmp_path / "mine" / "encoders")

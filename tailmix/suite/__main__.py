@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="the registered tasks and their ids")
     p = sub.add_parser("run", help="run one method of the protocol on one task (one record per seed)")
     p.add_argument("--task", required=True)
-    p.add_argument("--method", required=True, choices=("fixed", "ceiling", "pixel-replay", "oracle", *P.LEARNED))
+    p.add_argument("--method", required=True, choices=("fixed", "ceiling", "pixel-replay", "fidelity", "oracle", *P.LEARNED))
     p.add_argument("--seeds", type=int, nargs="*", default=None, help="method seeds (default: the protocol's)")
     p.add_argument("--runs", type=Path, default=runner.RUNS, help="where the run records go")
     p.add_argument("--cache-dir", default=None, help="generators, banks, encoders (default: the user cache)")

@@ -54,6 +54,10 @@ LEARNED = ("cem-static", "cem-schedule", *SB3_METHODS)
 TRANSFER = {"source": "RetinaMNISTLTPool", "target": "BreastMNISTLTPool", "method": "ppo-shared",
             "seeds": (0, 1, 2), "timesteps": 20_000}
 
+#: The fidelity gate (amendment 2): fresh episode seeds, fixed-family members at evenly spaced reward ranks, the
+#: Spearman threshold, the level of the paired interval that resolves a pair.
+FIDELITY = {"seeds": tuple(range(2000, 2020)), "fixed_members": 8, "threshold": 0.8, "level": 0.95}
+
 #: Bootstrap resamples and level of every interval.
 BOOT_REPS = 2000
 LEVEL = 0.95

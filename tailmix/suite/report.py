@@ -122,10 +122,13 @@ def task_summary(task: Task, runs: Path = RUNS) -> dict | None:
         fidelity = _fidelity(task, fixed, replay, runs)
     else:
         pending.append("pixel-replay")
+    gate = fidelity_gate(_current(task, read_record(record_path(task, "fidelity", None, runs))))
+    if gate is None:
+        pending.append("fidelity")
     return {"id": task.id, "central_id": task.central_id, "version": task.version,
             "fingerprint": task.fingerprint(), "task_loss": fixed["task_loss"], "sources": fixed["sources"],
             "fixed_family_size": len(fixed["members"]), "rows": rows, "pending": pending, "stale": stale,
-            "fidelity": fidelity,
+            "fidelity": fidelity, "gate": gate,
             "commits": sorted({fixed["commit"]} | {read_record(p)["commit"] for p in
                                                    Path(runs, task.id.replace("/", "-")).glob("*.json")})}
 
@@ -153,6 +156,57 @@ def _fidelity(task: Task, fixed: dict, replay: dict, runs: Path) -> dict | None:
     x, y = np.array(pts).T
     rho = float(spearmanr(x, y).statistic) if np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
     return {"spearman_reward_vs_pixel_test": rho, "points": len(pts), "pixel_seeds": len(replay["pixel_seeds"])}
+
+
+def fidelity_gate(rec: dict | None) -> dict | None:
+    """The fidelity gate's verdict from its record (amendment 2 of ``docs/protocol.md``): per policy the mean fast
+    reward (feature mode), pixel-mode reward and test score over the fidelity seeds; Spearman's rho of the fast
+    reward against the pixel-mode test score and reward; the resolved pairs (paired pixel-mode test difference over
+    the seeds with a t interval excluding 0) and the share the fast reward orders the same; pass or fail."""
+    from itertools import combinations
+
+    from scipy.stats import spearmanr, t as student_t
+
+    if rec is None or len(rec["rows"]) < 4:
+        return None
+    names = [r["policy"] for r in rec["rows"]]
+
+    def by_seed(episodes, key):
+        return np.array([e[key] for e in sorted(episodes, key=lambda e: e["seed"])])
+
+    fast = np.array([by_seed(r["feature"], "reward").mean() for r in rec["rows"]])
+    px_test = np.array([by_seed(r["pixel"], "test") for r in rec["rows"]])
+    px_reward = np.array([by_seed(r["pixel"], "reward").mean() for r in rec["rows"]])
+
+    def rho(a, b):
+        return float(spearmanr(a, b).statistic) if np.ptp(a) > 0 and np.ptp(b) > 0 else float("nan")
+
+    n = px_test.shape[1]
+    q = float(student_t.ppf(0.5 + P.FIDELITY["level"] / 2, n - 1))
+    resolved = agree = 0
+    for i, j in combinations(range(len(names)), 2):
+        d = px_test[i] - px_test[j]
+        half = q * d.std(ddof=1) / np.sqrt(n)
+        if abs(d.mean()) > half:  # the interval excludes 0
+            resolved += 1
+            agree += int(np.sign(fast[i] - fast[j]) == np.sign(d.mean()))
+    r_test = rho(fast, px_test.mean(1))
+    passed = bool(r_test >= P.FIDELITY["threshold"] or (resolved > 0 and agree == resolved))
+    return {"policies": [{"policy": nm, "loss": r["loss"], "fast_reward": float(f), "pixel_reward": float(pr),
+                          "pixel_test": float(pt)}
+                         for nm, r, f, pr, pt in zip(names, rec["rows"], fast, px_reward, px_test.mean(1))],
+            "seeds": n, "spearman_fast_vs_pixel_test": r_test, "spearman_fast_vs_pixel_reward": rho(fast, px_reward),
+            "spearman_pixel_reward_vs_pixel_test": rho(px_reward, px_test.mean(1)),
+            "resolved_pairs": resolved, "pairs": len(names) * (len(names) - 1) // 2, "agreeing_pairs": agree,
+            "passed": passed}
+
+
+def gate_line(gate: dict | None) -> str:
+    """One line for the tables: rho, resolved pairs ordered the same, pass / FAIL."""
+    if gate is None:
+        return "not run"
+    return (f"{gate['spearman_fast_vs_pixel_test']:+.2f}, {gate['agreeing_pairs']}/{gate['resolved_pairs']} pairs, "
+            + ("pass" if gate["passed"] else "**fail**"))
 
 
 def _add_pixel(rows: dict, replay: dict, counts) -> None:
@@ -241,15 +295,36 @@ def task_markdown(task: Task, entry: dict) -> str:
                  f"{_pixel(rows['ceiling'])} |" if ceiling is not None else "| CEILING | not run | | | | | | | |")
     lines += ["", "Reproduce: `python -m tailmix.suite run --task " + task.name + " --method <method>` for each "
               "method, then `python -m tailmix.suite report`."]
+    gate = entry.get("gate")
+    lines += ["", "## Fidelity gate", ""]
+    if gate is None:
+        lines.append("Not run yet: `python -m tailmix.suite run --task " + task.name + " --method fidelity`.")
+    else:
+        lines += [f"Amendment 2 of the protocol: each policy on {gate['seeds']} fresh episode seeds in feature mode "
+                  "(the fast reward every agent optimises) and in pixel mode (a CNN trained on the same mix). "
+                  f"Spearman of the fast reward against the pixel-mode test score "
+                  f"**{gate['spearman_fast_vs_pixel_test']:+.2f}**, against the pixel-mode reward "
+                  f"{gate['spearman_fast_vs_pixel_reward']:+.2f} (pixel reward against pixel test "
+                  f"{gate['spearman_pixel_reward_vs_pixel_test']:+.2f}); pixel mode resolves "
+                  f"{gate['resolved_pairs']} of {gate['pairs']} pairs (paired 95% t interval over the seeds "
+                  f"excluding 0), the fast reward orders {gate['agreeing_pairs']} of them the same way. "
+                  f"Gate (rho >= {P.FIDELITY['threshold']} or every resolved pair ordered the same): "
+                  + ("**pass**." if gate["passed"] else "**fail**: read this task's feature-mode rows as the fast "
+                     "reward's, not a trained CNN's."), "",
+                  "| policy | loss | fast reward | pixel reward | pixel test |", "|---|---|---|---|---|"]
+        for r in gate["policies"]:
+            lines.append(f"| {r['policy']} | {r['loss']} | {100 * r['fast_reward']:.1f} | {100 * r['pixel_reward']:.1f}"
+                         f" | {100 * r['pixel_test']:.1f} |")
+        lines += ["", "Reproduce: `python -m tailmix.suite run --task " + task.name + " --method fidelity`."]
     return "\n".join(lines) + "\n"
 
 
 def summary_table(entries: dict) -> str:
-    lines = ["| task | best fixed | best learned | normalized | ceiling |", "|---|---|---|---|---|"]
+    lines = ["| task | best fixed | best learned | normalized | ceiling | fidelity gate |", "|---|---|---|---|---|---|"]
     for task in TASKS.values():
         e = entries.get(task.id)
         if e is None:
-            lines.append(f"| `{task.id}` | not run | | | |")
+            lines.append(f"| `{task.id}` | not run | | | | |")
             continue
         rows = e["rows"]
         learned = [(m, rows[m]) for m in P.LEARNED if m in rows]
@@ -258,14 +333,14 @@ def summary_table(entries: dict) -> str:
         ceil = f"{100 * rows['ceiling']['score']:.1f}" if "ceiling" in rows else "not run"
         if best is None:
             lines.append(f"| [`{task.id}`](docs/results/suite/{task.name}.md) | {100 * bf['score']:.1f} | not run "
-                         f"| | {ceil} |")
+                         f"| | {ceil} | {gate_line(e.get('gate'))} |")
             continue
         m, r = best
         d, lo, hi = r["vs_best_fixed"]
         norm = f"{r['normalized']:.0f}" if "normalized" in r else ""
         lines.append(f"| [`{task.id}`](docs/results/suite/{task.name}.md) | {100 * bf['score']:.1f} | {m}: "
                      f"{100 * r['score']:.1f} ({_pct(100 * d)} [{_pct(100 * lo)}, {_pct(100 * hi)}]) | {norm} | "
-                     f"{ceil} |")
+                     f"{ceil} | {gate_line(e.get('gate'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -317,8 +392,15 @@ def suite_markdown(entries: dict, table: str) -> str:
                 else "no ceiling run yet")
         lines.append(f"- Headroom: {head}; best fixed `{bf['spec']}` under `{bf['loss']}`, "
                      f"{100 * (bf['score'] - rows['no_synthetic']['score']):+.1f} over no synthetic data (ce).")
-        fid = e.get("fidelity")
-        if fid:
+        fid, gate = e.get("fidelity"), e.get("gate")
+        if gate:
+            lines.append(f"- Fidelity gate ({gate['seeds']} pixel seeds, {len(gate['policies'])} policies): Spearman "
+                         f"{gate['spearman_fast_vs_pixel_test']:+.2f} between the fast reward and the pixel-mode test "
+                         f"score; {gate['agreeing_pairs']} of the {gate['resolved_pairs']} pairs pixel mode resolves "
+                         "are ordered the same. " + ("Pass." if gate["passed"] else
+                                                     "**Fail: read the feature-mode rows as the fast reward's, not a "
+                                                     "CNN's** (`make` warns)."))
+        elif fid:
             lines.append(f"- Fidelity (does the fast reward rank policies as a CNN trained on the mix does?): "
                          f"Spearman {fid['spearman_reward_vs_pixel_test']:+.2f} between the feature-mode reward and "
                          f"the pixel-mode test score over the {fid['points']} replayed policies ({fid['pixel_seeds']} "

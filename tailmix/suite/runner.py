@@ -354,6 +354,63 @@ def run_pixel_replay(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -
     return snapshot()
 
 
+def fidelity_policies(task: Task, fixed: dict, runs: Path) -> list[tuple[str, str, object]]:
+    """``(name, loss, policy-or-record)`` of the fidelity gate (amendment 2), fixed by the records before the gate:
+    no synthetic under cross-entropy and the task loss, best fixed, fixed members at evenly spaced reward ranks,
+    seed 0 of every learned method with a record, and the ceiling."""
+    from tailmix.agents.baselines import make_baseline
+
+    out = [(f"no synthetic ({loss})", loss, make_baseline("none")) for loss in dict.fromkeys(("ce", fixed["task_loss"]))]
+    best = fixed["best"]
+    out.append(("best fixed", best["loss"], make_baseline(best["spec"])))
+    ranked = sorted(fixed["members"], key=lambda m: mean(m["episodes"], "reward"))
+    k = P.FIDELITY["fixed_members"]
+    picks = sorted({int(round(i * (len(ranked) - 1) / (k - 1))) for i in range(k)})
+    for i in picks:
+        m = ranked[i]
+        name = f"{m['spec']} ({m['loss']})"
+        if m["spec"] == best["spec"] and m["loss"] == best["loss"] or any(n == name for n, _, _ in out):
+            continue
+        out.append((name, m["loss"], make_baseline(m["spec"])))
+    for method in P.LEARNED:
+        rec = read_record(record_path(task, method, 0, runs))
+        if rec is not None and rec.get("task_fingerprint") == task.fingerprint():
+            out.append((f"{method} seed 0", rec["loss"], rec))
+    rec = read_record(record_path(task, "ceiling", None, runs))
+    if rec is not None and rec.get("task_fingerprint") == task.fingerprint():
+        out.append(("ceiling", rec["loss"], rec))
+    return out
+
+
+def run_fidelity(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -> dict:
+    """The fidelity gate (amendment 2): every gate policy on the 20 fidelity seeds in feature mode and in pixel
+    mode. Policies already in the record are kept (an interrupted or later gate only adds the missing ones)."""
+    t0 = time.time()
+    path = record_path(task, "fidelity", None, runs)
+    old = read_record(path)
+    done = {r["policy"]: r for r in (old or {}).get("rows", []) if old.get("task_fingerprint") == task.fingerprint()}
+    seeds = list(P.FIDELITY["seeds"])
+    feature, pixel = Player(kw, seeds), Player(dict(kw, mode="pixel"), seeds)
+    rows = []
+
+    def snapshot() -> dict:
+        rec = _base_record(task, "fidelity", None, t0)
+        rec.update(seeds=seeds, rows=rows)
+        return rec
+
+    for name, loss, what in fidelity_policies(task, fixed, runs):
+        if name in done:
+            rows.append(done[name])
+            continue
+        policy = policy_from_record(what, kw["max_ratio"]) if isinstance(what, dict) else what
+        fast, slow = feature.play(policy, loss), pixel.play(policy, loss)
+        rows.append({"policy": name, "loss": loss, "feature": fast, "pixel": slow})
+        log(f"[{task.name}] fidelity {name}: fast reward {mean(fast, 'reward'):.4f} "
+            f"pixel test {mean(slow, 'test'):.4f}")
+        write_record(path, snapshot())  # after every policy: nothing lost on interruption
+    return snapshot()
+
+
 def run_oracle(task: Task, kw: dict, fixed: dict, log=print) -> dict:
     """The hand-written oracle policy of a known-answer task (fill the clean classes, nothing for the corrupted
     ones), under cross-entropy and the task loss: a reference row, named for what it is (not a bound)."""
@@ -380,17 +437,18 @@ def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_
         model_dir: Path | None = None, overwrite: bool = False, log=print) -> list[Path]:
     """Run ``method`` on ``task`` for each seed (skipping runs whose record exists); the record paths."""
     task = get_task(task_name)
-    if method not in ("fixed", "ceiling", "pixel-replay", "oracle", *P.LEARNED):
-        raise ValueError(f"unknown method {method!r}; use fixed, ceiling, pixel-replay or one of "
+    if method not in ("fixed", "ceiling", "pixel-replay", "fidelity", "oracle", *P.LEARNED):
+        raise ValueError(f"unknown method {method!r}; use fixed, ceiling, pixel-replay, fidelity or one of "
                          f"{', '.join(P.LEARNED)}")
     if method in P.LEARNED and seeds == (None,):
         seeds = P.METHOD_SEEDS
-    if method in ("fixed", "ceiling", "pixel-replay", "oracle"):
+    if method in ("fixed", "ceiling", "pixel-replay", "fidelity", "oracle"):
         seeds = (None,)
-    # the replay adds the rows it lacks every time it runs; the other methods skip a run whose record exists
-    if overwrite and method == "pixel-replay":
+    # the replay and the gate add the rows they lack every time they run; the others skip a run whose record exists
+    resumable = method in ("pixel-replay", "fidelity")
+    if overwrite and resumable:
         record_path(task, method, None, runs).unlink(missing_ok=True)
-    todo = [s for s in seeds if overwrite or method == "pixel-replay"
+    todo = [s for s in seeds if overwrite or resumable
             or not record_path(task, method, s, runs).is_file()]
     paths = [record_path(task, method, s, runs) for s in seeds]
     if not todo:
@@ -413,6 +471,8 @@ def run(task_name: str, method: str, seeds=(None,), *, runs: Path = RUNS, cache_
             rec = run_oracle(task, kw, fixed, log)
         elif method == "pixel-replay":
             rec = run_pixel_replay(task, kw, fixed, runs, log)
+        elif method == "fidelity":
+            rec = run_fidelity(task, kw, fixed, runs, log)
         elif method.startswith("cem-"):
             rec = run_cem(task, kw, fixed, method, int(seed), log)
         else:

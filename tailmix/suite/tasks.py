@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,9 +218,32 @@ def task_env_kwargs(task: Task | str, *, cache_dir=None, data_dir=None, progress
     return kw
 
 
+class FidelityWarning(UserWarning):
+    """The task's fast reward failed the suite's fidelity gate (``docs/protocol.md``, amendment 2)."""
+
+
+def warn_if_unfaithful(task: Task, overrides: dict) -> None:
+    """Warn when ``task``'s fast (feature-mode) reward failed the fidelity gate in the shipped reference scores."""
+    if overrides.get("mode", task.env_settings.get("mode", "feature")) != "feature":
+        return
+    from tailmix.suite.reference import reference_scores
+
+    try:
+        entry = reference_scores(task.id)
+    except ValueError:  # no reference rows yet
+        return
+    gate = entry.get("gate")
+    if gate and entry.get("fingerprint") == task.fingerprint() and not gate["passed"]:
+        warnings.warn(f"{task.id}: its fast (feature-mode) reward failed the fidelity gate (Spearman "
+                      f"{gate['spearman_fast_vs_pixel_test']:+.2f} against a CNN trained on the same mix, "
+                      f"{gate['seeds']} pixel seeds); read its rewards as the fast reward's, not a trained CNN's "
+                      "(docs/suite.md), or pass mode='pixel'", FidelityWarning, stacklevel=4)
+
+
 def _tag(env, task: Task, overrides: dict) -> None:
     env.suite_task = {"id": task.id, "central_id": task.central_id, "version": task.version,
                       "fingerprint": task.fingerprint(), "overrides": sorted(overrides)}
+    warn_if_unfaithful(task, overrides)
 
 
 def central_env(task: str, cache_dir=None, data_dir=None, **overrides):

@@ -21,6 +21,8 @@ def tiny(tmp_path, monkeypatch):
                         "CEM": {"generations": 2, "population": 4, "episodes": 1, "knots": 2},
                         "CEILING": {"generations": 1, "population": 4, "episodes": 1}, "BOOT_REPS": 100,
                         "PIXEL_SEEDS": (1000,),
+                        "FIDELITY": {"seeds": (2000, 2001, 2002), "fixed_members": 3, "threshold": 0.8,
+                                     "level": 0.95},
                         "LEARNED": ("cem-static", "cem-schedule", "ppo-central"),
                         "SB3_METHODS": {"ppo-central": {"algo": "ppo", "wrapper": "central", "env": {},
                                                         "timesteps": {"digits": 64, "medmnist": 64}},

@@ -44,6 +44,16 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     again = json.loads(replay_path.read_text())
     assert again["rows"][:5] == replay["rows"][:5] and ("cem-schedule", 1) in [(r["row"], r["seed"])
                                                                                for r in again["rows"]]
+    [gate_path] = runner.run("TinyPoolTest", "fidelity", runs=runs, cache_dir=cache)
+    gate_rec = json.loads(gate_path.read_text())
+    names = [r["policy"] for r in gate_rec["rows"]]
+    head = [f"no synthetic ({loss})" for loss in dict.fromkeys(("ce", fixed["task_loss"]))] + ["best fixed"]
+    assert names[:len(head)] == head
+    assert names[-3:] == ["cem-static seed 0", "cem-schedule seed 0", "ceiling"]
+    assert all(len(r["feature"]) == 3 and len(r["pixel"]) == 3 for r in gate_rec["rows"])  # the gate's seeds
+    mtime = gate_path.stat().st_mtime_ns
+    runner.run("TinyPoolTest", "fidelity", runs=runs, cache_dir=cache)  # nothing missing: the rows are kept
+    assert json.loads(gate_path.read_text())["rows"] == gate_rec["rows"] and gate_path.stat().st_mtime_ns >= mtime
     path = runner.run_transfer(0, runs=runs, cache_dir=cache)
     rec = json.loads(path.read_text())
     assert rec["train_env"]["class_id_obs"] is False and rec["trained_on"] == "tailmix/TinyPoolTest-v0"
@@ -52,6 +62,9 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     ref = json.loads(report.REFERENCE_PATH.read_text())
     entry = ref["tasks"]["tailmix/TinyPoolTest-v0"]
     assert entry["pending"] == ["ppo-central"]
+    gate = entry["gate"]
+    assert gate["seeds"] == 3 and len(gate["policies"]) == len(names) and isinstance(gate["passed"], bool)
+    assert 0 <= gate["agreeing_pairs"] <= gate["resolved_pairs"] <= gate["pairs"]
     assert entry["rows"]["cem-static"]["seeds"] == [0, 1] and entry["rows"]["cem-schedule"]["complete"]
     rho = entry["fidelity"]["spearman_reward_vs_pixel_test"]
     assert entry["fidelity"]["points"] == 7 and (np.isnan(rho) or -1 <= rho <= 1)  # nan: a constant side
@@ -60,6 +73,7 @@ def test_the_protocol_end_to_end(tiny, monkeypatch):
     assert lo <= d <= hi
     page = (report.DOCS / "TinyPoolTest.md").read_text()
     assert "ppo-central | not run" in page and "CEILING" in page and "zero-shot (1 seeds)" in page
+    assert "## Fidelity gate" in page and "| cem-static seed 0 |" in page
     text = report.README.read_text()
     assert "old" not in text and "TinyPoolTest" in text and text.startswith("intro") and text.endswith("end\n")
     assert report.README in written
