@@ -74,6 +74,8 @@ def test_the_runner_runs_an_experiments_commands(monkeypatch):
                       "--cache-dir /work/cache"]
     lib.run("benchmarks/what-are-schedules-worth/", ["schedules-digits-lt.md"], log=logged.append)
     assert calls == [["--cache-dir", "/work/cache"]]
+    lib.run("what-are-schedules-worth", cache_dir="/tmp/c", log=logged.append)
+    assert calls[-1] == ["--cache-dir", "/tmp/c"] and logged[-1].endswith("python -m benchmarks.schedules --cache-dir /tmp/c")
     with pytest.raises(ValueError, match="python -m benchmarks list"):
         lib.run("no-such-question")
     with pytest.raises(ValueError, match="no result file"):
