@@ -99,8 +99,10 @@ def _check_policy_fits(policy, dataset, label: str, sources: int = 1) -> None:
     model = getattr(policy, "model", None)
     if model is None:
         return
+    from tailmix.envs.observation import observation_width
+
     c = dataset.num_classes
-    width = 6 + 2 * sources + c  # envs.core.observation_columns without pool_obs, plus the one-hot id
+    width = observation_width(c, sources)  # the CLI's env: the default config's columns (envs.observation.COLUMNS)
     want = (width,) if policy.wrapper == "shared" else (c, width)
     got = tuple(model.observation_space.shape)
     if got != want:
