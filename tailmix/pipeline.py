@@ -60,7 +60,7 @@ class Settings:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator kind of the bank, any registered kind whose samples are images (generators.base.GENERATOR_KINDS):
+    """Generator of the bank: any registered kind whose samples are images (generators.base.GENERATOR_KINDS):
     ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your own diffusers pipeline
     folder, --pretrained), ... Several (--generator ddpm augment) fill
     one bank each and give the env one source per bank (the pool as an action)."""
