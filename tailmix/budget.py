@@ -33,7 +33,7 @@ MAX_MINUTES = 7 * 24 * 60
 MARGIN = 0.15
 #: Seconds allowed for what no size controls and no probe measures: dataset loading, env builds (the main job's
 #: digits-LT runs of issue 27 spent 2-8 s there besides the probes).
-OTHER_SECONDS = 10.0
+OTHER_SECONDS = 5.0
 #: Largest share of the remaining budget the filter, encoder and agent training may take before they are shrunk.
 ENV_SHARE = 0.3
 #: Largest share of what is left after them that the bank may take (the generator gets the rest).
@@ -87,6 +87,8 @@ class Costs:
     """One generation of the CEM search (its population's episodes, batched)."""
     eval_episode: float = 0.0
     """One evaluation episode of a fixed policy (the loss pick, the fixed family and the benchmark)."""
+    eval_env: float = 0.0
+    """Building one evaluation env (one per loss tried, one for the fixed family, one for the benchmark)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class Shape:
     """CEM generations in all (generations x CEM methods)."""
     eval_episodes: int = 0
     """Evaluation episodes in all (losses, fixed family and learned methods, x seeds)."""
+    eval_envs: int = 0
+    """Evaluation envs built (one per loss tried, the fixed family's, the benchmark's)."""
     generator_kinds: int = 1
     """Generators that train (augment has no model)."""
 
@@ -150,10 +154,10 @@ def estimate(costs: Costs, sizes: Sizes, shape: Shape, *, filtered: bool = True)
     if shape.cem_generations:
         out["search"] = shape.cem_generations * c.cem_generation
     if shape.eval_episodes:
-        out["evaluation"] = shape.eval_episodes * c.eval_episode
+        out["evaluation"] = shape.eval_episodes * c.eval_episode + shape.eval_envs * c.eval_env
     out["other"] = OTHER_SECONDS + c.probe_seconds
-    if filtered and shape.generator_kinds:  # bank_estimate_before's samples, at a small batch (about 2x per image)
-        out["other"] += 2 * shape.num_classes * ACCEPTANCE_SAMPLES * c.sample_image
+    if filtered and shape.generator_kinds:  # bank_estimate_before's samples, at a small batch (1-2x per image)
+        out["other"] += 1.5 * shape.num_classes * ACCEPTANCE_SAMPLES * c.sample_image
     return out
 
 
@@ -302,6 +306,7 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
                                              EncoderConfig(epochs=epochs), cfg.seed))
 
         with fixed_threads(1):
+            fit_cnn(1)  # warm-up: the first fit costs seconds more than a later one (it made the difference negative)
             one, three = fit_cnn(1), fit_cnn(3)
         enc = max(three - one, 0.2 * one) / (2 * m)  # the difference drops the model's setup, paid once per fold
         agent = _agent_costs(cfg, dataset)
@@ -388,10 +393,14 @@ def _agent_costs(cfg, dataset) -> dict:
         one = _timed(lambda: cem(1))
         two = _timed(lambda: cem(2))
         out["cem_generation"] = max(two - one, 0.1 * one)
+    t0 = time.perf_counter()
     env = make_eval_env(kw)
-    policy = make_baseline("fill@mix" if g > 1 else "fill")
-    run_episode(env, policy, 0)  # warm-up
-    out["eval_episode"] = _timed(lambda: run_episode(env, policy, 1), repeats=2)
+    out["eval_env"] = time.perf_counter() - t0
+    mix = "@mix" if g > 1 else ""
+    run_episode(env, make_baseline(f"fill{mix}"), 0)  # warm-up
+    # the fixed family's ratios run from none to the largest: an episode's cost grows with the synthetic images
+    policies = [make_baseline(spec) for spec in ("none", f"fill{mix}", f"inverse{mix}", f"constant:4{mix}")]
+    out["eval_episode"] = _timed(lambda: [run_episode(env, p, 1) for p in policies]) / len(policies)
     env.close()
     scratch.cleanup()
     return out
@@ -415,7 +424,8 @@ def main_shape(cfg, dataset, base: Shape) -> Shape:
     names = [f"s{i}" for i in range(num_sources(cfg))]
     losses = 1 + len(LT_LOSSES) if cfg.loss == "auto" else 0
     episodes = (losses + len(mainjob.fixed_family(names)) + len(methods)) * cfg.seeds
-    return replace(base, shared_methods=sum(k != "cem" and w == "shared" for k, w in wrappers),
+    return replace(base, eval_envs=losses + 2,
+                   shared_methods=sum(k != "cem" and w == "shared" for k, w in wrappers),
                    central_methods=sum(k != "cem" and w == "central" for k, w in wrappers),
                    cem_generations=CEM["generations"] * sum(k == "cem" for k, _ in wrappers),
                    eval_episodes=episodes,
@@ -432,7 +442,8 @@ def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
     from tailmix.envs.config import RatioEnvConfig
     from tailmix.pipeline import env_kwargs, new_generator, one_kind
 
-    gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)  # the budgeted kind's steps: settings', else preset's
+    # the budgeted kind's steps: the settings', else its preset's
+    gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)
     kw = env_kwargs(replace(_resolved(cfg, dataset), source="gaussian"), dataset, progress=False)
     env = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
     sizes = Sizes(generator_steps=gen.train_steps, pretrain_steps=gen.pretrain_steps, per_class=cfg.per_class,
@@ -447,7 +458,6 @@ def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
 
 def applies(cfg) -> str | None:
     """Why the budget does not apply to ``cfg`` (``None``: it does)."""
-    kinds = str(cfg.generator).split()
     if cfg.quick:
         return "--quick sets its own sizes"
     if getattr(cfg, "resume", False):
@@ -459,7 +469,8 @@ def applies(cfg) -> str | None:
     # one budgeted kind that trains, beside kinds built without a model (augment: the main job's pool)
     budgeted = len(trained) == 1 and trained[0] in GENERATOR_KINDS and GENERATOR_KINDS[trained[0]].budgeted
     if not budgeted or cfg.source != "bank" or cfg.mode != "feature" or cfg.guidance_scale:
-        return (f"it sizes the bank of one unguided generator with a cost model (beside kinds without a model) ({', '.join(kinds_with(budgeted=True))}) "
+        return ("it sizes the bank of one unguided generator with a cost model "
+                f"({', '.join(kinds_with(budgeted=True))}; beside kinds without a model) "
                 "in feature mode (this run: --generator "
                 f"{cfg.generator}, --source {cfg.source}, --mode {cfg.mode}"
                 + (", --guidance-scale" if cfg.guidance_scale else "") + "); sizes stay as given")

@@ -206,6 +206,7 @@ def test_the_main_jobs_search_and_evaluation_are_estimated():
     shape = budget.main_shape(cfg, SimpleDataset(), SHAPE)
     assert (shape.shared_methods, shape.central_methods, shape.cem_generations) == (1, 1, 10)
     assert shape.eval_episodes == (4 + 64 + 3) * 5  # the loss pick, the fixed family of two sources, 3 methods
+    assert shape.eval_envs == 4 + 2  # an eval env per loss tried, the fixed family's and the benchmark's
     costs = replace(COSTS, central_timestep=0.01, cem_generation=0.5, eval_episode=0.05)
     est = budget.estimate(costs, DEFAULTS, shape)
     assert est["agent"] == pytest.approx(20000 * 0.003 + 20000 // 3 * 0.01)
