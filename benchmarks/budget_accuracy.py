@@ -26,6 +26,8 @@ def rows(run: Path) -> list[dict]:
         e = b["estimate_total_seconds"] if phase == "total" else est[phase]
         a = b["actual_total_seconds"] if phase == "total" else actual.get(phase, 0.0)
         out.append({"phase": phase, "estimate": e, "before": before.get(phase), "actual": a})
+    if before:  # the total with each phase's latest estimate
+        out[-1]["before"] = b["estimate_total_seconds"] + sum(v - est.get(k, 0.0) for k, v in before.items())
     return out
 
 
