@@ -6,7 +6,8 @@ Two halves:
 - pure arithmetic (:class:`Costs`, :class:`Shape`, :class:`Sizes`, :func:`estimate`, :func:`plan`): given seconds
   per step and a budget, the sizes and the estimate of each phase (tested without any training);
 - :func:`measure_costs` (a few real steps of each phase on this machine: throwaway models, the caller's random
-  streams left as they were) and :func:`apply_budget`, the hook the CLI's main job calls: it prints the estimate,
+  streams left as they were) and :func:`apply_budget`, the hook the main job's pipeline calls
+  (``tailmix.pipeline.sized_env_kwargs``, which hands it what to measure): it prints the estimate,
   writes the chosen sizes into the config's existing fields (so they enter the cache keys and ``run.json``), and
   returns a record for ``run.json``.
 
@@ -14,7 +15,8 @@ A budget only ever shrinks sizes below their defaults (no budget, ``0`` or ``non
 one), and a size the user gave on the command line is kept as given.
 
     from tailmix import budget
-    record = budget.apply_budget(settings, dataset, minutes=10)   # settings now holds the sized fields
+    from tailmix.pipeline import budget_probe
+    record = budget.apply_budget(settings, dataset, minutes=10, **budget_probe(settings, dataset))  # sized now
 """
 from __future__ import annotations
 
@@ -239,21 +241,25 @@ def _timed(fn, repeats: int = 1) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int = 8,
+def measure_costs(cfg, dataset, *, generator=None, env=None, generator_steps: int = 2, sample_images: int = 8,
                   encoder_images: int = 256) -> Costs:
     """A few real steps of each phase on throwaway models: generator training steps and sampling on a fresh
     network of the configured generator (same size, same device; its kind's ``Generator.probe_costs``), one epoch
     of the encoder's CNN, two PPO rollouts on the dataset with a random encoder. The caller's random streams are
-    left as they were."""
+    left as they were.
+
+    ``generator`` (an unfitted one of ``cfg``'s kind) and ``env`` (``tailmix.pipeline.EnvSpec`` of ``cfg`` with the
+    Gaussian source) are what is measured: ``tailmix.pipeline.budget_probe`` builds them (the budget never calls
+    the pipeline back).
+    """
     import torch
 
-    from tailmix.pipeline import env_kwargs, new_generator
-
+    _require_probe(generator, env)
     t_start = time.perf_counter()
     with _rng_kept():
         g = torch.Generator().manual_seed(cfg.seed + 7919)
-        gen_step, sample = new_generator(cfg, dataset).probe_costs(dataset, generator=g, train_steps=generator_steps,
-                                                                   sample_images=sample_images)
+        gen_step, sample = generator.probe_costs(dataset, generator=g, train_steps=generator_steps,
+                                                 sample_images=sample_images)
 
         from tailmix.classifiers.device import fixed_threads
         from tailmix.envs.features import EncoderConfig, _train_cnn
@@ -270,7 +276,7 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
 
         from tailmix.agents.sb3 import train as train_agent
 
-        kw = env_kwargs(replace(cfg, source="gaussian"), dataset, progress=False)
+        kw = env.kwargs()
         kw.update(encoder="random", cache_dir=None)
         rollout = dataset.num_classes * 128  # agents.sb3's PPO rollout of the shared wrapper at full size
 
@@ -284,14 +290,17 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
                  probe_seconds=time.perf_counter() - t_start)
 
 
-def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
-    from tailmix.envs.config import RatioEnvConfig
-    from tailmix.pipeline import env_kwargs, new_generator
+def _require_probe(generator, env) -> None:
+    if generator is None or env is None:
+        raise TypeError("the budget measures a generator and an env spec: pass generator= and env= "
+                        "(**tailmix.pipeline.budget_probe(cfg, dataset))")
 
-    gen = new_generator(cfg, dataset)  # a budgeted kind's steps: the settings', else its preset's
-    kw = env_kwargs(replace(cfg, source="gaussian"), dataset, progress=False)
-    env = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
-    sizes = Sizes(generator_steps=gen.train_steps, pretrain_steps=gen.pretrain_steps, per_class=cfg.per_class,
+
+def _default_sizes(cfg, dataset, generator, env) -> tuple[Sizes, Shape]:
+    """The sizes without a budget: a budgeted kind's steps (the settings', else its preset's), the encoder's."""
+    env = env.config
+    sizes = Sizes(generator_steps=generator.train_steps, pretrain_steps=generator.pretrain_steps,
+                  per_class=cfg.per_class,
                   filter_tries=getattr(cfg, "filter_tries", None) or 10, filter_epochs=cfg.filter_epochs,
                   encoder_epochs=env.encoder_epochs,
                   timesteps=getattr(cfg, "timesteps", 0))
@@ -319,23 +328,25 @@ def applies(cfg) -> str | None:
     return None
 
 
-def apply_budget(cfg, dataset, *, minutes=None, fixed=frozenset(), costs: Costs | None = None) -> dict:
+def apply_budget(cfg, dataset, *, minutes=None, fixed=frozenset(), costs: Costs | None = None, generator=None,
+                 env=None, phase=contextlib.nullcontext) -> dict:
     """Measure, estimate, and write the sizes that fit ``minutes`` (default ``cfg.budget_minutes``) into ``cfg``.
 
     Fields in ``fixed`` (given on the command line) keep their values. Without a budget only the estimate is
-    printed. Returns the record stored in ``run.json`` (``budget_minutes``, ``costs``, ``sizes``, ``estimate``).
+    printed. ``generator`` and ``env``: what is measured (:func:`measure_costs`), needed where the budget
+    :func:`applies`; ``phase(name)``: the context that times the measuring (``tailmix.pipeline.phase``). Returns
+    the record stored in ``run.json`` (``budget_minutes``, ``costs``, ``sizes``, ``estimate``).
     """
     minutes = parse_minutes(getattr(cfg, "budget_minutes", None) if minutes is None else minutes)
     why = applies(cfg)
     if why is not None:
         print(f"time budget: not applied ({why})", flush=True)
         return {"budget_minutes": minutes, "applied": False, "reason": why}
-    from tailmix.pipeline import phase
-
+    _require_probe(generator, env)
     if costs is None:
         with phase("time budget: measuring a few steps of each phase"):
-            costs = measure_costs(cfg, dataset)
-    defaults, shape = _default_sizes(cfg, dataset)
+            costs = measure_costs(cfg, dataset, generator=generator, env=env)
+    defaults, shape = _default_sizes(cfg, dataset, generator, env)
     filtered = bool(cfg.filter)
     warnings: list[str] = []
     sizes = defaults

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tailmix.configs import BenchmarkConfig, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig
 from tailmix.pipeline import (ensure_bank, generator_kinds, load_data, num_sources, one_kind, phase,
-                              prepared_env_kwargs)
+                              prepared_env_kwargs, sized_env_kwargs)
 from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, benchmark_specs, load_policies,
                               load_policy)
 from tailmix.runs import (_atomic_write_text, _read_json, _update_json, _write_json, check_dataset_unchanged,
@@ -127,13 +127,11 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
 def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
     """Bank -> PPO sampler -> benchmark against every baseline, all in one run folder."""
     from tailmix.agents.baselines import SB3Policy
-    from tailmix.budget import apply_budget
 
     dataset = load_data(cfg)
     print(f"dataset: {dataset!r}", flush=True)
     check_dataset_unchanged(cfg, dataset)
-    budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
-    kw = prepared_env_kwargs(cfg, dataset)
+    kw, budget = sized_env_kwargs(cfg, dataset, fixed=fixed)  # the budget sizes the flags left open, then the work
     run = prepare_run_dir(cfg, "main", dataset)
     if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
         _update_json(run / "run.json", budget=budget)

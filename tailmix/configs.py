@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
-from tailmix.pipeline import SOURCES, Settings, generator_kinds
+from tailmix.pipeline import SOURCES, Settings
 from tailmix.policies import _model_path, _split_algo
 from tailmix.runs import QUICK_SETTINGS, _stored_config
 
@@ -131,7 +131,7 @@ def check_config(cfg) -> None:
     """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
     from tailmix.generators.base import generator_class, kinds_with
 
-    kinds = generator_kinds(cfg)
+    kinds = cfg.generator_kinds
     _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
     bank_kinds = kinds_with(space="images")  # the registered kinds whose samples are images can fill a bank
     for kind in kinds:

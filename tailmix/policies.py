@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tailmix.pipeline import generator_kinds
 from tailmix.runs import _read_json, _stored_config
 
 
@@ -102,7 +101,7 @@ def benchmark_specs(cfg) -> list[str]:
     several generators fill banks."""
     from tailmix.agents.baselines import baselines_for
 
-    kinds = generator_kinds(cfg)
+    kinds = cfg.generator_kinds
     specs = list(cfg.baselines)
     if len(kinds) > 1 and cfg.source == "bank":
         specs += [s for s in baselines_for(kinds) if "@" in s and s not in specs]

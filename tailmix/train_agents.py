@@ -185,9 +185,11 @@ def print_verdict(cfg, command: str, run: Path) -> None:
     else:
         learned = {_learned_label(spec): spec for spec in getattr(cfg, "learned", [])}
     try:
-        dataset = load_data(cfg)
-        counts = np.bincount(np.asarray(dataset.test_labels), minlength=dataset.num_classes)
-        v = verdict(run, counts, learned)
+        counts = (_read_json(run / "run.json") or {}).get("test_counts")  # stored with the run: no second load
+        if counts is None:  # a run folder written before test_counts were stored
+            dataset = load_data(cfg)
+            counts = np.bincount(np.asarray(dataset.test_labels), minlength=dataset.num_classes)
+        v = verdict(run, np.asarray(counts), learned)
     except ValueError as err:  # the results are written; a verdict that cannot be made loses nothing
         print(f"verdict: not made ({err})")
         return

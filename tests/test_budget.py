@@ -92,8 +92,11 @@ def test_parse_minutes():
 def test_apply_budget_writes_the_sizes_into_the_config(tiny_rgb_dataset, capsys):
     from tailmix.train_agents import MainConfig
 
+    from tailmix.pipeline import budget_probe
+
     cfg = MainConfig(dataset="tiny", per_class=128, generator_steps=None)
-    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes=1, costs=COSTS, fixed={"timesteps"})
+    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes=1, costs=COSTS, fixed={"timesteps"},
+                                 **budget_probe(cfg, tiny_rgb_dataset))
     out = capsys.readouterr().out
     assert "estimate on this machine" in out and "total" in out and "sizes:" in out
     assert record["applied"] and record["budget_minutes"] == 1
@@ -102,7 +105,8 @@ def test_apply_budget_writes_the_sizes_into_the_config(tiny_rgb_dataset, capsys)
     assert set(record["estimate_seconds"]) >= {"generator", "synthetic bank", "encoder", "agent"}
     # no budget: the estimate is printed, nothing changes
     cfg = MainConfig(dataset="tiny")
-    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes="none", costs=COSTS)
+    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes="none", costs=COSTS,
+                                 **budget_probe(cfg, tiny_rgb_dataset))
     assert record["changed"] == {} and cfg == MainConfig(dataset="tiny")
 
 
@@ -123,13 +127,14 @@ def test_measure_costs_times_real_steps_and_keeps_the_random_streams(tiny_rgb_da
     import numpy as np
     import torch
 
-    from tailmix.pipeline import Settings
+    from tailmix.pipeline import Settings, budget_probe
 
+    cfg = Settings(dataset="tiny", preset="tiny")
+    probe = budget_probe(cfg, tiny_rgb_dataset)
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     expected = torch.rand(3), np.random.rand(3), random.random()
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
-    costs = budget.measure_costs(Settings(dataset="tiny", preset="tiny"), tiny_rgb_dataset, sample_images=4,
-                                 encoder_images=16)
+    costs = budget.measure_costs(cfg, tiny_rgb_dataset, sample_images=4, encoder_images=16, **probe)
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
     for name in ("generator_step", "sample_image", "encoder_image_epoch", "agent_timestep", "probe_seconds"):
@@ -143,7 +148,7 @@ def test_main_job_prints_the_estimate_and_stores_it_in_run_json(tmp_path, monkey
     from tailmix import train_agents
 
     slow_encoder = Costs(generator_step=0.01, sample_image=0.001, encoder_image_epoch=0.01, agent_timestep=0.001)
-    monkeypatch.setattr(budget, "measure_costs", lambda cfg, dataset: slow_encoder)
+    monkeypatch.setattr(budget, "measure_costs", lambda cfg, dataset, **probe: slow_encoder)
     run = tmp_path / "run"
     train_agents.main(["--preset", "tiny", "--generator-steps", "4", "--per-class", "8", "--no-filter",
                        "--max-steps", "2", "--seeds", "1", "--timesteps", "64", "--checkpoint-every", "32",
