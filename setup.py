@@ -11,6 +11,10 @@ PACKAGES = ["tailmix"] + [f"tailmix.{sub}" for sub in find_packages(where="tailm
     f"tailmix.{name}.{sub}" for name in SUBPACKAGES for sub in find_packages(where=name)]
 PACKAGE_DIR = {"tailmix": "tailmix", **{f"tailmix.{name}": name for name in SUBPACKAGES}}
 
+# The pretrained generator kind's text encoder and tokenizer (generators/pretrained.py; Stable Diffusion layout with
+# prompts). Tested with transformers 5.25.0; the kind says in one line to install this extra when it is missing.
+PIPELINES = ["transformers>=4.40"]
+
 with open("README.md", encoding="utf-8") as fh:
     long_description = fh.read()
 
@@ -48,7 +52,8 @@ setup(
     extras_require={
         # supersuit: the PettingZoo + SB3 tutorial's concat_vec_envs_v1 path (tests/agents/test_interop_libraries.py);
         # a pure-Python package and one small wheel (tinyscaler), about 2 s on top of the base install
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "supersuit>=3.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "supersuit>=3.9", *PIPELINES],
+        "pipelines": PIPELINES,
         "medmnist": ["medmnist>=3.0"],
         # The docs site (mkdocs.yml; .ci/run builds it with --strict). Tested with mkdocs 1.6.1.
         "docs": ["mkdocs>=1.6,<2"],

@@ -33,8 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from tailmix.agents.policy import (EQUAL_MIX, Policy, RatioBaseline, _source_index,  # noqa: F401 (re-exported)
-                                   ratio_actions, spread_ratios)
+from tailmix.agents.policy import EQUAL_MIX, Policy, RatioBaseline, _source_index
 
 @dataclass(frozen=True)
 class BaselineEntry:
@@ -277,7 +276,7 @@ class SB3Policy(Policy):
     Args:
         model: An SB3 model trained with ``agents.sb3.train`` (or loaded with ``PPO.load`` etc.).
         wrapper: How it was trained: ``"shared"`` (one observation row per agent, action ``(1,)``) or
-            ``"central"`` (the ``(C, 8 + C)`` observation matrix, action ``(C,)``).
+            ``"central"`` (the ``(C, width)`` observation matrix, action ``(C,)``).
         deterministic: Use the policy's mean action (default). With ``False`` actions are sampled from
             torch's global RNG, which :meth:`reset` seeds.
         name: Label for tables (default ``"<algo>-<wrapper>"``).

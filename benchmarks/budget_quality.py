@@ -1,9 +1,9 @@
 """What a time budget costs in bank quality: compare the banks of finished main-job runs.
 
-    python benchmarks/make_folder.py /tmp/folder780
+    python -m benchmarks.make_folder /tmp/folder780
     python train_agents.py --dataset /tmp/folder780/ --cache-dir /tmp/c10 --run-dir /tmp/b10   # 10 min
     python train_agents.py --dataset /tmp/folder780/ --cache-dir /tmp/c30 --run-dir /tmp/b30 --budget-minutes 30
-    python benchmarks/budget_quality.py /tmp/b10 /tmp/b30
+    python -m benchmarks.budget_quality /tmp/b10 /tmp/b30
 
 Each run's bank is rebuilt from its ``run.json`` settings (a cache hit: nothing trains) and scored with the
 quality report of ``train_agents.py generate`` (filter acceptance, Frechet distance to the real train images in a
@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's tailmix, as the other benchmarks
 
 
 def bank_of(run: Path):

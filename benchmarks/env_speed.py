@@ -1,7 +1,7 @@
 """Env steps per second: one env, K sequential envs, and the batched env, against a bare-training floor.
 
-    python benchmarks/env_speed.py                      # digits-LT (+ RetinaMNIST when TAILMIX_DATA_DIR is set)
-    python benchmarks/env_speed.py --ks 1 4 16 64 --pixel-steps 5
+    python -m benchmarks.env_speed                      # digits-LT (+ RetinaMNIST when TAILMIX_DATA_DIR is set)
+    python -m benchmarks.env_speed --ks 1 4 16 64 --pixel-steps 5
 
 Everything is measured in this one run, so the ratios compare like with like:
 
@@ -26,13 +26,10 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _dataset(name: str):

@@ -1,7 +1,7 @@
 """Does feature mode rank fixed policies the way pixel mode does?
 
-    python benchmarks/fidelity.py --seeds 10 --pixel-json pixel-digits.json          # digits-LT
-    python benchmarks/fidelity.py --dataset $TAILMIX_DATA_DIR/retinamnist.npz --generator-steps 300 \
+    python -m benchmarks.fidelity --seeds 10 --pixel-json pixel-digits.json          # digits-LT
+    python -m benchmarks.fidelity --dataset $TAILMIX_DATA_DIR/retinamnist.npz --generator-steps 300 \
         --seeds 10 --pixel-json pixel-retina.json
 
 The env's feature mode trains a head on frozen features so that RL is cheap; it is only useful if it rewards
@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.lib import bootstrap_rho, command, default_cache
+from benchmarks.lib import rho as rank_rho
 
 POLICIES = ("ratio 0", "ratio 0.5", "ratio 1", "ratio 2", "fill", "fill, filtered")
 # How pixel mode trains (envs.engine.PixelEngine); pixel files made by an earlier pixel mode are refused.
@@ -251,33 +251,6 @@ def score_feature(dataset, sources, variant: str, seeds, args) -> dict[str, list
     return {name: [_episode(envs, kwargs, sources, name, s) for s in seeds] for name in policies}
 
 
-def _rho(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant ranking has no rank correlation
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
-def bootstrap_rho(pixel: np.ndarray, feature: np.ndarray, *, n_boot: int = 2000, seed: int = 0
-                  ) -> tuple[float, float]:
-    """95% percentile interval of Spearman(pixel means, feature means), seeds resampled with replacement.
-
-    Args:
-        pixel: ``(policies, seeds)`` pixel scores.
-        feature: ``(policies, seeds)`` feature scores. Pixel and feature seeds are independent runs, so
-            each is resampled on its own; a resampled seed keeps all its policies (they share its randomness).
-    """
-    rng = np.random.default_rng(seed)
-    rhos = np.empty(n_boot)
-    for b in range(n_boot):
-        ip = rng.integers(0, pixel.shape[1], pixel.shape[1])
-        jf = rng.integers(0, feature.shape[1], feature.shape[1])
-        rhos[b] = _rho(pixel[:, ip].mean(1), feature[:, jf].mean(1))
-    lo, hi = np.nanpercentile(rhos, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def bootstrap_delta(pixel: np.ndarray, feature: np.ndarray, baseline: np.ndarray, *, n_boot: int = 2000,
                     seed: int = 0) -> tuple[float, float]:
     """95% interval of rho(pixel, feature) - rho(pixel, baseline), both against the same pixel resample.
@@ -290,7 +263,7 @@ def bootstrap_delta(pixel: np.ndarray, feature: np.ndarray, baseline: np.ndarray
         ip = rng.integers(0, pixel.shape[1], pixel.shape[1])
         jf = rng.integers(0, feature.shape[1], feature.shape[1])
         p = pixel[:, ip].mean(1)
-        d[b] = _rho(p, feature[:, jf].mean(1)) - _rho(p, baseline[:, jf].mean(1))
+        d[b] = rank_rho(p, feature[:, jf].mean(1)) - rank_rho(p, baseline[:, jf].mean(1))
     lo, hi = np.nanpercentile(d, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -336,9 +309,9 @@ def split_half(pixel: np.ndarray, features: dict[str, np.ndarray], *, n_splits: 
     for _ in range(n_splits):
         perm = rng.permutation(n)
         a, b = pixel[:, perm[:half]].mean(1), pixel[:, perm[half:2 * half]].mean(1)
-        out["pixel"].append(_rho(a, b))
+        out["pixel"].append(rank_rho(a, b))
         for k, f in features.items():
-            out[k].append(_rho(a, f.mean(1)))
+            out[k].append(rank_rho(a, f.mean(1)))
     return {k: float(np.nanmean(v)) for k, v in out.items()}
 
 
@@ -357,7 +330,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=128)
-    parser.add_argument("--cache-dir", default=".tailmix_cache")
+    parser.add_argument("--cache-dir", default=default_cache())
     parser.add_argument("--source", choices=("ddpm", "augment"), default="ddpm",
                         help="synthetic images: the cached DDPM bank (and its filtered version), or augmentations "
                              "of the real train images (no filtered policy)")
@@ -419,7 +392,7 @@ def main(argv=None) -> dict:
     for i, p in enumerate(args.policies):
         cells = [f"{means[v][i]:.3f} ± {arr[v][i].std(ddof=1) if len(seeds) > 1 else 0:.3f}" for v in results]
         print(f"| {p} | " + " | ".join(cells) + " |")
-    rho = {v: _rho(means["pixel"], means[v]) for v in variants}
+    rho = {v: rank_rho(means["pixel"], means[v]) for v in variants}
     ci = {v: bootstrap_rho(arr["pixel"], arr[v]) for v in variants}
     halves = split_half(arr["pixel"], {v: arr[v] for v in variants})
     base = "crossfit" if "crossfit" in variants else None
@@ -461,7 +434,7 @@ def main(argv=None) -> dict:
         out["recall"] = per_class_recall(dataset, sources, variants, seeds[:args.recall_seeds], args)
     if args.pools:
         out["pools"] = pool_report(dataset, sources, args)
-    print(f"\ntotal {time.time() - t0:.0f} s; command: python benchmarks/fidelity.py {' '.join(argv or sys.argv[1:])}")
+    print(f"\ntotal {time.time() - t0:.0f} s; command: {command('fidelity', argv)}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out

@@ -1,7 +1,7 @@
 """Does the reference filter keep the tail? Per-class acceptance of real and generated images per calibration.
 
-    python benchmarks/filter_quality.py                     # digits-LT, ~30 s (+1 min if the generator is not cached)
-    python benchmarks/filter_quality.py --dataset $TAILMIX_DATA_DIR/retinamnist.npz --n 64
+    python -m benchmarks.filter_quality                     # digits-LT, ~30 s (+1 min if the generator is not cached)
+    python -m benchmarks.filter_quality --dataset $TAILMIX_DATA_DIR/retinamnist.npz --n 64
 
 A reference classifier is trained on the real train split with each calibration of
 ``generators.filter.CALIBRATIONS`` ("none" is plain cross-entropy). For every class it reports how many of
@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from generator_speed import (add_generator_arguments, class_label, cli_config, device_description,  # noqa: E402
-                             require_positive, tail_classes, versions)
+from benchmarks.lib import (add_generator_arguments, class_label, cli_config, command, device_description,
+                            package_versions, require_positive, tail_classes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -137,8 +133,8 @@ def main(argv=None) -> dict:
     dataset = load_dataset(args.dataset, root=args.data_root)
     device = select_device(args.device)
     classes = list(range(dataset.num_classes))
-    print(f"command: python benchmarks/filter_quality.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"versions: {versions()}")
+    print(f"command: {command('filter_quality', argv)}")
+    print(f"versions: {package_versions()}")
     print(f"device: {device_description(device)}")
     print(f"dataset: {dataset.name}, {dataset.image_shape}, train counts {dataset.train_counts.tolist()}, "
           f"val counts {dataset.counts('val').tolist()}")
@@ -171,8 +167,8 @@ def main(argv=None) -> dict:
            "frechet_real_val": {c: fd_val[c]["frechet"] for c in classes}}
     print(format_tables(res, dataset))
     if args.json:
-        command = sys.argv[1:] if argv is None else list(argv)
-        Path(args.json).write_text(json.dumps({"argv": command, **res}, indent=2))
+        given = sys.argv[1:] if argv is None else list(argv)
+        Path(args.json).write_text(json.dumps({"argv": given, **res}, indent=2))
     return res
 
 

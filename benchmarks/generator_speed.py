@@ -1,7 +1,7 @@
 """DDIM with k steps vs the full DDPM sampler of the same trained model: images per second and filter acceptance.
 
-    python benchmarks/generator_speed.py                   # digits-LT, small preset, ~3 min on 2 CPU cores
-    python benchmarks/generator_speed.py --dataset retinamnist --data-root $TAILMIX_DATA_DIR \\
+    python -m benchmarks.generator_speed                   # digits-LT, small preset, ~3 min on 2 CPU cores
+    python -m benchmarks.generator_speed --dataset retinamnist --data-root $TAILMIX_DATA_DIR \\
         --train-steps 1000 --n 16 --threads 2
 
 One class-conditional DDPM is trained (or loaded from ``--cache-dir``: ``tailmix.pipeline.fitted_generator``,
@@ -31,42 +31,16 @@ import argparse
 import contextlib
 import json
 import math
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.lib import (add_generator_arguments, class_label, cli_config, command, device_description,
+                            package_versions, require_positive, tail_classes)
 
 DDPM_TIMESTEPS = 1000  # the DDPM default diffusion length; the CLI's generators are trained with it
-
-
-def add_generator_arguments(p: argparse.ArgumentParser, *, pinned: str = "pinned: results change with them",
-                            cache_help: str = "cache of trained generators and filters") -> None:
-    """The arguments every generator benchmark shares (dataset, preset, filter threshold, seed, device, threads,
-    cache), with one meaning and one default across scripts."""
-    p.add_argument("--dataset", default="digits",
-                   help="what envs.datasets.load_dataset takes: 'digits' (embedded), a MedMNIST flag looked up in "
-                        "--data-root, an .npz path or an image folder")
-    p.add_argument("--data-root", default=None, help="folder of MedMNIST .npz files (default $TAILMIX_DATA_DIR)")
-    p.add_argument("--preset", default="small", help="DDPM preset: tiny, small or base")
-    p.add_argument("--tau", type=float, default=0.5, help="filter confidence threshold")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generator, the filter and the sampling noise")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
-    p.add_argument("--threads", type=int, default=1, help=f"torch CPU threads ({pinned})")
-    p.add_argument("--cache-dir", default=".tailmix_cache", help=cache_help)
-
-
-def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, names) -> None:
-    """``p.error`` for the first of ``names`` (attribute names) below 1, and for a --tau outside [0, 1]."""
-    for name in names:
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if not 0.0 <= args.tau <= 1.0:
-        p.error(f"--tau is a probability in [0, 1]; got {args.tau}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -97,37 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.bank_quota < 0:
         p.error(f"--bank-quota must be >= 0 (0: no bank-fill row); got {args.bank_quota}")
     return args
-
-
-def versions() -> str:
-    from importlib import metadata
-
-    parts = [f"python {platform.python_version()}"]
-    for pkg in ("torch", "diffusers", "numpy"):
-        try:
-            parts.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            parts.append(f"{pkg} missing")
-    return ", ".join(parts)
-
-
-def device_description(device) -> str:
-    import os
-
-    import torch
-
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} " \
-           "torch threads)"
-
-
-def cli_config(args):
-    """The pipeline settings whose generator and filter caches this run shares with the CLI."""
-    from tailmix.pipeline import Settings
-
-    return Settings(dataset=args.dataset, data_root=args.data_root, seed=args.seed, preset=args.preset,
-                    generator_steps=args.train_steps, tau=args.tau, device=args.device, cache_dir=args.cache_dir)
 
 
 def fitted_ddpm(args, dataset, *, progress: bool):
@@ -221,18 +164,6 @@ def measure_bank_fill(gen, flt, classes: list[int], quota: int, batch_size: int,
             "images": tried, "seconds": seconds, "images_per_s": tried / seconds, "acceptance": accepted}
 
 
-def tail_classes(counts: np.ndarray, classes: list[int]) -> list[int]:
-    """The rarer half (rounded up) of ``classes`` by train count."""
-    order = sorted(classes, key=lambda c: (counts[c], -c))
-    return order[:math.ceil(len(order) / 2)]
-
-
-def class_label(c: int, class_names) -> str:
-    """The class's name, prefixed by its id unless the name already starts with it ("3", "3 severe NPDR")."""
-    name = str(class_names[c])
-    return name if name == str(c) or name.startswith(f"{c} ") else f"{c} {name}"
-
-
 def format_tables(rows: list[dict], classes: list[int], counts: np.ndarray, class_names) -> str:
     ref = next(r for r in rows if r["sampler"] == "ddpm")
     tail = tail_classes(counts, classes)
@@ -272,8 +203,8 @@ def main(argv=None) -> list[dict]:
                          f"(0..{dataset.num_classes - 1})")
     device = select_device(args.device)
     counts = dataset.train_counts
-    print(f"command: python benchmarks/generator_speed.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"versions: {versions()}")
+    print(f"command: {command('generator_speed', argv)}")
+    print(f"versions: {package_versions()}")
     print(f"device: {device_description(device)}")
     print(f"dataset: {dataset.name}, {dataset.image_shape}, train counts {counts.tolist()}")
 
@@ -313,8 +244,8 @@ def main(argv=None) -> list[dict]:
               f"{args.bank_batch}, the model's {gen.sampler} sampler ({rows[-1]['steps']} steps), filter included\n")
     print(format_tables(rows, classes, counts, dataset.class_names))
     if args.json:
-        command = sys.argv[1:] if argv is None else list(argv)
-        Path(args.json).write_text(json.dumps({"argv": command, "matmul_flops_per_s": peak, "rows": rows}, indent=2,
+        given = sys.argv[1:] if argv is None else list(argv)
+        Path(args.json).write_text(json.dumps({"argv": given, "matmul_flops_per_s": peak, "rows": rows}, indent=2,
                                               default=str))
     return rows
 

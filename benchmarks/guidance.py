@@ -1,7 +1,7 @@
 """Does classifier guidance help the filter keep the tail? Guided vs unguided sampling of one trained DDPM.
 
-    python benchmarks/guidance.py --cache-dir /work/cache                   # digits-LT (the CLI's default DDPM)
-    python benchmarks/guidance.py --dataset retinamnist --generator-steps 300 --cache-dir /work/cache --n 16
+    python -m benchmarks.guidance --cache-dir /work/cache                   # digits-LT (the CLI's default DDPM)
+    python -m benchmarks.guidance --dataset retinamnist --generator-steps 300 --cache-dir /work/cache --n 16
 
 The DDPM is the CLI's (``tailmix.pipeline.fitted_generator``: found in ``--cache-dir`` when a run trained it), and
 so is the reference filter (``pipeline.reference_filter``). The noise-aware classifier of classifier guidance is
@@ -10,24 +10,20 @@ images per class from the same start noise (same seeds per class), so the column
 (scale 0 is exactly the unguided sampler). Per scale it reports the filter's acceptance per class, the per-class
 Frechet distance to the real train images (``generators.quality``, random-projection features) and the sampling
 speed. The tail half is the rarer half of the classes by train count. The table is printed and written to
-``benchmarks/results/guidance-<dataset>.md`` (``--out``) with the command.
+``benchmarks/does-classifier-guidance-help/guidance-<dataset>.md`` (``--out``) with the command.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from generator_speed import (add_generator_arguments, class_label, device_description,  # noqa: E402
-                             require_positive, tail_classes, versions)
+from benchmarks.lib import (add_generator_arguments, class_label, command, device_description, experiment_dir,
+                            package_versions, require_positive, tail_classes)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training steps of the noise-aware classifier (default: the preset's, as the CLI trains it)")
     p.add_argument("--n", type=int, default=32, help="generated images per class and scale")
     p.add_argument("--filter-epochs", type=int, default=30, help="training epochs of the reference filter")
-    p.add_argument("--out", default=None, help="markdown output (default benchmarks/results/guidance-<dataset>.md)")
+    p.add_argument("--out", default=None, help="markdown output (default benchmarks/does-classifier-guidance-help/guidance-<dataset>.md)")
     args = p.parse_args(argv)
     require_positive(p, args, ("n", "threads", "filter_epochs"))
     if any(s < 0 for s in args.scales):
@@ -102,8 +98,7 @@ def main(argv=None) -> dict:
                             device=args.device, cache_dir=args.cache_dir)
     dataset = pipeline.load_data(cfg)
     device = select_device(args.device)
-    command = "python benchmarks/guidance.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    lines = [f"command: `{command}`", f"versions: {versions()}", f"device: {device_description(device)}",
+    lines = [f"command: `{command('guidance', argv)}`", f"versions: {package_versions()}", f"device: {device_description(device)}",
              f"dataset: {dataset.name}, {dataset.image_shape}, train counts {dataset.train_counts.tolist()}"]
     print("\n".join(lines), flush=True)
 
@@ -158,7 +153,7 @@ def main(argv=None) -> dict:
         print(f"scale {s:g}: kept {res['kept'][s]}, {res['speed'][s]:.2f} images/s", flush=True)
     table = format_table(res, dataset)
     print("\n" + table)
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"guidance-{dataset.name}.md")
+    out = Path(args.out or experiment_dir("does-classifier-guidance-help") / f"guidance-{dataset.name}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     text = (f"# Classifier guidance on {dataset.name}\n\n" + "\n\n".join(lines) + "\n\n"
             f"Generated images kept by the reference filter per class ({args.n} per class and scale, the same start "

@@ -1,8 +1,8 @@
 """Headroom: can ANY static per-class ratio vector beat the best fixed ratio policy on the test split?
 
-    python benchmarks/headroom.py                       # small settings (a minute): digits-LT (+ RetinaMNIST)
-    python benchmarks/headroom.py --full --datasets digits --cache-dir /work/cache
-    python benchmarks/headroom.py --full --datasets retinamnist --generator-steps 300 --cache-dir /work/cache
+    python -m benchmarks.headroom                       # small settings (a minute): digits-LT (+ RetinaMNIST)
+    python -m benchmarks.headroom --full --datasets digits --cache-dir /work/cache
+    python -m benchmarks.headroom --full --datasets retinamnist --generator-steps 300 --cache-dir /work/cache
 
 For each dataset and each head loss (``ce`` and ``logit_adjustment`` by default), a cross-entropy-method search
 (:mod:`agents.cem`) looks for the ratio vector with the best final balanced VALIDATION accuracy (the env's
@@ -14,7 +14,7 @@ and reward reference), so the fixed rows are re-measured in the same run.
 
 Each table also gives the val fitness of every vector on held-out episode seeds the search never used, so val
 gains that do not carry over to test (val overfitting; RetinaMNIST's val split has 120 images) show up.
-Tables go to ``benchmarks/results/headroom-<dataset>.md`` with the command, seeds and versions.
+Tables go to ``benchmarks/can-any-static-ratio-beat-the-best-fixed-policy/headroom-<dataset>.md`` with the command, seeds and versions.
 
 ``--val-folds 1 5`` runs the whole search once per value of the env's ``val_folds`` (1: the fixed val split; k >= 2:
 the cross-validated reward, each episode rewarded on one of k folds of train + val) and writes
@@ -24,26 +24,21 @@ and the val fitness use that ``val_folds``; every test row is scored in the same
 train on the train split, score on test), so the test column measures the same thing for every value and only the
 signal the search optimised differs.
 
-    python benchmarks/headroom.py --datasets digits --val-folds 1 5 --generations 8 --population 16 --episodes 4 \
+    python -m benchmarks.headroom --datasets digits --val-folds 1 5 --generations 8 --population 16 --episodes 4 \
         --cache-dir /work/cache
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tailmix.io.atomic import atomic_write_text  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "results"
-FIXED = ("constant:0.5", "constant:1", "constant:2", "fill", "inverse")
-
 # The dataset and env keyword arguments exactly as benchmarks/results.py builds them (and its loss list).
-from benchmarks.results import NO_SYN_LOSSES, add_common_arguments, build_env_kwargs  # noqa: E402
+from benchmarks.lib import (NO_SYN_LOSSES, add_common_arguments, build_env_kwargs, commit, experiment_dir, fixed_specs,
+                            footer, write_text)
+
+OUT = experiment_dir("can-any-static-ratio-beat-the-best-fixed-policy")
 
 
 def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: dict | None = None) -> dict:
@@ -64,7 +59,7 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: d
     policies.append((f"no synthetic, {loss.replace('_', ' ')}", none, loss))
     if loss == "ce":
         policies += [(f"no synthetic, {l.replace('_', ' ')}", none, l) for l in NO_SYN_LOSSES]
-    policies += [(spec, make_baseline(spec), loss) for spec in FIXED]
+    policies += [(spec, make_baseline(spec), loss) for spec in fixed_specs()]
     if test_cache is not None and "middle" in args.inits:  # --val-folds: the 'middle' start as a row too
         policies.append((_middle(args), make_baseline(_middle(args)), loss))
     searches = {}
@@ -114,8 +109,6 @@ def run_loss(dataset, kw: dict, loss: str, args, seeds: list[int], test_cache: d
 def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) -> str:
     import numpy as np
 
-    from tailmix.pipeline import versions
-
     ref = "none" if args.reference is None else f"a reference head at ratio {args.reference:g}"
     fit_name = "balanced val accuracy" if args.reference is None else f"balanced val accuracy minus {ref}'s"
     lines = [f"# {dataset.name}: headroom of a per-class ratio vector (CEM on the val reward)", "",
@@ -147,9 +140,9 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
             lines.append(f"| {label} | {pm('test_balanced_accuracy')} | {pm('test_macro_f1')} | "
                          f"{pm('test_tail_recall')} | {r['mean_ratio_mean']:.2f} | {vs} |")
         test = {label: r["test_balanced_accuracy_mean"] for label, r, _ in b["rows"]}
-        fixed = {k: test[k] for k in FIXED}
+        fixed = {k: test[k] for k in fixed_specs()}
         best_fixed = max(fixed, key=fixed.get)
-        best_fixed_val = max(FIXED, key=lambda k: b["val"][k][0])
+        best_fixed_val = max(fixed_specs(), key=lambda k: b["val"][k][0])
         cems = [k for k in test if k.startswith("CEM")]
         val_pick = max(cems, key=lambda k: b["val"][k][0]) if cems else None
         lines += ["", "Found ratio vectors (class order as in the train counts):", ""]
@@ -170,8 +163,7 @@ def _table(dataset, blocks: list[dict], seeds: list[int], args, seconds: float) 
                       f"val). Best no-synthetic row: `{best_ns}` {no_syn[best_ns]:.3f} "
                       f"({100 * (test[val_pick] - no_syn[best_ns]):+.1f} points).", ""]
     lines += [f"Wall time {seconds:.0f} s on this machine (2 shared CPU cores, 1 torch thread).", "",
-              "Command: `python benchmarks/headroom.py " + " ".join(sys.argv[1:]) + "`", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+              *footer("headroom", getattr(args, "argv", None), getattr(args, "commit", None) or commit())]
     return "\n".join(lines)
 
 
@@ -194,7 +186,7 @@ def _gains(b: dict, args) -> list[tuple]:
     gain, test gain vs it). Val gains are held-out-seed val fitness differences; test gains are test differences."""
     test = {label: r["test_balanced_accuracy_mean"] for label, r, _ in b["rows"]}
     val = {k: v[0] for k, v in b["val"].items()}
-    fixed = [k for k in FIXED + (_middle(args),) if k in val]
+    fixed = [k for k in fixed_specs() + (_middle(args),) if k in val]
     best = max(fixed, key=val.get)
     out = []
     for label in test:
@@ -229,8 +221,6 @@ def _augment_env_kwargs(name: str, args) -> tuple[object, dict]:
 
 def run_folds(name: str, args) -> str:
     """The search once per ``--val-folds`` value; a val-gain vs test-gain summary, then each value's tables."""
-    from tailmix.pipeline import versions
-
     t0 = time.time()
     dataset, kw = _augment_env_kwargs(name, args) if args.augment_source else build_env_kwargs(name, args)
     seeds = list(range(args.seeds))
@@ -273,8 +263,7 @@ def run_folds(name: str, args) -> str:
                          f"fold sizes {[len(h) for h in f.held_out]}.")
     lines += ["", f"Total wall time {time.time() - t0:.0f} s (2 shared CPU cores, 1 torch thread; includes fitting "
               "the pooled-split encoder when it was not cached).", "",
-              "Command: `python benchmarks/headroom.py " + " ".join(sys.argv[1:]) + "`", "",
-              "Versions: " + ", ".join(f"{n} {v}" for n, v in versions().items()), ""]
+              *footer("headroom", getattr(args, "argv", None), getattr(args, "commit", None) or commit())]
     for k, _, text in runs:
         body = text.split("\n", 1)[1]  # drop the per-run title, keep its settings and tables
         body = body.split("\nCommand: ", 1)[0]
@@ -325,15 +314,15 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     names = args.datasets or (["digits"] + (["retinamnist"] if os.environ.get("TAILMIX_DATA_DIR") else []))
+    args.argv, args.commit = argv, commit()  # the command and the code that ran, taken at the start
     out = Path(args.out) if args.out else OUT
-    out.mkdir(parents=True, exist_ok=True)
     folds = args.val_folds is not None
     if folds and any(k < 1 for k in args.val_folds):
         parser.error("--val-folds takes integers >= 1")
     for name in names:
         text = run_folds(name, args) if folds else run_dataset(name, args)
         path = out / f"headroom-{'digits-lt' if name == 'digits' else name}{'-folds' if folds else ''}.md"
-        atomic_write_text(path, text)
+        write_text(path, text)
         print(text, flush=True)
 
 

@@ -1,7 +1,7 @@
 """The known-answer task: can the learned samplers find a per-class answer that no fixed ratio expresses?
 
-    python benchmarks/known_answer.py --cache-dir /work/cache                 # the committed table
-    python benchmarks/known_answer.py --quick                                 # tiny budgets (a smoke run)
+    python -m benchmarks.known_answer --cache-dir /work/cache                 # the committed table
+    python -m benchmarks.known_answer --quick                                 # tiny budgets (a smoke run)
 
 The task (:func:`envs.oracle.known_answer_kwargs`): digits-LT whose synthetic source is the oracle source (the
 real digits the long-tail builder left unused: a perfect generator) with two classes corrupted (their pools
@@ -14,7 +14,7 @@ Learned rows are trained on the VAL reward only (the env's reward; the test spli
 ``agents.evaluate``) and each row reports its share of the gap: ``(learned - best fixed) / (oracle - best
 fixed)``. The goal (issue "Headroom"): PPO with parameter sharing and PPO centralised each capture >= 70%.
 
-Learned rows are specs ``algo:wrapper:variant[:timesteps]`` (``--learned``; default ``--timesteps``): ``ppo:shared:difference`` (difference
+Learned rows are specs ``algo:wrapper:variant[:timesteps]`` (:func:`tailmix.policies.parse_training_spec`; ``--learned``; default ``--timesteps``): ``ppo:shared:difference`` (difference
 credit), ``ppo:central:ref0`` (reward relative to a reference head at ratio 0), ``sac:...``, ``...:plain`` (the
 shared balanced val accuracy), and ``cem:static`` / ``cem:schedule`` (the cross-entropy search of
 ``agents.cem`` on the val reward, a static vector or per-class knots over the episode). With ``--train-seeds``
@@ -26,85 +26,57 @@ with its test score (model selection on a held-out split, as RL papers pick amon
 ``--train-env-kwargs`` changes env settings of the SB3 training env only (e.g. ``reward_replicas=4``: a
 less noisy reward); every row is still scored in the task's own env.
 
-The table goes to ``benchmarks/results/known-answer.md`` with the command, the commit and the versions. The
+The table goes to ``benchmarks/can-learned-samplers-find-a-known-answer/known-answer.md`` with the command, the commit and the versions. The
 functions (``fixed_policies``, ``learned_policy``, ``gap_table``) are meant to be reused by a leaderboard.
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.lib import (commit, default_cache, experiment_dir, footer, parse_algo_kwargs, parse_train_env_kwargs,
+                            static_specs, train_env_tags, write_text)
+from tailmix.policies import ScaledBaseline, fixed_policy, parse_training_spec, training_env_kwargs
 
-from tailmix.agents.baselines import RatioBaseline  # noqa: E402
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "results"
-STATIC = ("none", "constant:0.5", "constant:1", "constant:2", "constant:4", "constant:8", "fill", "inverse")
+OUT = experiment_dir("can-learned-samplers-find-a-known-answer")
 LEARNED = ("ppo:shared:difference", "ppo:central:ref0", "sac:shared:difference", "sac:central:ref0",
            "cem:static", "cem:schedule")
 
 
-class ScaledBaseline(RatioBaseline):
-    """A fixed shape times a factor (``fill x 0.5``), or any given ratio vector (the oracle policy)."""
-
-    def __init__(self, name: str, ratios=None, base: RatioBaseline | None = None, factor: float = 1.0) -> None:
-        self.name, self._ratios, self.base, self.factor = name, ratios, base, factor
-
-    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
-        if self._ratios is not None:
-            return np.asarray(self._ratios, np.float64)
-        return self.base.raw_ratios(train_counts) * self.factor
-
-
 def fixed_policies(kw: dict) -> dict:
     """``{label: policy}``: every fixed static and schedule policy of the table, and the oracle policy last."""
-    from tailmix.agents.baselines import FillToHead, make_baseline
     from tailmix.agents.schedules import SCHEDULE_BASELINES
     from tailmix.envs.oracle import oracle_policy_ratios
 
-    out = {s: make_baseline(s) for s in STATIC}
-    out.update({f"fill x {f:g}": ScaledBaseline(f"fill x {f:g}", base=FillToHead(), factor=f) for f in (0.25, 0.5)})
-    out.update({s: make_baseline(s) for s in SCHEDULE_BASELINES})
+    out = {s: fixed_policy(s) for s in static_specs()}
+    out.update({s: fixed_policy(s) for s in SCHEDULE_BASELINES})
     corrupted = sorted(kw["source"].corruption)
     ratios = oracle_policy_ratios(kw["dataset"].train_counts, corrupted, kw["max_ratio"])
     out["oracle policy"] = ScaledBaseline("oracle policy", ratios=ratios)
     return out
 
 
-def _train_kwargs(kw: dict, variant: str) -> dict:
-    if variant == "difference":
-        return dict(kw, credit="difference")
-    if variant == "ref0":
-        return dict(kw, reward_reference=0.0)
-    if variant == "plain":
-        return dict(kw)
-    raise ValueError(f"unknown variant {variant!r}; use difference, ref0 or plain")
-
-
 def learned_policy(spec: str, kw: dict, args, seed: int = 0):
     """Train (or load from ``--cache-dir``) the learned row ``spec`` on the val reward; return its policy."""
     from tailmix.agents.baselines import SB3Policy
 
-    algo, _, rest = spec.partition(":")
-    if algo == "cem":
+    row = parse_training_spec(spec)
+    if row.algo == "cem":
         from tailmix.agents.cem import CEMPolicy, cem_search
 
-        knots = args.cem_knots if rest == "schedule" else None
-        res = cem_search(_train_kwargs(kw, "ref0" if args.cem_ref0 else "plain"), generations=args.cem_generations,
-                         population=args.cem_population, episodes_per_candidate=args.cem_episodes, seed=seed,
+        knots = args.cem_knots if row.wrapper == "schedule" else None
+        res = cem_search(training_env_kwargs(kw, "ref0" if args.cem_ref0 else "plain"),
+                         generations=args.cem_generations, population=args.cem_population,
+                         episodes_per_candidate=args.cem_episodes, seed=seed,
                          init_mean="fill", knots=knots)
         return CEMPolicy.from_result(res, name=spec)
     from tailmix.agents.sb3 import load_model, train
 
-    wrapper, _, variant = rest.partition(":")
-    variant, _, steps = variant.partition(":")
-    timesteps = int(steps) if steps else args.timesteps
+    algo, wrapper, variant = row.algo, row.wrapper, row.variant
+    timesteps = row.timesteps or args.timesteps
     from tailmix.envs.oracle import KNOWN_ANSWER_CORRUPTION
 
     # settings other than the documented task's name their own model folder, so a cached model is never reused
@@ -121,52 +93,11 @@ def learned_policy(spec: str, kw: dict, args, seed: int = 0):
     if (run_dir / "model.zip").exists() and not args.retrain:
         model = load_model(algo, run_dir / "model.zip")
     else:
-        model = train(algo, dict(_train_kwargs(kw, variant), **env_kwargs), wrapper=wrapper,
+        model = train(algo, dict(training_env_kwargs(kw, variant), **env_kwargs), wrapper=wrapper,
                       total_timesteps=timesteps, seed=seed,
                       log_dir=str(run_dir), algo_kwargs=algo_kwargs or None)
         model.get_env().close()
     return SB3Policy(model, wrapper=wrapper, name=spec)
-
-
-def parse_algo_kwargs(items, option: str = "--algo-kwargs") -> dict:
-    """``["learning_rate=1e-3", "n_steps=64"]`` -> ``{"learning_rate": 0.001, "n_steps": 64}`` (SB3 overrides)."""
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{option} item {item!r} is invalid: use key=value, e.g. learning_rate=1e-3")
-        try:
-            out[key] = int(value)
-        except ValueError:
-            try:
-                out[key] = float(value)
-            except ValueError:
-                raise ValueError(f"{option} {item!r}: the value must be a number (e.g. ent_coef=0.01)") from None
-    return out
-
-
-def parse_train_env_kwargs(items) -> dict:
-    """``["reward_replicas=4"]`` -> ``{"reward_replicas": 4}``: env settings for the TRAINING env only.
-
-    The evaluation env keeps the task's settings, so a learned row stays comparable with the fixed rows.
-    """
-    import dataclasses
-
-    from tailmix.envs.config import RatioEnvConfig
-
-    out = parse_algo_kwargs(items, option="--train-env-kwargs")
-    known = {f.name for f in dataclasses.fields(RatioEnvConfig)}
-    for key in out:
-        if key not in known:
-            raise ValueError(f"--train-env-kwargs {key!r} is not an env setting; use one of RatioEnvConfig's fields "
-                             "(e.g. reward_replicas=4)")
-    return out
-
-
-def train_env_tags(env_kwargs: dict) -> list[str]:
-    """The model-folder tags of training-env settings (``{"reward_replicas": 4}`` -> ``["env-reward_replicas4"]``),
-    shared with the leaderboard so both scripts find the same cached model."""
-    return [f"env-{k}{v:g}" for k, v in sorted(env_kwargs.items())]
 
 
 def model_seed_lines(rows: dict, goal: dict, specs: list[str], model_seeds: int) -> list[str]:
@@ -273,17 +204,6 @@ def gap_table(rows: dict, seeds: list[int], corrupted: list[int]) -> tuple[list[
     return lines, goal
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="episode seeds 0..N-1 (test scores)")
@@ -310,9 +230,9 @@ def main(argv=None) -> int:
     p.add_argument("--encoder", default="crossfit", help="the env's feature encoder ('random': fast smoke runs)")
     p.add_argument("--no-schedules", action="store_true", help="leave out the fixed schedule rows")
     p.add_argument("--corruption", default=None, help="another mapping, e.g. 5:3,7:1 (default: the documented task)")
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
-    p.add_argument("--out", default=None, help="output file (default benchmarks/results/known-answer.md)")
+    p.add_argument("--out", default=None, help="output file (default benchmarks/can-learned-samplers-find-a-known-answer/known-answer.md)")
     args = p.parse_args(argv)
     parse_train_env_kwargs(args.train_env_kwargs)  # a bad setting fails before any training
     if args.select_on_val:
@@ -328,7 +248,7 @@ def main(argv=None) -> int:
     from tailmix.envs.oracle import known_answer_kwargs
 
     t0 = time.time()
-    commit = _commit()  # at the start: the code that ran, whatever is committed while it runs
+    commit_text = commit()  # at the start: the code that ran, whatever is committed while it runs
     corruption = None if not args.corruption else {int(a): int(b) for a, b in
                                                    (pair.split(":") for pair in args.corruption.split(","))}
     kw = known_answer_kwargs(cache_dir=str(Path(args.cache_dir) / "encoders"), lr_schedule=args.lr_schedule,
@@ -414,16 +334,12 @@ def main(argv=None) -> int:
         lines += select_on_val_lines(rows, goal, picks, spec, args.select_on_val)
     lines += ["", "Time per learned row (training, or loading a model cached in --cache-dir, and evaluation): "
               + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {time.time() - t0:.0f} s.", "",
-              "Command: `python benchmarks/known_answer.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
-              "", f"Commit: {commit}", ""]
-    from tailmix.pipeline import versions
-
-    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+              *footer("known_answer", argv, commit_text)]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out) if args.out else OUT / "known-answer.md"
     if not args.quick or args.out:
-        atomic_write_text(out, text)
+        write_text(out, text)
     return 0
 
 

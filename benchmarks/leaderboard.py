@@ -1,7 +1,7 @@
 """The leaderboard: one table per task, every method against the best fixed policy and a test-scored ceiling.
 
-    python benchmarks/leaderboard.py --tasks known-answer digits --seeds 5 --cache-dir /work/cache
-    python benchmarks/leaderboard.py --quick --tasks known-answer --out /tmp/lb     # tiny budgets (a smoke run)
+    python -m benchmarks.leaderboard --tasks known-answer digits --seeds 5 --cache-dir /work/cache
+    python -m benchmarks.leaderboard --quick --tasks known-answer --out /tmp/lb     # tiny budgets (a smoke run)
 
 Rows of each task (every row is scored on the TEST split by ``agents.evaluate`` over the same episode seeds, so
 differences between rows are paired by seed):
@@ -11,8 +11,8 @@ differences between rows are paired by seed):
   (``agents.schedules.SCHEDULE_BASELINES``), each picked on the final VAL balanced accuracy;
 - **CEM** (``agents.cem.cem_search``) on the val reward: a static vector and a schedule (``--cem-knots`` knots),
   started from the best fixed static / schedule row (on val);
-- **learned SB3 rows** (``--learned``, specs ``algo:wrapper:variant[:timesteps][@seed]`` as in
-  ``benchmarks/known_answer.py``; ``@seed`` is the training seed, default 0, so ``@0 @1 @2`` are three rows): PPO / SAC, shared or centralised, ``difference`` credit, ``ref0`` or ``plain``
+- **learned SB3 rows** (``--learned``, specs ``algo:wrapper:variant[:timesteps][@seed]`` of
+  :func:`tailmix.policies.parse_training_spec`; ``@seed`` is the training seed, default 0, so ``@0 @1 @2`` are three rows): PPO / SAC, shared or centralised, ``difference`` credit, ``ref0`` or ``plain``
   reward; trained on the val reward, cached under ``--cache-dir`` (the known-answer task reuses
   ``known-answer-agents/``, the others use ``leaderboard-agents/<task>-...``); a spec whose model is not cached is
   trained only with ``--train``, else the row is listed as skipped;
@@ -47,17 +47,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.lib import (NO_SYN_LOSSES, build_env_kwargs, commit, default_cache, experiment_dir, footer,
+                            parse_train_env_kwargs, static_specs, train_env_tags, write_text)
+from tailmix.policies import ScaledBaseline, fixed_policy, parse_training_spec, training_env_kwargs
 
-from tailmix.io.atomic import atomic_write_text  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "results"
+OUT = experiment_dir("how-much-headroom-do-learned-samplers-capture")
 TASKS = ("known-answer", "digits", "retinamnist", "breastmnist")
 LEARNED = {"known-answer": ("ppo:shared:difference:100000", "ppo:central:ref0:20000", "sac:shared:difference:30000",
                             "sac:central:ref0:4000"),
@@ -84,8 +83,6 @@ def task_kwargs(task: str, args) -> dict:
         return known_answer_kwargs(cache_dir=str(Path(args.cache_dir) / "encoders"))
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    from benchmarks.results import build_env_kwargs
-
     steps = args.generator_steps if args.generator_steps is not None else (None if task == "digits" else 300)
     ns = argparse.Namespace(preset="small", generator_steps=steps, per_class=128, cache_dir=args.cache_dir,
                             max_steps=10, max_ratio=8.0, replicas=1, reference=None)
@@ -94,20 +91,16 @@ def task_kwargs(task: str, args) -> dict:
 
 def sb3_policy(task: str, spec: str, kw: dict, args):
     """The SB3 row ``spec`` from the cache (or trained with ``--train``); ``(policy, note)``, policy None if skipped."""
-    from benchmarks.known_answer import _train_kwargs, parse_train_env_kwargs, train_env_tags
     from tailmix.agents.baselines import SB3Policy
     from tailmix.agents.sb3 import load_model, train
 
-    body, at, seed_text = spec.partition("@")
-    algo, wrapper, rest = (body.split(":", 2) + ["", ""])[:3]
-    variant, _, steps = rest.partition(":")
-    if (algo not in ("ppo", "sac") or wrapper not in ("shared", "central") or not variant
-            or (steps and not steps.isdigit()) or (at and not seed_text.isdigit())):
-        raise ValueError(f"learned row {spec!r} is invalid: use algo:wrapper:variant[:timesteps][@seed], e.g. "
-                         "ppo:shared:difference:20000 or ppo:central:ref0:20000@1 (algo ppo/sac, wrapper "
-                         "shared/central, variant difference/ref0/plain, seed the training seed, default 0)")
-    timesteps = int(steps) if steps else args.timesteps
-    seed = int(seed_text) if at else 0
+    row = parse_training_spec(spec)
+    if row.algo == "cem":
+        raise ValueError(f"learned row {spec!r} is invalid: the CEM rows are built in; --learned takes SB3 rows "
+                         "algo:wrapper:variant[:timesteps][@seed], e.g. ppo:shared:difference:20000")
+    algo, wrapper, variant = row.algo, row.wrapper, row.variant
+    timesteps = row.timesteps or args.timesteps
+    seed = row.seed or 0
     # an option that changes the env (val_folds) names its own folder, so a fixed-split model is never reused
     folds = getattr(args, "val_folds", 1)
     env_kwargs = parse_train_env_kwargs(getattr(args, "train_env_kwargs", None))  # the training env's only
@@ -123,7 +116,7 @@ def sb3_policy(task: str, spec: str, kw: dict, args):
     if not args.train:
         return None, f"skipped: no model cached at `{run_dir}` (rerun with --train)"
     t = time.time()
-    model = train(algo, dict(_train_kwargs(kw, variant), **env_kwargs), wrapper=wrapper, total_timesteps=timesteps,
+    model = train(algo, dict(training_env_kwargs(kw, variant), **env_kwargs), wrapper=wrapper, total_timesteps=timesteps,
                   seed=seed, log_dir=str(run_dir))
     model.get_env().close()
     return SB3Policy(model, wrapper=wrapper, name=spec), f"trained here ({time.time() - t:.0f} s), `{run_dir}`"
@@ -144,9 +137,7 @@ def cem_policy(kw: dict, args, knots, init, fitness_split: str = "val"):
 
 def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
     """Every row of ``task``; returns the markdown lines and the summary numbers."""
-    from benchmarks.known_answer import STATIC, ScaledBaseline
-    from benchmarks.results import NO_SYN_LOSSES
-    from tailmix.agents.baselines import FillToHead, make_baseline
+    from tailmix.agents.baselines import make_baseline
     from tailmix.agents.evaluate import evaluate, make_eval_env
     from tailmix.agents.schedules import SCHEDULE_BASELINES
 
@@ -174,8 +165,7 @@ def run_task(task: str, args, seeds: list[int]) -> tuple[list[str], dict]:
     run("no synthetic, ce", "nosyn", none, "`make_baseline('none')`, loss ce", dict(kw, loss="ce"))
     for loss in NO_SYN_LOSSES:
         run(f"no synthetic, {loss}", "nosyn-lt", none, f"`make_baseline('none')`, loss {loss}", dict(kw, loss=loss))
-    static = {s: make_baseline(s) for s in STATIC}
-    static.update({f"fill x {f:g}": ScaledBaseline(f"fill x {f:g}", base=FillToHead(), factor=f) for f in (0.25, 0.5)})
+    static = {s: fixed_policy(s) for s in static_specs()}
     for label, pol in static.items():
         run(label, "static", pol, f"fixed `{label}`")
     if not args.no_schedules:
@@ -377,12 +367,6 @@ def table(task: str, rows: dict, skipped=(), best_fixed: str | None = None,
     return lines, summary
 
 
-def _commit() -> str:
-    from benchmarks.known_answer import _commit as commit
-
-    return commit()
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -413,9 +397,9 @@ def main(argv=None) -> int:
                    help="re-score the best fixed, learned and ceiling rows on N fresh episode seeds (1000..)")
     p.add_argument("--loss-rows", action="store_true",
                    help="every fixed row, CEM and the ceiling again under the best long-tail loss (picked on val)")
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
-    p.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/how-much-headroom-do-learned-samplers-capture)")
     p.add_argument("--name-suffix", default="",
                    help="appended to the table's file name: --name-suffix=-cem-large writes "
                         "leaderboard-<task>-cem-large.md (a variant run beside an existing table, not over it)")
@@ -425,8 +409,6 @@ def main(argv=None) -> int:
     for name in ("generations", "population", "episodes"):
         if getattr(args, "ceiling_" + name) is None:
             setattr(args, "ceiling_" + name, getattr(args, "cem_" + name))
-    from benchmarks.known_answer import parse_train_env_kwargs
-
     parse_train_env_kwargs(args.train_env_kwargs)  # a bad setting fails before any table is computed
     if args.val_folds < 1:
         raise ValueError(f"--val-folds {args.val_folds} is invalid: use 1 (the fixed val split) or k >= 2")
@@ -440,9 +422,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    import tailmix.pipeline as ta
-
-    commit = _commit()  # at the start: the code that ran
+    commit_text = commit()  # at the start: the code that ran
     seeds = list(range(args.seeds))
     out = Path(args.out) if args.out else OUT
     results = {}
@@ -463,15 +443,12 @@ def main(argv=None) -> int:
                            "(not on the train split alone), so the numbers differ from the fixed-split table. Test is "
                            "the same split.", ""]
         tail = ["", f"Time: {summary['seconds']:.0f} s.", "",
-                "Command: `python benchmarks/leaderboard.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`",
-                "", f"Commit: {commit}", "",
-                "Versions: " + ", ".join(f"{k} {v}" for k, v in ta.versions().items()), ""]
+                *footer("leaderboard", argv, commit_text)]
         text = "\n".join(head + lines + tail)
         print(text, flush=True)
         if not args.quick or args.out:
-            out.mkdir(parents=True, exist_ok=True)
             suffix = (f"-folds{args.val_folds}" if args.val_folds > 1 else "") + args.name_suffix
-            atomic_write_text(out / f"leaderboard-{task}{suffix}.md", text)
+            write_text(out / f"leaderboard-{task}{suffix}.md", text)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Write a stand-in for a user's small image folder: ~780 RetinaMNIST images (28 px RGB) in 3 long-tailed classes.
 
-    python benchmarks/make_folder.py /tmp/folder780            # reads $TAILMIX_DATA_DIR/retinamnist.npz
+    python -m benchmarks.make_folder /tmp/folder780            # reads $TAILMIX_DATA_DIR/retinamnist.npz
     python train_agents.py --dataset /tmp/folder780/           # the main job, as a new user would run it
 
 Grades 0, 2 and 4 of every RetinaMNIST split are pooled and subsampled (seeded, so the folder is the same on every

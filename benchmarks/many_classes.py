@@ -1,6 +1,6 @@
 """Cost of many classes: env build and one env step for C classes (6 train images each, 8x8 grey, augment source).
 
-    python benchmarks/many_classes.py 50 200 800     # the numbers behind tailmix.pipeline.class_count_check
+    python -m benchmarks.many_classes 50 200 800     # the numbers behind tailmix.pipeline.class_count_check
 """
 import sys
 import time

@@ -1,8 +1,8 @@
 """Quality against a perfect generator: what share of the oracle pool's gain does each synthetic pool earn?
 
-    python benchmarks/perfect_generator.py --cache-dir /work/cache          # digits-LT, 5 seeds, the README table
+    python -m benchmarks.perfect_generator --cache-dir /work/cache          # digits-LT, 5 seeds, the README table
                                                                             # (about 2 h on 2 cores uncached)
-    python benchmarks/perfect_generator.py --pools none oracle bank bank:tau=0.9 --seeds 2   # a subset
+    python -m benchmarks.perfect_generator --pools none oracle bank bank:tau=0.9 --seeds 2   # a subset
 
 digits-LT in feature mode (the env settings of ``benchmarks/results.py``: 10 steps per episode, max ratio 8,
 cross-entropy head, the cross-fitted encoder), the fill-to-head policy (``fill``: every class topped up to the head
@@ -45,14 +45,13 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.lib import command, default_cache
 
 POOLS = ("none", "oracle", "bank", "bank:filter=0", "bank:tau=0.9", "bank:nearcopy=0.1", "bank:guidance=0.5",
          "bank:ddim=50", "bank:cfg=1", "bank:cfg=0.5", "bank:cfg=0.25", "bank:steps=100", "bank:steps=300",
@@ -294,7 +293,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--seeds", type=int, default=5, help="episode seeds 0..n-1")
     p.add_argument("--preset", default="small")
     p.add_argument("--per-class", type=int, default=128)
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--max-steps", type=int, default=10)
     p.add_argument("--max-ratio", type=float, default=8.0)
     args = p.parse_args(argv)
@@ -311,7 +310,7 @@ def main(argv=None) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    from benchmarks.results import build_env_kwargs
+    from benchmarks.lib import build_env_kwargs
 
     t0 = time.time()
     ns = argparse.Namespace(preset=args.preset, generator_steps=None, per_class=args.per_class,
@@ -319,7 +318,7 @@ def main(argv=None) -> list[dict]:
                             replicas=1, reference=None)
     dataset, base_kw = build_env_kwargs("digits", ns)
     per_step = seconds_per_step(dataset, args.preset)
-    print(f"command: python benchmarks/perfect_generator.py {' '.join(sys.argv[1:] if argv is None else argv)}")
+    print(f"command: {command('perfect_generator', argv)}")
     print(f"dataset: {dataset.name}, train counts {dataset.train_counts.tolist()}; python {platform.python_version()}, "
           f"torch {torch.__version__}, 1 thread; DDPM training {per_step:.2f} s/step measured now", flush=True)
     seeds = list(range(args.seeds))

@@ -1,7 +1,7 @@
 """Batched pixel mode: per-copy step time of K CNNs trained in one grouped call, against today's single pixel env.
 
-    python benchmarks/pixel_batched.py                     # digits-LT (+ RetinaMNIST when TAILMIX_DATA_DIR is set)
-    python benchmarks/pixel_batched.py --ks 1 2 4 8 --rounds 3 --steps 3
+    python -m benchmarks.pixel_batched                     # digits-LT (+ RetinaMNIST when TAILMIX_DATA_DIR is set)
+    python -m benchmarks.pixel_batched --ks 1 2 4 8 --rounds 3 --steps 3
 
 Everything is measured in this one run on the same data (the real train images as the synthetic pool, every class
 at ratio 1, as ``env_speed.py``), one torch thread:
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ENV_KW = dict(mode="pixel", max_steps=100_000, max_ratio=2.0)
 ACTION = 0.0  # ratio 1 for every class

@@ -1,8 +1,8 @@
 """Fixed vs learned synthetic-ratio policies on real long-tailed data: the table users judge tailmix by.
 
-    python benchmarks/results.py                      # small settings (CI-sized): digits-LT, + MedMNIST if available
-    python benchmarks/results.py --full               # the settings of the committed tables
-    python benchmarks/results.py --datasets retinamnist --timesteps 50000
+    python -m benchmarks.results                      # small settings (CI-sized): digits-LT, + MedMNIST if available
+    python -m benchmarks.results --full               # the settings of the committed tables
+    python -m benchmarks.results --datasets retinamnist --timesteps 50000
 
 For each dataset (digits-LT; RetinaMNIST and BreastMNIST from ``$TAILMIX_DATA_DIR``) the synthetic bank is
 filled by the cached class-conditional DDPM with the long-tail-calibrated filter (as ``train_agents.py``
@@ -22,45 +22,22 @@ which are trained under it too), so fixed and learned are compared like with lik
 cross-entropy and each long-tail loss.
 
 Tables (mean ± std over seeds of test balanced accuracy, macro-F1 and tail-class recall) are written to
-``benchmarks/results/<dataset>.md`` with the command, seeds and versions.
+``benchmarks/do-learned-samplers-beat-fixed-ratios/<dataset>.md`` with the command, seeds and versions.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
+from benchmarks.lib import (NO_SYN_LOSSES, add_common_arguments, build_env_kwargs, commit, experiment_dir, fixed_specs,
+                            footer, write_text)
+from tailmix.classifiers.batched_head import HEAD_LOSSES  # the feature-mode losses
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tailmix.classifiers.batched_head import HEAD_LOSSES  # noqa: E402  the feature-mode losses
-from tailmix.io.atomic import atomic_write_text  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "results"
-NO_SYN_LOSSES = tuple(loss for loss in HEAD_LOSSES if loss != "ce")
+OUT = experiment_dir("do-learned-samplers-beat-fixed-ratios")
 #: File-name tags of the head losses (``--loss``): ``digits-lt-la.md`` etc.; cross-entropy keeps the plain names.
 LOSS_TAGS = {"ce": "", "logit_adjustment": "-la", "balanced_softmax": "-bs", "class_balanced": "-cb"}
-
-
-def build_env_kwargs(name: str, args) -> tuple[object, dict]:
-    """The dataset and env keyword arguments of the committed tables (cross-entropy head).
-
-    ``args`` needs ``preset``, ``generator_steps``, ``per_class``, ``cache_dir``, ``max_steps``, ``max_ratio``,
-    ``replicas`` and ``reference``; ``reward`` when it has one (else ``"accuracy"``). Shared with
-    ``benchmarks/headroom.py`` so both build the same dataset, bank, encoder and reward reference.
-    """
-    from tailmix import pipeline
-
-    spec = name if name == "digits" else str(Path(os.environ["TAILMIX_DATA_DIR"]) / f"{name}.npz")
-    cfg = pipeline.Settings(dataset=spec, seed=0, preset=args.preset, generator_steps=args.generator_steps,
-                            per_class=args.per_class, cache_dir=args.cache_dir, max_steps=args.max_steps,
-                            max_ratio=args.max_ratio, reward=getattr(args, "reward", "accuracy"))
-    dataset = pipeline.load_data(cfg)
-    kw = pipeline.env_kwargs(cfg, dataset, progress=False)
-    kw.update(reward_replicas=args.replicas, reward_reference=args.reference)
-    return dataset, kw
 
 
 def run_dataset(name: str, args) -> str:
@@ -83,7 +60,7 @@ def run_dataset(name: str, args) -> str:
     add("no synthetic, cross-entropy", make_baseline("none"), dict(kw, loss="ce"))
     for loss in NO_SYN_LOSSES:
         add(f"no synthetic, {loss.replace('_', ' ')}", make_baseline("none"), dict(kw, loss=loss))
-    for spec in ("constant:0.5", "constant:1", "constant:2", "fill", "inverse"):
+    for spec in fixed_specs():
         add(spec, make_baseline(spec), kw)
     # Difference credit changes only what the agents are trained on; evaluation reads the actual classifier's test
     # metrics, which the counterfactual heads do not touch, so policies are evaluated without them (C times cheaper).
@@ -146,9 +123,7 @@ def _cem_policy(kw: dict, args, notes: list[str]):
 
 
 def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) -> str:
-    from tailmix.pipeline import versions
-
-    best_fixed = max((r for label, r in rows if label.startswith(("constant", "fill", "inverse"))),
+    best_fixed = max((r for label, r in rows if label in fixed_specs()),
                      key=lambda r: r["test_balanced_accuracy_mean"])
     no_syn = max(((label, r) for label, r in rows if label.startswith("no synthetic")),
                  key=lambda lr: lr[1]["test_balanced_accuracy_mean"])
@@ -189,19 +164,8 @@ def _table(dataset, rows, seeds, args, seconds: float, notes: list[str] = ()) ->
     lines += [f"Best fixed ratio: {best_fixed['test_balanced_accuracy_mean']:.3f}. Best no-synthetic row: "
               f"{no_syn[0]} {no_syn[1]['test_balanced_accuracy_mean']:.3f}. "
               f"Wall time {seconds:.0f} s on this machine.", "",
-              "Command: `python benchmarks/results.py " + " ".join(sys.argv[1:]) + "`", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+              *footer("results", getattr(args, "argv", None), getattr(args, "commit", None) or commit())]
     return "\n".join(lines)
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Bank, cache and output options shared with ``benchmarks/headroom.py`` (``build_env_kwargs`` reads them)."""
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--generator-steps", type=int, default=None)
-    parser.add_argument("--per-class", type=int, default=128)
-    parser.add_argument("--cache-dir", default=".tailmix_cache")
-    parser.add_argument("--full", action="store_true", help="the settings of the committed tables")
-    parser.add_argument("--out", default=None, help="folder for the markdown tables (default benchmarks/results)")
 
 
 def main(argv=None) -> None:
@@ -250,14 +214,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     names = args.datasets or (["digits"] + (["retinamnist", "breastmnist"] if os.environ.get("TAILMIX_DATA_DIR")
                                             else []))
+    args.argv, args.commit = argv, commit()  # the command and the code that ran, taken at the start
     out = Path(args.out) if args.out else OUT
-    out.mkdir(parents=True, exist_ok=True)
     for name in names:
         text = run_dataset(name, args)
         suffix = ("" if args.wrapper == "shared" else f"-{args.wrapper}") + LOSS_TAGS[args.loss] + \
             ("" if args.credit == "shared" else "-credit")
         path = out / f"{'digits-lt' if name == 'digits' else name}{suffix}.md"
-        atomic_write_text(path, text)
+        write_text(path, text)
         print(text, flush=True)
 
 

@@ -1,6 +1,6 @@
 """Does feature mode rank schedule policies as pixel mode does? digits-LT, oracle source.
 
-    python benchmarks/schedule_fidelity.py --pixel-seeds 6 --feature-seeds 20 --cache-dir /work/cache
+    python -m benchmarks.schedule_fidelity --pixel-seeds 6 --feature-seeds 20 --cache-dir /work/cache
 
 Policies: no synthetic data, fill to the head count, and fill scheduled over the episode (``agents.schedules``:
 decay, warm-up, first half only, second half only), with the oracle source (real left-out digits,
@@ -8,24 +8,19 @@ decay, warm-up, first half only, second half only), with the oracle source (real
 episode with a cosine decay) is the reference; feature mode is scored with the v0 constant learning rate of the
 head and with ``lr_schedule="cosine"`` (peak ``--cosine-lr``). Prints and writes the Spearman correlation of the
 policy means with pixel mode's, with a bootstrap 95% interval over seeds (``benchmarks/fidelity.py``'s
-machinery), to ``benchmarks/results/fidelity-schedules-digits-lt.md``.
+machinery), to ``benchmarks/does-feature-mode-rank-like-pixel-mode/fidelity-schedules-digits-lt.md``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.lib import bootstrap_rho, commit, default_cache, experiment_dir, footer, rho, write_text
 
-from benchmarks.fidelity import _rho, bootstrap_rho  # noqa: E402
-from benchmarks.known_answer import _commit  # noqa: E402
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "results"
+OUT = experiment_dir("does-feature-mode-rank-like-pixel-mode")
 POLICIES = ("none", "fill", "decay:fill", "warmup:fill", "early:fill", "late:fill")
 
 
@@ -44,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--pixel-seeds", type=int, default=6)
     p.add_argument("--feature-seeds", type=int, default=20)
     p.add_argument("--cosine-lr", type=float, default=0.2)
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
@@ -78,16 +73,11 @@ def main(argv=None) -> int:
     lines += ["", "| feature variant | Spearman rho with pixel | bootstrap 95% interval |", "|---|---|---|"]
     for name, f in feats.items():
         lo, hi = bootstrap_rho(pixel, f)
-        lines.append(f"| {name} | {_rho(pixel.mean(1), f.mean(1)):+.2f} | [{lo:+.2f}, {hi:+.2f}] |")
-    from tailmix.pipeline import versions
-
-    lines += ["", f"Wall time {time.time() - t0:.0f} s.", "",
-              "Command: `python benchmarks/schedule_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
-              + "`", "", f"Commit: {_commit()}", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+        lines.append(f"| {name} | {rho(pixel.mean(1), f.mean(1)):+.2f} | [{lo:+.2f}, {hi:+.2f}] |")
+    lines += ["", f"Wall time {time.time() - t0:.0f} s.", "", *footer("schedule_fidelity", argv, commit())]
     text = "\n".join(lines)
     print(text)
-    atomic_write_text(Path(args.out) if args.out else OUT / "fidelity-schedules-digits-lt.md", text)
+    write_text(Path(args.out) if args.out else OUT / "fidelity-schedules-digits-lt.md", text)
     return 0
 
 

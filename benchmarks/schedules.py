@@ -1,6 +1,6 @@
 """What are schedules worth? Fixed ratio schedules over the episode, constant vs cosine learning rate of the head.
 
-    python benchmarks/schedules.py --cache-dir /work/cache
+    python -m benchmarks.schedules --cache-dir /work/cache
 
 digits-LT with the oracle source (the real digits the long-tail builder left unused, ``envs.oracle``: a perfect
 generator, so the question is about timing, not about sample quality). Policies: no synthetic data, fill to the
@@ -11,21 +11,18 @@ second half only). Each is run in feature mode with the v0 constant learning rat
 
 With a constant rate, whatever a class gets early is forgotten by the end of the episode (``decay`` and ``early``
 lose what ``fill`` gains); a decaying rate makes the episode one training run, as in pixel mode.
-Table: ``benchmarks/results/schedules-digits-lt.md``.
+Table: ``benchmarks/what-are-schedules-worth/schedules-digits-lt.md``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.lib import commit, default_cache, experiment_dir, footer, write_text
+from tailmix.policies import fixed_policy
 
-from benchmarks.known_answer import ScaledBaseline, _commit  # noqa: E402
-from tailmix.envs.atomic import atomic_write_text  # noqa: E402
-
-OUT = Path(__file__).resolve().parent / "results"
+OUT = experiment_dir("what-are-schedules-worth")
 
 
 def main(argv=None) -> int:
@@ -33,13 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--settings", nargs="*", default=["constant:0.05", "cosine:0.05", "cosine:0.1", "cosine:0.2"],
                    help="lr_schedule:lr pairs")
-    p.add_argument("--cache-dir", default=".tailmix_cache")
+    p.add_argument("--cache-dir", default=default_cache())
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    from tailmix.agents.baselines import FillToHead, make_baseline
+    from tailmix.agents.baselines import make_baseline
     from tailmix.agents.evaluate import evaluate, make_eval_env, summarize
     from tailmix.agents.schedules import BaselineSchedule
     from tailmix.envs.datasets import load_digits_lt
@@ -48,7 +45,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     ds = load_digits_lt()
     src = oracle_source(ds)
-    shapes = [make_baseline("fill"), ScaledBaseline("fill x 2", base=FillToHead(), factor=2.0)]
+    shapes = [fixed_policy("fill"), fixed_policy("fill x 2")]
     policies = [make_baseline("none")]
     for shape in shapes:
         policies += [shape] + [BaselineSchedule(shape, k) for k in ("decay", "warmup", "early", "late")]
@@ -75,15 +72,10 @@ def main(argv=None) -> int:
                f"{cells[pol.name, s, lr]['test_balanced_accuracy_std']:.3f} "
                f"({cells[pol.name, s, lr]['val_balanced_accuracy_mean']:.3f})" for s, lr in settings]
         lines.append(f"| {pol.name} | " + " | ".join(row) + " |")
-    from tailmix.pipeline import versions
-
-    lines += ["", f"Wall time {time.time() - t0:.0f} s.", "",
-              "Command: `python benchmarks/schedules.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`", "",
-              f"Commit: {_commit()}", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+    lines += ["", f"Wall time {time.time() - t0:.0f} s.", "", *footer("schedules", argv, commit())]
     text = "\n".join(lines)
     print(text)
-    atomic_write_text(Path(args.out) if args.out else OUT / "schedules-digits-lt.md", text)
+    write_text(Path(args.out) if args.out else OUT / "schedules-digits-lt.md", text)
     return 0
 
 

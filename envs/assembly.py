@@ -14,7 +14,8 @@ from tailmix.envs.protocols import Engine
 
 def resolve_dataset(dataset):
     """A :class:`LongTailDataset` from a dataset object or a ``load_dataset`` spec string."""
-    from tailmix.envs.datasets import LongTailDataset, load_dataset
+    from tailmix.envs.datasets import load_dataset
+    from tailmix.io.dataset import LongTailDataset
 
     if dataset is None:
         dataset = "digits"

@@ -3,7 +3,7 @@
 A fitted encoder takes ~10 s to train, and every new process (a subprocess worker of a vector env, a second
 script) would pay that again with a memory-only cache. The default folder is per user:
 ``$TAILMIX_CACHE_DIR``, else ``$XDG_CACHE_HOME/tailmix``, else ``~/.cache/tailmix``. Entries are keyed by a hash
-of the dataset's pixels and the encoder's settings, written atomically under a file lock (``envs.atomic``), so
+of the dataset's pixels and the encoder's settings, written atomically under a file lock (``tailmix.io.atomic``), so
 concurrent processes share them safely and a cached encoder gives exactly the features a fresh fit gives.
 """
 from __future__ import annotations

@@ -8,39 +8,22 @@ env are thin shells around the core, so they cannot drift apart.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from gymnasium.utils import seeding
 
-from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
-# The assembly helpers lived here; they stay importable from here.
-from tailmix.envs.assembly import build_engine, resolve_dataset, resolve_sources, source_names  # noqa: F401
+from tailmix.classifiers.metrics import batched_confusion, masked_confusion, metrics_from_confusion
+from tailmix.envs.assembly import build_engine, resolve_dataset, resolve_sources, source_names
 from tailmix.envs.config import RatioEnvConfig
-from tailmix.envs.engine import masked_confusion, synthetic_counts
+from tailmix.envs.engine import synthetic_counts
 from tailmix.envs.heads import HeadLayout
+from tailmix.envs.observation import COLUMNS, bounds, column_names, write_observations
 from tailmix.envs.protocols import Engine
 from tailmix.envs.rewards import bootstrap_std, class_scores, counterfactual_mixes, relative_score, step_rewards
 
-#: Per-class observation columns before the one-hot class id (v0: one source, no pool-size columns).
-OBS_COLUMNS = ("recall", "precision", "f1", "log_real_share", "ratio", "pool_quality", "balanced_accuracy",
-               "progress")
-
-
-def observation_columns(names: tuple[str, ...], pool_obs: bool = False) -> tuple[str, ...]:
-    """Per-class observation columns before the one-hot id, for sources ``names`` (``G = len(names)``).
-
-    ``recall, precision, f1, log_real_share``, then per source ``ratio`` (``/ max_ratio``), per source
-    ``pool_quality``, ``balanced_accuracy, progress``, and with ``pool_obs`` per source ``pool_fraction``
-    (``min(1, pool size / (max_ratio * n_real))``). Per-source columns are named ``<column>@<source>`` when
-    ``G > 1``; with one source and ``pool_obs=False`` this is :data:`OBS_COLUMNS`.
-    """
-    def per(col):
-        return (col,) if len(names) == 1 else tuple(f"{col}@{n}" for n in names)
-
-    cols = OBS_COLUMNS[:4] + per("ratio") + per("pool_quality") + OBS_COLUMNS[6:]
-    return cols + (per("pool_fraction") if pool_obs else ())
+#: Per-class observation columns before the one-hot class id with one source and the default config (v0); the
+#: table itself is :data:`envs.observation.COLUMNS`.
+OBS_COLUMNS = tuple(col.name for col in COLUMNS if col.span != "per_class" and col.enabled is None)
 
 
 class RatioCore:
@@ -108,14 +91,10 @@ class RatioCore:
         self.copy_counts = np.tile(np.asarray(self.train_counts, np.int64), (num_copies, 1))
         self._copy_log_share = np.tile(self.log_share, (num_copies, 1))
         self.val_fold = np.zeros(num_copies, np.int64)  # held-out fold of each copy's episode (val_folds >= 2)
-        largest = self.train_counts.sum() if self.folds is None else self.folds.counts.sum(1).max()
-        self.obs_columns = observation_columns(self.source_names, config.pool_obs)
-        self.obs_dim = len(self.obs_columns) + (c if config.class_id_obs else 0)  # the one-hot id, unless dropped
-        low = np.zeros((c, self.obs_dim), np.float32)
-        low[:, 3] = math.floor(math.log(1.0 / largest))
-        high = np.ones((c, self.obs_dim), np.float32)
-        high[:, 3] = 0.0
-        self.obs_low, self.obs_high = low, high
+        # The observation's columns, width and bounds: one table (envs.observation.COLUMNS).
+        self.obs_columns = column_names(self.source_names, c, config)  # every column, the one-hot id's included
+        self.obs_dim = len(self.obs_columns)
+        self.obs_low, self.obs_high = bounds(self)
         self._onehot = np.eye(c, dtype=np.float32)
         self.np_randoms: list[np.random.Generator | None] = [None] * num_copies
         self.torch_gens = [torch.Generator() for _ in range(self.layout.total)]
@@ -376,29 +355,13 @@ class RatioCore:
 
     # -- views -------------------------------------------------------------------------------
     def observation(self, k: int) -> np.ndarray:
-        """The ``(C, 8 + C)`` per-class observation matrix of copy ``k``."""
+        """The ``(C, width)`` per-class observation matrix of copy ``k`` (``8 + C`` columns for v0)."""
         return self.observations(slice(k, k + 1))[0]
 
     def observations(self, copies=slice(None)) -> np.ndarray:
-        """Observation matrices ``(K', C, 8 + C)`` of ``copies`` (all by default), built in one go."""
-        m = self.metrics
-        recall = m["recall"][copies]
-        k = len(recall)
-        obs = np.empty((k, self.c, self.obs_dim), np.float32)
-        obs[:, :, 0] = recall
-        obs[:, :, 1] = m["precision"][copies]
-        obs[:, :, 2] = m["f1"][copies]
-        obs[:, :, 3] = self._copy_log_share[copies]
-        g = self.g
-        obs[:, :, 4:4 + g] = self.source_ratios[copies] / self.config.max_ratio
-        obs[:, :, 4 + g:4 + 2 * g] = self.quality
-        obs[:, :, 4 + 2 * g] = m["balanced_accuracy"][copies][:, None]
-        obs[:, :, 5 + 2 * g] = np.minimum(self.t[copies] / self.config.max_steps, 1.0)[:, None]
-        if self.config.pool_obs:
-            obs[:, :, 6 + 2 * g:6 + 3 * g] = self.pool_fraction
-        if self.config.class_id_obs:
-            obs[:, :, len(self.obs_columns):] = self._onehot
-        return obs
+        """Observation matrices ``(K', C, width)`` of ``copies`` (all by default), built in one go, each column by
+        its entry of :data:`envs.observation.COLUMNS`."""
+        return write_observations(self, copies)
 
     def infos(self, copies=slice(None), *, step: bool = False) -> dict[str, np.ndarray]:
         """The step infos of ``copies`` (all by default) as arrays, the one place they are built.

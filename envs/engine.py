@@ -18,10 +18,6 @@ import math
 import numpy as np
 import torch
 
-# The metrics live in classifiers.metrics (one definition for observations, rewards and benchmark tables); they
-# stay importable from here for code written against earlier versions.
-from tailmix.classifiers.metrics import batched_confusion, masked_confusion, metrics_from_confusion  # noqa: F401
-
 
 def synthetic_counts(ratios: np.ndarray, real_counts: np.ndarray) -> np.ndarray:
     """``round(ratio_c * n_real_c)`` (half to even, as numpy rounds), int64, any leading shape."""

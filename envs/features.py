@@ -3,8 +3,8 @@
 The trap: an encoder trained on the very real images whose features the head then trains on gives overfit,
 separable real features, while synthetic features look foreign, so the env punishes synthetic data that pixel
 mode rewards (in a prototype on digits-LT, filling every class to the head count gained 2.1 points of test
-balanced accuracy in pixel mode and lost 4.4 in feature mode with such an encoder). ``python
-benchmarks/fidelity.py`` ranks fixed policies with each encoder here against pixel mode (docs/results/fidelity.md,
+balanced accuracy in pixel mode and lost 4.4 in feature mode with such an encoder). ``python -m
+benchmarks.fidelity`` ranks fixed policies with each encoder here against pixel mode (docs/results/fidelity.md,
 "Does feature mode rank policies like pixel mode?"). The encoders here avoid it:
 
 - ``crossfit`` (default): ``folds`` CNNs, each trained on the real train split minus one fold. A real
@@ -236,12 +236,12 @@ def fit_encoder(dataset, config: EncoderConfig = EncoderConfig(), *, synthetic=N
 
 
 def _fit_lock(path: Path | None):
-    """An exclusive lock on ``path``'s encoder (``envs.atomic.file_lock``); nothing for a memory-only cache."""
+    """An exclusive lock on ``path``'s encoder (``tailmix.io.atomic.file_lock``); nothing for a memory-only cache."""
     import contextlib
 
     if path is None:
         return contextlib.nullcontext()
-    from tailmix.envs.atomic import file_lock
+    from tailmix.io.atomic import file_lock
 
     lock = path.parent / f".{path.stem}.lock"
     try:  # what file_lock opens; fails in a read-only shared cache (os.access would say yes to root)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: envs.datasets imports this module (its digits loader is long-tailed)
-    from tailmix.envs.datasets import LongTailDataset
+from tailmix.io.dataset import LongTailDataset
 
 # floor(n_max * rho ** (-r/(C-1))) is evaluated in floating point; a value that is exactly an integer
 # (100 * 20 ** -1 == 5) can come out as 4.999999999999999 and floor would drop an image. Nudge by a tolerance

@@ -20,7 +20,8 @@ import numpy as np
 from tailmix.envs.sources import ArraySource
 
 #: The known-answer task's corruption on digits-LT: class 4 is served 9s and class 6 is served 5s. Chosen among
-#: a few mappings for >= 3 points of headroom on val and test (benchmarks/results/known-answer.md lists them).
+#: a few mappings for >= 3 points of headroom on val and test
+#: (benchmarks/can-learned-samplers-find-a-known-answer/known-answer.md lists them).
 KNOWN_ANSWER_CORRUPTION = {4: 9, 6: 5}
 
 
@@ -47,7 +48,7 @@ def oracle_source(dataset) -> OracleSource:
     Raises:
         ValueError: when the dataset left no image out.
     """
-    from tailmix.envs.leakage import pixel_hashes
+    from tailmix.io.leakage import pixel_hashes
 
     images, labels = dataset.leftover()
     if not len(labels):

@@ -32,7 +32,8 @@ class SyntheticRatioEnv(SingleCopyViews, ParallelEnv):
     ``pool_obs`` (else 0): recall, precision, F1, log real share, ``G`` ratio columns (one per source,
     ``/ max_ratio``), ``G`` pool-quality columns, balanced accuracy, progress, ``P`` pool-fraction columns
     (``min(1, pool size / (max_ratio * n_real))``, per source), then the one-hot id. ``observation_columns``
-    names them (``ratio@<source>`` ... when ``G > 1``).
+    names them (``ratio@<source>`` ... when ``G > 1``); its length is the width. The columns are one table,
+    ``envs.observation.COLUMNS`` (name, span, writer, bounds), from which spaces, names and values all come.
 
     ``class_id_obs=False`` drops the one-hot id: the row is the per-class statistics only (``8`` columns with one
     source and no ``pool_obs``), the same width for any number of classes, so one shared policy fits any dataset.

@@ -5,7 +5,7 @@ with the same seed would follow, given the same actions (up to floating-point su
 copies' CNNs are one grouped network (``envs.pixel_batched``), bit-identical to single envs on the CPU.
 
 :class:`SyntheticRatioVectorEnv` is a gymnasium ``VectorEnv`` of the centralised view (observation
-``(K, C, 8 + C)``, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), the ``vector_entry_point`` of the
+``(K, C, width)``, ``8 + C`` columns for v0, action ``(K, C)``; with ``G > 1`` sources ``(K, C, G)``), the ``vector_entry_point`` of the
 central ids (``gymnasium.make_vec(id, num_envs=K, vectorization_mode="vector_entry_point")``). Autoreset:
 ``NEXT_STEP`` by default (gymnasium's, which its vector wrappers expect), ``SAME_STEP`` on request (SB3's
 convention; ``tailmix.agents.wrappers.make_vec_env`` turns the env into an SB3 ``VecEnv`` with it), ``DISABLED``

@@ -89,11 +89,9 @@ def class_info(infos: dict, k: int, cls: int) -> dict:
 
 
 def observation_columns(core: RatioCore) -> tuple[str, ...]:
-    """Every column of a class's observation row (:attr:`RatioCore.obs_columns`, then the one-hot id unless
-    ``class_id_obs=False``)."""
-    if not core.config.class_id_obs:
-        return core.obs_columns
-    return core.obs_columns + tuple(f"is_class_{i}" for i in range(core.c))
+    """Every column of a class's observation row, the one-hot id's (``is_class_<i>``) included unless
+    ``class_id_obs=False`` (:attr:`RatioCore.obs_columns`, from :data:`envs.observation.COLUMNS`)."""
+    return core.obs_columns
 
 
 def per_class_info(core: RatioCore, k: int = 0) -> list[dict]:

@@ -37,6 +37,7 @@ class AugmentationGenerator(Generator):
     """
 
     kind = "augment"
+    unlabeled_refusal = "it trains nothing: it augments the real images of each class"
 
     def __init__(self, *, ops: tuple[str, ...] = ("flip", "affine", "jitter"), degrees: float = 10.0,
                  translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1), brightness: float = 0.2,

@@ -36,6 +36,7 @@ _BUILTIN_KINDS: dict[str, str] = {
     "sketch": "tailmix.generators.sketch:SketchConditionedDDPM",
     "augment": "tailmix.generators.augment:AugmentationGenerator",
     "gaussian": "tailmix.generators.gaussian:GaussianFeatureGenerator",
+    "pretrained": "tailmix.generators.pretrained:PretrainedPipeline",
 }
 
 
@@ -229,6 +230,10 @@ class Generator(abc.ABC):
         takes_unlabeled: ``fit(dataset, unlabeled=images)`` uses images without labels (``--unlabeled``).
         budgeted: The main job's time budget (``tailmix.budget``) can size it: :meth:`probe_costs` measures it,
             and the instance's ``train_steps`` and ``pretrain_steps`` are its default sizes.
+        unlabeled_refusal: Why a kind without ``takes_unlabeled`` cannot use them (the CLI's one-line refusal).
+        takes_settings: ``{Settings field: constructor keyword}`` of the settings only this kind takes (the
+            pretrained kind's ``pretrained`` folder -> ``pipeline``): the pipeline passes them, the CLI requires
+            them for the kind and refuses them when no listed kind takes them.
         device: Where the model runs.
     """
 
@@ -240,6 +245,8 @@ class Generator(abc.ABC):
     guided: ClassVar[bool] = False
     takes_unlabeled: ClassVar[bool] = False
     budgeted: ClassVar[bool] = False
+    unlabeled_refusal: ClassVar[str] = "it has no pretraining phase that images without labels could join"
+    takes_settings: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
@@ -296,6 +303,14 @@ class Generator(abc.ABC):
     def _fitted_state(self) -> dict[str, Any]:
         """Named arrays/tensors that determine the samples besides ``hparams`` (digested into the config)."""
         return {}
+
+    @classmethod
+    def check_settings(cls, **settings) -> None:
+        """Refuse (``ValueError``, one line) bad values of the ``takes_settings`` of this kind before any work; the
+        default requires each to be given."""
+        for name, value in settings.items():
+            if value is None:
+                raise ValueError(f"--generator {cls.kind} needs --{name.replace('_', '-')}")
 
     def probe_costs(self, dataset, *, generator: torch.Generator, train_steps: int = 2,
                     sample_images: int = 8) -> tuple[float, float]:

@@ -6,7 +6,7 @@ a try limit is reached, and records the acceptance rate per class.
 
 The reference classifier must be calibrated for the long tail: a plain cross-entropy one on RetinaMNIST
 accepted 81-94% of head-class samples and 0-7% of tail samples in a prototype, i.e. it filtered the tail
-away; on real val images it keeps 2.8% of the tail half (``python benchmarks/filter_quality.py --dataset
+away; on real val images it keeps 2.8% of the tail half (``python -m benchmarks.filter_quality --dataset
 $TAILMIX_DATA_DIR/retinamnist.npz``, docs/results). :meth:`ClassifierFilter.train_reference` therefore trains
 with logit adjustment by default.
 """

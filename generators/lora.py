@@ -69,6 +69,7 @@ class LoRAClassAdapters(Generator):
     trains = True  # the settings go to the base DDPM (for_dataset)
     presets = ClassConditionalDDPM.presets
     pretrains = True
+    takes_unlabeled = True  # fit(unlabeled=...) passes them to the base DDPM's pretraining
 
     def __init__(self, base: ClassConditionalDDPM, *, classes: list[int] | None = None, rank: int = 4,
                  alpha: float = 8.0, steps_per_class: int = 200, lr: float = 1e-3,
@@ -143,17 +144,26 @@ class LoRAClassAdapters(Generator):
             self.model.to(device)
 
     # -- training ---------------------------------------------------------------------------------
-    def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False
-            ) -> LoRAClassAdapters:
-        """Train one adapter per class on that class's real train images (fits the base first if needed)."""
+    def fit(self, dataset, *, generator: torch.Generator | None = None, progress: bool = False,
+            unlabeled: np.ndarray | None = None) -> LoRAClassAdapters:
+        """Train one adapter per class on that class's real train images (fits the base first if needed).
+
+        Args:
+            unlabeled: Images without labels for the base DDPM's unconditional pretraining (``base.fit``), so the
+                base must not be fitted yet.
+        """
         peft = _require_peft()
         if generator is None:
             generator = torch.Generator()
             generator.seed()
         check_torch_generator(generator)
         base = self.base
+        if unlabeled is not None and base.fitted:
+            raise ValueError("unlabeled images join the base DDPM's pretraining, but the base is fitted already; pass "
+                             "them to base.fit(dataset, unlabeled=...) before wrapping it, or give an unfitted base")
         if not base.fitted:
-            base.fit(dataset, generator=generator, progress=progress)
+            base.fit(dataset, generator=generator, progress=progress,
+                     **({} if unlabeled is None else {"unlabeled": unlabeled}))
         base._check_dataset(dataset)
         base._prepare_training(dataset)  # conditioned bases (sketch) need their inputs for this dataset
         self.classes = tail_classes(dataset.train_counts) if self.classes is None else self.classes

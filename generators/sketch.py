@@ -52,6 +52,8 @@ class SketchConditionedDDPM(ClassConditionalDDPM):
     guided = False  # the DDPM's capabilities that the edge conditioning does not carry over
     takes_unlabeled = False
     budgeted = False
+    unlabeled_refusal = ("its training conditions every image on an edge map of its class, which images without a "
+                         "class lack")
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, **kwargs: Any) -> None:
         super().__init__(image_shape, num_classes, **kwargs)

@@ -19,7 +19,7 @@ from tailmix.runs import QUICK_SETTINGS, _stored_config
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
               "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule", "pretrain_steps", "filter_tries",
-              "encoder_epochs")
+              "encoder_epochs", "pretrained")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
@@ -159,11 +159,21 @@ def check_config(cfg) -> None:
     _require(math.isfinite(cfg.guidance_scale) and 0 <= cfg.guidance_scale <= MAX_GUIDANCE_SCALE,
              f"--guidance-scale must be a number in [0, {MAX_GUIDANCE_SCALE:g}] (0: no classifier guidance; it helps at "
              f"0.01 to 10, and far above that samples saturate to black and white); got {cfg.guidance_scale}")
-    for flag, capability, given in (("--guidance-scale", "guided", cfg.guidance_scale),
-                                    ("--unlabeled", "takes_unlabeled", cfg.unlabeled)):
-        able = kinds_with(**{capability: True})
-        _require(not given or any(getattr(cls, capability) for cls in classes),
-                 f"{flag} applies to the {' and '.join(able)} generator; add {' or '.join(able)} to --generator")
+    _require(not cfg.guidance_scale or any(cls.guided for cls in classes),
+             f"--guidance-scale applies to the {' and '.join(kinds_with(guided=True))} generator; add "
+             f"{' or '.join(kinds_with(guided=True))} to --generator")
+    if cfg.unlabeled and cfg.source == "bank":  # every kind must use them: none ignores the flag silently
+        refused = [f"{kind} ({cls.unlabeled_refusal})" for kind, cls in zip(kinds, classes) if not cls.takes_unlabeled]
+        able = " and ".join(kinds_with(takes_unlabeled=True))
+        _require(not refused, f"--unlabeled joins a generator's unconditional pretraining, which --generator "
+                 f"{'; '.join(refused)} cannot use; drop --unlabeled, or keep only {able} in --generator")
+    for cls in classes:  # settings only some kinds take (--pretrained): checked by them, required by default
+        cls.check_settings(**{name: getattr(cfg, name) for name in cls.takes_settings})
+    for name in {n for kind in kinds_with(space="images") for n in generator_class(kind).takes_settings}:
+        _require(getattr(cfg, name, None) is None or any(name in cls.takes_settings for cls in classes),
+                 f"--{name.replace('_', '-')} is a setting of --generator "
+                 f"{' or '.join(k for k in kinds_with(space='images') if name in generator_class(k).takes_settings)}"
+                 "; add that kind to --generator, or drop the flag")
     _require(0.0 <= cfg.tau <= 1.0, f"--tau is a probability in [0, 1]; got {cfg.tau}")
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")

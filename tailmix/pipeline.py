@@ -65,8 +65,9 @@ class Settings:
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
     """Generator of the bank: any registered kind whose samples are images (generators.base.GENERATOR_KINDS): ddpm,
-    lora (DDPM + per-class LoRA for tail classes), sketch, augment, ... Several (--generator ddpm augment) fill one
-    bank each and give the env one source per bank (the pool as an action)."""
+    lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your own diffusers pipeline folder,
+    --pretrained), ... Several (--generator ddpm augment) fill one bank each and give the env one source per bank
+    (the pool as an action)."""
     preset: str = "small"
     """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
     generator_steps: int | None = None
@@ -117,6 +118,9 @@ class Settings:
     """Most candidate batches the filter generates per class shard (default: the filter's 10)."""
     encoder_epochs: int | None = None
     """Training epochs of the feature-mode encoder's CNNs (default: the env's 30; 5 with --quick)."""
+    pretrained: str | None = None
+    """--generator pretrained: a local diffusers pipeline folder (model_index.json; Stable Diffusion or DDPMPipeline
+    layout). Never downloaded; cached by the folder's fingerprint."""
 
     @property
     def generator_kinds(self) -> list[str]:
@@ -229,7 +233,7 @@ def class_count_check(num_classes: int) -> str | None:
     """A warning line for a dataset of ``num_classes`` classes above :data:`WARN_CLASSES` (``None`` below), or a
     ``ValueError`` above :data:`MAX_CLASSES`.
 
-    The estimate interpolates a measurement (``python benchmarks/many_classes.py 50 200 800``, 6 train images per
+    The estimate interpolates a measurement (``python -m benchmarks.many_classes 50 200 800``, 6 train images per
     8x8 class, 2 shared CPUs): env build 8.7 s / 16.4 s / 85 s and one env step 0.04 s / 1.03 s / 135 s at
     50 / 200 / 800 classes, so the step cost grows about as the class count to the power 3.5 above 200.
     """
@@ -303,6 +307,8 @@ def new_generator(cfg, dataset):
         kw["train_steps"] = cfg.generator_steps
     if getattr(cfg, "pretrain_steps", None) is not None and cls.pretrains:
         kw["pretrain_steps"] = cfg.pretrain_steps
+    for name, keyword in cls.takes_settings.items():  # settings of this kind alone (the pretrained kind's folder)
+        kw[keyword] = getattr(cfg, name, None)
     return make_generator(cfg.generator, dataset, **kw)
 
 
@@ -371,8 +377,15 @@ def unlabeled_images(cfg, dataset):
     """The images of ``cfg.unlabeled`` (every image file under it, labels ignored) at the dataset's size and
     channels, or ``None`` without the option."""
     folder = getattr(cfg, "unlabeled", None)
-    if not folder or not kind_class(cfg).takes_unlabeled:  # the other kinds have no use for images without labels
+    if not folder:
         return None
+    cls = kind_class(cfg)
+    if not cls.takes_unlabeled:  # refused, never silently ignored
+        from tailmix.generators.base import kinds_with
+
+        raise ValueError(f"--unlabeled: --generator {cfg.generator} cannot use images without labels "
+                         f"({cls.unlabeled_refusal}); drop --unlabeled or use --generator "
+                         f"{' or '.join(kinds_with(takes_unlabeled=True))}")
     import numpy as np
 
     from tailmix.envs.datasets import _image_extensions, _read_image

@@ -1,11 +1,23 @@
 """Policies by spec: baselines (``none``, ``constant:R``, ...) and saved models (``model.zip``, ``ALGO:path``, an
 RLlib checkpoint) behind one interface, with the checks that a saved model fits the env it is run in.
+
+The one policy-spec grammar (the CLI, the suite and the benchmarks read specs through this module):
+
+- a baseline spec of :func:`agents.baselines.make_baseline` (``fill``, ``constant:0.5``, ``decay:fill@mix``);
+- a scaled fixed shape ``<shape> x <factor>`` (``fill x 0.5``: fill's ratios halved; :func:`fixed_policy`);
+- a saved model: ``path/model.zip``, ``ALGO:path`` or an RLlib checkpoint folder (:func:`load_policy`);
+- a row to train, ``ALGO:WRAPPER:VARIANT[:TIMESTEPS][@SEED]`` (``ppo:shared:difference:20000@1``) or
+  ``cem:static`` / ``cem:schedule`` (:func:`parse_training_spec`; the benchmarks train it on the val reward).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from tailmix.agents.policy import RatioBaseline
 from tailmix.runs import _read_json, _stored_config
 
 
@@ -39,15 +51,14 @@ def model_info(path: Path) -> dict:
 
 
 def load_policy(spec: str, *, wrapper: str | None = None):
-    """A baseline spec, or a saved SB3 model behind the baseline interface (see :func:`load_model_policy`)."""
-    from tailmix.agents.baselines import make_baseline
-
+    """A fixed policy spec (:func:`fixed_policy`), or a saved SB3 model behind the baseline interface (see
+    :func:`load_model_policy`)."""
     if (Path(spec).expanduser() / "rllib_checkpoint.json").is_file():
         from tailmix.agents.rllib import load_rllib_policy
 
         return load_rllib_policy(Path(spec).expanduser())
     path = _model_path(spec)
-    return make_baseline(spec) if path is None else load_model_policy(spec, wrapper=wrapper)
+    return fixed_policy(spec) if path is None else load_model_policy(spec, wrapper=wrapper)
 
 
 def load_model_policy(spec: str, *, wrapper: str | None = None):
@@ -87,8 +98,10 @@ def _check_policy_fits(policy, dataset, label: str, sources: int = 1) -> None:
     model = getattr(policy, "model", None)
     if model is None:
         return
+    from tailmix.envs.observation import observation_width
+
     c = dataset.num_classes
-    width = 6 + 2 * sources + c  # envs.core.observation_columns without pool_obs, plus the one-hot id
+    width = observation_width(c, sources)  # the CLI's env: the default config's columns (envs.observation.COLUMNS)
     want = (width,) if policy.wrapper == "shared" else (c, width)
     got = tuple(model.observation_space.shape)
     if got != want:
@@ -122,3 +135,81 @@ def load_policies(specs: list[str], *, learned: list[str] = ()) -> dict:
 def _learned_label(spec: str) -> str:
     """``learned:<the model's run folder>``: how tables name a saved model."""
     return "learned:" + Path(_split_algo(spec)[1]).expanduser().resolve().parent.name
+
+
+# -- fixed shapes and rows to train --------------------------------------------------------------------------------
+#: The separator of a scaled fixed shape: ``fill x 0.5``.
+SCALE = " x "
+
+
+class ScaledBaseline(RatioBaseline):
+    """A fixed per-class ratio policy named ``name``: ``base``'s ratios times ``factor`` (``fill x 0.5``), or the
+    given ratio vector ``ratios`` (a hand-written policy such as the known-answer task's oracle policy)."""
+
+    def __init__(self, name: str, ratios=None, base: RatioBaseline | None = None, factor: float = 1.0) -> None:
+        self.name, self._ratios, self.base, self.factor = name, ratios, base, float(factor)
+
+    def raw_ratios(self, train_counts: np.ndarray) -> np.ndarray:
+        if self._ratios is not None:
+            return np.asarray(self._ratios, np.float64)
+        return self.base.raw_ratios(train_counts) * self.factor
+
+
+def fixed_policy(spec: str):
+    """A fixed policy from its spec: a baseline spec, or ``<shape> x <factor>`` (``fill x 0.25``), the shape a
+    fixed per-class one (``fill``, ``constant:2``, ``inverse``)."""
+    from tailmix.agents.baselines import make_baseline
+
+    if not isinstance(spec, str) or SCALE not in spec:
+        return make_baseline(spec)
+    shape, _, factor = spec.partition(SCALE)
+    base = make_baseline(shape.strip())
+    try:
+        value = float(factor)
+    except ValueError:
+        value = None
+    if value is None or not isinstance(base, RatioBaseline) or value < 0:
+        raise ValueError(f"bad fixed policy {spec!r}: use <shape> x <factor> with a fixed per-class shape and a "
+                         "factor >= 0, e.g. 'fill x 0.5'")
+    return ScaledBaseline(f"{shape.strip()}{SCALE}{value:g}", base=base, factor=value)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """A row to train: ``ALGO:WRAPPER:VARIANT[:TIMESTEPS][@SEED]`` or ``cem:static`` / ``cem:schedule``."""
+
+    algo: str
+    wrapper: str  # shared/central; for cem: static/schedule
+    variant: str = ""  # difference (credit), ref0 (reward minus a reference head at ratio 0), plain
+    timesteps: int | None = None  # None: the benchmark's default
+    seed: int | None = None  # the training seed; None: the benchmark's default (0)
+
+
+#: The reward variants of a row to train: the env settings each adds to the training env.
+VARIANTS = {"difference": {"credit": "difference"}, "ref0": {"reward_reference": 0.0}, "plain": {}}
+
+
+def parse_training_spec(spec: str) -> TrainingSpec:
+    """``"ppo:central:ref0:20000@1"`` -> ``TrainingSpec("ppo", "central", "ref0", 20000, 1)``; ``"cem:static"``."""
+    body, at, seed_text = str(spec).strip().partition("@")
+    parts = body.split(":")
+    usage = ("use algo:wrapper:variant[:timesteps][@seed], e.g. ppo:shared:difference:20000 or "
+             "ppo:central:ref0:20000@1 (algo ppo/sac, wrapper shared/central, variant " + "/".join(VARIANTS)
+             + ", seed the training seed, default 0), or cem:static / cem:schedule")
+    if parts[0] == "cem":
+        if len(parts) != 2 or parts[1] not in ("static", "schedule") or at:
+            raise ValueError(f"row to train {spec!r} is invalid: {usage}")
+        return TrainingSpec("cem", parts[1])
+    if (len(parts) not in (3, 4) or parts[0] not in ("ppo", "sac") or parts[1] not in ("shared", "central")
+            or parts[2] not in VARIANTS or (len(parts) == 4 and not parts[3].isdigit())
+            or (at and not seed_text.isdigit())):
+        raise ValueError(f"row to train {spec!r} is invalid: {usage}")
+    return TrainingSpec(parts[0], parts[1], parts[2], int(parts[3]) if len(parts) == 4 else None,
+                        int(seed_text) if at else None)
+
+
+def training_env_kwargs(kw: dict, variant: str) -> dict:
+    """The env keyword arguments ``kw`` with a reward variant's settings (:data:`VARIANTS`)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    return dict(kw, **VARIANTS[variant])

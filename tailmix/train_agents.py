@@ -39,22 +39,16 @@ import inspect
 import os
 import sys
 import time
+from pathlib import Path
 
 from tailmix.agents.baselines import baseline_usage
-# The application layer; its names stay importable from here (tests, scripts and notebooks import them).
-from tailmix.commands import (_close, _train_model, budget_report, cmd_benchmark, cmd_evaluate,  # noqa: F401
-                              cmd_generate, cmd_main, cmd_train)
-from tailmix.configs import (ENV_FIELDS, MAX_SEED, MODEL_FIELDS, PLACE_FIELDS, QUICK, BenchmarkConfig,  # noqa: F401
-                             Common, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig, _choice, _inherit,
-                             _quick, _require, check_config, resolve_config)
-from tailmix.pipeline import (SOURCES, Settings, ensure_bank, generator_kinds, load_data,  # noqa: F401
-                              num_sources, one_kind, phase, prepared_env_kwargs, versions, writable_folder_problem)
-from tailmix.policies import (_check_policy_fits, _learned_label, _model_path, _split_algo,  # noqa: F401
-                              benchmark_specs, load_model_policy, load_policies, load_policy, model_info)
-from tailmix.runs import (RUN_MARKER, _atomic_write_text, _marker_digest, _read_json, _run_path,  # noqa: F401
-                          _stored_config, _write_json, check_cache_dir, check_deletable, check_run_dir,
-                          finish_run_dir, interrupt_hint, is_tailmix_run, prepare_run_dir)
-
+# The application layer: each name lives in one module; import it from there (tailmix.configs, tailmix.runs, ...).
+from tailmix.commands import budget_report, cmd_benchmark, cmd_evaluate, cmd_generate, cmd_main, cmd_train
+from tailmix.configs import (BenchmarkConfig, Common, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig, _quick,
+                             check_config, resolve_config)
+from tailmix.pipeline import load_data, phase
+from tailmix.policies import _learned_label
+from tailmix.runs import _write_json, check_cache_dir, check_run_dir, finish_run_dir, interrupt_hint
 
 #: Fields that take baseline specs: their help lists the registered baselines.
 BASELINE_FIELDS = ("policy", "baselines")

@@ -121,7 +121,7 @@ def test_known_answer_script_writes_the_gap_table(tmp_path):
 
 
 def test_known_answer_algo_kwargs_parse_and_reject_bad_items():
-    from benchmarks.known_answer import parse_algo_kwargs
+    from benchmarks.lib import parse_algo_kwargs
 
     assert parse_algo_kwargs(["learning_rate=1e-3", "n_steps=64"]) == {"learning_rate": 0.001, "n_steps": 64}
     assert parse_algo_kwargs(None) == {}
@@ -199,7 +199,7 @@ def test_known_answer_script_adds_the_val_pick_row(tmp_path):
 
 
 def test_known_answer_train_env_kwargs_are_env_settings():
-    from benchmarks.known_answer import parse_train_env_kwargs
+    from benchmarks.lib import parse_train_env_kwargs
 
     assert parse_train_env_kwargs(["reward_replicas=4"]) == {"reward_replicas": 4}
     assert parse_train_env_kwargs(None) == {}

@@ -45,13 +45,12 @@ def fake_run(folder: Path) -> Path:
 
 def real_run(folder: Path) -> Path:
     """A run folder as tailmix writes it (marker and run.json agree), without checkpoints."""
-    from tailmix import train_agents
+    from tailmix import runs
 
     folder.mkdir(parents=True)
     run_id = "0123456789abcdef"
     (folder / "run.json").write_text(json.dumps({"command": "train", "run_id": run_id, "config": {}}))
-    (folder / train_agents.RUN_MARKER).write_text(json.dumps({"run_id": run_id,
-                                                              "digest": train_agents._marker_digest(run_id)}))
+    (folder / runs.RUN_MARKER).write_text(json.dumps({"run_id": run_id, "digest": runs._marker_digest(run_id)}))
     (folder / "results.md").write_text("| earlier |\n")
     return folder
 
@@ -194,7 +193,7 @@ def test_refused_with_one_line_and_nothing_touched(case, tmp_path):
 
 # -- 1: --overwrite replaces a real run, and only that ------------------------------------------------
 def test_overwrite_replaces_a_run_tailmix_made_and_marks_new_runs(tmp_path):
-    from tailmix import train_agents
+    from tailmix import runs
 
     run = real_run(tmp_path / "run")
     (run / "checkpoints").mkdir()
@@ -203,11 +202,11 @@ def test_overwrite_replaces_a_run_tailmix_made_and_marks_new_runs(tmp_path):
     proc = cli("evaluate", "--policy", "none", *TINY_AUGMENT, "--cache-dir", tmp_path / "cache", "--run-dir", run,
                "--overwrite")
     assert proc.returncode == 0, proc.stderr
-    assert not (run / "checkpoints").exists() and train_agents.is_tailmix_run(run)
+    assert not (run / "checkpoints").exists() and runs.is_tailmix_run(run)
     assert (run / "notes.txt").exists() and "earlier" not in (run / "results.md").read_text()
     # a copied run.json without its marker, or a marker that does not match, is not proof
-    (run / train_agents.RUN_MARKER).write_text(json.dumps({"run_id": "x", "digest": "y"}))
-    assert not train_agents.is_tailmix_run(run)
+    (run / runs.RUN_MARKER).write_text(json.dumps({"run_id": "x", "digest": "y"}))
+    assert not runs.is_tailmix_run(run)
 
 
 def test_overwrite_of_an_empty_working_directory_does_not_crash(tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tailmix import train_agents
+from tailmix import runs, train_agents
 from tailmix.pipeline import env_kwargs
 from tests.conftest import make_tiny_dataset
 
@@ -44,7 +44,7 @@ def test_bad_values_are_user_errors_naming_the_flag(flags, named):
 
 def test_run_json_stores_them_and_evaluate_inherits_them(tmp_path):
     _, cfg, _ = train_agents.parse_args(["train", "--run-dir", str(tmp_path / "run"), *FLAGS])
-    run = train_agents.prepare_run_dir(cfg, "train")
+    run = runs.prepare_run_dir(cfg, "train")
     stored = json.loads((run / "run.json").read_text())["config"]
     assert (stored["draw"], stored["val_folds"], stored["lr_schedule"]) == ("unique", 3, "cosine")
     (run / "model.zip").write_bytes(b"")  # only its place matters here: settings come from the run.json beside it

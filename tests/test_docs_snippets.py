@@ -318,7 +318,7 @@ def test_dotted_tailmix_names_in_the_docs_exist():
 
 
 def test_repository_paths_in_the_docs_exist():
-    """Backticked paths to results and scripts (``benchmarks/results/x.md``, ``envs/oracle.py``) exist."""
+    """Backticked paths to results and scripts (``benchmarks/<question>/x.md``, ``envs/oracle.py``) exist."""
     missing = []
     for page in PAGES:
         text = FENCE.sub("", page.read_text(encoding="utf-8"))

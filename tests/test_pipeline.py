@@ -15,10 +15,12 @@ def digits():
 def test_the_bank_kinds_are_the_registry_kinds_of_images():
     from tailmix.generators.base import GENERATOR_KINDS, kinds_with
 
-    assert kinds_with(space="images") == ("ddpm", "lora", "sketch", "augment")  # gaussian makes features
+    assert kinds_with(space="images") == ("ddpm", "lora", "sketch", "augment", "pretrained")  # gaussian: features
     assert set(kinds_with(space="images")) <= set(GENERATOR_KINDS)
-    assert kinds_with(guided=True) == kinds_with(takes_unlabeled=True) == kinds_with(budgeted=True) == ("ddpm",)
-    assert kinds_with(trains=True) == kinds_with(pretrains=True) == ("ddpm", "lora", "sketch")
+    assert kinds_with(guided=True) == kinds_with(budgeted=True) == ("ddpm",)
+    assert kinds_with(takes_unlabeled=True) == ("ddpm", "lora")  # lora: its base DDPM pretrains on them
+    assert kinds_with(trains=True) == ("ddpm", "lora", "sketch", "pretrained")
+    assert kinds_with(pretrains=True) == ("ddpm", "lora", "sketch")
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "sketch", "lora", "augment"])

@@ -69,7 +69,8 @@ def test_unlabeled_folder_joins_pretraining_and_the_cache_key(digits, tmp_path):
 
 
 def test_cli_flags_and_their_checks():
-    from tailmix.train_agents import ENV_FIELDS, check_config, parse_args
+    from tailmix.configs import ENV_FIELDS
+    from tailmix.train_agents import check_config, parse_args
 
     _, cfg, given = parse_args(["--guidance-scale", "2.5", "--unlabeled", "some/folder"])
     assert cfg.guidance_scale == 2.5 and cfg.unlabeled == "some/folder" and {"guidance_scale", "unlabeled"} <= given

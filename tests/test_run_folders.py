@@ -74,13 +74,13 @@ def run_main_ok(argv, capsys):
 def train_run(npz: Path, run: Path, *flags) -> Path:
     """A train run folder as ``train`` leaves it before its first checkpoint (run.json with the dataset's
     fingerprint, marker), made without any training."""
-    from tailmix import train_agents
+    from tailmix import runs, train_agents
 
     command, cfg, explicit = train_agents.parse_args(["train", "--dataset", str(npz), *QUICK, *flags, "--run-dir",
                                                       str(run), "--cache-dir", str(run.parent / "cache")])
     cfg, fixed = train_agents.resolve_config(command, cfg, explicit)
     train_agents._quick(cfg, fixed)  # as the CLI does before the run folder is made
-    train_agents.prepare_run_dir(cfg, "train", train_agents.load_data(cfg))
+    runs.prepare_run_dir(cfg, "train", train_agents.load_data(cfg))
     return run
 
 
@@ -195,16 +195,16 @@ def test_no_checkpoint_advice_is_the_exact_command_with_the_runs_settings(npz, t
 
 # -- item 6: --overwrite deletes only what tailmix wrote ------------------------------------------------
 def test_overwrite_keeps_the_users_files(stub_work, npz, tmp_path, capsys):
-    from tailmix import runs, train_agents
+    from tailmix import runs
 
     run = made_run(stub_work, npz, tmp_path / "run", capsys)
-    marker = json.loads((run / train_agents.RUN_MARKER).read_text())
+    marker = json.loads((run / runs.RUN_MARKER).read_text())
     assert "results.md" in marker["written"] and "notes.txt" not in marker["written"]
     stub_work.table = "| none | second |\n"
     run_main_ok(evaluate_argv(npz, run, "--overwrite"), capsys)
     assert (run / "results.md").read_text() == "| none | second |\n"
     assert (run / "notes.txt").read_text() == "precious" and (run / "mydata" / "table.csv").read_text() == "1,2\n"
-    assert train_agents.is_tailmix_run(run) and not (run / runs.REPLACED).exists()
+    assert runs.is_tailmix_run(run) and not (run / runs.REPLACED).exists()
     assert json.loads((run / "run.json").read_text())["run_id"] != marker["run_id"]
 
 

@@ -410,26 +410,26 @@ def test_quick_leaves_the_flags_you_give():
 
 
 def test_load_policy_reads_agent_json_then_run_json_then_the_spec(trained, tmp_path):
-    from tailmix import train_agents
+    from tailmix import policies
 
     folder = tmp_path / "copied"
     folder.mkdir()
     shutil.copy(trained / "model.zip", folder / "model.zip")
     shutil.copy(trained / "agent.json", folder / "agent.json")
-    policy = train_agents.load_policy(str(folder / "model.zip"))
+    policy = policies.load_policy(str(folder / "model.zip"))
     assert type(policy.model).__name__ == "PPO" and policy.wrapper == "shared"
     # agent.json wins over run.json (which could be a hand-edited or foreign file)
     (folder / "run.json").write_text(json.dumps({"config": {"algo": "sac", "wrapper": "central"}}))
-    assert train_agents.model_info(folder / "model.zip") == {"algo": "ppo", "wrapper": "shared"}
+    assert policies.model_info(folder / "model.zip") == {"algo": "ppo", "wrapper": "shared"}
     (folder / "agent.json").unlink()
-    assert train_agents.model_info(folder / "model.zip") == {"algo": "sac", "wrapper": "central"}
+    assert policies.model_info(folder / "model.zip") == {"algo": "sac", "wrapper": "central"}
     (folder / "run.json").unlink()
     with pytest.raises(ValueError, match="ALGO:path"):
-        train_agents.load_policy(str(folder / "model.zip"))
-    policy = train_agents.load_policy(f"ppo:{folder / 'model.zip'}")  # the wrapper follows from the spaces
+        policies.load_policy(str(folder / "model.zip"))
+    policy = policies.load_policy(f"ppo:{folder / 'model.zip'}")  # the wrapper follows from the spaces
     assert type(policy.model).__name__ == "PPO" and policy.wrapper == "shared"
     with pytest.raises(ValueError, match="cannot load .* as a sac model"):
-        train_agents.load_policy(f"sac:{folder / 'model.zip'}")
+        policies.load_policy(f"sac:{folder / 'model.zip'}")
 
 
 def test_bank_warnings_name_empty_and_tiny_pools(tiny_dataset):

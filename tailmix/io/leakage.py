@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from itertools import combinations
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: this bottom layer never imports the env package
-    from tailmix.envs.datasets import LongTailDataset
-
-#: The splits of a ``LongTailDataset`` (``envs.datasets.SPLITS``; ``tests/test_layers.py`` checks they agree).
-SPLITS = ("train", "val", "test")
+from tailmix.io.dataset import SPLITS, LongTailDataset  # noqa: F401 (SPLITS: what the reports iterate)
 
 #: Example index pairs kept per finding; the counts are always complete.
 MAX_EXAMPLES = 5

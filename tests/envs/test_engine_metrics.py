@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_score, recall_score
 
-from tailmix.envs.engine import batched_confusion, metrics_from_confusion
+from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")

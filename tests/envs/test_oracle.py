@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tailmix.envs.datasets import load_digits_lt
-from tailmix.envs.leakage import pixel_hashes
+from tailmix.io.leakage import pixel_hashes
 from tailmix.envs.longtail import make_long_tail
 from tailmix.envs.oracle import CorruptedSource, oracle_policy_ratios, oracle_source
 from tailmix.envs.sources import ArraySource

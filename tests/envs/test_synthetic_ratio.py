@@ -268,7 +268,7 @@ def test_reward_replicas_average_independent_heads_and_bootstrap_reports_noise()
     heads = e.core.engine.head.params[0]
     assert heads.shape[0] == 3 and not torch.allclose(heads[0], heads[1])  # independent replicas
     pred = e.core.engine.predict("val")
-    from tailmix.envs.engine import batched_confusion, metrics_from_confusion
+    from tailmix.classifiers.metrics import batched_confusion, metrics_from_confusion
     per = metrics_from_confusion(batched_confusion(e.core.engine.labels_of("val"), pred, 3))["balanced_accuracy"]
     assert rew["class_0"] == pytest.approx(per.mean())
     std = infos["class_0"]["reward_std"]

@@ -50,7 +50,7 @@ def test_generator_speed_tiny(tmp_path, capsys):
     assert [r[:2] for r in printed] == [["ddim", "2"], ["ddim", "4"], ["ddpm", "12"]]
     assert all(math.isfinite(float(r[4])) for r in printed)  # images/s
     assert [r[0] for r in _table_rows(text, "0") + _table_rows(text, "9")] == ["0", "9 (tail)"]
-    assert "command: python benchmarks/generator_speed.py" in text and "device: cpu" in text
+    assert "command: python -m benchmarks.generator_speed" in text and "device: cpu" in text
     assert len(json.loads(out_json.read_text())["rows"]) == 3
     assert len(list((tmp_path / "cache" / "filters").iterdir())) == 1  # the CLI's cached reference filter
 
@@ -122,7 +122,7 @@ def test_guidance_tiny(tmp_path, capsys):
     assert res["scales"] == [0.0, 0.5] and set(res["kept"][0.5]) == set(range(10))
     assert all(0 <= k <= 2 for k in res["kept"][0.0].values()) and res["speed"][0.5] > 0
     text = out.read_text()
-    assert "command: `python benchmarks/guidance.py --preset tiny" in text
+    assert "command: `python -m benchmarks.guidance --preset tiny" in text
     assert [r[0] for r in _table_rows(text, "**")] == ["**class mean**", "**tail half**"]
     names = sorted(p.name for p in (tmp_path / "cache" / "generators").iterdir())
     assert len(names) == 2 and names[1].startswith("ddpm-guided-")  # the CLI's DDPM and its guided one, cached
