@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tailmix.classifiers.device import PRECISIONS, grad_scaler, precision_autocast
 from tailmix.generators.base import (Generator, check_torch_generator, randint, randn, read_config,
                                      write_config)
 from tailmix.generators.ddpm import _jsonable, seeded
@@ -39,7 +40,6 @@ from tailmix.io.atomic import honour_umask_tree
 FLAG = "--pretrained"
 LAYOUTS = ("latent", "pixel")
 CONDITIONINGS = ("prompt", "token")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_FOLDER = "adapters"
 TOKENS_FILE = "class_tokens.pt"
@@ -135,18 +135,6 @@ def read_pipeline(folder: str | Path | None, conditioning: str = "prompt") -> tu
         raise ValueError(f"{FLAG} {folder} lacks {', '.join(missing)} (listed in model_index.json and a sub-folder "
                          f"each){extra}; pass a complete pipeline folder")
     return root.resolve(), layout, index
-
-
-def precision_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``: ``None`` (full precision) off CUDA and for ``fp32``;
-    ``auto``: bf16 where the GPU supports it, else fp16."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if torch.device(device).type != "cuda" or precision == "fp32" or not torch.cuda.is_available():
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 class PretrainedPipeline(Generator):
@@ -319,8 +307,7 @@ class PretrainedPipeline(Generator):
 
     # -- precision ------------------------------------------------------------------------------------
     def _autocast(self):
-        dtype = precision_dtype(self.device, self.precision)
-        return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+        return precision_autocast(self.device, self.precision)
 
     # -- conditioning -----------------------------------------------------------------------------
     def _class_classes(self, dataset) -> list[int]:
@@ -424,8 +411,7 @@ class PretrainedPipeline(Generator):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(classes) * self.steps_per_class, desc="pretrained lora", unit="step")
-        dtype = precision_dtype(self.device, self.precision)
-        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        scaler = grad_scaler(self.device, self.precision)
         try:
             for c in classes:
                 name = adapter_name(c)

@@ -19,9 +19,9 @@ from tailmix.runs import QUICK_SETTINGS, _stored_config
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
               "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule", "pretrain_steps", "filter_tries",
-              "encoder_epochs", "pretrained")
+              "encoder_epochs", "pretrained", "precision")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
-PLACE_FIELDS = ("data_root", "cache_dir", "device")
+PLACE_FIELDS = ("data_root", "cache_dir", "device", "devices")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
 MODEL_FIELDS = ("algo", "wrapper", "n_envs")
 
@@ -212,6 +212,11 @@ def check_config(cfg) -> None:
     except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
+    from tailmix.classifiers.device import PRECISIONS
+    from tailmix.pipeline import generator_devices
+
+    _choice(cfg, "precision", PRECISIONS)
+    generator_devices(cfg)  # --devices: each named device exists
     from tailmix.preflight import check_settings
 
     check_settings(cfg)  # paths, --unlabeled and the memory an --image-size needs, before any work

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tailmix.generators import load_generator, make_generator
-from tailmix.generators.pretrained import (PretrainedPipeline, pipeline_fingerprint, precision_dtype, read_pipeline,
+from tailmix.classifiers.device import precision_dtype
+from tailmix.generators.pretrained import (PretrainedPipeline, pipeline_fingerprint, read_pipeline,
                                            write_tiny_pipeline)
 from tests.conftest import make_tiny_dataset
 
