@@ -213,10 +213,9 @@ def check_config(cfg) -> None:
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
     from tailmix.classifiers.device import PRECISIONS
-    from tailmix.pipeline import generator_devices
 
     _choice(cfg, "precision", PRECISIONS)
-    generator_devices(cfg)  # --devices: each named device exists
+    cfg.generator_devices  # noqa: B018 (--devices: each named device exists)
     from tailmix.preflight import check_settings
 
     check_settings(cfg)  # paths, --unlabeled and the memory an --image-size needs, before any work

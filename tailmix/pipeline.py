@@ -129,10 +129,16 @@ class Settings:
     """--generator pretrained: a local diffusers pipeline folder (model_index.json; Stable Diffusion or DDPMPipeline
     layout). Never downloaded; cached by the folder's fingerprint."""
 
+    # The config's own accessors: the checks (tailmix.configs, policies) ask the config, not the pipeline.
     @property
     def generator_kinds(self) -> list[str]:
         """The generator kinds of ``--generator`` (one bank, and one env source, each)."""
-        return str(self.generator).split()
+        return generator_kinds(self)
+
+    @property
+    def generator_devices(self) -> list:
+        """The generators' devices (:func:`generator_devices`; a ``ValueError`` for a device that does not exist)."""
+        return generator_devices(self)
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -530,7 +536,7 @@ def bank_warnings(counts, dataset, per_class: int, *, guidance_scale: float = 0.
 
 
 def generator_kinds(cfg) -> list[str]:
-    """The generator kinds of ``--generator`` (``Settings.generator_kinds``, for any object with a ``generator``)."""
+    """The generator kinds of ``--generator`` (one bank, and one env source, each)."""
     return str(cfg.generator).split()
 
 

@@ -48,7 +48,7 @@ from tailmix.configs import (BenchmarkConfig, Common, EvaluateConfig, GenerateCo
                              check_config, resolve_config)
 from tailmix.pipeline import load_data, phase
 from tailmix.policies import _learned_label
-from tailmix.runs import _write_json, check_cache_dir, check_run_dir, finish_run_dir, interrupt_hint
+from tailmix.runs import _read_json, _write_json, check_cache_dir, check_run_dir, finish_run_dir, interrupt_hint
 
 #: Fields that take baseline specs: their help lists the registered baselines.
 BASELINE_FIELDS = ("policy", "baselines")
