@@ -230,6 +230,22 @@ class PretrainedPipeline(Generator):
     def _components(self) -> dict[str, Any]:
         if self._parts is not None:
             return self._parts
+        try:
+            parts = self._load_components()
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            if str(err).startswith(FLAG):
+                raise
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{FLAG} {self.path}: its components do not load ({first}); pass a complete pipeline "
+                             "folder saved with save_pretrained (full-precision weights, no variant suffix)") from None
+        for name in ("unet", "vae", "text_encoder"):
+            if name in parts:
+                parts[name].requires_grad_(False)
+                parts[name].to(self.device).eval()
+        self._parts = parts
+        return parts
+
+    def _load_components(self) -> dict[str, Any]:
         import diffusers
 
         parts: dict[str, Any] = {}
@@ -240,6 +256,10 @@ class PretrainedPipeline(Generator):
                 transformers = _require_transformers()
                 parts["text_encoder"] = transformers.CLIPTextModel.from_pretrained(self.path / "text_encoder")
                 parts["tokenizer"] = transformers.CLIPTokenizer.from_pretrained(self.path / "tokenizer")
+            if parts["unet"].config.addition_embed_type is not None or parts["unet"].config.class_embed_type:
+                raise ValueError(f"{FLAG} {self.path}: its UNet needs extra conditioning inputs "
+                                 f"({parts['unet'].config.addition_embed_type or parts['unet'].config.class_embed_type}"
+                                 ", e.g. Stable Diffusion XL); pass a Stable Diffusion 1.x/2.x-layout pipeline")
         else:
             parts["unet"] = diffusers.UNet2DModel.from_pretrained(self.path / "unet")
             if parts["unet"].config.num_class_embeds is not None or parts["unet"].config.class_embed_type:
@@ -248,11 +268,6 @@ class PretrainedPipeline(Generator):
         train = diffusers.DDPMScheduler.from_pretrained(self.path / "scheduler")
         parts["train_scheduler"] = train
         parts["sample_scheduler"] = diffusers.DDIMScheduler.from_config(train.config)
-        for name in ("unet", "vae", "text_encoder"):
-            if name in parts:
-                parts[name].requires_grad_(False)
-                parts[name].to(self.device).eval()
-        self._parts = parts
         return parts
 
     @property

@@ -64,10 +64,10 @@ class Settings:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator of the bank: any registered kind whose samples are images (generators.base.GENERATOR_KINDS): ddpm,
-    lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your own diffusers pipeline folder,
-    --pretrained), ... Several (--generator ddpm augment) fill one bank each and give the env one source per bank
-    (the pool as an action)."""
+    """Generator of the bank: any registered kind whose samples are images (generators.base.GENERATOR_KINDS):
+    ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your own diffusers pipeline
+    folder, --pretrained), ... Several (--generator ddpm augment) fill
+    one bank each and give the env one source per bank (the pool as an action)."""
     preset: str = "small"
     """DDPM size preset: tiny (tests), small (CPU default), base (GPU)."""
     generator_steps: int | None = None
@@ -691,21 +691,3 @@ def prepared_env(cfg, dataset) -> EnvSpec:
 def prepared_env_kwargs(cfg, dataset) -> dict:
     """:func:`prepared_env` as the env's keyword arguments."""
     return prepared_env(cfg, dataset).kwargs()
-
-
-def sized_env_kwargs(cfg, dataset, *, fixed=frozenset()) -> tuple[dict, dict]:
-    """The main job's preparation: the time budget (``tailmix.budget``) sizes what the flags left open (``fixed``:
-    the fields given), measuring this config's generator and env, then :func:`prepared_env_kwargs` on the sized
-    config. Returns the env keyword arguments and the budget's record (for ``run.json``)."""
-    from tailmix import budget
-
-    probe = budget_probe(cfg, dataset) if budget.applies(cfg) is None else {}  # built here: it never calls back up
-    record = budget.apply_budget(cfg, dataset, fixed=fixed, phase=phase, **probe)
-    return prepared_env_kwargs(cfg, dataset), record
-
-
-def budget_probe(cfg, dataset) -> dict:
-    """What the time budget measures (``tailmix.budget.apply_budget``'s ``generator`` and ``env``): an unfitted
-    generator of ``cfg``'s kind and the env spec of ``cfg`` with the Gaussian source (no bank needed)."""
-    return dict(generator=new_generator(cfg, dataset),
-                env=env_spec(dataclasses.replace(cfg, source="gaussian"), dataset, progress=False))

@@ -57,6 +57,10 @@ def load_policy(spec: str, *, wrapper: str | None = None):
         from tailmix.agents.rllib import load_rllib_policy
 
         return load_rllib_policy(Path(spec).expanduser())
+    from tailmix.mainjob import is_ratio_policy_file, load_ratio_policy
+
+    if is_ratio_policy_file(spec):  # a CEM search's result the main job saved (agents/<method>/policy.json)
+        return load_ratio_policy(spec)
     path = _model_path(spec)
     return fixed_policy(spec) if path is None else load_model_policy(spec, wrapper=wrapper)
 

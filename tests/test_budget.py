@@ -92,11 +92,8 @@ def test_parse_minutes():
 def test_apply_budget_writes_the_sizes_into_the_config(tiny_rgb_dataset, capsys):
     from tailmix.train_agents import MainConfig
 
-    from tailmix.pipeline import budget_probe
-
     cfg = MainConfig(dataset="tiny", per_class=128, generator_steps=None)
-    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes=1, costs=COSTS, fixed={"timesteps"},
-                                 **budget_probe(cfg, tiny_rgb_dataset))
+    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes=1, costs=COSTS, fixed={"timesteps"})
     out = capsys.readouterr().out
     assert "estimate on this machine" in out and "total" in out and "sizes:" in out
     assert record["applied"] and record["budget_minutes"] == 1
@@ -105,8 +102,7 @@ def test_apply_budget_writes_the_sizes_into_the_config(tiny_rgb_dataset, capsys)
     assert set(record["estimate_seconds"]) >= {"generator", "synthetic bank", "encoder", "agent"}
     # no budget: the estimate is printed, nothing changes
     cfg = MainConfig(dataset="tiny")
-    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes="none", costs=COSTS,
-                                 **budget_probe(cfg, tiny_rgb_dataset))
+    record = budget.apply_budget(cfg, tiny_rgb_dataset, minutes="none", costs=COSTS)
     assert record["changed"] == {} and cfg == MainConfig(dataset="tiny")
 
 
@@ -127,14 +123,13 @@ def test_measure_costs_times_real_steps_and_keeps_the_random_streams(tiny_rgb_da
     import numpy as np
     import torch
 
-    from tailmix.pipeline import Settings, budget_probe
+    from tailmix.pipeline import Settings
 
-    cfg = Settings(dataset="tiny", preset="tiny")
-    probe = budget_probe(cfg, tiny_rgb_dataset)
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     expected = torch.rand(3), np.random.rand(3), random.random()
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
-    costs = budget.measure_costs(cfg, tiny_rgb_dataset, sample_images=4, encoder_images=16, **probe)
+    costs = budget.measure_costs(Settings(dataset="tiny", preset="tiny"), tiny_rgb_dataset, sample_images=4,
+                                 encoder_images=16)
     assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
     for name in ("generator_step", "sample_image", "encoder_image_epoch", "agent_timestep", "probe_seconds"):
@@ -148,7 +143,7 @@ def test_main_job_prints_the_estimate_and_stores_it_in_run_json(tmp_path, monkey
     from tailmix import train_agents
 
     slow_encoder = Costs(generator_step=0.01, sample_image=0.001, encoder_image_epoch=0.01, agent_timestep=0.001)
-    monkeypatch.setattr(budget, "measure_costs", lambda cfg, dataset, **probe: slow_encoder)
+    monkeypatch.setattr(budget, "measure_costs", lambda cfg, dataset: slow_encoder)
     run = tmp_path / "run"
     train_agents.main(["--preset", "tiny", "--generator-steps", "4", "--per-class", "8", "--no-filter",
                        "--max-steps", "2", "--seeds", "1", "--timesteps", "64", "--checkpoint-every", "32",
@@ -188,3 +183,38 @@ def test_huge_and_tiny_budgets_are_refused_early_or_shown_as_given():
     assert budget.parse_minutes(str(budget.MAX_MINUTES)) == budget.MAX_MINUTES
     _, warnings = budget.plan(COSTS, SHAPE, 0.05 * 60, DEFAULTS)
     assert "the budget of 0.05 min is too small" in warnings[0]
+
+
+def test_the_bank_is_costed_at_the_filters_acceptance():
+    # every candidate kept: the quota, in batches of at most 64
+    assert budget.expected_candidates(64, 2, 1.0) == 64
+    assert budget.expected_candidates(128, 10, 1.0) == 128
+    # none kept: every try used, as the first (worst-case) estimate assumes
+    assert budget.expected_candidates(16, 2, 0.0) == budget.bank_candidates(16, 2, 1)
+    assert budget.expected_candidates(128, 10, 0.0) == budget.bank_candidates(128, 10, 1)
+    # a tail class of the stand-in folder (about 1% kept): both tries of 16 + 64
+    assert budget.expected_candidates(16, 2, 0.01) == 80
+    assert budget.expected_candidates(64, 10, 0.5) == 128  # half of 64 kept, then 64 asked for the other 32
+
+
+def test_the_main_jobs_search_and_evaluation_are_estimated():
+    """The learned methods and the evaluation episodes of the main job enter the estimate (issue 27 item 4: the
+    agent phase was estimated at 6 s for 27 s when only one PPO run was counted)."""
+    from tailmix.configs import MainConfig
+
+    cfg = MainConfig(seeds=5)
+    shape = budget.main_shape(cfg, SimpleDataset(), SHAPE)
+    assert (shape.shared_methods, shape.central_methods, shape.cem_generations) == (1, 1, 10)
+    assert shape.eval_episodes == (4 + 64 + 3) * 5  # the loss pick, the fixed family of two sources, 3 methods
+    costs = replace(COSTS, central_timestep=0.01, cem_generation=0.5, eval_episode=0.05)
+    est = budget.estimate(costs, DEFAULTS, shape)
+    assert est["agent"] == pytest.approx(20000 * 0.003 + 20000 // 3 * 0.01)
+    assert est["search"] == pytest.approx(10 * 0.5) and est["evaluation"] == pytest.approx(355 * 0.05)
+    # a search and evaluation with no size to shrink come off the top: the sizes shrink more than without them
+    lean, _ = budget.plan(COSTS, SHAPE, 600, DEFAULTS)
+    full, _ = budget.plan(costs, shape, 600, DEFAULTS)
+    assert full.generator_steps <= lean.generator_steps
+
+
+class SimpleDataset:
+    num_classes = 3
