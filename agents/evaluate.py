@@ -144,13 +144,17 @@ def benchmark(policies: dict, env_kwargs: dict, seeds: Iterable[int] = (0, 1, 2,
                 rows.append({"policy": str(label), **run_episode(env, policy, s)})
                 bar.update()
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        class_names = [str(n) for n in env.dataset.class_names]
-        atomic_write_text(out / "results.csv", results_csv(rows, class_names))
-        atomic_write_text(out / "results.md", results_markdown(rows, seeds))
-        atomic_write_bytes(out / "results.png", lambda fh: plot_results(rows, fh))
+        write_results(rows, seeds, out_dir, [str(n) for n in env.dataset.class_names])
     return rows
+
+
+def write_results(rows: list[dict], seeds, out_dir: str | os.PathLike, class_names: list[str]) -> None:
+    """``results.csv``, ``results.md`` and ``results.png`` of :func:`benchmark`'s rows in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.csv", results_csv(rows, class_names))
+    atomic_write_text(out / "results.md", results_markdown(rows, list(seeds)))
+    atomic_write_bytes(out / "results.png", lambda fh: plot_results(rows, fh))
 
 
 def summaries(rows: list[dict]) -> list[dict]:

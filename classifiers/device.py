@@ -75,6 +75,33 @@ def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+#: Generator precisions (``--precision``): ``auto`` is bf16 on GPUs that support it, else fp16 (with a gradient
+#: scaler when training); ``fp32`` turns mixed precision off. The CPU always runs fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def precision_dtype(device: str | torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (``None``: full precision, always off CUDA)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if torch.device(device).type != "cuda" or precision == "fp32" or not torch.cuda.is_available():
+        return None
+    if precision == "auto":
+        return autocast_dtype(device)
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def precision_autocast(device: str | torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """Autocast to :func:`precision_dtype` on CUDA; a null context in full precision."""
+    dtype = precision_dtype(device, precision)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def grad_scaler(device: str | torch.device, precision: str = "auto") -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for fp16 (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler("cuda", enabled=precision_dtype(device, precision) == torch.float16)
+
+
 @contextlib.contextmanager
 def fixed_threads(n: int | None, *, blas: bool = True) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)``, restoring the previous count afterwards.

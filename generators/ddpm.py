@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tailmix.classifiers.device import PRECISIONS, grad_scaler, precision_autocast
+
 from tailmix.generators.base import Generator, check_torch_generator, rand, randint, randn, read_config, write_config
 from tailmix.io.atomic import atomic_write_serialised, honour_umask_tree
 
@@ -144,6 +146,9 @@ class ClassConditionalDDPM(Generator):
         grad_clip: Max gradient norm (``None``: no clipping).
         unet: Overrides of the preset's ``UNet2DModel`` arguments (e.g. ``{"block_out_channels": [16, 32]}``).
         device: Where the UNet runs; mixed precision (autocast) is used on CUDA only.
+        precision: Mixed precision of fitting and sampling on CUDA (``classifiers.device.PRECISIONS``): ``auto``
+            (bf16 where supported, else fp16 with a gradient scaler), ``fp32`` (off), ``bf16``, ``fp16``. The CPU
+            always runs fp32. Enters the config only when not ``auto``.
         classifier_scale: Classifier-guidance scale (0: off). Above 0, ``fit`` also trains a noise-aware
             classifier (:mod:`tailmix.generators.guidance`) and sampling adds ``scale`` times the gradient of
             its ``log p(class | x_t, t)`` (epsilon correction); combines with classifier-free guidance.
@@ -172,7 +177,7 @@ class ClassConditionalDDPM(Generator):
                  beta_schedule: str = "squaredcos_cap_v2", sample_batch_size: int = 256,
                  grad_clip: float | None = 1.0, unet: dict | None = None,
                  device: torch.device | str = "cpu", classifier_scale: float = 0.0,
-                 classifier: dict | None = None, ema_decay: float | None = None) -> None:
+                 classifier: dict | None = None, ema_decay: float | None = None, precision: str = "auto") -> None:
         from tailmix.generators.guidance import classifier_settings
 
         super().__init__(device=device)
@@ -231,6 +236,9 @@ class ClassConditionalDDPM(Generator):
                              f"{ema_decay!r}")
         self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.raw_state: dict[str, torch.Tensor] | None = None  # last-step weights when fit kept an average
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        self.precision = precision
 
     # -- construction -----------------------------------------------------------------------------
     @property
@@ -305,11 +313,16 @@ class ClassConditionalDDPM(Generator):
         t0 = time.perf_counter()
         train(train_steps)
         step = (time.perf_counter() - t0) / train_steps
+        # at the batch the bank asks for (a small batch costs several times more per image), over two denoising
+        # steps scaled to the sampler's: a whole sampling run of a full batch would cost as much as the bank's start
         n = min(sample_images, self.sample_batch_size)
-        self._denoise(unet, 0, 2, g, None)  # warm-up: the first sampling call costs several times a later one
+        steps = len(self._make_sample_scheduler().timesteps)
+        short = self._make_sample_scheduler()
+        short.set_timesteps(2)
+        self._denoise(unet, 0, n, g, None, sched=short)  # warm-up: the first sampling call costs more
         t0 = time.perf_counter()
-        self._denoise(unet, 0, n, g, None)
-        return step, (time.perf_counter() - t0) / n
+        self._denoise(unet, 0, n, g, None, sched=short)
+        return step, (time.perf_counter() - t0) / (len(short.timesteps) * n) * steps
 
     @classmethod
     def for_dataset(cls, dataset, **hparams) -> ClassConditionalDDPM:
@@ -323,7 +336,8 @@ class ClassConditionalDDPM(Generator):
                 "num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
                 "sample_batch_size": self.sample_batch_size, "grad_clip": self.grad_clip,
                 "unet": self.unet_kwargs, **self._guidance_hparams(),
-                **({} if self.ema_decay is None else {"ema_decay": self.ema_decay})}  # absent: old keys hold
+                **({} if self.ema_decay is None else {"ema_decay": self.ema_decay}),  # absent: old keys hold
+                **({} if self.precision == "auto" else {"precision": self.precision})}
 
     def _guidance_hparams(self) -> dict:
         """Classifier-guidance settings, only when in use: an unguided model keeps its config (and cache keys)."""
@@ -371,10 +385,7 @@ class ClassConditionalDDPM(Generator):
 
     # -- the model call (hooks for conditioned variants) -------------------------------------------
     def _autocast(self):
-        if self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
+        return precision_autocast(self.device, self.precision)
 
     def _forward(self, unet, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                  cond: torch.Tensor | None) -> torch.Tensor:
@@ -553,8 +564,7 @@ class ClassConditionalDDPM(Generator):
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         warmup = max(1, min(100, total // 20))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
-        use_scaler = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = grad_scaler(self.device, self.precision)  # fp16 only
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -723,7 +733,7 @@ class ClassConditionalDDPM(Generator):
     def _from_config(cls, cfg: dict, device: torch.device | str) -> ClassConditionalDDPM:
         keys = ("preset", "train_steps", "pretrain_steps", "batch_size", "lr", "cfg_dropout", "guidance_scale",
                 "sample_steps", "sampler", "num_train_timesteps", "beta_schedule", "sample_batch_size",
-                "grad_clip", "unet", "classifier_scale", "classifier", "ema_decay")
+                "grad_clip", "unet", "classifier_scale", "classifier", "ema_decay", "precision")
         return cls(tuple(cfg["image_shape"]), int(cfg["num_classes"]), device=device,
                    **{k: cfg[k] for k in keys if k in cfg})
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -81,10 +82,13 @@ class GeneratorPool:
         assignment: ``{class_id: [generator ids]}``. ``None`` (default): every generator serves every
             class. When given, a class missing from it has no generator and must get a zero quota.
         devices: ``"auto"`` (round-robin over visible GPUs, CPU without any), a device, or a list.
+        replicate: Also put a copy of every generator on every other device, and spread each generator's shards
+            over its copies (round-robin in the fill's order). A shard's images depend only on its seed, so the
+            bank (key and bytes) is the one a single device fills; only the shards' recorded devices differ.
     """
 
     def __init__(self, generators: Mapping[str, object], *, assignment: Mapping[int, Sequence[str]] | None = None,
-                 devices: str | torch.device | Sequence[str | torch.device] = "auto") -> None:
+                 devices: str | torch.device | Sequence[str | torch.device] = "auto", replicate: bool = False) -> None:
         if not isinstance(generators, Mapping) or not generators:
             raise ValueError("generators must be a non-empty dict {id: Generator}, e.g. "
                              "{'ddpm': ClassConditionalDDPM(...)}")
@@ -101,6 +105,24 @@ class GeneratorPool:
         self._placement = {name: self.devices[i % len(self.devices)] for i, name in enumerate(self.generators)}
         for name, gen in self.generators.items():
             gen.to(self._placement[name])
+        self.replicate = bool(replicate)
+        self._replicas: dict[str, dict[torch.device, object]] = {}
+        self._replicate(self.generators)
+
+    def _replicate(self, names) -> None:
+        """``{id: {device: generator}}``: the generator on its placement and, with ``replicate``, a copy of it on
+        every other device (made again after ``fit``, so copies hold the fitted weights)."""
+        for name in names:
+            gen = self.generators[name]
+            self._replicas[name] = {self._placement[name]: gen}
+            if self.replicate:
+                for dev in self.devices:
+                    if dev not in self._replicas[name]:
+                        self._replicas[name][dev] = copy.deepcopy(gen).to(dev)
+
+    def shard_devices(self, name: str) -> list[torch.device]:
+        """The devices that sample ``name``'s shards: its placement first, then its copies' (``replicate``)."""
+        return list(self._replicas[name])
 
     def _check_assignment(self, assignment) -> dict[int, tuple[str, ...]] | None:
         if assignment is None:
@@ -149,6 +171,7 @@ class GeneratorPool:
                 self.generators[name].fit(dataset, generator=g, progress=progress)
 
         self._run_by_device([(self._placement[n], n) for n in todo], fit_one)
+        self._replicate(todo)
         for name in self.generators:
             self._check_fitted(name, dataset)
         return self
@@ -242,12 +265,16 @@ class GeneratorPool:
             manifest = self._resume(folder, fresh)
             done = {(int(c), s["index"]) for c, e in manifest["classes"].items() for s in e["shards"]}
             plan = []
+            turns: dict[str, int] = defaultdict(int)  # shards handed to each generator so far (its copies rotate)
             for c in range(c_total):
                 names = serving[c]
                 for s in range(manifest["classes"][str(c)]["num_shards"]):
                     if (c, s) not in done:
                         q = min(shard_size, quotas[c] - s * shard_size)
-                        plan.append((self._placement[names[s % len(names)]], (c, s, q, names[s % len(names)])))
+                        name = names[s % len(names)]
+                        devs = self.shard_devices(name)
+                        plan.append((devs[turns[name] % len(devs)], (c, s, q, name)))
+                        turns[name] += 1
             if plan or not manifest["complete"]:
                 runner(folder, manifest, plan, filt, int(seed), shape, int(batch_size), progress)
                 manifest["complete"] = True
@@ -295,11 +322,14 @@ class GeneratorPool:
         bar = tqdm(total=sum(item[2] for _, item in plan), unit="img", desc=f"bank {folder.name}",
                    disable=not progress)
 
+        where = {item[:2]: dev for dev, item in plan}  # (class, shard) -> the device (copy) that samples it
+
         def fill_shard(item) -> None:
             c, s, quota, name = item
-            shard = make_shard(self.generators[name], filt, c, s, quota, name=name, seed=seed, shape=shape,
+            dev = where[(c, s)]
+            shard = make_shard(self._replicas[name][dev], filt, c, s, quota, name=name, seed=seed, shape=shape,
                                batch_size=batch_size)
-            entry = write_shard(folder, shard, device=str(self._placement[name]), filtered=filt.config() is not None)
+            entry = write_shard(folder, shard, device=str(dev), filtered=filt.config() is not None)
             with lock:
                 record_shard(folder, manifest, c, entry)
                 bar.update(quota)
@@ -434,15 +464,17 @@ def record_shard(folder: Path, manifest: dict, class_id: int, entry: dict) -> No
 
 
 def _sampler(gen, class_id: int):
-    """``sample_fn(n, generator)`` for a filter: no gradients, mixed precision on CUDA."""
-    from tailmix.classifiers.device import autocast
+    """``sample_fn(n, generator)`` for a filter: no gradients, mixed precision on CUDA as the generator's
+    ``precision`` says (``auto`` without one)."""
+    from tailmix.classifiers.device import precision_autocast
 
     dev = torch.device(getattr(gen, "device", "cpu"))
-    # a device list may name GPUs this process cannot see (placement only); autocast only real ones
-    use_amp = dev.type == "cuda" and torch.cuda.is_available()
+    precision = getattr(gen, "precision", "auto")
 
     def sample(n: int, generator: torch.Generator) -> np.ndarray:
-        with torch.no_grad(), (autocast(dev) if use_amp else contextlib.nullcontext()):
+        # a device list may name GPUs this process cannot see (placement only): precision_autocast is a null
+        # context there and on the CPU
+        with torch.no_grad(), precision_autocast(dev, precision):
             return np.asarray(gen.sample(class_id, n, generator=generator))
 
     return sample

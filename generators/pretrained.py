@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tailmix.classifiers.device import PRECISIONS, grad_scaler, precision_autocast
 from tailmix.generators.base import (Generator, check_torch_generator, randint, randn, read_config,
                                      write_config)
 from tailmix.generators.ddpm import _jsonable, seeded
@@ -39,7 +40,6 @@ from tailmix.io.atomic import honour_umask_tree
 FLAG = "--pretrained"
 LAYOUTS = ("latent", "pixel")
 CONDITIONINGS = ("prompt", "token")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_FOLDER = "adapters"
 TOKENS_FILE = "class_tokens.pt"
@@ -137,18 +137,6 @@ def read_pipeline(folder: str | Path | None, conditioning: str = "prompt") -> tu
     return root.resolve(), layout, index
 
 
-def precision_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``: ``None`` (full precision) off CUDA and for ``fp32``;
-    ``auto``: bf16 where the GPU supports it, else fp16."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if torch.device(device).type != "cuda" or precision == "fp32" or not torch.cuda.is_available():
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
 class PretrainedPipeline(Generator):
     """A local diffusers pipeline with a LoRA adapter (and, with learned tokens, a class token) per class.
 
@@ -242,6 +230,22 @@ class PretrainedPipeline(Generator):
     def _components(self) -> dict[str, Any]:
         if self._parts is not None:
             return self._parts
+        try:
+            parts = self._load_components()
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            if str(err).startswith(FLAG):
+                raise
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{FLAG} {self.path}: its components do not load ({first}); pass a complete pipeline "
+                             "folder saved with save_pretrained (full-precision weights, no variant suffix)") from None
+        for name in ("unet", "vae", "text_encoder"):
+            if name in parts:
+                parts[name].requires_grad_(False)
+                parts[name].to(self.device).eval()
+        self._parts = parts
+        return parts
+
+    def _load_components(self) -> dict[str, Any]:
         import diffusers
 
         parts: dict[str, Any] = {}
@@ -252,6 +256,10 @@ class PretrainedPipeline(Generator):
                 transformers = _require_transformers()
                 parts["text_encoder"] = transformers.CLIPTextModel.from_pretrained(self.path / "text_encoder")
                 parts["tokenizer"] = transformers.CLIPTokenizer.from_pretrained(self.path / "tokenizer")
+            if parts["unet"].config.addition_embed_type is not None or parts["unet"].config.class_embed_type:
+                raise ValueError(f"{FLAG} {self.path}: its UNet needs extra conditioning inputs "
+                                 f"({parts['unet'].config.addition_embed_type or parts['unet'].config.class_embed_type}"
+                                 ", e.g. Stable Diffusion XL); pass a Stable Diffusion 1.x/2.x-layout pipeline")
         else:
             parts["unet"] = diffusers.UNet2DModel.from_pretrained(self.path / "unet")
             if parts["unet"].config.num_class_embeds is not None or parts["unet"].config.class_embed_type:
@@ -260,11 +268,6 @@ class PretrainedPipeline(Generator):
         train = diffusers.DDPMScheduler.from_pretrained(self.path / "scheduler")
         parts["train_scheduler"] = train
         parts["sample_scheduler"] = diffusers.DDIMScheduler.from_config(train.config)
-        for name in ("unet", "vae", "text_encoder"):
-            if name in parts:
-                parts[name].requires_grad_(False)
-                parts[name].to(self.device).eval()
-        self._parts = parts
         return parts
 
     @property
@@ -319,8 +322,7 @@ class PretrainedPipeline(Generator):
 
     # -- precision ------------------------------------------------------------------------------------
     def _autocast(self):
-        dtype = precision_dtype(self.device, self.precision)
-        return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+        return precision_autocast(self.device, self.precision)
 
     # -- conditioning -----------------------------------------------------------------------------
     def _class_classes(self, dataset) -> list[int]:
@@ -424,8 +426,7 @@ class PretrainedPipeline(Generator):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(classes) * self.steps_per_class, desc="pretrained lora", unit="step")
-        dtype = precision_dtype(self.device, self.precision)
-        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        scaler = grad_scaler(self.device, self.precision)
         try:
             for c in classes:
                 name = adapter_name(c)

@@ -31,8 +31,9 @@ DEFAULT_MINUTES = 10.0
 MAX_MINUTES = 7 * 24 * 60
 #: Share of the budget kept back for what the estimate misses (loading, env builds, the machine's load moving).
 MARGIN = 0.15
-#: Seconds allowed for what no size controls: dataset loading, env builds, the benchmark of the policies.
-OTHER_SECONDS = 20.0
+#: Seconds allowed for what no size controls and no probe measures: dataset loading, env builds (the main job's
+#: digits-LT runs of issue 27 spent 2-8 s there besides the probes).
+OTHER_SECONDS = 10.0
 #: Largest share of the remaining budget the filter, encoder and agent training may take before they are shrunk.
 ENV_SHARE = 0.3
 #: Largest share of what is left after them that the bank may take (the generator gets the rest).
@@ -76,9 +77,16 @@ class Costs:
     encoder_image_epoch: float
     """One image through one training epoch of the encoder's (and the filter's) small CNN."""
     agent_timestep: float
-    """One agent timestep (its share of an env step and of the PPO update)."""
+    """One agent timestep of the shared wrapper (its share of an env step and of the PPO update), in the training
+    env the main job gives it (reward replicas, credit)."""
     probe_seconds: float = 0.0
     """What measuring these took (spent from the budget)."""
+    central_timestep: float = 0.0
+    """One timestep of the central wrapper (a whole env step and its PPO update)."""
+    cem_generation: float = 0.0
+    """One generation of the CEM search (its population's episodes, batched)."""
+    eval_episode: float = 0.0
+    """One evaluation episode of a fixed policy (the loss pick, the fixed family and the benchmark)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,16 @@ class Shape:
     num_classes: int
     n_train: int
     encoder_folds: int = 5
+    shared_methods: int = 1
+    """SB3 methods of the shared wrapper (``timesteps`` each)."""
+    central_methods: int = 0
+    """SB3 methods of the central wrapper (``timesteps / num_classes`` each: as many env steps)."""
+    cem_generations: int = 0
+    """CEM generations in all (generations x CEM methods)."""
+    eval_episodes: int = 0
+    """Evaluation episodes in all (losses, fixed family and learned methods, x seeds)."""
+    generator_kinds: int = 1
+    """Generators that train (augment has no model)."""
 
 
 @dataclass(frozen=True)
@@ -119,17 +137,29 @@ def bank_candidates(per_class: int, filter_tries: int | None, num_classes: int, 
 def estimate(costs: Costs, sizes: Sizes, shape: Shape, *, filtered: bool = True) -> dict[str, float]:
     """Seconds of each phase (the bank at its worst case: every filter try used)."""
     c = costs
-    out = {"generator": (sizes.pretrain_steps + sizes.generator_steps) * c.generator_step}
+    out = {"generator": (sizes.pretrain_steps + sizes.generator_steps) * c.generator_step * shape.generator_kinds}
     if filtered:
         out["reference filter"] = sizes.filter_epochs * shape.n_train * c.encoder_image_epoch
     out["synthetic bank"] = bank_candidates(sizes.per_class, sizes.filter_tries if filtered else None,
-                                            shape.num_classes) * c.sample_image
+                                            shape.num_classes) * c.sample_image * shape.generator_kinds
     folds = max(shape.encoder_folds, 1)
     fold_images = shape.n_train * (folds - 1) / folds if folds > 1 else shape.n_train
     out["encoder"] = folds * sizes.encoder_epochs * fold_images * c.encoder_image_epoch
-    out["agent"] = sizes.timesteps * c.agent_timestep
+    out["agent"] = sizes.timesteps * c.agent_timestep * shape.shared_methods + \
+        central_steps(sizes.timesteps, shape.num_classes) * c.central_timestep * shape.central_methods
+    if shape.cem_generations:
+        out["search"] = shape.cem_generations * c.cem_generation
+    if shape.eval_episodes:
+        out["evaluation"] = shape.eval_episodes * c.eval_episode
     out["other"] = OTHER_SECONDS + c.probe_seconds
+    if filtered and shape.generator_kinds:  # bank_estimate_before's samples, at a small batch (about 2x per image)
+        out["other"] += 2 * shape.num_classes * ACCEPTANCE_SAMPLES * c.sample_image
     return out
+
+
+def central_steps(timesteps: int, num_classes: int) -> int:
+    """Timesteps of a central method given the shared wrapper's (``tailmix.mainjob.sb3_timesteps``)."""
+    return max(int(timesteps) // max(num_classes, 1), 128)
 
 
 def plan(costs: Costs, shape: Shape, budget_seconds: float, defaults: Sizes, *, fixed=frozenset(),
@@ -157,7 +187,8 @@ def plan(costs: Costs, shape: Shape, budget_seconds: float, defaults: Sizes, *, 
         return estimate(costs, s, shape, filtered=filtered)
 
     e = est(sizes)
-    avail = max(budget_seconds * (1 - MARGIN) - e["other"], 0.0)
+    # the CEM search and the evaluation episodes have no size a budget sets: they come off the top
+    avail = max(budget_seconds * (1 - MARGIN) - e["other"] - e.get("search", 0.0) - e.get("evaluation", 0.0), 0.0)
     support = {k: p for k, p in SUPPORT.items() if p in e}
     support_cost = sum(e[p] for p in support.values())
     if support_cost > ENV_SHARE * avail:  # shrink the support phases not fixed by one factor
@@ -201,11 +232,15 @@ def plan(costs: Costs, shape: Shape, budget_seconds: float, defaults: Sizes, *, 
     return sizes, warnings
 
 
-def format_estimate(est: dict[str, float], *, actual: dict[str, float] | None = None, title: str = "estimate") -> str:
-    """Plain-text table of the phase estimates (and actual seconds, when known)."""
+def format_estimate(est: dict[str, float], *, actual: dict[str, float] | None = None, title: str = "estimate",
+                    before: dict[str, float] | None = None) -> str:
+    """Plain-text table of the phase estimates (and actual seconds, when known; ``before``: a phase's estimate made
+    again just before it, shown in brackets)."""
     lines = [f"{title}:" if actual is None else "time per phase (estimate -> actual):"]
     for name, sec in est.items():
         got = "" if actual is None else f" -> {actual[name]:6.0f} s" if name in actual else " ->      - "
+        if actual is not None and before and name in before:
+            got += f"  (estimate just before it: {before[name]:.0f} s)"
         lines.append(f"  {name:<17}{sec:6.0f} s{got}")
     total = sum(est.values())
     got = "" if actual is None else f" -> {sum(actual.values()):6.0f} s"
@@ -239,21 +274,23 @@ def _timed(fn, repeats: int = 1) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int = 8,
+def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int = FILL_BATCH,
                   encoder_images: int = 256) -> Costs:
     """A few real steps of each phase on throwaway models: generator training steps and sampling on a fresh
-    network of the configured generator (same size, same device; its kind's ``Generator.probe_costs``), one epoch
-    of the encoder's CNN, two PPO rollouts on the dataset with a random encoder. The caller's random streams are
-    left as they were."""
+    network of the configured generator (same size, same device; its kind's ``Generator.probe_costs``: sampling at
+    the bank's batch size), one epoch of the encoder's CNN, and the main job's agent work on the dataset with a
+    one-epoch encoder and feature pools of the bank's size: two PPO rollouts per wrapper in its training env, CEM
+    generations, evaluation episodes. The caller's random streams are left as they were."""
     import torch
 
-    from tailmix.pipeline import env_kwargs, new_generator
+    from tailmix.pipeline import new_generator, one_kind
 
     t_start = time.perf_counter()
     with _rng_kept():
         g = torch.Generator().manual_seed(cfg.seed + 7919)
-        gen_step, sample = new_generator(cfg, dataset).probe_costs(dataset, generator=g, train_steps=generator_steps,
-                                                                   sample_images=sample_images)
+        gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)
+        gen_step, sample = gen.probe_costs(dataset, generator=g, train_steps=generator_steps,
+                                           sample_images=sample_images)
 
         from tailmix.classifiers.device import fixed_threads
         from tailmix.envs.features import EncoderConfig, _train_cnn
@@ -267,40 +304,150 @@ def measure_costs(cfg, dataset, *, generator_steps: int = 2, sample_images: int 
         with fixed_threads(1):
             one, three = fit_cnn(1), fit_cnn(3)
         enc = max(three - one, 0.2 * one) / (2 * m)  # the difference drops the model's setup, paid once per fold
+        agent = _agent_costs(cfg, dataset)
+    return Costs(generator_step=gen_step, sample_image=sample, encoder_image_epoch=enc,
+                 probe_seconds=time.perf_counter() - t_start, **agent)
 
-        from tailmix.agents.sb3 import train as train_agent
 
-        kw = env_kwargs(replace(cfg, source="gaussian"), dataset, progress=False)
-        kw.update(encoder="random", cache_dir=None)
-        rollout = dataset.num_classes * 128  # agents.sb3's PPO rollout of the shared wrapper at full size
+def probe_env_kwargs(cfg, dataset) -> dict:
+    """The main job's env settings with a one-epoch encoder and, per source, Gaussian feature pools of the bank's
+    size (``--per-class``): its agent work at the cost it will have, before any bank or encoder exists."""
+    from tailmix.envs.sources import GaussianSource
+    from tailmix.pipeline import env_kwargs, num_sources
+
+    kw = env_kwargs(replace(_resolved(cfg, dataset), source="gaussian"), dataset, progress=False)
+    # the env's own encoder kind at one epoch over two folds: a random encoder's 128 features made every episode
+    # several times dearer than the trained encoder's (as many features as classes)
+    kw.update(encoder_epochs=1, encoder_folds=2, cache_dir=None)
+    kw.pop("source", None)
+    kw["sources"] = [GaussianSource(dataset.num_classes, cfg.per_class, seed=i) for i in range(num_sources(cfg))]
+    return kw
+
+
+def trained_kind(cfg) -> str:
+    """The one generator kind of ``cfg`` that trains a model (the budget sizes it; ``augment`` has none)."""
+    from tailmix.generators.base import GENERATOR_KINDS
+
+    kinds = str(cfg.generator).split()
+    return next((k for k in kinds if k not in GENERATOR_KINDS or GENERATOR_KINDS[k].trains), kinds[0])
+
+
+def _resolved(cfg, dataset):
+    """``cfg`` with the main job's data-decided settings filled (``--val-folds 0``, ``--loss auto``) as it will
+    fill them: the folds from the data; the loss, picked later on the reward, costs as cross-entropy does."""
+    folds = getattr(cfg, "val_folds", 1)
+    if not folds:
+        from tailmix.mainjob import decide_val_folds
+
+        folds = decide_val_folds(dataset)[0]
+    return replace(cfg, val_folds=folds, loss="ce" if cfg.loss == "auto" else cfg.loss)
+
+
+def _agent_costs(cfg, dataset) -> dict:
+    """Seconds per shared and central PPO timestep (each in the training env its method gets), per CEM generation
+    and per evaluation episode, measured on :func:`probe_env_kwargs`'s env."""
+    from tailmix import mainjob
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.agents.evaluate import make_eval_env, run_episode
+    from tailmix.agents.sb3 import train as train_agent
+    from tailmix.pipeline import num_sources
+
+    import tempfile
+
+    kw = probe_env_kwargs(cfg, dataset)
+    g = num_sources(cfg)
+    scratch = tempfile.TemporaryDirectory(prefix="tailmix-probe-")
+    kw["cache_dir"] = scratch.name  # the probe's one-epoch encoder is fitted once, not at every env build
+    methods = _methods(cfg)
+    out = {"agent_timestep": 0.0, "central_timestep": 0.0, "cem_generation": 0.0, "eval_episode": 0.0}
+    for method in methods:
+        kind, wrapper = mainjob.parse_method(method)
+        if kind == "cem" or out[f"{wrapper}_timestep" if wrapper == "central" else "agent_timestep"]:
+            continue
+        env = dict(kw, **mainjob.train_env(method, g))
+        # agents.sb3's PPO rollout at full size: 128 env steps (x C class agents with the shared wrapper)
+        rollout = 128 * (dataset.num_classes if wrapper == "shared" else 1)
 
         def ppo(total: int) -> None:
-            train_agent("ppo", kw, total_timesteps=total, seed=cfg.seed).get_env().close()
+            train_agent(kind, env, wrapper=wrapper, total_timesteps=total, seed=cfg.seed).get_env().close()
 
         one = _timed(lambda: ppo(rollout))
-        two = _timed(lambda: ppo(2 * rollout))
-        agent = max(two - one, 0.1 * one) / rollout  # the difference drops the env build
-    return Costs(generator_step=gen_step, sample_image=sample, encoder_image_epoch=enc, agent_timestep=agent,
-                 probe_seconds=time.perf_counter() - t_start)
+        three = _timed(lambda: ppo(3 * rollout))
+        # the difference drops the env and model builds; over two rollouts, as a policy's ratios (and with them an
+        # env step's cost) move from one rollout to the next
+        per = max(three - one, 0.1 * one) / (2 * rollout)
+        out["central_timestep" if wrapper == "central" else "agent_timestep"] = per
+    if any(m in mainjob.CEM_METHODS for m in methods):
+        from tailmix.agents.cem import cem_search
+        from tailmix.suite.protocol import CEM
+
+        def cem(gens: int) -> None:
+            cem_search(kw, generations=gens, population=CEM["population"], episodes_per_candidate=CEM["episodes"],
+                       seed=cfg.seed, knots=CEM["knots"])
+
+        one = _timed(lambda: cem(1))
+        two = _timed(lambda: cem(2))
+        out["cem_generation"] = max(two - one, 0.1 * one)
+    env = make_eval_env(kw)
+    policy = make_baseline("fill@mix" if g > 1 else "fill")
+    run_episode(env, policy, 0)  # warm-up
+    out["eval_episode"] = _timed(lambda: run_episode(env, policy, 1), repeats=2)
+    env.close()
+    scratch.cleanup()
+    return out
+
+
+def _methods(cfg) -> list[str]:
+    """The learned methods the job trains (the main job's ``methods``; ``--algo``-``--wrapper`` elsewhere)."""
+    if hasattr(cfg, "methods"):
+        return list(cfg.methods)
+    return [f"{getattr(cfg, 'algo', 'ppo')}-{getattr(cfg, 'wrapper', 'shared')}"]
+
+
+def main_shape(cfg, dataset, base: Shape) -> Shape:
+    """``base`` with the main job's learned methods and evaluation episodes counted."""
+    from tailmix import mainjob
+    from tailmix.pipeline import generator_kinds, num_sources
+    from tailmix.suite.protocol import CEM, LT_LOSSES
+
+    methods = _methods(cfg)
+    wrappers = [mainjob.parse_method(m) for m in methods]
+    names = [f"s{i}" for i in range(num_sources(cfg))]
+    losses = 1 + len(LT_LOSSES) if cfg.loss == "auto" else 0
+    episodes = (losses + len(mainjob.fixed_family(names)) + len(methods)) * cfg.seeds
+    return replace(base, shared_methods=sum(k != "cem" and w == "shared" for k, w in wrappers),
+                   central_methods=sum(k != "cem" and w == "central" for k, w in wrappers),
+                   cem_generations=CEM["generations"] * sum(k == "cem" for k, _ in wrappers),
+                   eval_episodes=episodes,
+                   generator_kinds=sum(_trains(k) for k in generator_kinds(cfg)))
+
+
+def _trains(kind: str) -> bool:
+    from tailmix.generators.base import GENERATOR_KINDS
+
+    return kind not in GENERATOR_KINDS or bool(GENERATOR_KINDS[kind].trains)
 
 
 def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
     from tailmix.envs.config import RatioEnvConfig
-    from tailmix.pipeline import env_kwargs, new_generator
+    from tailmix.pipeline import env_kwargs, new_generator, one_kind
 
-    gen = new_generator(cfg, dataset)  # a budgeted kind's steps: the settings', else its preset's
-    kw = env_kwargs(replace(cfg, source="gaussian"), dataset, progress=False)
+    gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)  # the budgeted kind's steps: settings', else preset's
+    kw = env_kwargs(replace(_resolved(cfg, dataset), source="gaussian"), dataset, progress=False)
     env = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
     sizes = Sizes(generator_steps=gen.train_steps, pretrain_steps=gen.pretrain_steps, per_class=cfg.per_class,
                   filter_tries=getattr(cfg, "filter_tries", None) or 10, filter_epochs=cfg.filter_epochs,
                   encoder_epochs=env.encoder_epochs,
                   timesteps=getattr(cfg, "timesteps", 0))
     shape = Shape(num_classes=dataset.num_classes, n_train=len(dataset.train_labels), encoder_folds=env.encoder_folds)
+    if hasattr(cfg, "methods"):
+        shape = main_shape(cfg, dataset, shape)
     return sizes, shape
 
 
 def applies(cfg) -> str | None:
     """Why the budget does not apply to ``cfg`` (``None``: it does)."""
+    kinds = str(cfg.generator).split()
     if cfg.quick:
         return "--quick sets its own sizes"
     if getattr(cfg, "resume", False):
@@ -308,13 +455,15 @@ def applies(cfg) -> str | None:
     from tailmix.generators.base import GENERATOR_KINDS, kinds_with
 
     kinds = str(cfg.generator).split()
-    budgeted = len(kinds) == 1 and kinds[0] in GENERATOR_KINDS and GENERATOR_KINDS[kinds[0]].budgeted
+    trained = [k for k in kinds if k not in GENERATOR_KINDS or GENERATOR_KINDS[k].trains]
+    # one budgeted kind that trains, beside kinds built without a model (augment: the main job's pool)
+    budgeted = len(trained) == 1 and trained[0] in GENERATOR_KINDS and GENERATOR_KINDS[trained[0]].budgeted
     if not budgeted or cfg.source != "bank" or cfg.mode != "feature" or cfg.guidance_scale:
-        return (f"it sizes the bank of one unguided generator with a cost model ({', '.join(kinds_with(budgeted=True))}) "
+        return (f"it sizes the bank of one unguided generator with a cost model (beside kinds without a model) ({', '.join(kinds_with(budgeted=True))}) "
                 "in feature mode (this run: --generator "
                 f"{cfg.generator}, --source {cfg.source}, --mode {cfg.mode}"
                 + (", --guidance-scale" if cfg.guidance_scale else "") + "); sizes stay as given")
-    if getattr(cfg, "algo", "ppo") != "ppo" or getattr(cfg, "n_envs", 1) != 1:
+    if getattr(cfg, "n_envs", 1) != 1 or (not hasattr(cfg, "methods") and getattr(cfg, "algo", "ppo") != "ppo"):
         return "agent timings are measured for PPO with one env copy; sizes stay as given"
     return None
 
@@ -366,9 +515,57 @@ def apply_budget(cfg, dataset, *, minutes=None, fixed=frozenset(), costs: Costs 
             "estimate_total_seconds": round(sum(est.values()), 1), "warnings": warnings}
 
 
+#: Samples per class the bank's acceptance probe draws from the trained generator (:func:`bank_estimate_before`).
+ACCEPTANCE_SAMPLES = 8
+
+
+def expected_candidates(per_class: int, tries: int, acceptance: float, batch: int = FILL_BATCH) -> float:
+    """Candidates a filtered fill of one class asks for when the filter keeps a share ``acceptance`` of them
+    (``generators.filter.fill_loop``'s batch sizes, with the expected count kept at each try)."""
+    need, tried, accepted, n_tries = float(per_class), 0.0, 0.0, 0
+    while accepted < per_class - 1e-9 and n_tries < tries:
+        rate = accepted / tried if tried else 1.0
+        n = min(batch, math.ceil((per_class - accepted) / max(rate, 0.05)))
+        tried += n
+        accepted += acceptance * n
+        n_tries += 1
+    return tried
+
+
+def bank_estimate_before(cfg, dataset, record: dict, *, samples: int = ACCEPTANCE_SAMPLES) -> dict:
+    """The bank's estimate again, just before the fill: the generator and the filter are trained (in their own
+    phases, cached, so the fill finds them), ``samples`` images per class are drawn and screened, and the fill is
+    costed at that acceptance (the first estimate assumed every filter try used). Returns ``record`` with
+    ``estimate_before_seconds`` and ``acceptance`` added."""
+    import numpy as np
+    import torch
+
+    from tailmix.pipeline import fitted_generator, one_kind, phase, reference_filter
+
+    if not record.get("applied") or not cfg.filter:
+        return record
+    kind = trained_kind(cfg)
+    kcfg = one_kind(cfg, kind)
+    with phase(f"generator {kind} ({cfg.preset})"):
+        gen = fitted_generator(kcfg, dataset)
+    with phase("reference filter"):
+        flt = reference_filter(kcfg, dataset)
+    tries = int(getattr(cfg, "filter_tries", None) or flt.max_tries)
+    with phase("bank acceptance probe"), _rng_kept():
+        g = torch.Generator().manual_seed(cfg.seed + 104729)
+        acc = [float(flt.select(gen.sample(c, samples, generator=g), c)[0].mean()) for c in range(dataset.num_classes)]
+    cost = record["costs"]["sample_image"]
+    est = sum(expected_candidates(cfg.per_class, tries, a) for a in acc) * cost
+    print(f"synthetic bank: {est:.0f} s estimated before the fill (the filter kept {np.mean(acc):.0%} of "
+          f"{samples} samples per class: " + ", ".join(f"{a:.0%}" for a in acc) + "; first estimate, every try "
+          f"used: {record['estimate_seconds'].get('synthetic bank', 0):.0f} s)", flush=True)
+    return {**record, "acceptance": [round(a, 3) for a in acc],
+            "estimate_before_seconds": {"synthetic bank": round(est, 1)}}
+
+
 #: Which timed phase (``tailmix.pipeline.phase`` names, by prefix) each estimate line covers.
 PHASE_PREFIXES = {"generator": "generator", "reference filter": "reference filter", "synthetic bank": "synthetic bank",
-                  "encoder": "encoder", "agent": "train "}
+                  "encoder": "encoder", "agent": "train ", "search": "search ", "evaluation": ("evaluate", "benchmark")}
 
 
 def actual_seconds(timings) -> dict[str, float]:
@@ -388,7 +585,7 @@ def actual_report(record: dict, timings, total: float) -> tuple[str, dict]:
     est = record.get("estimate_seconds", {})
     record = {**record, "actual_seconds": {k: round(v, 1) for k, v in actual.items()},
               "actual_total_seconds": round(total, 1)}
-    text = format_estimate(est, actual=actual)
+    text = format_estimate(est, actual=actual, before=record.get("estimate_before_seconds"))
     if record.get("budget_minutes"):
         met = "met" if total <= record["budget_minutes"] * 60 else "NOT met"
         text += f"\n  budget {record['budget_minutes']:g} min: {met} ({total / 60:.1f} min)"

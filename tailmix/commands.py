@@ -43,12 +43,12 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
     return run
 
 
-def _train_policy(cfg, run: Path, kw: dict) -> Path:
+def _train_policy(cfg, run: Path, kw: dict, label: str | None = None) -> Path:
     """Train with ``cfg``'s backend (``tailmix.agents.backends``) into ``run``; the saved policy's path."""
     from tailmix.agents.backends import get_backend
 
     backend = get_backend(cfg.backend)
-    with phase(f"train {backend.label(cfg)}"):
+    with phase(f"train {label or backend.label(cfg)}"):
         return backend.train(cfg, kw, run)
 
 
@@ -96,23 +96,98 @@ def cmd_benchmark(cfg: BenchmarkConfig, extra: dict | None = None, run: Path | N
 
 
 def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
-    """Bank -> PPO sampler -> benchmark against every baseline, all in one run folder."""
-    from tailmix.budget import apply_budget
+    """Bank(s) -> the loss and the fixed family picked on the reward -> the learned methods (CEM schedule, PPO
+    central, PPO shared) -> every policy on the test split, all in one run folder (``tailmix.mainjob``)."""
+    import numpy as np
+
+    from tailmix import mainjob
+    from tailmix.agents.baselines import make_baseline
+    from tailmix.agents.evaluate import benchmark, write_results
+    from tailmix.budget import apply_budget, bank_estimate_before
 
     dataset = load_data(cfg)
     print(f"dataset: {dataset!r}", flush=True)
     check_dataset_unchanged(cfg, dataset)
+    if not cfg.val_folds:  # 0: decided from the data (a resumed run reads it from its run.json)
+        cfg.val_folds, why = mainjob.decide_val_folds(dataset)
+        print(why, flush=True)
+    methods = cfg.methods = main_methods(cfg, fixed)  # recorded in run.json; the budget sizes for them
     budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
+    budget = bank_estimate_before(cfg, dataset, budget)  # the fill costed at the filter's measured acceptance
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "main", dataset)
+    seeds = list(range(cfg.seeds))
+    if cfg.loss == "auto":
+        with phase("evaluate: the loss on the reward, no synthetic data"):
+            cfg.loss, _ = mainjob.pick_loss(kw, seeds)
+    kw["loss"] = cfg.loss
     if not cfg.resume:  # a resumed run keeps the record of the budget that sized it
-        _update_json(run / "run.json", budget=budget)
-    saved = _train_policy(cfg, run, kw)
-    bench = BenchmarkConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BenchmarkConfig)
-                               if hasattr(cfg, f.name)})
-    cmd_benchmark(bench, extra={f"{cfg.algo}-{cfg.wrapper}": load_policy(str(saved), wrapper=cfg.wrapper)}, run=run,
-                  kw=kw)
+        _update_json(run / "run.json", budget=budget, loss=cfg.loss, val_folds=cfg.val_folds)
+    names = _source_names(kw)
+    family = mainjob.fixed_family(names)
+    with phase(f"evaluate: fixed family, {len(family)} policies x {cfg.seeds} seeds"):
+        rows = benchmark({s: make_baseline(s) for s in family}, kw, seeds=seeds, progress=False)
+    policies, learned = {}, {}
+    own = f"{cfg.algo}-{cfg.wrapper}"
+    for method in methods:
+        kind, wrapper = mainjob.parse_method(method)
+        folder = run if method == own else run / mainjob.AGENTS / method
+        if kind == "cem":
+            start = mainjob.best_on_reward(rows, family, schedule=method == "cem-schedule")
+            with phase(f"search {method} (CEM from {start})"):
+                policies[method], learned[method] = mainjob.run_cem(kw, method, init=start, seed=cfg.seed,
+                                                                    folder=folder)
+            continue
+        mcfg = dataclasses.replace(cfg, algo=kind, wrapper=wrapper,
+                                   timesteps=mainjob.sb3_timesteps(method, cfg.timesteps, dataset.num_classes),
+                                   resume=cfg.resume and method == own)
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = _train_policy(mcfg, folder, dict(kw, **mainjob.train_env(method, len(names))), label=method)
+        policies[method] = load_policy(str(saved), wrapper=wrapper)
+        policies[method].name = method
+        learned[method] = f"{kind}:{folder / 'model.zip'}"
+    _update_json(run / "run.json", learned=learned)
+    with phase(f"benchmark: {len(policies)} learned policies x {cfg.seeds} seeds on the test split"):
+        rows += benchmark(policies, kw, seeds=seeds, progress=False)
+        write_results(rows, seeds, run, [str(n) for n in dataset.class_names])
+    print(_short_table(rows, family, list(policies)), flush=True)
     return run
+
+
+def main_methods(cfg, fixed=frozenset()) -> list[str]:
+    """The learned methods of the main job: ``--methods``, or only ``--algo``-``--wrapper`` when those are given
+    without it (the one-learner main job of earlier versions)."""
+    from tailmix import mainjob
+
+    if "methods" not in fixed and ({"algo", "wrapper"} & set(fixed)):
+        return [f"{cfg.algo}-{cfg.wrapper}"]
+    methods = list(dict.fromkeys(cfg.methods))
+    for m in methods:
+        mainjob.parse_method(m)
+    return methods
+
+
+def _source_names(kw: dict) -> list[str]:
+    from tailmix.suite.runner import source_names
+
+    return source_names(kw)
+
+
+def _short_table(rows: list[dict], family: list[str], learned: list[str]) -> str:
+    """no synthetic data, the fixed family's best on the reward, and each learned method (val / test means)."""
+    import numpy as np
+
+    from tailmix import mainjob
+
+    def line(label, what):
+        mine = [r for r in rows if r["policy"] == label]
+        return (f"  {what + label:<42} reward {100 * np.mean([r['val_balanced_accuracy'] for r in mine]):5.1f}  "
+                f"test {100 * np.mean([r['test_balanced_accuracy'] for r in mine]):5.1f}")
+
+    best = mainjob.best_on_reward(rows, [f for f in family if f != "none"])
+    out = ["results (full table: results.md):", line("none", "no synthetic: "), line(best, "best fixed: ")]
+    out += [line(m, "learned: ") for m in learned]
+    return "\n".join(out)
 
 
 def budget_report(run: Path, total: float) -> None:

@@ -19,9 +19,9 @@ from tailmix.runs import QUICK_SETTINGS, _stored_config
 ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "source", "generator", "preset",
               "generator_steps", "per_class", "filter", "filter_epochs", "tau", "seed", "quick", "image_size", "channels",
               "guidance_scale", "unlabeled", "draw", "val_folds", "lr_schedule", "pretrain_steps", "filter_tries",
-              "encoder_epochs", "pretrained")
+              "encoder_epochs", "pretrained", "precision")
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
-PLACE_FIELDS = ("data_root", "cache_dir", "device")
+PLACE_FIELDS = ("data_root", "cache_dir", "device", "devices")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
 MODEL_FIELDS = ("algo", "wrapper", "n_envs")
 
@@ -99,8 +99,22 @@ class BenchmarkConfig(Common):
 
 @dataclass
 class MainConfig(TrainConfig):
-    """The main job: fill the bank, train a PPO sampler, benchmark it against every baseline."""
+    """The main job: fill a bank per generator kind, pick the loss and the fixed policy on the reward, train the
+    learned samplers (CEM schedule, PPO central, PPO shared), score every policy on test, and say which to use."""
 
+    generator: str = "ddpm augment"
+    """Generators of the banks, one env source each (the pool as the action): ddpm, lora, sketch, augment."""
+    draw: str = "unique"
+    """How an env step draws from a pool: 'unique' (never one image twice in a step) or 'replace' (env v0)."""
+    val_folds: int = 0
+    """Env reward split: 0 (decided from the data: 5 folds of train + val pooled when the val split follows the
+    train class distribution, else the fixed val split), 1 (the fixed val split) or k >= 2 folds."""
+    loss: str = "auto"
+    """Classifier loss inside the env: 'auto' (the best of ce and the long-tail losses on the reward with no
+    synthetic data) or one of them (ce, logit_adjustment, balanced_softmax, class_balanced)."""
+    methods: list[str] = field(default_factory=lambda: ["cem-schedule", "ppo-central", "ppo-shared"])
+    """Learned samplers: cem-schedule, cem-static and SB3 <algo>-<wrapper> (ppo-central, ppo-shared, sac-central,
+    ...). Given --algo or --wrapper without this, only that one is trained."""
     seeds: int = 5
     """Number of benchmark seeds."""
     budget_minutes: float | str | None = DEFAULT_BUDGET_MINUTES
@@ -150,6 +164,8 @@ def check_config(cfg) -> None:
     for name in ("max_steps", "per_class", "filter_epochs", "timesteps", "n_envs", "checkpoint_every", "seeds",
                  "threads", "val_folds"):
         value = getattr(cfg, name, 1)
+        if name == "val_folds" and value == 0 and isinstance(cfg, MainConfig):
+            continue  # the main job decides it from the data
         _require(isinstance(value, int) and value >= 1, f"--{name.replace('_', '-')} must be >= 1; got {value}")
     _require(cfg.generator_steps is None or cfg.generator_steps >= 1,
              f"--generator-steps must be >= 1; got {cfg.generator_steps}")
@@ -200,7 +216,12 @@ def check_config(cfg) -> None:
     from tailmix.classifiers.batched_head import HEAD_LOSSES
     from tailmix.classifiers.losses import LOSSES
 
-    _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
+    if not (cfg.loss == "auto" and isinstance(cfg, MainConfig)):  # the main job picks it on the reward
+        _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
+    if isinstance(cfg, MainConfig):
+        from tailmix.commands import main_methods
+
+        main_methods(cfg)  # an unknown --methods entry fails here, before any work
     for cls in classes:
         if cls.trains:  # the kinds built without a model take no preset
             _choice(cfg, "preset", cls.presets)
@@ -211,6 +232,11 @@ def check_config(cfg) -> None:
     except ValueError as err:  # the library's advice is spelled for Python (device='cpu'); say it as the flag
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
+    from tailmix.classifiers.device import PRECISIONS
+    from tailmix.pipeline import generator_devices
+
+    _choice(cfg, "precision", PRECISIONS)
+    generator_devices(cfg)  # --devices: each named device exists
     from tailmix.preflight import check_settings
 
     check_settings(cfg)  # paths, --unlabeled and the memory an --image-size needs, before any work
@@ -303,3 +329,10 @@ def _quick(cfg, fixed: set[str] | frozenset[str] = frozenset()) -> None:
     for name, value in QUICK.items():
         if hasattr(cfg, name) and name not in fixed:
             setattr(cfg, name, value)
+
+
+def main_defaults(cfg, fixed=frozenset()) -> None:
+    """The main job's pool default (``--generator ddpm augment``) applies to bank sources: with another
+    ``--source`` and no ``--generator`` given, the one generator kind of the other commands is used."""
+    if isinstance(cfg, MainConfig) and cfg.source != "bank" and "generator" not in fixed:
+        cfg.generator = Settings.generator

@@ -60,7 +60,7 @@ class Settings:
     source: str = "bank"
     """Synthetic source: 'bank' (diffusion bank, filled on demand), 'augment' (classic), 'gaussian' (features)."""
     generator: str = "ddpm"
-    """Generator kind of the bank, any registered kind whose samples are images (generators.base.GENERATOR_KINDS):
+    """Generator of the bank: any registered kind whose samples are images (generators.base.GENERATOR_KINDS):
     ddpm, lora (DDPM + per-class LoRA for tail classes), sketch, augment, pretrained (your own diffusers pipeline
     folder, --pretrained), ... Several (--generator ddpm augment) fill
     one bank each and give the env one source per bank (the pool as an action)."""
@@ -114,6 +114,13 @@ class Settings:
     """Most candidate batches the filter generates per class shard (default: the filter's 10)."""
     encoder_epochs: int | None = None
     """Training epochs of the feature-mode encoder's CNNs (default: the env's 30; 5 with --quick)."""
+    devices: str | None = None
+    """Generator devices, comma-separated (cuda:0,cuda:1), 'auto' (every visible GPU; the CPU when there is none) or
+    'cpu': the --generator kinds are placed round-robin over them and each bank's shards are spread over all of them
+    (a copy of the generator per device; the bank is the same). Default: --device alone."""
+    precision: str = "auto"
+    """Mixed precision of generator fitting and sampling on CUDA: auto (bf16 where supported, else fp16 with a
+    gradient scaler), fp32 (off), bf16 or fp16. The CPU always runs fp32."""
     pretrained: str | None = None
     """--generator pretrained: a local diffusers pipeline folder (model_index.json; Stable Diffusion or DDPMPipeline
     layout). Never downloaded; cached by the folder's fingerprint."""
@@ -291,6 +298,8 @@ def new_generator(cfg, dataset):
 
     cls = kind_class(cfg)
     device = select_device(cfg.device)
+    if getattr(cfg, "devices", None) and device not in generator_devices(cfg):  # one_kind sets a listed one
+        device = generator_devices(cfg)[0]
     if not cls.trains:
         return make_generator(cfg.generator, dataset)  # no model: no preset, no training steps; runs on the CPU
     kw = dict(preset=cfg.preset, device=device)
@@ -298,6 +307,8 @@ def new_generator(cfg, dataset):
         kw["train_steps"] = cfg.generator_steps
     if getattr(cfg, "pretrain_steps", None) is not None and cls.pretrains:
         kw["pretrain_steps"] = cfg.pretrain_steps
+    if getattr(cfg, "precision", "auto") != "auto":  # passed only when set: kinds of your own need not take it
+        kw["precision"] = cfg.precision
     for name, keyword in cls.takes_settings.items():  # settings of this kind alone (the pretrained kind's folder)
         kw[keyword] = getattr(cfg, name, None)
     return make_generator(cfg.generator, dataset, **kw)
@@ -438,7 +449,10 @@ def ensure_bank(cfg, dataset, *, progress: bool = True):
         if getattr(cfg, "filter_tries", None):  # a fill setting, not the filter's training: enters the bank key
             flt.max_tries = int(cfg.filter_tries)
     with phase("synthetic bank"):
-        pool = GeneratorPool({cfg.generator: gen}, devices=cfg.device)
+        devices = generator_devices(cfg)  # this kind's device first: the pool keeps it there
+        if getattr(cfg, "devices", None) and gen.device in devices:
+            devices = [gen.device] + [d for d in devices if d != gen.device]
+        pool = GeneratorPool({cfg.generator: gen}, devices=devices, replicate=len(devices) > 1)
         bank = pool.fill_bank(dataset, Path(cfg.cache_dir) / "banks", per_class=cfg.per_class, filter=flt,
                               seed=cfg.seed, progress=progress)
     scale = getattr(cfg, "guidance_scale", 0.0) if cls.guided else 0.0
@@ -512,8 +526,39 @@ def generator_kinds(cfg) -> list[str]:
 
 
 def one_kind(cfg, kind: str):
-    """``cfg`` for one generator kind of a several-kind ``--generator``."""
+    """``cfg`` for one generator kind of a several-kind ``--generator``; with ``--devices``, its ``device`` is the
+    kind's own (kinds round-robin over the devices)."""
+    if getattr(cfg, "devices", None):
+        devices = generator_devices(cfg)
+        home = devices[generator_kinds(cfg).index(kind) % len(devices)] if kind in generator_kinds(cfg) else devices[0]
+        return dataclasses.replace(cfg, generator=kind, device=str(home))
     return dataclasses.replace(cfg, generator=kind)
+
+
+def generator_devices(cfg) -> list:
+    """The generators' devices: those of ``--devices`` (``auto``: every visible GPU, else the CPU; a comma-separated
+    list: those, each checked to exist), or ``[--device]`` without it."""
+    from tailmix.classifiers.device import select_device
+
+    spec = getattr(cfg, "devices", None)
+    if spec is None:
+        return [select_device(cfg.device)]
+    text = str(spec).strip()
+    if text.lower() == "auto":
+        from tailmix.generators.pool import resolve_devices
+
+        return resolve_devices("auto")
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("--devices is empty; pass auto, cpu or a comma-separated list such as cuda:0,cuda:1")
+    try:
+        devices = [select_device(name) for name in names]
+    except ValueError as err:
+        raise ValueError(f"--devices {text}: {err}".replace("device='cpu' or 'auto'", "--devices cpu or auto")
+                         ) from None
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"--devices {text} names a device twice; name each once")
+    return devices
 
 
 def num_sources(cfg) -> int:

@@ -57,7 +57,10 @@ def load_policy(spec: str, *, wrapper: str | None = None):
     ``wrapper``: :func:`model_info`) goes to the backend; ``ALGO:`` and ``wrapper`` override it."""
     from tailmix.agents.backends import backend_for
     from tailmix.agents.baselines import make_baseline
+    from tailmix.mainjob import is_ratio_policy_file, load_ratio_policy
 
+    if is_ratio_policy_file(spec):  # a CEM search's result the main job saved (agents/<method>/policy.json)
+        return load_ratio_policy(spec)
     path = _model_path(spec)
     if path is None:
         return make_baseline(spec)

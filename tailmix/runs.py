@@ -186,7 +186,7 @@ def check_deletable(path: Path) -> None:
 #: Folders here (``checkpoints``, ``tb``, ...) are tailmix's as a whole.
 RUN_OUTPUTS = (RUN_MARKER, "run.json", "timings.json", "quality.txt", "quality.json", "samples.png", "leakage.txt",
                "leakage.json", "bank.json", "results.csv", "results.md", "results.png", "model.zip", "agent.json",
-               "checkpoints", "checkpoint", "tb", "verdict.md", "verdict.json", "recommended_policy.json",
+               "checkpoints", "checkpoint", "tb", "agents", "verdict.md", "verdict.json", "recommended_policy.json",
                "ratios.png")
 #: Where ``--overwrite`` keeps the run it replaces (inside the run folder) until the new run has its first result.
 REPLACED = ".tailmix_replaced"

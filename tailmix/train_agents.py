@@ -46,10 +46,10 @@ from tailmix.agents.baselines import baseline_usage
 # The application layer: each name lives in one module; import it from there (tailmix.configs, tailmix.runs, ...).
 from tailmix.commands import budget_report, cmd_benchmark, cmd_evaluate, cmd_generate, cmd_main, cmd_train
 from tailmix.configs import (BenchmarkConfig, Common, EvaluateConfig, GenerateConfig, MainConfig, TrainConfig, _quick,
-                             check_config, resolve_config)
+                             check_config, main_defaults, resolve_config)
 from tailmix.pipeline import load_data, phase
 from tailmix.policies import _learned_label
-from tailmix.runs import _write_json, check_cache_dir, check_run_dir, finish_run_dir, interrupt_hint
+from tailmix.runs import _read_json, _write_json, check_cache_dir, check_run_dir, finish_run_dir, interrupt_hint
 
 #: Fields that take baseline specs: their help lists the registered baselines.
 BASELINE_FIELDS = ("policy", "baselines")
@@ -130,6 +130,8 @@ def run_command(command: str, cfg, explicit: frozenset[str] = frozenset()) -> Pa
     cfg, fixed = resolve_config(command, cfg, explicit)
     if cfg.quick:
         _quick(cfg, fixed)
+    if command == "main":
+        main_defaults(cfg, fixed)
     check_config(cfg)
     check_run_dir(cfg, command)  # first, so a clash costs no work; prepare_run_dir checks again before writing
     check_cache_dir(cfg)
@@ -177,8 +179,8 @@ def print_verdict(cfg, command: str, run: Path) -> None:
 
     from tailmix.suite.verdict import verdict, write_verdict
 
-    if command == "main":
-        learned = {f"{cfg.algo}-{cfg.wrapper}": f"{cfg.algo}:{run / 'model.zip'}"}
+    if command == "main":  # the learned methods' labels and policy files, as the main job recorded them
+        learned = (_read_json(run / "run.json") or {}).get("learned") or {}
     else:
         learned = {_learned_label(spec): spec for spec in getattr(cfg, "learned", [])}
     try:

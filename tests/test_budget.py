@@ -183,3 +183,38 @@ def test_huge_and_tiny_budgets_are_refused_early_or_shown_as_given():
     assert budget.parse_minutes(str(budget.MAX_MINUTES)) == budget.MAX_MINUTES
     _, warnings = budget.plan(COSTS, SHAPE, 0.05 * 60, DEFAULTS)
     assert "the budget of 0.05 min is too small" in warnings[0]
+
+
+def test_the_bank_is_costed_at_the_filters_acceptance():
+    # every candidate kept: the quota, in batches of at most 64
+    assert budget.expected_candidates(64, 2, 1.0) == 64
+    assert budget.expected_candidates(128, 10, 1.0) == 128
+    # none kept: every try used, as the first (worst-case) estimate assumes
+    assert budget.expected_candidates(16, 2, 0.0) == budget.bank_candidates(16, 2, 1)
+    assert budget.expected_candidates(128, 10, 0.0) == budget.bank_candidates(128, 10, 1)
+    # a tail class of the stand-in folder (about 1% kept): both tries of 16 + 64
+    assert budget.expected_candidates(16, 2, 0.01) == 80
+    assert budget.expected_candidates(64, 10, 0.5) == 128  # half of 64 kept, then 64 asked for the other 32
+
+
+def test_the_main_jobs_search_and_evaluation_are_estimated():
+    """The learned methods and the evaluation episodes of the main job enter the estimate (issue 27 item 4: the
+    agent phase was estimated at 6 s for 27 s when only one PPO run was counted)."""
+    from tailmix.configs import MainConfig
+
+    cfg = MainConfig(seeds=5)
+    shape = budget.main_shape(cfg, SimpleDataset(), SHAPE)
+    assert (shape.shared_methods, shape.central_methods, shape.cem_generations) == (1, 1, 10)
+    assert shape.eval_episodes == (4 + 64 + 3) * 5  # the loss pick, the fixed family of two sources, 3 methods
+    costs = replace(COSTS, central_timestep=0.01, cem_generation=0.5, eval_episode=0.05)
+    est = budget.estimate(costs, DEFAULTS, shape)
+    assert est["agent"] == pytest.approx(20000 * 0.003 + 20000 // 3 * 0.01)
+    assert est["search"] == pytest.approx(10 * 0.5) and est["evaluation"] == pytest.approx(355 * 0.05)
+    # a search and evaluation with no size to shrink come off the top: the sizes shrink more than without them
+    lean, _ = budget.plan(COSTS, SHAPE, 600, DEFAULTS)
+    full, _ = budget.plan(costs, shape, 600, DEFAULTS)
+    assert full.generator_steps <= lean.generator_steps
+
+
+class SimpleDataset:
+    num_classes = 3

@@ -24,12 +24,12 @@ def pipeline(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_cli_fills_a_bank_from_a_local_pipeline(pipeline, tmp_path):
+def test_the_main_job_runs_end_to_end_on_a_local_pipeline(pipeline, tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache"
-    args = ["generate", "--quick", "--generator", "pretrained", "--pretrained", pipeline, "--generator-steps", "2",
-            "--per-class", "4", "--no-filter", "--device", "cpu", "--cache-dir", cache, "--run-dir", run]
-    proc = run_cli(*args)
-    assert "generator pretrained" in proc.stdout
+    proc = run_cli("--quick", "--generator", "pretrained", "--pretrained", pipeline, "--generator-steps", "2",
+                   "--per-class", "4", "--no-filter", "--max-steps", "2", "--seeds", "1", "--timesteps", "32",
+                   "--device", "cpu", "--cache-dir", cache, "--run-dir", run)
+    assert "[generator pretrained (tiny)] done" in proc.stdout and (run / "results.csv").is_file()
     (entry,) = _folders(cache)
     assert entry.startswith("pretrained-") and (cache / "generators" / entry / "adapters").is_dir()
     assert len([p for p in (cache / "banks").iterdir() if p.is_dir()]) == 1

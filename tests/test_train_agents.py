@@ -224,12 +224,32 @@ def main_run(tmp_path_factory, cache_dir, trained) -> Path:
 
 
 def test_main_job_quick(main_run):
-    baselines = ["none", "constant:0.5", "constant:1", "constant:2", "fill", "inverse", "random"]
-    assert_results(main_run, baselines + ["ppo-shared"], seeds=2)
+    from tailmix.mainjob import fixed_family
+
+    # the pool of the two kinds built (ddpm, augment), its fixed family, and the three learned methods
+    family = fixed_family(["ddpm", "augment"])
+    assert "late:inverse@augment" in family and "fill@mix" in family
+    assert_results(main_run, family + ["cem-schedule", "ppo-central", "ppo-shared"], seeds=2)
     assert (main_run / "model.zip").is_file() and list((main_run / "tb").rglob("events.out.tfevents.*"))
+    assert (main_run / "agents" / "ppo-central" / "model.zip").is_file()
+    meta = json.loads((main_run / "run.json").read_text())
+    assert meta["config"]["draw"] == "unique" and meta["config"]["generator"] == "ddpm augment"
+    assert meta["val_folds"] == 1  # digits-LT: a balanced val split beside a long-tailed train split
+    assert meta["loss"] in ("ce", "logit_adjustment", "balanced_softmax", "class_balanced")
+    assert set(meta["learned"]) == {"cem-schedule", "ppo-central", "ppo-shared"}
     timings = json.loads((main_run / "timings.json").read_text())
-    assert {p["phase"] for p in timings["phases"]} >= {"synthetic bank", "encoder", "train ppo"}
+    assert {p["phase"] for p in timings["phases"]} >= {"synthetic bank", "encoder", "train ppo-shared",
+                                                     "train ppo-central"}
     assert_only_run_outputs(main_run)
+
+
+def test_main_job_cem_policy_file_is_evaluated_from_the_cli(main_run, cache_dir, tmp_path):
+    policy = json.loads((main_run / "run.json").read_text())["learned"]["cem-schedule"]
+    assert policy.endswith("policy.json")
+    run = tmp_path / "eval-cem"
+    run_cli("evaluate", *TINY, "--generator", "ddpm", "augment", "--draw", "unique", "--policy", policy,
+            "--seeds", "1", "--cache-dir", cache_dir, "--run-dir", run)
+    assert "| learned:cem-schedule |" in (run / "results.md").read_text()
 
 
 @pytest.mark.slow

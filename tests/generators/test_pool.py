@@ -233,3 +233,20 @@ def test_fill_lock_waits_for_another_holder_then_reports_a_stuck_one(tmp_path):
         entered.append(True)
     holder.close()
     assert entered
+
+
+def test_replicate_copies_fitted_generators_onto_every_device_and_spreads_their_shards(tmp_path):
+    """Two devices named ahead of time (no GPU here: the fake generator samples on the CPU wherever it is put)."""
+    ds = make_tiny_dataset()
+    pool = GeneratorPool({"a": FakeGenerator()}, devices=["cuda:0", "cuda:1"], replicate=True).fit(ds)
+    copies = pool._replicas["a"]
+    assert [str(d) for d in pool.shard_devices("a")] == ["cuda:0", "cuda:1"]
+    assert copies[torch.device("cuda", 1)] is not pool.generators["a"] and copies[torch.device("cuda", 1)].fitted
+    bank = pool.fill_bank(ds, tmp_path / "two", per_class=8, shard_size=4, seed=0, progress=False)
+    used = [s["device"] for e in bank.manifest["classes"].values() for s in e["shards"]]
+    assert used.count("cuda:0") == used.count("cuda:1") == 3
+    alone = GeneratorPool({"a": FakeGenerator()}, devices="cpu").fit(ds)
+    other = alone.fill_bank(ds, tmp_path / "one", per_class=8, shard_size=4, seed=0, progress=False)
+    assert bank.path.name == other.path.name  # the same key: devices are placement, not content
+    for c in range(ds.num_classes):
+        np.testing.assert_array_equal(bank.images(c), other.images(c))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tailmix.generators import load_generator, make_generator
-from tailmix.generators.pretrained import (PretrainedPipeline, pipeline_fingerprint, precision_dtype, read_pipeline,
+from tailmix.classifiers.device import precision_dtype
+from tailmix.generators.pretrained import (PretrainedPipeline, pipeline_fingerprint, read_pipeline,
                                            write_tiny_pipeline)
 from tests.conftest import make_tiny_dataset
 
@@ -142,3 +143,12 @@ def test_precision_is_full_on_the_cpu_and_checked():
     assert precision_dtype(torch.device("cpu"), "bf16") is None and precision_dtype("cpu", "auto") is None
     with pytest.raises(ValueError, match="precision must be one of"):
         precision_dtype("cpu", "fp8")
+
+
+def test_weights_that_do_not_load_are_a_one_line_error(pipelines, tmp_path):
+    folder = shutil.copytree(pipelines["pixel"], tmp_path / "p")
+    for weights in (folder / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="--pretrained .*do not load") as err:
+        PretrainedPipeline(folder)._components()
+    assert "\n" not in str(err.value)
