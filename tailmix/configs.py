@@ -54,10 +54,10 @@ class GenerateConfig(Common):
 
 @dataclass
 class TrainConfig(Common):
-    """Train an SB3 sampler policy on the env."""
+    """Train a sampler policy on the env with an RL library (--backend: Stable-Baselines3 by default)."""
 
     algo: str = "ppo"
-    """SB3 algorithm: ppo, sac, a2c, td3."""
+    """SB3 algorithm: ppo, sac, a2c, td3 (another --backend may take others; rllib: ppo)."""
     wrapper: str = "shared"
     """'shared' (one policy for every class agent) or 'central' (one agent sets every ratio)."""
     timesteps: int = 20000
@@ -69,7 +69,7 @@ class TrainConfig(Common):
     resume: bool = False
     """Continue from the latest checkpoint in --run-dir (its settings are read from the run.json there)."""
     backend: str = "sb3"
-    """'sb3' (Stable-Baselines3 in this process) or 'rllib' (Ray RLlib PPO, one shared policy, several env runners; needs the ray extra; train command only)."""
+    """The RL library that trains the policy (a registered backend, tailmix.agents.backends)."""
     env_runners: int = 2
     """--backend rllib: Ray actors stepping env copies, one CPU each."""
 
@@ -194,18 +194,17 @@ def check_config(cfg) -> None:
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
     if hasattr(cfg, "algo"):
-        from tailmix.agents.sb3 import ALGORITHMS
+        from tailmix.agents.backends import backend_names, get_backend
 
-        _choice(cfg, "algo", ALGORITHMS)
         _choice(cfg, "wrapper", ("shared", "central"))
         _require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one")
         _require(not cfg.resume or cfg.run_dir, "--resume needs --run-dir: the run folder to continue")
-        _choice(cfg, "backend", ("sb3", "rllib"))
-        if cfg.backend == "rllib":
-            _require(type(cfg) is TrainConfig, "--backend rllib is for the train command; the main job uses sb3")
-            _require(cfg.algo == "ppo" and cfg.wrapper == "shared" and cfg.n_envs == 1 and not cfg.resume,
-                     "--backend rllib trains PPO with one policy shared by the class agents: use --algo ppo "
-                     "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
+        _choice(cfg, "backend", backend_names())
+        backend = get_backend(cfg.backend)
+        _require(backend.main_job or type(cfg) is TrainConfig,
+                 f"--backend {cfg.backend} is for the train command; the main job uses one of "
+                 f"{', '.join(n for n in backend_names() if get_backend(n).main_job)}")
+        backend.check(cfg)
     if isinstance(cfg, BenchmarkConfig):
         _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
     from tailmix.agents.baselines import make_baseline

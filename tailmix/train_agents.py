@@ -41,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from tailmix.agents.backends import backend_names, get_backend
 from tailmix.agents.baselines import baseline_usage
 # The application layer: each name lives in one module; import it from there (tailmix.configs, tailmix.runs, ...).
 from tailmix.commands import budget_report, cmd_benchmark, cmd_evaluate, cmd_generate, cmd_main, cmd_train
@@ -84,6 +85,8 @@ def _add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         help_ = f"{docs.get(f.name, '')} (default: {_default(f)})"
         if f.name in BASELINE_FIELDS:  # the registered baselines (agents.baselines.register_baseline)
             help_ += f"; baselines: {baseline_usage()}"
+        if f.name == "backend":  # the registered RL libraries (agents.backends)
+            help_ += "; " + "; ".join(f"{name}: {get_backend(name).help}" for name in backend_names())
         kw = dict(default=argparse.SUPPRESS, help=help_)
         if f.name == "generator":  # one or several kinds; kept as one space-separated string (run.json, caches)
             parser.add_argument(flag, nargs="+", metavar="KIND", **kw)
