@@ -142,3 +142,28 @@ def test_env_spec_kwargs_keep_a_v0_runs_keywords():
         "dataset": ds, "source": None, "mode": "feature", "max_steps": 10, "max_ratio": 8.0, "reward": "accuracy",
         "loss": "ce", "cache_dir": str(Path(cfg.cache_dir) / "encoders"), "source_seed": 3, "empty_pool": "zero"}
     assert EnvSpec.from_kwargs(spec.kwargs()) == spec
+
+
+def test_the_verdict_reads_the_test_counts_stored_with_the_run(tmp_path, monkeypatch, capsys):
+    """run.json holds the test split's class sizes, so the verdict does not load the dataset a second time."""
+    import numpy as np
+
+    from tailmix import train_agents
+    from tailmix.runs import prepare_run_dir
+    from tailmix.suite import verdict as verdict_module
+    from tests.conftest import make_tiny_dataset
+
+    ds = make_tiny_dataset()
+    _, cfg, _ = train_agents.parse_args(["benchmark", "--run-dir", str(tmp_path / "run")])
+    run = prepare_run_dir(cfg, "benchmark", ds)
+    expected = np.bincount(ds.test_labels, minlength=ds.num_classes).tolist()
+    seen = {}
+
+    def verdict(run, counts, learned):
+        seen["counts"] = counts.tolist()
+        raise ValueError("no results here")
+
+    monkeypatch.setattr(verdict_module, "verdict", verdict)
+    monkeypatch.setattr(train_agents, "load_data", lambda cfg: pytest.fail("the dataset was loaded again"))
+    train_agents.print_verdict(cfg, "benchmark", run)
+    assert seen["counts"] == expected and "verdict: not made" in capsys.readouterr().out
