@@ -1,14 +1,11 @@
 """SB3 callback that logs the env's own scalars to TensorBoard: per-class recall and ratios, reward, accuracy."""
 from __future__ import annotations
 
-import re
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-
-def _tag(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", str(name)) or "class"
+from tailmix.agents.backends import scalar_tag
 
 
 class TailmixMetricsCallback(BaseCallback):
@@ -29,7 +26,7 @@ class TailmixMetricsCallback(BaseCallback):
             names = self.training_env.get_attr("class_names", indices=[0])[0]
         except AttributeError:  # an env without names: class_<i>
             names = None
-        self._class_names = None if names is None else [_tag(n) for n in names]
+        self._class_names = None if names is None else [scalar_tag(n) for n in names]
 
     def _name(self, i: int) -> str:
         names = getattr(self, "_class_names", None)
@@ -45,7 +42,7 @@ class TailmixMetricsCallback(BaseCallback):
             if "balanced_accuracy" in info:
                 log("tailmix/balanced_accuracy", float(info["balanced_accuracy"]))
             if "class_name" in info:  # shared: one class per slot
-                name = _tag(info["class_name"])
+                name = scalar_tag(info["class_name"])
                 if "recall" in info:
                     log(f"tailmix/recall/{name}", float(info["recall"]), exclude="stdout")
                 if "ratio" in info:

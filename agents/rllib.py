@@ -29,7 +29,6 @@ Needs the ``ray`` extra: ``pip install -e ".[ray]"``. Ray pins its own gymnasium
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tailmix.agents.backends import Backend, scalar_tag, write_json_atomic
 from tailmix.agents.baselines import Policy
 
 RLLIB_ENV_ID = "tailmix/SyntheticRatio-v0"
@@ -103,10 +103,6 @@ def _policy_mapping_fn(agent_id, episode=None, **kwargs) -> str:
     return POLICY_ID
 
 
-def _tag(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", str(name)) or "class"
-
-
 def _metrics_callback_class():
     """An ``RLlibCallback`` logging the env's infos like :class:`agents.callbacks.TailmixMetricsCallback`."""
     from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -128,7 +124,7 @@ def _metrics_callback_class():
             for info in infos.values():
                 if not isinstance(info, dict) or "class_name" not in info:
                     continue
-                name = _tag(info["class_name"])
+                name = scalar_tag(info["class_name"])
                 if "recall" in info:
                     log(("tailmix", "recall", name), float(info["recall"]), reduce="mean")
                 if "ratio" in info:
@@ -346,7 +342,7 @@ def train_rllib(env_kwargs: dict, *, log_dir: str | os.PathLike, total_timesteps
                 break
         final = (log_dir / "checkpoint").resolve()
         algo.save_to_path(str(final))
-        _write_json_atomic(log_dir / "agent.json", {
+        write_json_atomic(log_dir / "agent.json", {
             "backend": "rllib", "algo": "ppo", "wrapper": "shared", "policy_id": POLICY_ID, "seed": seed,
             "num_env_runners": num_env_runners, "total_timesteps": total_timesteps, "iterations": it,
             "num_timesteps": steps, "checkpoint": "checkpoint"})
@@ -386,12 +382,6 @@ def _remove_empty_logdir(algo) -> None:
     folder = getattr(algo, "logdir", None)
     if folder and os.path.isdir(folder) and not os.listdir(folder):
         os.rmdir(folder)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    from tailmix.io.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2))
 
 
 # -- evaluation --------------------------------------------------------------------------------------------
@@ -452,3 +442,30 @@ def load_rllib_policy(checkpoint: str | os.PathLike, *, deterministic: bool = Tr
                       name: str = "rllib-ppo") -> RLlibPolicy:
     """:class:`RLlibPolicy` for ``agents.evaluate`` / benchmarks."""
     return RLlibPolicy(checkpoint, deterministic=deterministic, name=name)
+
+
+class RLlibBackend(Backend):
+    """Ray RLlib PPO with one policy shared by the class agents, several env runners (the ``ray`` extra). Its
+    checkpoint marker: a folder holding ``rllib_checkpoint.json``."""
+
+    name = "rllib"
+    help = ("Ray RLlib PPO, one shared policy, --env-runners actors (needs the ray extra; train command only, "
+            "--algo ppo --wrapper shared, no --n-envs or --resume)")
+
+    def check(self, cfg) -> None:
+        if not (cfg.algo == "ppo" and cfg.wrapper == "shared" and cfg.n_envs == 1 and not cfg.resume):
+            raise ValueError("--backend rllib trains PPO with one policy shared by the class agents: use --algo ppo "
+                             "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
+
+    def label(self, cfg) -> str:
+        return "rllib ppo"
+
+    def train(self, cfg, env_kwargs: dict, run_dir: Path) -> Path:
+        return train_rllib(env_kwargs, log_dir=run_dir, total_timesteps=cfg.timesteps, seed=cfg.seed,
+                           num_env_runners=cfg.env_runners, checkpoint_every=cfg.checkpoint_every, verbose=1)
+
+    def is_checkpoint(self, path: Path) -> bool:
+        return (Path(path) / "rllib_checkpoint.json").is_file()
+
+    def load_policy(self, path: Path, info: dict | None = None):
+        return load_rllib_policy(path)

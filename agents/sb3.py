@@ -27,6 +27,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from tailmix.agents.backends import Backend, write_json_atomic
+
 ALGORITHMS = ("ppo", "sac", "a2c", "td3")
 OFF_POLICY = ("sac", "td3")
 
@@ -263,7 +265,7 @@ def train(algo: str, env_kwargs: dict, *, wrapper: str = "shared", n_envs: int =
                     reset_num_timesteps=reset_num_timesteps, progress_bar=progress_bar)
     if log_dir is not None:
         save_model(model, Path(log_dir) / "model.zip")
-        _write_json_atomic(Path(log_dir) / "agent.json", {
+        write_json_atomic(Path(log_dir) / "agent.json", {
             "algo": algo, "wrapper": wrapper, "n_envs": n_envs, "seed": seed, "total_timesteps": total_timesteps,
             "num_timesteps": int(model.num_timesteps)})
     return model
@@ -307,7 +309,71 @@ def load_model(algo: str | None, path: str | os.PathLike, env=None):
     return algorithm_class(algo).load(path, env=env, device="cpu")
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    from tailmix.io.atomic import atomic_write_text
+class SB3Backend(Backend):
+    """Stable-Baselines3 in this process: ``--algo`` ppo, sac, a2c or td3 with either wrapper, resumable; it saves
+    ``model.zip`` beside ``agent.json`` (the checkpoint marker: a saved model is a file)."""
 
-    atomic_write_text(path, json.dumps(data, indent=2))
+    name = "sb3"
+    help = "Stable-Baselines3 in this process (--algo ppo|sac|a2c|td3, --wrapper shared|central, --resume)"
+    main_job = True
+
+    def check(self, cfg) -> None:
+        if cfg.algo not in ALGORITHMS:
+            raise ValueError(f"unknown --algo {cfg.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+
+    def label(self, cfg) -> str:
+        return cfg.algo
+
+    def train(self, cfg, env_kwargs: dict, run_dir: Path) -> Path:
+        run_dir = Path(run_dir)
+        what = "training"
+        if cfg.resume:
+            try:
+                final = json.loads((run_dir / "agent.json").read_text()).get("num_timesteps", -1)
+            except (OSError, ValueError):
+                final = -1
+            if (run_dir / "model.zip").is_file() and final >= cfg.timesteps:
+                # Training finished before; retraining from an older checkpoint would replace the final model.
+                print(f"{run_dir / 'model.zip'} is already trained to {final} >= --timesteps {cfg.timesteps} "
+                      "timesteps; nothing left to train (pass a larger --timesteps to train on)")
+                return run_dir / "model.zip"
+            what = f"resuming from timestep {usable_checkpoint(run_dir, cfg.algo)[1]}:"  # train() says if it skips one
+        print(f"{what} {cfg.algo} ({cfg.wrapper}) to {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir "
+              f"{run_dir}", flush=True)
+        model = train(cfg.algo, env_kwargs, wrapper=cfg.wrapper, n_envs=cfg.n_envs, total_timesteps=cfg.timesteps,
+                      seed=cfg.seed, log_dir=str(run_dir), checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
+                      progress_bar=True)
+        env = model.get_env()
+        if env is not None:
+            env.close()
+        return run_dir / "model.zip"
+
+    def is_checkpoint(self, path: Path) -> bool:
+        return Path(path).is_file()
+
+    def load_policy(self, path: Path, info: dict | None = None):
+        """The model at ``path`` as an ``SB3Policy``; ``info`` gives its ``algo`` and ``wrapper`` (else
+        ``agent.json`` beside it; the wrapper else follows from the observation space: a matrix is ``central``)."""
+        from tailmix.agents.baselines import SB3Policy
+
+        path = Path(path)
+        info = dict(info or {})
+        if "algo" not in info:
+            try:
+                meta = json.loads((path.parent / "agent.json").read_text())
+            except (OSError, ValueError):
+                meta = {}
+            info.update({k: meta[k] for k in ("algo", "wrapper") if meta.get(k) is not None and k not in info})
+        algo = info.get("algo")
+        if algo is None:
+            raise ValueError(f"cannot tell which algorithm saved {path} (no agent.json or run.json beside it); "
+                             "write the spec as ALGO:path, e.g. ppo:" + str(path))
+        try:
+            model = load_model(algo, path)
+        except ValueError:
+            raise
+        except Exception as err:  # a truncated zip, another algo's file, a pickle from an incompatible SB3
+            raise ValueError(f"cannot load {path} as a {algo} model ({type(err).__name__}: {err}); is it a model.zip "
+                             "saved by SB3 with that algorithm?") from None
+        wrapper = info.get("wrapper") or ("central" if len(model.observation_space.shape) == 2 else "shared")
+        return SB3Policy(model, wrapper=wrapper)

@@ -439,13 +439,11 @@ def _trains(kind: str) -> bool:
 
 
 def _default_sizes(cfg, dataset) -> tuple[Sizes, Shape]:
-    from tailmix.envs.config import RatioEnvConfig
-    from tailmix.pipeline import env_kwargs, new_generator, one_kind
+    from tailmix.pipeline import env_spec, new_generator, one_kind
 
     # the budgeted kind's steps: the settings', else its preset's
     gen = new_generator(one_kind(cfg, trained_kind(cfg)), dataset)
-    kw = env_kwargs(replace(_resolved(cfg, dataset), source="gaussian"), dataset, progress=False)
-    env = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
+    env = env_spec(replace(_resolved(cfg, dataset), source="gaussian"), dataset, progress=False).config  # typed
     sizes = Sizes(generator_steps=gen.train_steps, pretrain_steps=gen.pretrain_steps, per_class=cfg.per_class,
                   filter_tries=getattr(cfg, "filter_tries", None) or 10, filter_epochs=cfg.filter_epochs,
                   encoder_epochs=env.encoder_epochs,

@@ -43,33 +43,13 @@ def cmd_generate(cfg: GenerateConfig) -> Path:
     return run
 
 
-def _train_model(cfg, run: Path, kw: dict, label: str | None = None):
-    from tailmix.agents.sb3 import train
+def _train_policy(cfg, run: Path, kw: dict, label: str | None = None) -> Path:
+    """Train with ``cfg``'s backend (``tailmix.agents.backends``) into ``run``; the saved policy's path."""
+    from tailmix.agents.backends import get_backend
 
-    what = "training"
-    if cfg.resume:
-        from tailmix.agents.sb3 import load_model, usable_checkpoint
-
-        final = (_read_json(run / "agent.json") or {}).get("num_timesteps", -1)
-        if (run / "model.zip").is_file() and final >= cfg.timesteps:
-            # Training finished before; retraining from an older checkpoint would replace the final model.
-            print(f"{run / 'model.zip'} is already trained to {final} >= --timesteps {cfg.timesteps} timesteps; "
-                  "nothing left to train (pass a larger --timesteps to train on)")
-            return load_model(cfg.algo, run / "model.zip")
-        what = f"resuming from timestep {usable_checkpoint(run, cfg.algo)[1]}:"  # train() says if it skips one
-    print(f"{what} {cfg.algo} ({cfg.wrapper}) to {cfg.timesteps} timesteps; TensorBoard: tensorboard --logdir {run}",
-          flush=True)
-    with phase(f"train {label or cfg.algo}"):
-        return train(cfg.algo, kw, wrapper=cfg.wrapper, n_envs=cfg.n_envs, total_timesteps=cfg.timesteps,
-                     seed=cfg.seed, log_dir=str(run), checkpoint_every=cfg.checkpoint_every, resume=cfg.resume,
-                     progress_bar=True)
-
-
-def _close(model) -> None:
-    """Close a trained model's env (a model loaded from disk has none)."""
-    env = model.get_env()
-    if env is not None:
-        env.close()
+    backend = get_backend(cfg.backend)
+    with phase(f"train {label or backend.label(cfg)}"):
+        return backend.train(cfg, kw, run)
 
 
 def cmd_train(cfg: TrainConfig) -> Path:
@@ -77,17 +57,8 @@ def cmd_train(cfg: TrainConfig) -> Path:
     check_dataset_unchanged(cfg, dataset)
     kw = prepared_env_kwargs(cfg, dataset)
     run = prepare_run_dir(cfg, "train", dataset)
-    if cfg.backend == "rllib":
-        from tailmix.agents.rllib import train_rllib
-
-        with phase("train rllib ppo"):
-            ckpt = train_rllib(kw, log_dir=run, total_timesteps=cfg.timesteps, seed=cfg.seed,
-                               num_env_runners=cfg.env_runners, checkpoint_every=cfg.checkpoint_every, verbose=1)
-        print(f"checkpoint: {ckpt} (evaluate it with `python train_agents.py evaluate --policy {ckpt}`)")
-        return run
-    _close(_train_model(cfg, run, kw))
-    print(f"model: {run / 'model.zip'} (evaluate it with `python train_agents.py evaluate --policy "
-          f"{run / 'model.zip'}`)")
+    saved = _train_policy(cfg, run, kw)
+    print(f"{cfg.backend} policy: {saved} (evaluate it with `python train_agents.py evaluate --policy {saved}`)")
     return run
 
 
@@ -130,7 +101,7 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
     import numpy as np
 
     from tailmix import mainjob
-    from tailmix.agents.baselines import SB3Policy, make_baseline
+    from tailmix.agents.baselines import make_baseline
     from tailmix.agents.evaluate import benchmark, write_results
     from tailmix.budget import apply_budget, bank_estimate_before
 
@@ -171,9 +142,9 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
                                    timesteps=mainjob.sb3_timesteps(method, cfg.timesteps, dataset.num_classes),
                                    resume=cfg.resume and method == own)
         folder.mkdir(parents=True, exist_ok=True)
-        model = _train_model(mcfg, folder, dict(kw, **mainjob.train_env(method, len(names))), label=method)
-        _close(model)
-        policies[method] = SB3Policy(model, wrapper=wrapper, name=method)
+        saved = _train_policy(mcfg, folder, dict(kw, **mainjob.train_env(method, len(names))), label=method)
+        policies[method] = load_policy(str(saved), wrapper=wrapper)
+        policies[method].name = method
         learned[method] = f"{kind}:{folder / 'model.zip'}"
     _update_json(run / "run.json", learned=learned)
     with phase(f"benchmark: {len(policies)} learned policies x {cfg.seeds} seeds on the test split"):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tailmix.budget import DEFAULT_MINUTES as DEFAULT_BUDGET_MINUTES
-from tailmix.pipeline import SOURCES, Settings, generator_kinds
+from tailmix.pipeline import SOURCES, Settings
 from tailmix.policies import _model_path, _split_algo
 from tailmix.runs import QUICK_SETTINGS, _stored_config
 
@@ -54,10 +54,10 @@ class GenerateConfig(Common):
 
 @dataclass
 class TrainConfig(Common):
-    """Train an SB3 sampler policy on the env."""
+    """Train a sampler policy on the env with an RL library (--backend: Stable-Baselines3 by default)."""
 
     algo: str = "ppo"
-    """SB3 algorithm: ppo, sac, a2c, td3."""
+    """SB3 algorithm: ppo, sac, a2c, td3 (another --backend may take others; rllib: ppo)."""
     wrapper: str = "shared"
     """'shared' (one policy for every class agent) or 'central' (one agent sets every ratio)."""
     timesteps: int = 20000
@@ -69,7 +69,7 @@ class TrainConfig(Common):
     resume: bool = False
     """Continue from the latest checkpoint in --run-dir (its settings are read from the run.json there)."""
     backend: str = "sb3"
-    """'sb3' (Stable-Baselines3 in this process) or 'rllib' (Ray RLlib PPO, one shared policy, several env runners; needs the ray extra; train command only)."""
+    """The RL library that trains the policy (a registered backend, tailmix.agents.backends)."""
     env_runners: int = 2
     """--backend rllib: Ray actors stepping env copies, one CPU each."""
 
@@ -145,7 +145,7 @@ def check_config(cfg) -> None:
     """Raise ``ValueError`` (saying how to fix it) for any bad setting, before a run folder or cache is touched."""
     from tailmix.generators.base import generator_class, kinds_with
 
-    kinds = generator_kinds(cfg)
+    kinds = cfg.generator_kinds
     _require(bool(kinds), "--generator needs at least one kind, e.g. --generator ddpm augment")
     bank_kinds = kinds_with(space="images")  # the registered kinds whose samples are images can fill a bank
     for kind in kinds:
@@ -194,18 +194,17 @@ def check_config(cfg) -> None:
     _require(math.isfinite(cfg.max_ratio) and cfg.max_ratio > 0,
              f"--max-ratio must be a number > 0; got {cfg.max_ratio}")
     if hasattr(cfg, "algo"):
-        from tailmix.agents.sb3 import ALGORITHMS
+        from tailmix.agents.backends import backend_names, get_backend
 
-        _choice(cfg, "algo", ALGORITHMS)
         _choice(cfg, "wrapper", ("shared", "central"))
         _require(not (cfg.resume and cfg.overwrite), "--resume and --overwrite contradict each other; pass one")
         _require(not cfg.resume or cfg.run_dir, "--resume needs --run-dir: the run folder to continue")
-        _choice(cfg, "backend", ("sb3", "rllib"))
-        if cfg.backend == "rllib":
-            _require(type(cfg) is TrainConfig, "--backend rllib is for the train command; the main job uses sb3")
-            _require(cfg.algo == "ppo" and cfg.wrapper == "shared" and cfg.n_envs == 1 and not cfg.resume,
-                     "--backend rllib trains PPO with one policy shared by the class agents: use --algo ppo "
-                     "--wrapper shared, scale with --env-runners (not --n-envs), and no --resume")
+        _choice(cfg, "backend", backend_names())
+        backend = get_backend(cfg.backend)
+        _require(backend.main_job or type(cfg) is TrainConfig,
+                 f"--backend {cfg.backend} is for the train command; the main job uses one of "
+                 f"{', '.join(n for n in backend_names() if get_backend(n).main_job)}")
+        backend.check(cfg)
     if isinstance(cfg, BenchmarkConfig):
         _require(bool(cfg.baselines or cfg.learned), "nothing to benchmark: pass --baselines and/or --learned")
     from tailmix.agents.baselines import make_baseline
@@ -234,10 +233,9 @@ def check_config(cfg) -> None:
         text = str(err).replace("device='cpu' or 'auto'", "--device cpu or --device auto")
         raise ValueError("--device: " + text.replace("pass 'auto'", "pass --device auto")) from None
     from tailmix.classifiers.device import PRECISIONS
-    from tailmix.pipeline import generator_devices
 
     _choice(cfg, "precision", PRECISIONS)
-    generator_devices(cfg)  # --devices: each named device exists
+    cfg.generator_devices  # noqa: B018 (--devices: each named device exists)
     from tailmix.preflight import check_settings
 
     check_settings(cfg)  # paths, --unlabeled and the memory an --image-size needs, before any work

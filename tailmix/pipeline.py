@@ -23,6 +23,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tailmix.envs.config import RatioEnvConfig
 
 #: Synthetic sources of the env: a filled bank, classic augmentations, or virtual Gaussian features.
 SOURCES = ("bank", "augment", "gaussian")
@@ -124,6 +128,17 @@ class Settings:
     pretrained: str | None = None
     """--generator pretrained: a local diffusers pipeline folder (model_index.json; Stable Diffusion or DDPMPipeline
     layout). Never downloaded; cached by the folder's fingerprint."""
+
+    # The config's own accessors: the checks (tailmix.configs, policies) ask the config, not the pipeline.
+    @property
+    def generator_kinds(self) -> list[str]:
+        """The generator kinds of ``--generator`` (one bank, and one env source, each)."""
+        return generator_kinds(self)
+
+    @property
+    def generator_devices(self) -> list:
+        """The generators' devices (:func:`generator_devices`; a ``ValueError`` for a device that does not exist)."""
+        return generator_devices(self)
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -566,68 +581,113 @@ def num_sources(cfg) -> int:
     return len(generator_kinds(cfg)) if cfg.source == "bank" else 1
 
 
-def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
-    """Keyword arguments of the env for this config (the bank is filled first when the source needs it)."""
+@dataclass(frozen=True)
+class EnvSpec:
+    """The env a command runs, built once from its settings (:func:`env_spec`) and passed down as it is: the
+    dataset, the synthetic sources in action order and the validated settings (``envs.config.RatioEnvConfig``).
+
+    The encoder phase (:func:`ensure_encoder`) and the time budget (``tailmix.budget``) read :attr:`config`;
+    :meth:`kwargs` gives the env's keyword arguments (what ``SyntheticRatioEnv`` and the agents take).
+    """
+
+    dataset: object
+    sources: tuple
+    """One source spec (a ``BankSource``, ``"gaussian"``, or ``None`` for augmentations), or one per bank."""
+    config: RatioEnvConfig
+    """The env's settings, validated."""
+    keywords: tuple[str, ...] = ()
+    """The config fields the settings set; the env keeps its own defaults for the others, so :meth:`kwargs` names
+    only these (a v0 run builds its env with exactly the keywords it always had)."""
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``SyntheticRatioEnv`` for this env (``source=`` with one source, else ``sources=``)."""
+        kw: dict = {"dataset": self.dataset}
+        if len(self.sources) == 1:
+            kw["source"] = self.sources[0]
+        kw.update({name: getattr(self.config, name) for name in self.keywords})
+        if len(self.sources) > 1:  # several generators: one source per bank, one ratio per source in each action
+            kw["sources"] = list(self.sources)
+        return kw
+
+    @classmethod
+    def from_kwargs(cls, kw: dict) -> EnvSpec:
+        """The spec of env keyword arguments made elsewhere (a script's dict)."""
+        from tailmix.envs.config import RatioEnvConfig
+
+        keywords = tuple(k for k in kw if k not in ("dataset", "source", "sources"))
+        sources = tuple(kw["sources"]) if "sources" in kw else (kw.get("source"),)
+        return cls(kw["dataset"], sources, RatioEnvConfig(**{k: kw[k] for k in keywords}), keywords)
+
+    def synthetic_images(self):
+        """The synthetic images the env's encoder sees (as ``envs.core.build_engine`` passes them): the source's, or
+        every source's together; ``None`` for the ones made on the fly (augmentations, Gaussian features)."""
+        if len(self.sources) == 1:
+            source = self.sources[0]
+            return None if isinstance(source, str) else source
+        from tailmix.envs.sources import combined_images
+
+        return combined_images(list(self.sources))
+
+
+def env_spec(cfg, dataset, *, progress: bool = True) -> EnvSpec:
+    """The env of this config (the bank is filled first when the source needs it), its settings validated once."""
+    from tailmix.envs.config import RatioEnvConfig
+
     if cfg.source not in SOURCES:
         raise ValueError(f"unknown --source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
-    source = None
-    banks = []
+    sources: tuple = (None,)
     if cfg.source == "bank":
         from tailmix.envs.sources import BankSource
 
-        banks = [BankSource(ensure_bank(one_kind(cfg, kind), dataset, progress=progress))
-                 for kind in generator_kinds(cfg)]
-        source = banks[0]
+        sources = tuple(BankSource(ensure_bank(one_kind(cfg, kind), dataset, progress=progress))
+                        for kind in generator_kinds(cfg))
     elif cfg.source == "gaussian":
-        source = "gaussian"
-    kw = dict(dataset=dataset, source=source, mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio,
-              reward=cfg.reward, loss=cfg.loss, cache_dir=str(Path(cfg.cache_dir) / "encoders"),
-              source_seed=cfg.seed, empty_pool="zero")
-    if len(banks) > 1:  # several generators: one source per bank, one ratio per source in each action
-        del kw["source"]
-        kw["sources"] = banks
+        sources = ("gaussian",)
+    settings = dict(mode=cfg.mode, max_steps=cfg.max_steps, max_ratio=cfg.max_ratio, reward=cfg.reward, loss=cfg.loss,
+                    cache_dir=str(Path(cfg.cache_dir) / "encoders"), source_seed=cfg.seed, empty_pool="zero")
     # env v1 options, passed only when set, so that a v0 run's env keywords stay exactly as before
     for name, v0 in (("draw", "replace"), ("val_folds", 1), ("lr_schedule", "constant")):
         if getattr(cfg, name) != v0:
-            kw[name] = getattr(cfg, name)
+            settings[name] = getattr(cfg, name)
     if cfg.quick:
-        kw.update(encoder_epochs=5, encoder_folds=3)
+        settings.update(encoder_epochs=5, encoder_folds=3)
     if getattr(cfg, "encoder_epochs", None):
-        kw["encoder_epochs"] = cfg.encoder_epochs
-    return kw
+        settings["encoder_epochs"] = cfg.encoder_epochs
+    return EnvSpec(dataset, sources, RatioEnvConfig(**settings), tuple(settings))
 
 
-def ensure_encoder(kw: dict, *, progress: bool = True) -> None:
+def env_kwargs(cfg, dataset, *, progress: bool = True) -> dict:
+    """Keyword arguments of the env for this config (:func:`env_spec`'s, as a dict)."""
+    return env_spec(cfg, dataset, progress=progress).kwargs()
+
+
+def ensure_encoder(spec: EnvSpec | dict, *, progress: bool = True) -> None:
     """Fit (or load) the env's frozen encoder in a phase of its own, with a progress bar.
 
     The env would fit it silently when built. This builds the same ``EncoderConfig``
-    (``envs.features.encoder_config``), under the same pinned thread count, so the env then finds it in the
-    in-memory and on-disk caches.
+    (``envs.features.encoder_config``) from the spec's config, under the same pinned thread count, so the env then
+    finds it in the in-memory and on-disk caches. ``spec``: an :class:`EnvSpec`, or env keyword arguments.
     """
-    from tailmix.envs.config import RatioEnvConfig
-
-    config = RatioEnvConfig(**{k: v for k, v in kw.items() if k not in ("dataset", "source", "sources")})
+    if isinstance(spec, dict):
+        spec = EnvSpec.from_kwargs(spec)
+    config = spec.config
     if config.mode != "feature":
         return
     from tailmix.classifiers.device import fixed_threads
     from tailmix.envs.features import encoder_config, fit_encoder
 
     with phase("encoder"), fixed_threads(config.num_threads):
-        fit_encoder(kw["dataset"], encoder_config(config), cache_dir=config.cache_dir, progress=progress,
-                    synthetic=_encoder_images(kw), pool_val=config.val_folds > 1)
+        fit_encoder(spec.dataset, encoder_config(config), cache_dir=config.cache_dir, progress=progress,
+                    synthetic=spec.synthetic_images(), pool_val=config.val_folds > 1)
 
 
-def _encoder_images(kw: dict):
-    """The synthetic images the env's encoder sees (as ``envs.core.build_engine`` passes them)."""
-    if "sources" not in kw:
-        return None if isinstance(kw.get("source"), str) else kw.get("source")
-    from tailmix.envs.sources import combined_images
-
-    return combined_images(kw["sources"])
+def prepared_env(cfg, dataset) -> EnvSpec:
+    """:func:`env_spec` with the bank filled and the encoder fitted, each in its own timed phase."""
+    spec = env_spec(cfg, dataset)
+    ensure_encoder(spec)
+    return spec
 
 
 def prepared_env_kwargs(cfg, dataset) -> dict:
-    """:func:`env_kwargs` with the bank filled and the encoder fitted, each in its own timed phase."""
-    kw = env_kwargs(cfg, dataset)
-    ensure_encoder(kw)
-    return kw
+    """:func:`prepared_env` as the env's keyword arguments."""
+    return prepared_env(cfg, dataset).kwargs()

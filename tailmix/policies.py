@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from tailmix.agents.policy import RatioBaseline
-from tailmix.pipeline import generator_kinds
 from tailmix.runs import _read_json, _stored_config
 
 
@@ -52,49 +51,37 @@ def model_info(path: Path) -> dict:
 
 
 def load_policy(spec: str, *, wrapper: str | None = None):
-    """A fixed policy spec (:func:`fixed_policy`), or a saved SB3 model behind the baseline interface (see
-    :func:`load_model_policy`)."""
-    if (Path(spec).expanduser() / "rllib_checkpoint.json").is_file():
-        from tailmix.agents.rllib import load_rllib_policy
-
-        return load_rllib_policy(Path(spec).expanduser())
+    """A baseline spec, or a saved policy (a path, or ``ALGO:path`` for an SB3 model) loaded by the backend whose
+    checkpoint marker it carries (``tailmix.agents.backends``). What the run folder records about it (``algo``,
+    ``wrapper``: :func:`model_info`) goes to the backend; ``ALGO:`` and ``wrapper`` override it."""
+    from tailmix.agents.backends import backend_for
+    from tailmix.agents.baselines import make_baseline
     from tailmix.mainjob import is_ratio_policy_file, load_ratio_policy
 
     if is_ratio_policy_file(spec):  # a CEM search's result the main job saved (agents/<method>/policy.json)
         return load_ratio_policy(spec)
     path = _model_path(spec)
-    return fixed_policy(spec) if path is None else load_model_policy(spec, wrapper=wrapper)
-
-
-def load_model_policy(spec: str, *, wrapper: str | None = None):
-    """A saved SB3 model (``path`` or ``ALGO:path``) as a policy with the baseline interface.
-
-    Its algo comes from the ``ALGO:`` prefix, else ``agent.json`` beside it, else the ``run.json`` there. Its
-    wrapper comes from ``wrapper``, else those files, else its observation space (a matrix means ``central``).
-    """
-    from tailmix.agents.baselines import SB3Policy
-
-    prefix, rest = _split_algo(spec)
-    path = Path(rest).expanduser()
-    if not path.is_file():
+    if path is None:
+        return make_baseline(spec)
+    backend = backend_for(path)
+    if backend is None:
         raise ValueError(f"no saved model at {path}; train one with `python train_agents.py train` (it writes "
                          "<run-dir>/model.zip)")
     info = model_info(path)
-    algo = prefix or info.get("algo")
-    if algo is None:
-        raise ValueError(f"cannot tell which algorithm saved {path} (no agent.json or run.json beside it); "
-                         "write the spec as ALGO:path, e.g. ppo:" + str(path))
-    from tailmix.agents.sb3 import load_model
+    prefix = _split_algo(spec)[0]
+    if prefix:
+        info["algo"] = prefix
+    if wrapper:
+        info["wrapper"] = wrapper
+    return backend.load_policy(path, info)
 
-    try:
-        model = load_model(algo, path)
-    except ValueError:
-        raise
-    except Exception as err:  # a truncated zip, another algo's file, a pickle from an incompatible SB3
-        raise ValueError(f"cannot load {path} as a {algo} model ({type(err).__name__}: {err}); is it a model.zip "
-                         "saved by SB3 with that algorithm?") from None
-    wrapper = wrapper or info.get("wrapper") or ("central" if len(model.observation_space.shape) == 2 else "shared")
-    return SB3Policy(model, wrapper=wrapper)
+
+def load_model_policy(spec: str, *, wrapper: str | None = None):
+    """A saved policy (``path`` or ``ALGO:path``), never a baseline spec (see :func:`load_policy`)."""
+    if _model_path(spec) is None:
+        raise ValueError(f"no saved model at {spec}; train one with `python train_agents.py train` (it writes "
+                         "<run-dir>/model.zip)")
+    return load_policy(spec, wrapper=wrapper)
 
 
 def _check_policy_fits(policy, dataset, label: str, sources: int = 1) -> None:
@@ -119,7 +106,7 @@ def benchmark_specs(cfg) -> list[str]:
     several generators fill banks."""
     from tailmix.agents.baselines import baselines_for
 
-    kinds = generator_kinds(cfg)
+    kinds = cfg.generator_kinds
     specs = list(cfg.baselines)
     if len(kinds) > 1 and cfg.source == "bank":
         specs += [s for s in baselines_for(kinds) if "@" in s and s not in specs]

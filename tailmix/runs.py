@@ -309,7 +309,8 @@ def prepare_run_dir(cfg, command: str, dataset=None) -> Path:
     ``--overwrite`` moves what the earlier run wrote (its manifest) into ``REPLACED`` and keeps the user's own files;
     :func:`finish_run_dir` drops the earlier run once the new one succeeds (or has a checkpoint), and puts it back if
     the new one fails before that. ``--resume`` keeps the folder and appends this invocation to the history.
-    ``dataset``, when given, has its fingerprint stored (``--resume`` refuses another dataset).
+    ``dataset``, when given, has its fingerprint stored (``--resume`` refuses another dataset), and its test split's
+    class sizes (``test_counts``, for the verdict).
     """
     path = check_run_dir(cfg, command)
     resume = getattr(cfg, "resume", False)
@@ -333,7 +334,11 @@ def prepare_run_dir(cfg, command: str, dataset=None) -> Path:
                                             "in 'written' and keeps the rest"})
     meta.update(config=dataclasses.asdict(cfg), versions=versions())
     if dataset is not None:
+        import numpy as np
+
         meta["dataset_fingerprint"] = dataset.fingerprint()
+        # the test split's class sizes: the verdict's intervals resample them, without loading the dataset again
+        meta["test_counts"] = np.bincount(np.asarray(dataset.test_labels), minlength=dataset.num_classes).tolist()
     meta.setdefault("history", []).append(call)
     _write_json(path / "run.json", meta)
     return path

@@ -41,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+from tailmix.agents.backends import backend_names, get_backend
 from tailmix.agents.baselines import baseline_usage
 # The application layer: each name lives in one module; import it from there (tailmix.configs, tailmix.runs, ...).
 from tailmix.commands import budget_report, cmd_benchmark, cmd_evaluate, cmd_generate, cmd_main, cmd_train
@@ -84,6 +85,8 @@ def _add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         help_ = f"{docs.get(f.name, '')} (default: {_default(f)})"
         if f.name in BASELINE_FIELDS:  # the registered baselines (agents.baselines.register_baseline)
             help_ += f"; baselines: {baseline_usage()}"
+        if f.name == "backend":  # the registered RL libraries (agents.backends)
+            help_ += "; " + "; ".join(f"{name}: {get_backend(name).help}" for name in backend_names())
         kw = dict(default=argparse.SUPPRESS, help=help_)
         if f.name == "generator":  # one or several kinds; kept as one space-separated string (run.json, caches)
             parser.add_argument(flag, nargs="+", metavar="KIND", **kw)
@@ -181,9 +184,11 @@ def print_verdict(cfg, command: str, run: Path) -> None:
     else:
         learned = {_learned_label(spec): spec for spec in getattr(cfg, "learned", [])}
     try:
-        dataset = load_data(cfg)
-        counts = np.bincount(np.asarray(dataset.test_labels), minlength=dataset.num_classes)
-        v = verdict(run, counts, learned)
+        counts = (_read_json(run / "run.json") or {}).get("test_counts")  # stored with the run: no second load
+        if counts is None:  # a run folder written before test_counts were stored
+            dataset = load_data(cfg)
+            counts = np.bincount(np.asarray(dataset.test_labels), minlength=dataset.num_classes)
+        v = verdict(run, np.asarray(counts), learned)
     except ValueError as err:  # the results are written; a verdict that cannot be made loses nothing
         print(f"verdict: not made ({err})")
         return

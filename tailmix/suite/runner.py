@@ -391,14 +391,14 @@ def run_fidelity(task: Task, kw: dict, fixed: dict, runs: Path, log=print) -> di
     done = {r["policy"]: r for r in (old or {}).get("rows", []) if old.get("task_fingerprint") == task.fingerprint()}
     seeds = list(P.FIDELITY["seeds"])
     feature, pixel = Player(kw, seeds), Player(dict(kw, mode="pixel"), seeds)
-    rows = []
+    rows, plan = [], fidelity_policies(task, fixed, runs)
 
     def snapshot() -> dict:
         rec = _base_record(task, "fidelity", None, t0)
-        rec.update(seeds=seeds, rows=rows)
+        rec.update(seeds=seeds, planned=[name for name, _, _ in plan], rows=rows)
         return rec
 
-    for name, loss, what in fidelity_policies(task, fixed, runs):
+    for name, loss, what in plan:
         if name in done:
             rows.append(done[name])
             continue

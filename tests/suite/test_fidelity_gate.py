@@ -24,7 +24,10 @@ def test_a_faithful_reward_passes_and_a_reversed_one_fails():
     assert good["resolved_pairs"] == good["pairs"] == 10 and good["agreeing_pairs"] == 10
     bad = fidelity_gate(_record(up, up[::-1]))
     assert bad["spearman_fast_vs_pixel_test"] == pytest.approx(-1.0) and not bad["passed"]
-    assert bad["agreeing_pairs"] == 0 and "**fail**" in gate_line(bad)
+    assert bad["agreeing_pairs"] == 0 and "**fail**" in gate_line(bad) and "partial" not in gate_line(bad)
+    rec = _record(up, up)
+    rec["planned"] = [r["policy"] for r in rec["rows"]] + ["not yet run"]
+    assert "(partial: 5 of 6 policies)" in gate_line(fidelity_gate(rec))  # an interrupted gate says so
 
 
 def test_pairs_inside_the_pixel_noise_are_not_resolved():
