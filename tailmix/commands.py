@@ -142,7 +142,10 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
                                    timesteps=mainjob.sb3_timesteps(method, cfg.timesteps, dataset.num_classes),
                                    resume=cfg.resume and method == own)
         folder.mkdir(parents=True, exist_ok=True)
-        saved = _train_policy(mcfg, folder, dict(kw, **mainjob.train_env(method, len(names))), label=method)
+        if cfg.resume and method != own and (folder / "model.zip").is_file():  # trained before the interruption
+            saved = folder / "model.zip"
+        else:
+            saved = _train_policy(mcfg, folder, dict(kw, **mainjob.train_env(method, len(names))), label=method)
         policies[method] = load_policy(str(saved), wrapper=wrapper)
         policies[method].name = method
         learned[method] = f"{kind}:{folder / 'model.zip'}"

@@ -23,7 +23,7 @@ ENV_FIELDS = ("dataset", "mode", "max_steps", "max_ratio", "reward", "loss", "so
 #: Where things live: inherited like ENV_FIELDS, but may change (a moved data or cache folder).
 PLACE_FIELDS = ("data_root", "cache_dir", "device", "devices")
 #: What a resumed training run may not change besides ENV_FIELDS (the checkpoint was made with them).
-MODEL_FIELDS = ("algo", "wrapper", "n_envs")
+MODEL_FIELDS = ("algo", "wrapper", "n_envs", "methods")
 
 
 def _baseline_specs() -> tuple[str, ...]:

@@ -503,3 +503,16 @@ def test_image_folder_options_refuse_bad_values(argv, words, capsys, tmp_path):
         argv += ["--dataset", root]
     assert_main_error(argv, capsys, *words)
     assert not (tmp_path / "run").exists()
+
+
+def test_main_job_resume_keeps_every_learned_method(cache_dir, tmp_path):
+    """--resume continues the run's PPO shared model and keeps its other methods (their models are loaded, not
+    trained again); the resumed run's --methods come from its run.json like its env settings."""
+    run = tmp_path / "main-resume"
+    run_cli(*TINY, "--timesteps", "64", "--checkpoint-every", "32", "--cache-dir", cache_dir, "--run-dir", run)
+    central = run / "agents" / "ppo-central" / "model.zip"
+    before = central.stat().st_mtime_ns
+    proc = run_cli("--run-dir", run, "--resume", "--timesteps", "128")
+    assert "train ppo-central" not in proc.stdout and "train ppo-shared" in proc.stdout
+    assert {r["policy"] for r in read_results(run)} >= {"cem-schedule", "ppo-central", "ppo-shared"}
+    assert central.stat().st_mtime_ns == before
