@@ -111,7 +111,7 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
     if not cfg.val_folds:  # 0: decided from the data (a resumed run reads it from its run.json)
         cfg.val_folds, why = mainjob.decide_val_folds(dataset)
         print(why, flush=True)
-    methods = cfg.methods = main_methods(cfg, fixed)  # recorded in run.json; the budget sizes for them
+    methods = cfg.methods = mainjob.main_methods(cfg, fixed)  # recorded in run.json; the budget sizes for them
     budget = apply_budget(cfg, dataset, fixed=fixed)  # sizes the flags left open, before anything trains
     budget = bank_estimate_before(cfg, dataset, budget)  # the fill costed at the filter's measured acceptance
     kw = prepared_env_kwargs(cfg, dataset)
@@ -155,19 +155,6 @@ def cmd_main(cfg: MainConfig, fixed: frozenset[str] = frozenset()) -> Path:
         write_results(rows, seeds, run, [str(n) for n in dataset.class_names])
     print(_short_table(rows, family, list(policies)), flush=True)
     return run
-
-
-def main_methods(cfg, fixed=frozenset()) -> list[str]:
-    """The learned methods of the main job: ``--methods``, or only ``--algo``-``--wrapper`` when those are given
-    without it (the one-learner main job of earlier versions)."""
-    from tailmix import mainjob
-
-    if "methods" not in fixed and ({"algo", "wrapper"} & set(fixed)):
-        return [f"{cfg.algo}-{cfg.wrapper}"]
-    methods = list(dict.fromkeys(cfg.methods))
-    for m in methods:
-        mainjob.parse_method(m)
-    return methods
 
 
 def _source_names(kw: dict) -> list[str]:

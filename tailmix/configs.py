@@ -219,7 +219,7 @@ def check_config(cfg) -> None:
     if not (cfg.loss == "auto" and isinstance(cfg, MainConfig)):  # the main job picks it on the reward
         _choice(cfg, "loss", HEAD_LOSSES if cfg.mode == "feature" else LOSSES)
     if isinstance(cfg, MainConfig):
-        from tailmix.commands import main_methods
+        from tailmix.mainjob import main_methods
 
         main_methods(cfg)  # an unknown --methods entry fails here, before any work
     for cls in classes:

@@ -145,28 +145,6 @@ def save_ratio_policy(path: Path, action, max_ratio: float, knots: int | None, n
     return path
 
 
-def is_ratio_policy_file(spec: str) -> bool:
-    p = Path(str(spec)).expanduser()
-    return p.suffix == ".json" and p.is_file()
-
-
-def load_ratio_policy(path):
-    """A policy saved by :func:`save_ratio_policy` (a static vector or a knot schedule)."""
-    try:
-        meta = json.loads(Path(path).expanduser().read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read the policy file {path} ({err}); pass a policy.json the main job wrote") from None
-    if not isinstance(meta, dict) or meta.get("kind") != "ratio-policy":
-        raise ValueError(f"{path} is not a policy file the main job wrote (no \"kind\": \"ratio-policy\")")
-    if meta.get("knots"):
-        from tailmix.agents.schedules import KnotSchedule
-
-        return KnotSchedule(meta["action"], meta["max_ratio"], name=meta.get("name", "schedule"))
-    from tailmix.agents.cem import CEMPolicy
-
-    return CEMPolicy(meta["action"], meta["max_ratio"], name=meta.get("name", "cem"))
-
-
 def run_cem(kw: dict, method: str, *, init: str, seed: int, folder: Path, budget: dict | None = None):
     """CEM over the whole pool action from the fixed member ``init``; saved to ``folder/policy.json``.
     Returns ``(policy, spec)`` (the spec is the file's path)."""
@@ -180,3 +158,14 @@ def run_cem(kw: dict, method: str, *, init: str, seed: int, folder: Path, budget
     path = save_ratio_policy(Path(folder) / "policy.json", res.mean_action, res.max_ratio, knots, method)
     policy = CEMPolicy.from_result(res, name=method)
     return policy, str(path)
+
+
+def main_methods(cfg, fixed=frozenset()) -> list[str]:
+    """The learned methods of the main job: ``--methods``, or only ``--algo``-``--wrapper`` when those are given
+    without it (the one-learner main job of earlier versions)."""
+    if "methods" not in fixed and ({"algo", "wrapper"} & set(fixed)):
+        return [f"{cfg.algo}-{cfg.wrapper}"]
+    methods = list(dict.fromkeys(cfg.methods))
+    for m in methods:
+        parse_method(m)
+    return methods

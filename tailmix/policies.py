@@ -11,6 +11,7 @@ The one policy-spec grammar (the CLI, the suite and the benchmarks read specs th
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,6 @@ def load_policy(spec: str, *, wrapper: str | None = None):
     ``wrapper``: :func:`model_info`) goes to the backend; ``ALGO:`` and ``wrapper`` override it."""
     from tailmix.agents.backends import backend_for
     from tailmix.agents.baselines import make_baseline
-    from tailmix.mainjob import is_ratio_policy_file, load_ratio_policy
 
     if is_ratio_policy_file(spec):  # a CEM search's result the main job saved (agents/<method>/policy.json)
         return load_ratio_policy(spec)
@@ -205,3 +205,25 @@ def training_env_kwargs(kw: dict, variant: str) -> dict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
     return dict(kw, **VARIANTS[variant])
+
+
+def is_ratio_policy_file(spec: str) -> bool:
+    p = Path(str(spec)).expanduser()
+    return p.suffix == ".json" and p.is_file()
+
+
+def load_ratio_policy(path):
+    """A policy saved by :func:`save_ratio_policy` (a static vector or a knot schedule)."""
+    try:
+        meta = json.loads(Path(path).expanduser().read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the policy file {path} ({err}); pass a policy.json the main job wrote") from None
+    if not isinstance(meta, dict) or meta.get("kind") != "ratio-policy":
+        raise ValueError(f"{path} is not a policy file the main job wrote (no \"kind\": \"ratio-policy\")")
+    if meta.get("knots"):
+        from tailmix.agents.schedules import KnotSchedule
+
+        return KnotSchedule(meta["action"], meta["max_ratio"], name=meta.get("name", "schedule"))
+    from tailmix.agents.cem import CEMPolicy
+
+    return CEMPolicy(meta["action"], meta["max_ratio"], name=meta.get("name", "cem"))

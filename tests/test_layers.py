@@ -1,9 +1,10 @@
 """The package's layers import downward only, and no modules import each other in a cycle.
 
 Bottom to top: ``tailmix.io`` (atomic writes, file lock, leakage checks) -> ``classifiers`` -> ``generators``
--> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` and its neighbours ``tailmix.configs``, ``runs``, ``policies``,
-``commands``, ``budget`` (the application layer) -> ``tailmix.suite`` (the benchmark suite: tasks, runner,
-reference scores) -> ``tailmix.train_agents`` (the CLI).
+-> ``envs`` -> ``agents`` -> ``tailmix.pipeline`` and its neighbours ``runs``, ``policies``, ``preflight`` (data,
+banks, run folders, policy loading) -> ``tailmix.suite`` (the benchmark suite: tasks, protocol, runner, reference
+scores) -> ``tailmix.mainjob`` and its neighbours ``configs``, ``commands``, ``budget`` (the application: the main
+job runs the suite's strongest protocol on a user's data) -> ``tailmix.train_agents`` (the CLI).
 Every ``import`` of every module counts, at module level and inside functions (a lazy import is still a
 dependency); only ``if TYPE_CHECKING:`` blocks, which never run, are skipped.
 """
@@ -16,16 +17,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Layers from the bottom up, and where each one's source lives in the repository.
-LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "suite", "train_agents")
+LAYERS = ("io", "classifiers", "generators", "envs", "agents", "pipeline", "suite", "application", "train_agents")
 SOURCES = {"io": ROOT / "tailmix" / "io", "classifiers": ROOT / "classifiers", "generators": ROOT / "generators",
            "envs": ROOT / "envs", "agents": ROOT / "agents", "pipeline": ROOT / "tailmix" / "pipeline.py",
            "runs": ROOT / "tailmix" / "runs.py", "policies": ROOT / "tailmix" / "policies.py",
            "configs": ROOT / "tailmix" / "configs.py", "commands": ROOT / "tailmix" / "commands.py",
            "budget": ROOT / "tailmix" / "budget.py", "suite": ROOT / "tailmix" / "suite",
-           "preflight": ROOT / "tailmix" / "preflight.py",
+           "preflight": ROOT / "tailmix" / "preflight.py", "mainjob": ROOT / "tailmix" / "mainjob.py",
            "train_agents": ROOT / "tailmix" / "train_agents.py"}
-#: Modules of the application layer beside ``tailmix.pipeline`` (the CLI imports them, never the reverse).
-APPLICATION = ("runs", "policies", "configs", "commands", "budget", "preflight")
+#: Modules beside ``tailmix.pipeline`` (below the suite, which builds its tasks' banks through the pipeline).
+PIPELINE = ("runs", "policies", "preflight")
+#: The application layer above the suite (the main job uses the suite's protocol; the CLI imports them).
+APPLICATION = ("mainjob", "configs", "commands", "budget")
 #: ``tailmix/__init__.py`` registers the env ids (it imports ``tailmix.envs``); it sits on top, with the CLI.
 PACKAGE_ROOT = ROOT / "tailmix" / "__init__.py"
 
@@ -46,7 +49,8 @@ def layer_of(module: str) -> int:
     parts = module.split(".")
     if len(parts) == 1:
         return len(LAYERS) - 1
-    return LAYERS.index("pipeline" if parts[1] in APPLICATION else parts[1])
+    return LAYERS.index("pipeline" if parts[1] in PIPELINE else "application" if parts[1] in APPLICATION
+                        else parts[1])
 
 
 def _type_checking(node: ast.If) -> bool:

@@ -68,7 +68,7 @@ def test_a_cem_result_is_saved_and_loaded_as_a_policy(tmp_path, knots):
 
 
 def test_algo_and_wrapper_alone_keep_the_one_learner_main_job():
-    from tailmix.commands import main_methods
+    from tailmix.mainjob import main_methods
     from tailmix.configs import MainConfig
 
     assert main_methods(MainConfig()) == ["cem-schedule", "ppo-central", "ppo-shared"]
