@@ -56,13 +56,12 @@ def load_policy(spec: str, *, wrapper: str | None = None):
     checkpoint marker it carries (``tailmix.agents.backends``). What the run folder records about it (``algo``,
     ``wrapper``: :func:`model_info`) goes to the backend; ``ALGO:`` and ``wrapper`` override it."""
     from tailmix.agents.backends import backend_for
-    from tailmix.agents.baselines import make_baseline
 
     if is_ratio_policy_file(spec):  # a CEM search's result the main job saved (agents/<method>/policy.json)
         return load_ratio_policy(spec)
     path = _model_path(spec)
     if path is None:
-        return make_baseline(spec)
+        return fixed_policy(spec)  # a baseline spec or a scaled shape (fill x 0.5)
     backend = backend_for(path)
     if backend is None:
         raise ValueError(f"no saved model at {path}; train one with `python train_agents.py train` (it writes "
