@@ -140,9 +140,7 @@ class AugmentationGenerator(Generator):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> AugmentationGenerator:
         folder = Path(path)
-        cfg = read_config(folder)
-        if cfg["kind"] != cls.kind:
-            raise ValueError(f"{folder} holds a {cfg['kind']!r} generator, not 'augment'; use load_generator(path)")
+        cfg = read_config(folder, kind=cls.kind)
         gen = cls(ops=tuple(cfg["ops"]), degrees=cfg["degrees"], translate=cfg["translate"],
                   scale=tuple(cfg["scale"]), brightness=cfg["brightness"], contrast=cfg["contrast"],
                   noise_std=cfg["noise_std"], device=device)

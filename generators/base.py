@@ -134,8 +134,9 @@ def verify_state(gen: Generator, path: str | Path) -> None:
                          "replaced); train and save the generator again")
 
 
-def read_config(path: str | Path) -> dict:
-    """The ``config.json`` of a saved generator folder (clear errors when it is missing or broken)."""
+def read_config(path: str | Path, kind: str | None = None) -> dict:
+    """The ``config.json`` of a saved generator folder (clear errors when it is missing or broken); with ``kind``,
+    a folder another kind wrote is refused (each class's ``load`` passes its own)."""
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist; pass the folder that Generator.save(path) wrote")
@@ -145,6 +146,9 @@ def read_config(path: str | Path) -> dict:
         raise ValueError(f"{file} is not valid JSON ({err}); save the generator again") from err
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise ValueError(f"{file} has no 'kind' entry; it was not written by Generator.save")
+    if kind is not None and cfg["kind"] != kind:
+        raise ValueError(f"{path} holds a {cfg['kind']!r} generator, not {kind!r}; use "
+                         "generators.load_generator(path), which picks the class")
     return cfg
 
 

@@ -742,10 +742,7 @@ class ClassConditionalDDPM(Generator):
         """Load a folder written by :meth:`save` (or user-provided weights in the same layout)."""
         diffusers = _require_diffusers()
         folder = Path(path)
-        cfg = read_config(folder)
-        if cfg["kind"] != cls.kind:
-            raise ValueError(f"{folder} holds a {cfg['kind']!r} generator, not {cls.kind!r}; use "
-                             "generators.load_generator(path), which picks the class")
+        cfg = read_config(folder, kind=cls.kind)
         if not (folder / UNET_FOLDER).is_dir():
             raise FileNotFoundError(f"{folder / UNET_FOLDER} is missing; it holds the UNet weights that "
                                     "save() writes with diffusers' save_pretrained")

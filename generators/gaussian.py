@@ -168,9 +168,7 @@ class GaussianFeatureGenerator(Generator):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> GaussianFeatureGenerator:
         folder = Path(path)
-        cfg = read_config(folder)
-        if cfg["kind"] != cls.kind:
-            raise ValueError(f"{folder} holds a {cfg['kind']!r} generator, not 'gaussian'; use load_generator(path)")
+        cfg = read_config(folder, kind=cls.kind)
         gen = cls(eps=cfg["eps"], prior_samples=cfg["prior_samples"], cov_scale=cfg["cov_scale"], device=device)
         file = folder / STATS_FILE
         if not file.is_file():

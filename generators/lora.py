@@ -249,9 +249,7 @@ class LoRAClassAdapters(Generator):
 
         peft = _require_peft()
         folder = Path(path)
-        cfg = read_config(folder)
-        if cfg["kind"] != cls.kind:
-            raise ValueError(f"{folder} holds a {cfg['kind']!r} generator, not 'lora'; use load_generator(path)")
+        cfg = read_config(folder, kind=cls.kind)
         base = load_generator(folder / cfg.get("base_path", BASE_FOLDER), device=device)
         gen = cls(base, classes=cfg["classes"], rank=cfg["rank"], alpha=cfg["alpha"],
                   steps_per_class=cfg["steps_per_class"], lr=cfg["lr"], target_modules=cfg["target_modules"],

@@ -555,9 +555,7 @@ class PretrainedPipeline(Generator):
         """Read a folder written by :meth:`save`; the pipeline folder it names must still have its fingerprint."""
         peft = _require_peft()
         folder = Path(path)
-        cfg = read_config(folder)
-        if cfg["kind"] != cls.kind:
-            raise ValueError(f"{folder} holds a {cfg['kind']!r} generator, not {cls.kind!r}; use load_generator(path)")
+        cfg = read_config(folder, kind=cls.kind)
         keys = ("classes", "conditioning", "prompt", "rank", "alpha", "steps_per_class", "batch_size", "lr",
                 "sample_steps", "guidance_scale", "sample_batch_size", "target_modules", "precision", "preset")
         gen = cls(cfg["pipeline_path"], device=device, **{k: cfg[k] for k in keys if k in cfg})

@@ -95,6 +95,13 @@ def test_load_generator_errors(tmp_path):
         register_generator("", Constant)
 
 
+@pytest.mark.parametrize("kind", ["augment", "gaussian"])
+def test_each_kinds_load_refuses_a_folder_another_kind_wrote(tmp_path, kind):
+    (tmp_path / "config.json").write_text(json.dumps({"kind": "ddpm"}))
+    with pytest.raises(ValueError, match=f"holds a 'ddpm' generator, not '{kind}'; use generators.load_generator"):
+        GENERATOR_KINDS[kind].load(tmp_path)
+
+
 def test_digests_are_stable_and_sensitive():
     assert config_digest({"a": 1, "b": [1, 2]}) == config_digest({"b": [1, 2], "a": 1})
     assert config_digest({"a": 1}) != config_digest({"a": 2})
